@@ -1,0 +1,20 @@
+// fastfid._core: the native CPU core. Each area registers itself; this file only wires them.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace fastfid::bindings {
+void register_stats(py::module_& m);
+void register_trace(py::module_& m);
+}  // namespace fastfid::bindings
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastfid's native core: streaming feature statistics and the trace term tr sqrt(S1 S2)";
+    fastfid::bindings::register_stats(m);
+    fastfid::bindings::register_trace(m);
+#ifdef FASTFID_WITH_CUDA
+    m.attr("cuda_compiled") = true;
+#else
+    m.attr("cuda_compiled") = false;
+#endif
+}

@@ -1,0 +1,69 @@
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "bindings/arrays.hpp"
+#include "cpu/trace_sqrt.hpp"
+
+namespace fastfid::bindings {
+
+namespace {
+
+cpu::TraceMethod parse_method(const std::string& name) {
+    if (name == "eigh") return cpu::TraceMethod::eigh;
+    if (name == "newton_schulz") return cpu::TraceMethod::newton_schulz;
+    throw std::invalid_argument("unknown trace method '" + name + "': use 'eigh' or 'newton_schulz'");
+}
+
+}  // namespace
+
+void register_trace(py::module_& m) {
+    m.def(
+        "validate_covariance",
+        [](const Float64Array& sigma, const std::string& name) {
+            const SymmetricView view = symmetric_view(sigma, name.c_str());
+            py::gil_scoped_release release;
+            cpu::validate_covariance(view, name.c_str());
+        },
+        py::arg("sigma"), py::arg("name"), "Raise ValueError unless sigma is finite and symmetric.");
+
+    py::class_<cpu::PsdFactor>(m, "PsdFactor", "Pivoted Cholesky factor sigma = P L L^T P^T of a validated covariance.")
+        .def(py::init([](const Float64Array& sigma, const std::string& name) {
+                 const SymmetricView view = symmetric_view(sigma, name.c_str());
+                 py::gil_scoped_release release;
+                 return cpu::PsdFactor::compute(view, name.c_str());
+             }),
+             py::arg("sigma"), py::arg("name") = "sigma1")
+        .def_readonly("dim", &cpu::PsdFactor::dim)
+        .def_readonly("rank", &cpu::PsdFactor::rank)
+        .def_readonly("trace", &cpu::PsdFactor::trace);
+
+    m.def(
+        "trace_sqrt_product",
+        [](const cpu::PsdFactor& factor, const Float64Array& other, const std::string& method, double tolerance,
+           int max_iterations) {
+            const SymmetricView view = symmetric_view(other, "sigma2");
+            cpu::TraceOptions options{parse_method(method), tolerance, max_iterations};
+            cpu::TraceResult r;
+            {
+                py::gil_scoped_release release;
+                r = cpu::trace_sqrt_product(factor, view, options);
+            }
+            py::dict out;
+            out["trace_sqrt"] = r.trace_sqrt;
+            out["rank"] = r.rank;
+            out["clamped"] = r.clamped;
+            out["most_negative"] = r.most_negative;
+            out["max_eigenvalue"] = r.max_eigenvalue;
+            out["iterations"] = r.iterations;
+            out["residual"] = r.residual;
+            out["converged"] = r.converged;
+            return out;
+        },
+        py::arg("factor"), py::arg("sigma2"), py::kw_only(), py::arg("method") = "eigh",
+        py::arg("tolerance") = 1e-12, py::arg("max_iterations") = 100,
+        "tr sqrt(sigma1 sigma2) from the factor of sigma1 and a validated sigma2; returns a dict of diagnostics.");
+}
+
+}  // namespace fastfid::bindings

@@ -1,0 +1,85 @@
+// The few BLAS/LAPACK routines the CPU core uses, from the scipy-openblas32 wheel. Its headers
+// carry the library's `scipy_` symbol prefix; these wrappers keep that detail in one place.
+// All matrices handed to LAPACK here are column-major.
+#pragma once
+
+#include <cblas.h>
+#include <lapacke.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fastfid::blas {
+
+using Int = blasint;  // 32-bit: scipy-openblas32 is an LP64 build
+
+inline Int checked_int(int64_t value) {
+    if (value > INT32_MAX) throw std::invalid_argument("dimension " + std::to_string(value) + " is too large for 32-bit BLAS");
+    return static_cast<Int>(value);
+}
+
+inline void check_info(lapack_int info, const char* routine) {
+    if (info < 0) throw std::runtime_error(std::string(routine) + ": illegal argument " + std::to_string(-info));
+}
+
+// C += alpha · Aᵀ A on the upper triangle, A row-major k × n (rows are samples).
+inline void syrk_upper_rowmajor(Int n, Int k, double alpha, const double* a, double* c) {
+    scipy_cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, alpha, a, n, 1.0, c, n);
+}
+
+// C += alpha · x xᵀ on the upper triangle, C row-major n × n.
+inline void syr_upper_rowmajor(Int n, double alpha, const double* x, double* c) {
+    scipy_cblas_dsyr(CblasRowMajor, CblasUpper, n, alpha, x, 1, c, n);
+}
+
+// Σ = P L Lᵀ Pᵀ, semidefinite allowed: returns the numerical rank; piv is 1-based.
+inline Int pivoted_cholesky_lower(Int n, double* a, Int* piv, double* work) {
+    Int rank = 0;
+    lapack_int info = scipy_LAPACKE_dpstrf_work(LAPACK_COL_MAJOR, 'L', n, a, n, piv, &rank, -1.0, work);
+    check_info(info, "dpstrf");
+    return rank;
+}
+
+// A ← Lᵀ A L using the lower triangles of A and L (LAPACK dsygst, itype 3).
+inline void congruence_lower(Int n, double* a, const double* l) {
+    check_info(scipy_LAPACKE_dsygst_work(LAPACK_COL_MAJOR, 3, 'L', n, a, n, l, n), "dsygst");
+}
+
+// C = A · B with A symmetric (lower triangle), A n × n, B n × m, C n × m.
+inline void symm_lower_left(Int n, Int m, const double* a, Int lda, const double* b, Int ldb, double* c, Int ldc) {
+    scipy_cblas_dsymm(CblasColMajor, CblasLeft, CblasLower, n, m, 1.0, a, lda, b, ldb, 0.0, c, ldc);
+}
+
+// C = alpha · op(A) op(B) + beta · C, lower triangle of the square result only.
+inline void gemmt_lower(bool trans_a, Int n, Int k, double alpha, const double* a, Int lda, const double* b, Int ldb,
+                        double beta, double* c, Int ldc) {
+    scipy_cblas_dgemmt(CblasColMajor, CblasLower, trans_a ? CblasTrans : CblasNoTrans, CblasNoTrans, n, k, alpha,
+                       a, lda, b, ldb, beta, c, ldc);
+}
+
+// C = alpha · A B + beta · C, all n × n column-major.
+inline void gemm_square(Int n, double alpha, const double* a, const double* b, double beta, double* c) {
+    scipy_cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, alpha, a, n, b, n, beta, c, n);
+}
+
+// Eigenvalues only, ascending, of the symmetric matrix whose lower triangle is in a (destroyed).
+inline void eigenvalues_lower(Int n, double* a, Int lda, double* w) {
+    if (n == 0) return;
+    // The two-stage reduction is BLAS-3 rich and only supports values-only: exactly this case.
+    double work_query = 0;
+    Int iwork_query = 0;
+    check_info(scipy_LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w, &work_query, -1,
+                                                &iwork_query, -1),
+               "dsyevd_2stage");
+    std::vector<double> work(static_cast<size_t>(work_query) + 1);
+    std::vector<Int> iwork(static_cast<size_t>(iwork_query) + 1);
+    lapack_int info = scipy_LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w, work.data(),
+                                                       static_cast<Int>(work.size()), iwork.data(),
+                                                       static_cast<Int>(iwork.size()));
+    check_info(info, "dsyevd_2stage");
+    if (info > 0) throw std::runtime_error("dsyevd_2stage: the eigenvalue iteration did not converge");
+}
+
+}  // namespace fastfid::blas

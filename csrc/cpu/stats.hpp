@@ -1,0 +1,30 @@
+// Streaming, mergeable feature statistics: count n, mean μ and co-moment C = Σ (x − μ)(x − μ)ᵀ.
+// The state lives in caller-owned float64 buffers; only the upper triangle of C (row-major,
+// i ≤ j) is maintained, the lower one is filled by symmetrize_upper when a result is wanted.
+#pragma once
+
+#include <cstdint>
+
+#include "core/feature_matrix.hpp"
+
+namespace fastfid::cpu {
+
+struct StatsState {
+    int64_t dim;
+    int64_t* count;
+    double* mean;       // dim
+    double* comoment;   // dim × dim, row-major, upper triangle valid
+};
+
+// Adds a batch of n ≥ 1 rows. Throws std::invalid_argument (leaving the state unchanged) on a
+// dimension mismatch or a NaN/Inf value.
+void accumulate(const StatsState& state, const FeatureMatrix& batch);
+
+// state ← state ∪ other (Chan, Golub & LeVeque), exact up to rounding. other's co-moment is read
+// on its upper triangle.
+void merge(const StatsState& state, int64_t other_count, const double* other_mean, const double* other_comoment);
+
+// Copies the upper triangle onto the lower one.
+void symmetrize_upper(double* matrix, int64_t dim);
+
+}  // namespace fastfid::cpu

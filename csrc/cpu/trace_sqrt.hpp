@@ -1,0 +1,59 @@
+// The trace term tr √(Σ₁ Σ₂) of the Fréchet distance, in float64.
+//
+// Σ₁Σ₂ is not symmetric, but with any factor Σ₁ = F Fᵀ its eigenvalues are those of the
+// symmetric positive semidefinite A = Fᵀ Σ₂ F, so tr √(Σ₁Σ₂) = Σ √λᵢ(A). F comes from a pivoted
+// Cholesky factorisation, which is exact for semidefinite Σ₁ of rank r < d and shrinks A to r × r
+// (the cost of a Gram-matrix route when there are fewer samples than dimensions).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/feature_matrix.hpp"
+
+namespace fastfid::cpu {
+
+// Relative size, against the largest diagonal entry or eigenvalue, of a negative pivot or
+// eigenvalue that is taken as proof that a covariance is not positive semidefinite. A covariance
+// computed in float32 carries relative errors up to ~1e-6·√d ≈ 5e-5 at d = 2048, which may show
+// as small negative eigenvalues; those are rounding, not a wrong input, and are clamped at 0.
+constexpr double kNonPsdTolerance = 1e-4;
+
+// Checks that a covariance is finite and symmetric; throws std::invalid_argument naming `name`.
+void validate_covariance(const SymmetricView& sigma, const char* name);
+
+// Σ = P L Lᵀ Pᵀ with L lower trapezoidal d × rank.
+struct PsdFactor {
+    int64_t dim = 0;
+    int64_t rank = 0;
+    std::vector<double> lower;       // d × d column-major; columns ≥ rank and the upper part are 0
+    std::vector<int32_t> pivot;      // 0-based: row i of L belongs to row pivot[i] of Σ
+    double trace = 0;                // tr Σ
+
+    static PsdFactor compute(const SymmetricView& sigma, const char* name);
+};
+
+enum class TraceMethod { eigh, newton_schulz };
+
+struct TraceOptions {
+    TraceMethod method = TraceMethod::eigh;
+    double tolerance = 1e-12;   // Newton–Schulz: stop when ‖I − ZY‖_F / √r ≤ tolerance
+    int max_iterations = 100;   // Newton–Schulz
+};
+
+struct TraceResult {
+    double trace_sqrt = 0;       // tr √(Σ₁Σ₂)
+    int64_t rank = 0;            // size of the symmetric problem (rank of Σ₁)
+    int64_t clamped = 0;         // eigenvalues of A below 0 that were clamped (eigh)
+    double most_negative = 0;    // the most negative eigenvalue of A, or 0
+    double max_eigenvalue = 0;   // largest eigenvalue of A (eigh) or ‖A‖_F (Newton–Schulz)
+    int iterations = 0;          // Newton–Schulz iterations run
+    double residual = 0;         // Newton–Schulz: ‖I − ZY‖_F / √r of the returned iterate
+    bool converged = true;
+};
+
+// Both covariances must already have passed validate_covariance (the factor's at compute time).
+TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& other, const TraceOptions& options);
+
+}  // namespace fastfid::cpu

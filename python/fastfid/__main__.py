@@ -1,0 +1,3 @@
+from fastfid.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""The Fréchet distance between two Gaussians, FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂).
+
+The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by pivoted Cholesky, then the
+eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or Newton–Schulz on that
+matrix ("newton_schulz"), all in float64. "sqrtm" runs pytorch-fid's scipy reference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from fastfid import _core
+from fastfid._arrays import as_covariance, as_mean
+from fastfid.stats import FeatureStats
+
+METHODS = ("auto", "eigh", "newton_schulz", "sqrtm")
+
+
+@dataclass(frozen=True)
+class FrechetResult:
+    """A Fréchet distance with the diagnostics of how its trace term was computed."""
+
+    value: float
+    """The distance, clamped at 0 (rounding can push an FD of identical statistics below 0)."""
+    trace_sqrt: float
+    """tr √(Σ₁Σ₂)."""
+    mean_term: float
+    """‖μ₁ − μ₂‖²."""
+    method: str
+    """"eigh", "newton_schulz" or "sqrtm"."""
+    rank: int
+    """Rank of Σ₁ found by the pivoted Cholesky factorisation (the size of the symmetric problem)."""
+    iterations: int = 0
+    """Newton–Schulz iterations (0 for the other methods)."""
+    clamped: int = 0
+    """Eigenvalues of Lᵀ Σ₂ L that rounding made negative and that were clamped at 0."""
+    most_negative: float = 0.0
+    """The most negative of those eigenvalues (0 if none)."""
+    converged: bool = True
+    """False if Newton–Schulz stopped on its iteration limit or its divergence guard."""
+
+    def __float__(self) -> float:
+        return self.value
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: float = 1e-6,
+                     return_info: bool = False, tolerance: float = 1e-12, max_iterations: int = 100):
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    Inputs are numpy arrays or CPU torch tensors of any float dtype; the computation is float64.
+    ``method``: "auto" (= "eigh" on the CPU), "eigh" (exact symmetric eigenvalue route),
+    "newton_schulz" (coupled iteration on the same symmetric matrix, stopping when
+    ‖I − ZY‖_F/√r ≤ ``tolerance`` or after ``max_iterations``), or "sqrtm" (pytorch-fid's scipy
+    route, needs scipy). ``eps`` is pytorch-fid's diagonal offset, used only by "sqrtm" when its
+    square root is not finite; the symmetric routes never need it.
+    Returns a float, or a :class:`FrechetResult` with ``return_info=True``.
+    """
+    mu1, mu2 = as_mean(mu1, "mu1"), as_mean(mu2, "mu2")
+    sigma1, sigma2 = as_covariance(sigma1, "sigma1"), as_covariance(sigma2, "sigma2")
+    _check_shapes(mu1, sigma1, mu2, sigma2)
+    method = _resolve_method(method)
+    if method == "sqrtm":
+        result = _sqrtm_route(mu1, sigma1, mu2, sigma2, eps)
+    else:
+        _core.validate_covariance(sigma1, "sigma1")
+        _core.validate_covariance(sigma2, "sigma2")
+        factor = _core.PsdFactor(sigma1, "sigma1")
+        result = _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations)
+    return result if return_info else result.value
+
+
+def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """Drop-in for ``pytorch_fid.fid_score.calculate_frechet_distance``: same arguments, returns a
+    numpy float64, computed exactly through the symmetric route instead of scipy's sqrtm."""
+    return np.float64(frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
+
+
+class Reference:
+    """Reference statistics factorised once, for comparing many checkpoints against one dataset.
+
+    ``stats`` is a :class:`FeatureStats`, a path to a statistics ``.npz``, or a ``(mu, sigma)`` pair.
+    """
+
+    def __init__(self, stats):
+        stats = _as_stats(stats, "stats")
+        self.mean = stats.mean
+        sigma = stats.cov
+        _core.validate_covariance(sigma, "reference sigma")
+        self._factor = _core.PsdFactor(sigma, "reference sigma")
+
+    @property
+    def dim(self) -> int:
+        return self._factor.dim
+
+    @property
+    def rank(self) -> int:
+        return self._factor.rank
+
+    def distance(self, other, *, method: str = "auto", return_info: bool = False,
+                 tolerance: float = 1e-12, max_iterations: int = 100):
+        """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference."""
+        other = _as_stats(other, "other")
+        if other.dim != self.dim:
+            raise ValueError(f"statistics of dim {other.dim} cannot be compared with a reference of dim {self.dim}")
+        method = _resolve_method(method)
+        if method == "sqrtm":
+            raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
+        sigma = other.cov
+        _core.validate_covariance(sigma, "sigma2")
+        result = _from_factor(self._factor, self.mean, other.mean, sigma, method, tolerance, max_iterations)
+        return result if return_info else result.value
+
+    def __repr__(self) -> str:
+        return f"Reference(dim={self.dim}, rank={self.rank})"
+
+
+def fid(a, b, **kwargs):
+    """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
+
+    Keyword arguments go to :func:`frechet_distance`.
+    """
+    a, b = _as_stats(a, "a"), _as_stats(b, "b")
+    if a.dim != b.dim:
+        raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov, **kwargs)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _resolve_method(method: str) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return "eigh" if method == "auto" else method
+
+
+def _check_shapes(mu1, sigma1, mu2, sigma2) -> None:
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 have different lengths: {mu1.shape[0]} and {mu2.shape[0]}")
+    d = mu1.shape[0]
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if sigma.shape != (d, d):
+            raise ValueError(f"{name} has shape {sigma.shape}, expected ({d}, {d}) to match the means")
+
+
+def _as_stats(x, name: str) -> FeatureStats:
+    if isinstance(x, FeatureStats):
+        return x
+    if isinstance(x, (str, os.PathLike)):
+        return FeatureStats.load(x)
+    if isinstance(x, tuple) and len(x) == 2:
+        return FeatureStats.from_mean_cov(*x)
+    raise TypeError(f"{name} must be FeatureStats, a path to a .npz file or a (mu, sigma) pair, got {type(x).__name__}")
+
+
+def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
+    """FD from the factor of Σ₁ and a Σ₂ that validate_covariance has accepted."""
+    info = _core.trace_sqrt_product(factor, sigma2, method=method, tolerance=tolerance, max_iterations=max_iterations)
+    diff = mu1 - mu2
+    mean_term = float(diff @ diff)
+    trace_sqrt = info["trace_sqrt"]
+    value = mean_term + factor.trace + float(np.trace(sigma2)) - 2.0 * trace_sqrt
+    return FrechetResult(
+        value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method=method, rank=factor.rank,
+        iterations=info["iterations"], clamped=info["clamped"], most_negative=info["most_negative"],
+        converged=info["converged"],
+    )
+
+
+def _sqrtm_route(mu1, sigma1, mu2, sigma2, eps) -> FrechetResult:
+    """pytorch-fid's computation, with sqrtm called as the installed SciPy expects (no ``disp``)."""
+    try:
+        from scipy import linalg
+    except ImportError as error:
+        raise ImportError("method='sqrtm' is the scipy reference and needs scipy: pip install scipy") from error
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.isfinite(sigma).all():
+            raise ValueError(f"{name} contains NaN or Inf values")
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"sqrtm left an imaginary component {np.max(np.abs(covmean.imag))}")
+        covmean = covmean.real
+    diff = mu1 - mu2
+    mean_term = float(diff @ diff)
+    trace_sqrt = float(np.trace(covmean))
+    value = mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt
+    return FrechetResult(value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method="sqrtm",
+                         rank=sigma1.shape[0])

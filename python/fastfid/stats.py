@@ -1,0 +1,181 @@
+"""FeatureStats: streaming, exactly mergeable mean and covariance of a feature stream."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastfid import _core
+from fastfid._arrays import as_features, as_mean, as_covariance
+
+
+class FeatureStats:
+    """Count, mean and covariance of features, accumulated batch by batch in float64.
+
+    The state is (n, μ, C) with C = Σ (x − μ)(x − μ)ᵀ, so batches and shards merge exactly
+    (Chan, Golub & LeVeque) whatever their sizes, and :meth:`save` / :meth:`load` resume without
+    loss. Statistics read from a plain pytorch-fid or clean-fid file (``mu`` and ``sigma`` only)
+    have ``count is None``: they can be compared but not updated or merged.
+
+    >>> import numpy as np, fastfid
+    >>> stats = fastfid.FeatureStats(4)
+    >>> stats.update(np.random.default_rng(0).normal(size=(100, 4)))
+    FeatureStats(dim=4, count=100)
+    """
+
+    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma")
+
+    def __init__(self, dim: int):
+        if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self._dim = int(dim)
+        self._count: int | None = 0
+        self._mean = np.zeros(self._dim)
+        self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim))  # upper triangle is the state
+        self._sigma: np.ndarray | None = None  # only for count-less summaries
+
+    # --- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_features(cls, features) -> "FeatureStats":
+        """Statistics of one (n, d) array of features."""
+        x = as_features(features)
+        return cls(x.shape[1]).update(x)
+
+    @classmethod
+    def from_state(cls, count: int, mean, comoment) -> "FeatureStats":
+        """Statistics from an exact state: count, mean and co-moment Σ (x − μ)(x − μ)ᵀ."""
+        mean = as_mean(mean, "mean")
+        comoment = as_covariance(comoment, "comoment")
+        if comoment.shape[0] != mean.shape[0]:
+            raise ValueError(f"comoment is {comoment.shape}, mean has dim {mean.shape[0]}")
+        if not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"count must be a non-negative integer, got {count!r}")
+        _core.validate_covariance(comoment, "comoment")
+        stats = cls(mean.shape[0])
+        stats._count = int(count)
+        stats._mean = np.array(mean, dtype=np.float64, order="C")
+        stats._comoment = np.array(comoment, dtype=np.float64, order="C")
+        return stats
+
+    @classmethod
+    def from_mean_cov(cls, mu, sigma) -> "FeatureStats":
+        """A summary without a sample count (as in pytorch-fid files): comparable, not mergeable."""
+        mu = as_mean(mu, "mu")
+        sigma = as_covariance(sigma, "sigma")
+        if sigma.shape[0] != mu.shape[0]:
+            raise ValueError(f"sigma is {sigma.shape} but mu has dim {mu.shape[0]}")
+        _core.validate_covariance(sigma, "sigma")
+        stats = cls(mu.shape[0])
+        stats._count = None
+        stats._mean = np.array(mu, dtype=np.float64)
+        stats._comoment = None
+        stats._sigma = np.array(sigma, dtype=np.float64)
+        return stats
+
+    # --- accumulation --------------------------------------------------------------------------
+    def update(self, features) -> "FeatureStats":
+        """Add a batch of (n, d) features (numpy or CPU torch, float16/32/64, any strides).
+
+        One fused native pass, GIL released; if it raises, the statistics are unchanged.
+        """
+        self._require_exact("update")
+        x = as_features(features, self._dim)
+        self._count = _core.accumulate(x, self._count, self._mean, self._comoment)
+        return self
+
+    def merge(self, other: "FeatureStats") -> "FeatureStats":
+        """Merge another set of statistics into this one, in place."""
+        if not isinstance(other, FeatureStats):
+            raise TypeError(f"can only merge FeatureStats, got {type(other).__name__}")
+        if other._dim != self._dim:
+            raise ValueError(f"cannot merge statistics of dim {other._dim} into dim {self._dim}")
+        self._require_exact("merge")
+        other._require_exact("be merged")
+        self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean, other._comoment)
+        return self
+
+    def __add__(self, other: "FeatureStats") -> "FeatureStats":
+        if not isinstance(other, FeatureStats):
+            return NotImplemented
+        return self.copy().merge(other)
+
+    def __iadd__(self, other: "FeatureStats") -> "FeatureStats":
+        if not isinstance(other, FeatureStats):
+            return NotImplemented
+        return self.merge(other)
+
+    def copy(self) -> "FeatureStats":
+        clone = FeatureStats(self._dim)
+        clone._count = self._count
+        clone._mean = self._mean.copy()
+        clone._comoment = None if self._comoment is None else self._comoment.copy()
+        clone._sigma = None if self._sigma is None else self._sigma.copy()
+        return clone
+
+    # --- results -------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def count(self) -> int | None:
+        """Number of samples, or None for a summary read from a mu/sigma-only file."""
+        return self._count
+
+    @property
+    def mergeable(self) -> bool:
+        return self._count is not None
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The mean, float64 (a copy)."""
+        if self._count == 0:
+            raise ValueError("the statistics are empty: update them with features first")
+        return self._mean.copy()
+
+    @property
+    def comoment(self) -> np.ndarray:
+        """Σ (x − μ)(x − μ)ᵀ, float64, symmetric (a copy)."""
+        self._require_exact("give a co-moment")
+        full = self._comoment.copy()
+        _core.symmetrize_upper(full)
+        return full
+
+    @property
+    def cov(self) -> np.ndarray:
+        """The unbiased covariance (divisor n − 1), float64, symmetric (a copy)."""
+        if self._sigma is not None:
+            return self._sigma.copy()
+        if self._count < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, the statistics have {self._count}")
+        full = self.comoment
+        full /= self._count - 1
+        return full
+
+    # --- files ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a .npz with ``mu`` and ``sigma`` (pytorch-fid / clean-fid readable) plus the exact
+        state to resume and merge; the file is replaced atomically."""
+        from fastfid.io import save_stats
+
+        save_stats(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "FeatureStats":
+        """Read fastfid's .npz, or a plain pytorch-fid / clean-fid one (``mu``, ``sigma``)."""
+        from fastfid.io import load_stats
+
+        return load_stats(path)
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _require_exact(self, action: str) -> None:
+        if self._count is None:
+            raise ValueError(
+                f"cannot {action}: these statistics come from a mu/sigma-only file (pytorch-fid / clean-fid), "
+                "whose sample count is unknown; recompute them with fastfid to get mergeable statistics"
+            )
+
+    def __repr__(self) -> str:
+        count = "unknown" if self._count is None else self._count
+        return f"FeatureStats(dim={self._dim}, count={count})"

@@ -1,0 +1,149 @@
+import os
+
+import numpy as np
+import pytest
+
+import fastfid
+from conftest import relu_features
+
+
+@pytest.fixture
+def stats(rng):
+    return fastfid.FeatureStats.from_features(relu_features(rng, 300, 12, offset=2.0))
+
+
+def test_round_trip_is_exact(stats, tmp_path):
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    loaded = fastfid.FeatureStats.load(path)
+    assert loaded.count == stats.count and loaded.dim == stats.dim
+    assert np.array_equal(loaded.mean, stats.mean)
+    assert np.array_equal(loaded.comoment, stats.comoment)
+    assert np.array_equal(loaded.cov, stats.cov)
+
+
+def test_pytorch_fid_reads_mu_and_sigma(stats, tmp_path):
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    with np.load(path) as data:  # what pytorch-fid and clean-fid do
+        assert np.array_equal(data["mu"], stats.mean)
+        np.testing.assert_allclose(data["sigma"], stats.cov, rtol=1e-15)
+
+
+def test_saved_name_is_kept_and_no_temporary_is_left(stats, tmp_path):
+    stats.save(tmp_path / "stats.custom")
+    assert os.listdir(tmp_path) == ["stats.custom"]
+
+
+def test_resume_is_bitwise_identical(rng, tmp_path):
+    x = relu_features(rng, 900, 10)
+    uninterrupted = fastfid.FeatureStats(10)
+    for part in np.array_split(x, 9):
+        uninterrupted.update(part)
+    resumed = fastfid.FeatureStats(10)
+    for i, part in enumerate(np.array_split(x, 9)):
+        if i == 4:  # interrupted: the next process picks up the saved state
+            resumed.save(tmp_path / "partial.npz")
+            resumed = fastfid.FeatureStats.load(tmp_path / "partial.npz")
+        resumed.update(part)
+    assert np.array_equal(resumed.mean, uninterrupted.mean)
+    assert np.array_equal(resumed.comoment, uninterrupted.comoment)
+
+
+def test_saved_shards_merge_like_in_memory(rng, tmp_path):
+    x = relu_features(rng, 600, 8)
+    parts = [fastfid.FeatureStats.from_features(p) for p in np.array_split(x, 3)]
+    for i, part in enumerate(parts):
+        part.save(tmp_path / f"part{i}.npz")
+    loaded = [fastfid.FeatureStats.load(tmp_path / f"part{i}.npz") for i in range(3)]
+    assert np.array_equal((loaded[0] + loaded[1] + loaded[2]).cov, (parts[0] + parts[1] + parts[2]).cov)
+
+
+def test_plain_mu_sigma_file_reads_but_does_not_merge(stats, tmp_path):
+    path = tmp_path / "pytorch_fid.npz"
+    np.savez(path, mu=stats.mean, sigma=stats.cov)  # as pytorch-fid --save-stats writes
+    plain = fastfid.FeatureStats.load(path)
+    assert plain.count is None and not plain.mergeable
+    assert np.array_equal(plain.cov, stats.cov)
+    assert fastfid.fid(plain, stats) == pytest.approx(0, abs=1e-10 * np.trace(stats.cov))
+    with pytest.raises(ValueError, match="sample count is unknown"):
+        plain.merge(stats)
+    with pytest.raises(ValueError, match="sample count is unknown"):
+        stats.merge(plain)
+    with pytest.raises(ValueError, match="sample count is unknown"):
+        plain.update(np.zeros((3, stats.dim)))
+    plain.save(tmp_path / "again.npz")  # a summary saves back as a summary
+    assert fastfid.FeatureStats.load(tmp_path / "again.npz").count is None
+
+
+def test_clean_fid_compressed_file_reads(stats, tmp_path):
+    path = tmp_path / "clean_fid.npz"
+    np.savez_compressed(path, mu=stats.mean, sigma=stats.cov)
+    assert np.array_equal(fastfid.FeatureStats.load(path).cov, stats.cov)
+
+
+def test_empty_stats_are_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        fastfid.FeatureStats(3).save(tmp_path / "x.npz")
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        fastfid.FeatureStats.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.7, 0.95])
+def test_truncated_file_is_an_os_error(stats, tmp_path, keep):
+    path = tmp_path / "stats.npz"
+    stats.save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(OSError, match="truncated or corrupt"):
+        fastfid.FeatureStats.load(path)
+
+
+def test_corrupted_compressed_member_is_an_os_error(stats, tmp_path):
+    path = tmp_path / "stats.npz"
+    np.savez_compressed(path, mu=stats.mean, sigma=stats.cov)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(OSError, match="truncated or corrupt"):
+        fastfid.FeatureStats.load(path)
+
+
+def test_garbage_is_an_os_error(tmp_path):
+    path = tmp_path / "garbage.npz"
+    path.write_bytes(b"this is not a zip file at all" * 10)
+    with pytest.raises(OSError, match="not a readable"):
+        fastfid.FeatureStats.load(path)
+
+
+@pytest.mark.parametrize(
+    "contents,match",
+    [
+        ({"mu": np.zeros(3)}, r"missing \['sigma'\]"),
+        ({"sigma": np.eye(3)}, r"missing \['mu'\]"),
+        ({"mu": np.zeros(3), "sigma": np.eye(4)}, "sigma is"),
+        ({"mu": np.zeros(3), "sigma": np.full((3, 3), np.nan)}, "NaN or Inf"),
+        ({"mu": np.zeros(3), "sigma": np.eye(3), "fastfid_count": np.int64(5), "fastfid_format": np.int64(1)},
+         "fastfid_comoment_upper"),
+        ({"mu": np.zeros(3), "sigma": np.eye(3), "fastfid_count": np.int64(5), "fastfid_format": np.int64(9),
+          "fastfid_comoment_upper": np.zeros(6)}, "unsupported fastfid statistics format 9"),
+        ({"mu": np.zeros(3), "sigma": np.eye(3), "fastfid_count": np.int64(5), "fastfid_format": np.int64(1),
+          "fastfid_comoment_upper": np.zeros(5)}, "inconsistent shapes"),
+    ],
+)
+def test_bad_contents_are_named(tmp_path, contents, match):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **contents)
+    with pytest.raises(ValueError, match=match):
+        fastfid.FeatureStats.load(path)
+
+
+def test_single_array_file_is_refused(tmp_path):
+    path = tmp_path / "features.npy"
+    np.save(path, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="single array"):
+        fastfid.FeatureStats.load(path)
