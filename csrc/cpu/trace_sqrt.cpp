@@ -26,11 +26,12 @@ std::string describe(const char* name, const std::string& problem) { return std:
 void congruence(const PsdFactor& f, const SymmetricView& other, std::vector<double>& work) {
     const int64_t d = f.dim, r = f.rank;
     const blas::Int n = blas::checked_int(d), rb = blas::checked_int(r);
-    // Σ₂ permuted like Σ₁: Fᵀ Σ₂ F = Lᵀ (Pᵀ Σ₂ P) L. Only the lower triangle is needed.
+    // Σ₂ permuted like Σ₁: Fᵀ Σ₂ F = Lᵀ (Pᵀ Σ₂ P) L. Only the lower triangle is needed; column j
+    // of it is gathered from row p_j of Σ₂ (symmetric), so the random reads stay within one row.
     std::vector<double> permuted(static_cast<size_t>(d * d));
     for (int64_t j = 0; j < d; ++j) {
         const int64_t pj = f.pivot[j];
-        for (int64_t i = j; i < d; ++i) permuted[i + j * d] = other.at(f.pivot[i], pj);
+        for (int64_t i = j; i < d; ++i) permuted[i + j * d] = other.at(pj, f.pivot[i]);
     }
     if (static_cast<double>(r) >= kPaddedCongruenceRankFraction * static_cast<double>(d)) {
         blas::congruence_lower(n, permuted.data(), f.lower.data());
