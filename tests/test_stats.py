@@ -163,6 +163,42 @@ def test_merge_rejects_other_dims_and_types(rng):
         a.merge(np.zeros(3))
 
 
+def test_small_and_large_batches_mix(rng):
+    # Batches below a native panel (256 rows at d = 300) are gathered, larger ones go straight in.
+    x = relu_features(rng, 2000, 300, offset=1.0)
+    stats = fastfid.FeatureStats(300)
+    start = 0
+    for size in (1, 50, 200, 5, 700, 3, 255, 256, 530):
+        stats.update(x[start:start + size])
+        start += size
+        assert stats.count == start  # gathered rows count at once
+    assert_stats_close(stats, x[:start])
+
+
+def test_failed_small_update_keeps_gathered_rows(rng):
+    x = rng.normal(size=(30, 5))
+    stats = fastfid.FeatureStats(5).update(x[:10])
+    bad = x[10:20].copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        stats.update(bad)
+    assert stats.count == 10
+    stats.update(x[20:])
+    assert_stats_close(stats, np.concatenate([x[:10], x[20:]]))
+
+
+def test_pickle_round_trip(rng):
+    import pickle
+
+    x = rng.normal(size=(40, 6))
+    stats = fastfid.FeatureStats(6).update(x)  # still gathered, not yet flushed
+    clone = pickle.loads(pickle.dumps(stats))
+    assert clone.count == 40
+    assert np.array_equal(clone.cov, stats.cov)
+    clone.update(x)
+    assert_stats_close(clone, np.concatenate([x, x]))
+
+
 def test_import_does_not_import_torch():
     code = "import sys, fastfid; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -42,6 +42,8 @@ void register_stats(py::module_& m) {
         },
         py::arg("count"), py::arg("mean"), py::arg("comoment"), py::arg("other_count"), py::arg("other_mean"),
         py::arg("other_comoment"), "Merge another state into this one in place; returns the new count.");
+    m.def("panel_rows", &cpu::panel_rows, py::arg("dim"),
+          "Rows per SYRK panel for this dim; smaller batches are best buffered up to it.");
     m.def(
         "symmetrize_upper",
         [](Float64Array matrix) {

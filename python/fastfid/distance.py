@@ -125,6 +125,9 @@ def fid(a, b, **kwargs):
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    if b.count is not None and (a.count is None or b.count < a.count):
+        # FD is symmetric; the factorised side's rank (≤ count − 1) sets the size of the problem.
+        a, b = b, a
     return frechet_distance(a.mean, a.cov, b.mean, b.cov, **kwargs)
 
 

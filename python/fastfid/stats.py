@@ -24,7 +24,7 @@ class FeatureStats:
     FeatureStats(dim=4, count=100)
     """
 
-    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma")
+    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows")
 
     def __init__(self, dim: int):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
@@ -34,6 +34,10 @@ class FeatureStats:
         self._mean = np.zeros(self._dim)
         self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim))  # upper triangle is the state
         self._sigma: np.ndarray | None = None  # only for count-less summaries
+        # Small batches wait here (validated, float64) until a native panel is full: one SYRK call
+        # per panel instead of one per batch, each of which re-reads the d × d co-moment.
+        self._pending: np.ndarray | None = None
+        self._pending_rows = 0
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
@@ -77,12 +81,33 @@ class FeatureStats:
     def update(self, features) -> "FeatureStats":
         """Add a batch of (n, d) features (numpy or CPU torch, float16/32/64, any strides).
 
-        One fused native pass, GIL released; if it raises, the statistics are unchanged.
+        One fused native pass, GIL released; batches smaller than a panel are gathered first.
+        If it raises, the statistics are unchanged.
         """
         self._require_exact("update")
         x = as_features(features, self._dim)
+        rows = x.shape[0]
+        panel = _core.panel_rows(self._dim)
+        if self._pending_rows + rows <= panel:
+            if not np.isfinite(x).all():
+                raise ValueError("features contain NaN or Inf values")
+            if self._pending is None:
+                self._pending = np.empty((panel, self._dim))
+            self._pending[self._pending_rows:self._pending_rows + rows] = x
+            self._pending_rows += rows
+            if self._pending_rows == panel:
+                self._flush()
+            return self
+        self._flush()
         self._count = _core.accumulate(x, self._count, self._mean, self._comoment)
         return self
+
+    def _flush(self) -> None:
+        """Add the gathered small batches to the state (they are finite: checked on arrival)."""
+        if self._pending_rows:
+            pending = self._pending[:self._pending_rows]
+            self._count = _core.accumulate(pending, self._count, self._mean, self._comoment)
+            self._pending_rows = 0
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Merge another set of statistics into this one, in place."""
@@ -92,6 +117,8 @@ class FeatureStats:
             raise ValueError(f"cannot merge statistics of dim {other._dim} into dim {self._dim}")
         self._require_exact("merge")
         other._require_exact("be merged")
+        self._flush()
+        other._flush()
         self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean, other._comoment)
         return self
 
@@ -106,6 +133,8 @@ class FeatureStats:
         return self.merge(other)
 
     def copy(self) -> "FeatureStats":
+        if self.mergeable:
+            self._flush()
         clone = FeatureStats(self._dim)
         clone._count = self._count
         clone._mean = self._mean.copy()
@@ -121,7 +150,7 @@ class FeatureStats:
     @property
     def count(self) -> int | None:
         """Number of samples, or None for a summary read from a mu/sigma-only file."""
-        return self._count
+        return None if self._count is None else self._count + self._pending_rows
 
     @property
     def mergeable(self) -> bool:
@@ -130,6 +159,8 @@ class FeatureStats:
     @property
     def mean(self) -> np.ndarray:
         """The mean, float64 (a copy)."""
+        if self.mergeable:
+            self._flush()
         if self._count == 0:
             raise ValueError("the statistics are empty: update them with features first")
         return self._mean.copy()
@@ -138,6 +169,7 @@ class FeatureStats:
     def comoment(self) -> np.ndarray:
         """Σ (x − μ)(x − μ)ᵀ, float64, symmetric (a copy)."""
         self._require_exact("give a co-moment")
+        self._flush()
         full = self._comoment.copy()
         _core.symmetrize_upper(full)
         return full
@@ -147,6 +179,7 @@ class FeatureStats:
         """The unbiased covariance (divisor n − 1), float64, symmetric (a copy)."""
         if self._sigma is not None:
             return self._sigma.copy()
+        self._flush()
         if self._count < 2:
             raise ValueError(f"a covariance needs at least 2 samples, the statistics have {self._count}")
         full = self.comoment
@@ -167,6 +200,16 @@ class FeatureStats:
         from fastfid.io import load_stats
 
         return load_stats(path)
+
+    def __getstate__(self):
+        if self.mergeable:
+            self._flush()
+        return {name: getattr(self, name) for name in self.__slots__ if name != "_pending"}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._pending = None
 
     # --- helpers -------------------------------------------------------------------------------
     def _require_exact(self, action: str) -> None:
