@@ -227,3 +227,15 @@ class TestTorchInputs:
     def test_meta_device_tensor_is_named(self):
         with pytest.raises(TypeError, match="meta tensor"):
             fastfid.FeatureStats(3).update(self.torch.zeros((4, 3), device="meta"))
+
+
+@pytest.mark.parametrize("count", [0, -3, 2.5, True])
+def test_from_state_needs_a_positive_count(count):
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        fastfid.FeatureStats.from_state(count, np.zeros(2), np.zeros((2, 2)))
+
+
+def test_from_state_round_trips(rng):
+    stats = fastfid.FeatureStats.from_features(rng.normal(size=(30, 4)))
+    clone = fastfid.FeatureStats.from_state(stats.count, stats.mean, stats.comoment)
+    assert np.array_equal(clone.cov, stats.cov)

@@ -53,8 +53,8 @@ class FeatureStats:
         comoment = as_covariance(comoment, "comoment")
         if comoment.shape[0] != mean.shape[0]:
             raise ValueError(f"comoment is {comoment.shape}, mean has dim {mean.shape[0]}")
-        if not isinstance(count, (int, np.integer)) or count < 0:
-            raise ValueError(f"count must be a non-negative integer, got {count!r}")
+        if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
+            raise ValueError(f"count must be a positive integer, got {count!r}")
         _core.validate_covariance(comoment, "comoment")
         stats = cls(mean.shape[0])
         stats._count = int(count)
