@@ -22,13 +22,14 @@ def feature_batches(shift):
         yield np.maximum(z @ mixing + shift, 0).astype(np.float32)
 
 
-start = time.perf_counter()
 real, generated = fastfid.FeatureStats(DIM), fastfid.FeatureStats(DIM)
-for batch in feature_batches(shift=0.0):
-    real.update(batch)
-for batch in feature_batches(shift=0.02):
-    generated.update(batch)
-print(f"statistics of 2 x {SAMPLES} samples: {time.perf_counter() - start:.2f} s")
+updating = 0.0  # time in FeatureStats.update, not in making the synthetic features
+for stats, shift in ((real, 0.0), (generated, 0.02)):
+    for batch in feature_batches(shift):
+        start = time.perf_counter()
+        stats.update(batch)
+        updating += time.perf_counter() - start
+print(f"statistics of 2 x {SAMPLES} samples of dim {DIM}: {updating:.2f} s in FeatureStats.update")
 
 real.save("real_stats.npz")  # pytorch-fid / clean-fid can read this file too
 start = time.perf_counter()

@@ -47,10 +47,12 @@ def test_agrees_with_scipy_sqrtm(rng, method, n, d):
 
 
 @pytest.mark.slow
-def test_agrees_with_scipy_sqrtm_at_inception_size(rng):
-    mu1, s1, mu2, s2 = pair_of_stats(rng, 4000, 2048)
-    value = fastfid.frechet_distance(mu1, s1, mu2, s2)
-    assert abs(value - scipy_fd(mu1, s1, mu2, s2)) <= scipy_bound(s1, s2)
+@pytest.mark.parametrize("n", [4000, 1000])  # full rank, and rank 999 < d
+def test_agrees_with_scipy_sqrtm_at_inception_size(rng, n):
+    mu1, s1, mu2, s2 = pair_of_stats(rng, n, 2048)
+    result = fastfid.frechet_distance(mu1, s1, mu2, s2, return_info=True)
+    assert result.rank == min(n - 1, 2048)
+    assert abs(result.value - scipy_fd(mu1, s1, mu2, s2)) <= scipy_bound(s1, s2)
 
 
 def exact_fd(mu1, s1, mu2, s2, digits=50):
