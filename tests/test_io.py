@@ -30,6 +30,15 @@ def test_pytorch_fid_reads_mu_and_sigma(stats, tmp_path):
         np.testing.assert_allclose(data["sigma"], stats.cov, rtol=1e-15)
 
 
+def test_saved_file_has_ordinary_permissions(stats, tmp_path):
+    mask = os.umask(0o022)
+    try:
+        stats.save(tmp_path / "stats.npz")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "stats.npz").stat().st_mode & 0o777 == 0o644
+
+
 def test_saved_name_is_kept_and_no_temporary_is_left(stats, tmp_path):
     stats.save(tmp_path / "stats.custom")
     assert os.listdir(tmp_path) == ["stats.custom"]
@@ -127,7 +136,7 @@ def test_garbage_is_an_os_error(tmp_path):
 @pytest.mark.parametrize(
     "contents,match",
     [
-        ({"mu": np.zeros(3)}, r"missing \['sigma'\]"),
+        ({"mu": np.zeros(3), "extra": np.zeros(1)}, r"missing \['sigma'\]; it has keys \['extra', 'mu'\]"),
         ({"sigma": np.eye(3)}, r"missing \['mu'\]"),
         ({"mu": np.zeros(3), "sigma": np.eye(4)}, "sigma is"),
         ({"mu": np.zeros(3), "sigma": np.full((3, 3), np.nan)}, "NaN or Inf"),

@@ -5,6 +5,8 @@ through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in 
 pytorch-fid's functions. Importing fastfid does not import torch.
 """
 
+from importlib.metadata import version as _version
+
 # Load the BLAS/LAPACK library the native core links against before the core itself.
 import scipy_openblas32 as _openblas  # noqa: F401
 
@@ -12,7 +14,7 @@ from fastfid._core import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.stats import FeatureStats
 
-__version__ = "0.1.0"
+__version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
 __all__ = [
     "FeatureStats",

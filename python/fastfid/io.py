@@ -40,16 +40,23 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike) -> None:
             handle.close()
             os.unlink(handle.name)
             raise
+    os.chmod(handle.name, 0o666 & ~_umask())  # the temporary file was private (0600)
     os.replace(handle.name, target)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_stats(path: str | os.PathLike) -> FeatureStats:
     """Read a statistics .npz; raises OSError for unreadable or corrupt files, ValueError for bad contents."""
     path = Path(path)
-    arrays = _read_npz(path, ("mu", "sigma", _COUNT, _COMOMENT, _FORMAT))
+    arrays, names = _read_npz(path, ("mu", "sigma", _COUNT, _COMOMENT, _FORMAT))
     missing = {"mu", "sigma"} - arrays.keys()
     if missing:
-        raise ValueError(f"{path} is missing {sorted(missing)}; it has keys {sorted(arrays)}")
+        raise ValueError(f"{path} is missing {sorted(missing)}; it has keys {sorted(names)}")
     try:
         if _COUNT not in arrays:
             return FeatureStats.from_mean_cov(arrays["mu"], arrays["sigma"])
@@ -61,8 +68,9 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
 _CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error)
 
 
-def _read_npz(path: Path, wanted: tuple[str, ...]) -> dict:
-    """The wanted members of an .npz (those present), read eagerly so corruption shows here."""
+def _read_npz(path: Path, wanted: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """The wanted members of an .npz (those present), read eagerly so corruption shows here, and
+    the names of all its members."""
     # The file is opened here, not by np.load, so that it is closed even when numpy fails midway.
     with open(path, "rb") as handle:
         try:
@@ -73,7 +81,7 @@ def _read_npz(path: Path, wanted: tuple[str, ...]) -> dict:
             raise ValueError(f"{path} holds a single array, not a statistics .npz with 'mu' and 'sigma'")
         with data:
             try:
-                return {key: data[key] for key in wanted if key in data.files}
+                return {key: data[key] for key in wanted if key in data.files}, list(data.files)
             except _CORRUPT as error:
                 raise _corrupt(path, error) from error
 
