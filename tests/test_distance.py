@@ -174,8 +174,16 @@ def test_fid_takes_stats_and_paths(rng, tmp_path):
 
 def test_newton_schulz_reports_non_convergence(rng):
     mu1, s1, mu2, s2 = pair_of_stats(rng, 400, 20)
-    result = fastfid.frechet_distance(mu1, s1, mu2, s2, method="newton_schulz", max_iterations=2, return_info=True)
+    with pytest.warns(RuntimeWarning, match="stopped after 2 iterations"):
+        result = fastfid.frechet_distance(mu1, s1, mu2, s2, method="newton_schulz", max_iterations=2,
+                                          return_info=True)
     assert not result.converged and result.iterations == 2
+
+
+def test_newton_schulz_rejects_indefinite_sigma2():
+    indefinite = np.array([[1.0, 2.0, 0.0], [2.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    with pytest.raises(ValueError, match="sigma2 is not positive semidefinite"):
+        fastfid.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), indefinite, method="newton_schulz")
 
 
 # --- bad input ------------------------------------------------------------------------------------

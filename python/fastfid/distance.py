@@ -8,6 +8,7 @@ matrix ("newton_schulz"), all in float64. "sqrtm" runs pytorch-fid's scipy refer
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,6 +164,11 @@ def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) ->
     diff = mu1 - mu2
     mean_term = float(diff @ diff)
     trace_sqrt = info["trace_sqrt"]
+    if not info["converged"]:
+        warnings.warn(
+            f"Newton–Schulz stopped after {info['iterations']} iterations with residual {info['residual']:.2e} "
+            f"(tolerance {tolerance:.0e}); the trace term may be inaccurate: raise max_iterations or use method='eigh'",
+            RuntimeWarning, stacklevel=3)
     value = mean_term + factor.trace + float(np.trace(sigma2)) - 2.0 * trace_sqrt
     return FrechetResult(
         value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method=method, rank=factor.rank,
