@@ -42,6 +42,14 @@ void register_stats(py::module_& m) {
         },
         py::arg("count"), py::arg("mean"), py::arg("comoment"), py::arg("other_count"), py::arg("other_mean"),
         py::arg("other_comoment"), "Merge another state into this one in place; returns the new count.");
+    m.def(
+        "require_finite",
+        [](const py::array& features) {
+            const FeatureMatrix batch = feature_matrix(features);
+            py::gil_scoped_release release;
+            cpu::require_finite(batch);
+        },
+        py::arg("features"), "Raise ValueError unless every feature value is finite.");
     m.def("panel_rows", &cpu::panel_rows, py::arg("dim"),
           "Rows per SYRK panel for this dim; smaller batches are best buffered up to it.");
     m.def(

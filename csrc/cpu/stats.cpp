@@ -5,7 +5,6 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/half.hpp"
@@ -57,8 +56,8 @@ template <> struct ExponentBits<uint16_t> { using Bits = uint16_t; static conste
 template <> struct ExponentBits<float> { using Bits = uint32_t; static constexpr Bits mask = 0x7f800000u; };
 template <> struct ExponentBits<double> { using Bits = uint64_t; static constexpr Bits mask = 0x7ff0000000000000ull; };
 
-// A read-only pass over a whole batch, ahead of a multi-panel update so that a NaN in its last
-// row cannot leave the state half-updated. Integer bit tests vectorise (a floating-point probe
+// A read-only pass over a whole batch: ahead of a multi-panel update so that a NaN in its last
+// row cannot leave the state half-updated, and for the small batches FeatureStats gathers. Integer bit tests vectorise (a floating-point probe
 // sum would be a serial chain); the pass costs ~2% of the SYRK at d = 2048. It walks in memory
 // order: along rows for C-ordered batches, down columns for Fortran-ordered ones.
 template <typename T>
@@ -83,40 +82,36 @@ bool batch_finite(const FeatureMatrix& x) {
     return true;
 }
 
-template <template <typename> class Op, typename... Args>
-auto dispatch(ScalarType type, Args&&... args) {
+// Calls f with a value of the type the features are stored in (uint16_t holds float16 bits).
+template <typename F>
+decltype(auto) with_scalar_type(ScalarType type, F&& f) {
     switch (type) {
-        case ScalarType::float16: return Op<uint16_t>::run(std::forward<Args>(args)...);
-        case ScalarType::float32: return Op<float>::run(std::forward<Args>(args)...);
+        case ScalarType::float16: return f(uint16_t{});
+        case ScalarType::float32: return f(float{});
         case ScalarType::float64: break;
     }
-    return Op<double>::run(std::forward<Args>(args)...);
+    return f(double{});
 }
 
-template <typename T>
-struct ConvertPanel {
-    static void run(const FeatureMatrix& x, int64_t first, int64_t rows, const double* shift, double* panel,
-                    double* sums) {
-        convert_panel<T>(x, first, rows, shift, panel, sums);
-    }
-};
-
-template <typename T>
-struct BatchFinite {
-    static bool run(const FeatureMatrix& x) { return batch_finite<T>(x); }
-};
+void convert(const FeatureMatrix& x, int64_t first, int64_t rows, const double* shift, double* panel, double* sums) {
+    with_scalar_type(x.type, [&](auto type) { convert_panel<decltype(type)>(x, first, rows, shift, panel, sums); });
+}
 
 // A NaN or Inf anywhere in a panel makes its column sums non-finite, so checking the d sums
 // validates the whole panel for free.
 bool all_finite(const double* values, int64_t n) {
     double probe = 0;
-    for (int64_t i = 0; i < n; ++i) probe += values[i] - values[i];
+    for (int64_t i = 0; i < n; ++i) probe += values[i] - values[i];  // 0 unless some value is NaN/Inf
     return probe == 0;
 }
 
 [[noreturn]] void throw_non_finite() { throw std::invalid_argument("features contain NaN or Inf values"); }
 
 }  // namespace
+
+void require_finite(const FeatureMatrix& x) {
+    if (!with_scalar_type(x.type, [&](auto type) { return batch_finite<decltype(type)>(x); })) throw_non_finite();
+}
 
 int64_t panel_rows(int64_t dim) { return std::clamp<int64_t>((int64_t{1} << 19) / std::max<int64_t>(dim, 1), 64, 4096); }
 
@@ -137,7 +132,7 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
     std::vector<double> buffer(static_cast<size_t>(panel * d));
     std::vector<double> sums(d, 0.0);
     if (n_old == 0) {
-        dispatch<ConvertPanel>(x.type, x, 0, panel, shift.data(), buffer.data(), sums.data());
+        convert(x, 0, panel, shift.data(), buffer.data(), sums.data());
         if (!all_finite(sums.data(), d)) throw_non_finite();
         for (int64_t j = 0; j < d; ++j) shift[j] += sums[j] / static_cast<double>(panel);
         std::fill(sums.begin(), sums.end(), 0.0);
@@ -146,10 +141,10 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
     // Nothing touches the state before the whole batch is known to be finite: a single panel is
     // checked through its column sums, several panels by a scan ahead of the first SYRK.
     const bool single_panel = panel == x.rows;
-    if (!single_panel && !dispatch<BatchFinite>(x.type, x)) throw_non_finite();
+    if (!single_panel) require_finite(x);
     for (int64_t first = 0; first < x.rows; first += panel) {
         const int64_t rows = std::min(panel, x.rows - first);
-        dispatch<ConvertPanel>(x.type, x, first, rows, shift.data(), buffer.data(), sums.data());
+        convert(x, first, rows, shift.data(), buffer.data(), sums.data());
         if (single_panel && !all_finite(sums.data(), d)) throw_non_finite();
         blas::syrk_upper_rowmajor(n_blas, blas::checked_int(rows), 1.0, buffer.data(), state.comoment);
     }

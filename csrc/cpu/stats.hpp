@@ -22,6 +22,9 @@ struct StatsState {
 // smaller than this pay for re-reading the d × d co-moment on every call, so callers buffer them.
 int64_t panel_rows(int64_t dim);
 
+// Throws std::invalid_argument("features contain NaN or Inf values") unless every value is finite.
+void require_finite(const FeatureMatrix& batch);
+
 // Adds a batch of n ≥ 1 rows. Throws std::invalid_argument (leaving the state unchanged) on a
 // dimension mismatch or a NaN/Inf value.
 void accumulate(const StatsState& state, const FeatureMatrix& batch);

@@ -89,8 +89,7 @@ class FeatureStats:
         rows = x.shape[0]
         panel = _core.panel_rows(self._dim)
         if self._pending_rows + rows <= panel:
-            if not np.isfinite(x).all():
-                raise ValueError("features contain NaN or Inf values")
+            _core.require_finite(x)
             if self._pending is None:
                 self._pending = np.empty((panel, self._dim))
             self._pending[self._pending_rows:self._pending_rows + rows] = x
@@ -103,7 +102,8 @@ class FeatureStats:
         return self
 
     def _flush(self) -> None:
-        """Add the gathered small batches to the state (they are finite: checked on arrival)."""
+        """Add the gathered small batches to the state (they are finite: checked on arrival).
+        A no-op when nothing is gathered, as always for count-less summaries."""
         if self._pending_rows:
             pending = self._pending[:self._pending_rows]
             self._count = _core.accumulate(pending, self._count, self._mean, self._comoment)
@@ -133,8 +133,7 @@ class FeatureStats:
         return self.merge(other)
 
     def copy(self) -> "FeatureStats":
-        if self.mergeable:
-            self._flush()
+        self._flush()
         clone = FeatureStats(self._dim)
         clone._count = self._count
         clone._mean = self._mean.copy()
@@ -159,8 +158,7 @@ class FeatureStats:
     @property
     def mean(self) -> np.ndarray:
         """The mean, float64 (a copy)."""
-        if self.mergeable:
-            self._flush()
+        self._flush()
         if self._count == 0:
             raise ValueError("the statistics are empty: update them with features first")
         return self._mean.copy()
@@ -202,8 +200,7 @@ class FeatureStats:
         return load_stats(path)
 
     def __getstate__(self):
-        if self.mergeable:
-            self._flush()
+        self._flush()
         return {name: getattr(self, name) for name in self.__slots__ if name != "_pending"}
 
     def __setstate__(self, state):
