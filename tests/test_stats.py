@@ -95,13 +95,16 @@ def test_single_rows_stream(rng):
     assert_stats_close(stats, x)
 
 
-@pytest.mark.parametrize("n", [10, 5000])  # one panel, and several panels (staged commit)
+@pytest.mark.parametrize("order", ["C", "F"])  # contiguous and strided scans
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("n", [10, 5000])  # a gathered small batch, and several panels (pre-scanned)
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_failed_update_leaves_state_unchanged(rng, n, bad):
+def test_failed_update_leaves_state_unchanged(rng, n, bad, dtype, order):
     stats = fastfid.FeatureStats.from_features(rng.normal(size=(30, 4)))
     mean, cov = stats.mean, stats.cov
-    x = rng.normal(size=(n, 4))
+    x = rng.normal(size=(n, 4)).astype(dtype)
     x[-1, 2] = bad
+    x = np.asarray(x, order=order)
     with pytest.raises(ValueError, match="NaN or Inf"):
         stats.update(x)
     assert stats.count == 30

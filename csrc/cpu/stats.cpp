@@ -2,7 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <limits>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -50,20 +51,23 @@ void convert_panel(const FeatureMatrix& x, int64_t first, int64_t rows, const do
     }
 }
 
-// IEEE bit patterns: a value is NaN or Inf exactly when all its exponent bits are set.
-template <typename T> struct ExponentBits;
-template <> struct ExponentBits<uint16_t> { using Bits = uint16_t; static constexpr Bits mask = 0x7c00; };
-template <> struct ExponentBits<float> { using Bits = uint32_t; static constexpr Bits mask = 0x7f800000u; };
-template <> struct ExponentBits<double> { using Bits = uint64_t; static constexpr Bits mask = 0x7ff0000000000000ull; };
+// 1 if the value is NaN or ±Inf. Written as an OR-able comparison, not a floating-point sum
+// (a serial chain), so the scan vectorises: float16 by its exponent bits, float and double by
+// !(|v| ≤ max), which SSE2 compares in bulk (64-bit integer compares would need SSE4.1).
+// The flag has the value's width, so compare lanes and OR lanes line up.
+template <typename T>
+using Flag = std::conditional_t<sizeof(T) == 8, uint64_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint16_t>>;
+inline Flag<uint16_t> non_finite(const uint16_t* value) { return (*value & 0x7c00u) == 0x7c00u; }
+template <typename T>
+inline Flag<T> non_finite(const T* value) {
+    return !(std::fabs(*value) <= std::numeric_limits<T>::max());
+}
 
 // A read-only pass over a whole batch: ahead of a multi-panel update so that a NaN in its last
-// row cannot leave the state half-updated, and for the small batches FeatureStats gathers. Integer bit tests vectorise (a floating-point probe
-// sum would be a serial chain); the pass costs ~2% of the SYRK at d = 2048. It walks in memory
-// order: along rows for C-ordered batches, down columns for Fortran-ordered ones.
+// row cannot leave the state half-updated, and for the small batches FeatureStats gathers. It
+// walks in memory order: along rows for C-ordered batches, down columns for Fortran-ordered ones.
 template <typename T>
 bool batch_finite(const FeatureMatrix& x) {
-    using Bits = typename ExponentBits<T>::Bits;
-    constexpr Bits mask = ExponentBits<T>::mask;
     const bool by_rows = std::abs(x.col_stride) <= std::abs(x.row_stride);
     const int64_t outer = by_rows ? x.rows : x.cols, inner = by_rows ? x.cols : x.rows;
     const int64_t outer_stride = by_rows ? x.row_stride : x.col_stride;
@@ -71,11 +75,11 @@ bool batch_finite(const FeatureMatrix& x) {
     const T* base = static_cast<const T*>(x.data);
     for (int64_t o = 0; o < outer; ++o) {
         const T* line = base + o * outer_stride;
-        bool bad = false;
-        for (int64_t i = 0; i < inner; ++i) {
-            Bits bits;
-            std::memcpy(&bits, line + i * inner_stride, sizeof bits);
-            bad |= (bits & mask) == mask;
+        Flag<T> bad = 0;
+        if (inner_stride == 1) {  // the common, contiguous case: a loop the compiler vectorises
+            for (int64_t i = 0; i < inner; ++i) bad |= non_finite(line + i);
+        } else {
+            for (int64_t i = 0; i < inner; ++i) bad |= non_finite(line + i * inner_stride);
         }
         if (bad) return false;
     }
