@@ -12,9 +12,4 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastfid's native core: streaming feature statistics and the trace term tr sqrt(S1 S2)";
     fastfid::bindings::register_stats(m);
     fastfid::bindings::register_trace(m);
-#ifdef FASTFID_WITH_CUDA
-    m.attr("cuda_compiled") = true;
-#else
-    m.attr("cuda_compiled") = false;
-#endif
 }

@@ -10,7 +10,7 @@ from importlib.metadata import version as _version
 # Load the BLAS/LAPACK library the native core links against before the core itself.
 import scipy_openblas32 as _openblas  # noqa: F401
 
-from fastfid._core import cuda_compiled
+from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.stats import FeatureStats
 

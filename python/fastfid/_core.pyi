@@ -5,7 +5,6 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
-cuda_compiled: bool
 
 def accumulate(features: npt.NDArray[np.floating], count: int, mean: npt.NDArray[np.float64],
                comoment: npt.NDArray[np.float64]) -> int: ...

@@ -1,0 +1,116 @@
+// Host-side loop of the coupled Newton–Schulz iteration (kernels in newton_schulz_kernels.cuh),
+// shared by the CUDA build and the emulation. Per iteration it reads one double back from the
+// device (the residual) to decide whether to stop; everything else stays on the device.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "cuda/device_api.hpp"
+#include "cuda/newton_schulz_kernels.cuh"
+
+namespace fastfid::device {
+
+using kernels::blocks_for;
+
+template <class Device>
+double read_double(Device& device, const double* address) {
+    double value = 0;
+    device.copy_to_host(&value, address, sizeof value);
+    return value;
+}
+
+template <class Device>
+NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, const double* sigma2, int64_t d,
+                                       double* workspace, double* sqrt_out, double* inverse_sqrt_out,
+                                       const NewtonSchulzOptions& options) {
+    using namespace kernels;
+    if (d < 1) throw std::invalid_argument("the covariances must be at least 1 × 1");
+    if (options.max_iterations < 0) throw std::invalid_argument("max_iterations must be >= 0");
+    const int64_t size = d * d;
+    double* y[2] = {workspace, workspace + size};
+    double* z[2] = {workspace + 2 * size, workspace + 3 * size};
+    double* t = workspace + 4 * size;
+    double* saved_y = workspace + 5 * size;
+    double* saved_z = workspace + 6 * size;
+    double* norm_squared = workspace + 7 * size;
+    double* trace = norm_squared + 1;
+    double* residuals = trace + 1;  // one slot per iteration: no clearing inside the loop
+    const auto elements = dim3(blocks_for(size, kElementwiseThreads));
+    const auto square_tiles = [d](unsigned products) {
+        const auto side = static_cast<unsigned>((d + kGemmTile - 1) / kGemmTile);
+        return dim3(side, side, products);
+    };
+
+    device.launch(fill_zero_kernel, dim3(blocks_for(options.max_iterations + 3, kElementwiseThreads)),
+                  dim3(kElementwiseThreads), norm_squared, static_cast<int64_t>(options.max_iterations + 3));
+    device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(1), dim3(kGemmThreads),
+                  GemmBatch{{sigma1, nullptr}, {sigma2, nullptr}, {y[0], nullptr}}, d, static_cast<double*>(nullptr));
+    const unsigned reduction_blocks = blocks_for(size, kReductionThreads);
+    device.launch(sum_of_squares_kernel, dim3(reduction_blocks < 1024 ? reduction_blocks : 1024), dim3(kReductionThreads), static_cast<const double*>(y[0]), size, norm_squared);
+    device.launch(start_kernel, elements, dim3(kElementwiseThreads), y[0], z[0], d,
+                  static_cast<const double*>(norm_squared));
+
+    NewtonSchulzResult result;
+    const double c_squared = read_double(device, norm_squared);
+    result.scale = std::sqrt(c_squared);
+    if (!std::isfinite(c_squared)) throw std::invalid_argument("sigma1 @ sigma2 is not finite");
+    if (c_squared == 0) {  // Σ₁Σ₂ = 0: the trace and the square root are 0
+        result.converged = true;
+        if (sqrt_out) device.launch(fill_zero_kernel, elements, dim3(kElementwiseThreads), sqrt_out, size);
+        if (inverse_sqrt_out) throw std::invalid_argument("sigma1 @ sigma2 is 0: it has no inverse square root");
+        return result;
+    }
+
+    // Y_k and Z_k live in y[current], z[current]; the best pair so far is `best` (y[i]/z[i] or saved).
+    int current = 0;
+    const double* best_y = y[0];
+    const double* best_z = z[0];
+    double best_residual = std::numeric_limits<double>::infinity();
+    const double root_d = std::sqrt(static_cast<double>(d));
+    for (int iteration = 0; iteration <= options.max_iterations; ++iteration) {
+        device.launch(gemm_kernel<GemmEpilogue::newton_schulz_step>, square_tiles(1), dim3(kGemmThreads),
+                      GemmBatch{{z[current], nullptr}, {y[current], nullptr}, {t, nullptr}}, d, residuals + iteration);
+        const double residual = std::sqrt(read_double(device, residuals + iteration)) / root_d;
+        result.iterations = iteration;
+        if (!std::isfinite(residual)) break;  // diverged: keep the best iterate
+        if (residual <= best_residual) {
+            best_residual = residual;
+            best_y = y[current];
+            best_z = z[current];
+        } else if (residual > 1e3 * best_residual) {
+            break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
+        }
+        if (residual <= options.tolerance) {
+            result.converged = true;
+            break;
+        }
+        if (iteration == options.max_iterations) break;
+        const int next = 1 - current;
+        if (best_y == y[next]) {  // the next step overwrites the best pair: keep a copy
+            device.copy(saved_y, y[next], size * sizeof(double));
+            device.copy(saved_z, z[next], size * sizeof(double));
+            best_y = saved_y;
+            best_z = saved_z;
+        }
+        // Y ← Y T and Z ← T Z in one launch.
+        device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(2), dim3(kGemmThreads),
+                      GemmBatch{{y[current], t}, {t, z[current]}, {y[next], z[next]}}, d,
+                      static_cast<double*>(nullptr));
+        current = next;
+    }
+    result.residual = best_residual;
+    device.launch(trace_kernel, dim3(1), dim3(kReductionThreads), best_y, d, trace);
+    const double trace_y = read_double(device, trace);
+    result.trace_sqrt = std::sqrt(result.scale) * (trace_y > 0 ? trace_y : 0.0);
+    if (sqrt_out)
+        device.launch(rescale_kernel, elements, dim3(kElementwiseThreads), best_y, sqrt_out, size,
+                      static_cast<const double*>(norm_squared), 1);
+    if (inverse_sqrt_out)
+        device.launch(rescale_kernel, elements, dim3(kElementwiseThreads), best_z, inverse_sqrt_out, size,
+                      static_cast<const double*>(norm_squared), -1);
+    return result;
+}
+
+}  // namespace fastfid::device

@@ -1,0 +1,116 @@
+// Kernels of the coupled Newton–Schulz iteration for the square root of M = Σ₁Σ₂ (d × d, float64,
+// row-major). Y₀ = M/c, Z₀ = I with c = ‖M‖_F; each step
+//     T = ½(3I − Z Y)          one GEMM whose epilogue forms T and reduces ‖I − Z Y‖²_F
+//     Y ← Y T,  Z ← T Z        one launch computing both products (grid.z = 2)
+// so Y → (M/c)^½ and Z → (M/c)^−½. M's eigenvalues are those of the symmetric semidefinite
+// Σ₁^½ Σ₂ Σ₁^½, so after Frobenius scaling they lie in [0, 1], where the iteration converges.
+#pragma once
+
+#include "cuda/kernel_prelude.cuh"
+
+namespace fastfid::kernels {
+
+constexpr int kGemmTile = 64;      // a block computes a 64 × 64 tile of the product
+constexpr int kGemmDepth = 16;     // inner-dimension slice staged in shared memory per step
+constexpr int kGemmThreads = 256;  // 16 × 16 threads, each a strided 4 × 4 register tile
+
+enum class GemmEpilogue : int {
+    store,               // C = A B
+    newton_schulz_step,  // C = 1.5 I − 0.5 A B, and ‖I − A B‖²_F added to *reduction
+};
+
+// Up to two independent products of one launch, selected by blockIdx.z.
+struct GemmBatch {
+    const double* a[2];
+    const double* b[2];
+    double* c[2];
+};
+
+template <GemmEpilogue Epilogue>
+__global__ void __launch_bounds__(kGemmThreads)
+gemm_kernel(GemmBatch batch, int64_t d, double* reduction) {
+    __shared__ double a_tile[kGemmDepth][kGemmTile];  // a_tile[k][i] = A[i0 + i][k0 + k]
+    __shared__ double b_tile[kGemmDepth][kGemmTile];  // b_tile[k][j] = B[k0 + k][j0 + j]
+    __shared__ double scratch[kGemmThreads];
+    const double* a = batch.a[blockIdx.z];
+    const double* b = batch.b[blockIdx.z];
+    double* c = batch.c[blockIdx.z];
+    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kGemmTile, j0 = static_cast<int64_t>(blockIdx.x) * kGemmTile;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+
+    double acc[4][4] = {};
+    for (int64_t k0 = 0; k0 < d; k0 += kGemmDepth) {
+        for (int e = threadIdx.x; e < kGemmDepth * kGemmTile; e += kGemmThreads) {
+            const int ai = e / kGemmDepth, ak = e % kGemmDepth;  // A read along its rows
+            a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] : 0.0;
+            const int bk = e / kGemmTile, bj = e % kGemmTile;    // B read along its rows
+            b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] : 0.0;
+        }
+        __syncthreads();
+        for (int k = 0; k < kGemmDepth; ++k) {
+            double av[4], bv[4];
+            for (int i = 0; i < 4; ++i) av[i] = a_tile[k][ty + 16 * i];
+            for (int j = 0; j < 4; ++j) bv[j] = b_tile[k][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
+        __syncthreads();
+    }
+
+    double residual = 0;
+    for (int i = 0; i < 4; ++i) {
+        const int64_t gi = i0 + ty + 16 * i;
+        for (int j = 0; j < 4; ++j) {
+            const int64_t gj = j0 + tx + 16 * j;
+            if (gi >= d || gj >= d) continue;
+            if (Epilogue == GemmEpilogue::store) {
+                c[gi * d + gj] = acc[i][j];
+            } else {
+                const double identity = gi == gj ? 1.0 : 0.0;
+                c[gi * d + gj] = 1.5 * identity - 0.5 * acc[i][j];
+                residual += (identity - acc[i][j]) * (identity - acc[i][j]);
+            }
+        }
+    }
+    if (Epilogue == GemmEpilogue::newton_schulz_step) block_sum_into(residual, scratch, reduction);
+}
+
+constexpr int kReductionThreads = 256;
+
+// *total += Σ data[e]² over e < size (grid-stride loop, one atomic per block).
+__global__ void __launch_bounds__(kReductionThreads)
+sum_of_squares_kernel(const double* data, int64_t size, double* total) {
+    __shared__ double scratch[kReductionThreads];
+    double partial = 0;
+    for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < size;
+         e += static_cast<int64_t>(gridDim.x) * blockDim.x)
+        partial += data[e] * data[e];
+    block_sum_into(partial, scratch, total);
+}
+
+// *total += Σ m[i][i] (one block).
+__global__ void __launch_bounds__(kReductionThreads)
+trace_kernel(const double* m, int64_t d, double* total) {
+    __shared__ double scratch[kReductionThreads];
+    double partial = 0;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += m[i * d + i];
+    block_sum_into(partial, scratch, total);
+}
+
+// Y₀ = M / √(*norm_squared) in place, Z₀ = I.
+__global__ void start_kernel(double* y, double* z, int64_t d, const double* norm_squared) {
+    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (e >= d * d) return;
+    y[e] /= sqrt(*norm_squared);
+    z[e] = e / d == e % d ? 1.0 : 0.0;
+}
+
+// out = in · (*norm_squared)^(power / 4): power 1 gives √c·Y = M^½, power −1 gives Z/√c = M^−½.
+__global__ void rescale_kernel(const double* in, double* out, int64_t size, const double* norm_squared, int power) {
+    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (e >= size) return;
+    const double root_c = sqrt(sqrt(*norm_squared));
+    out[e] = power > 0 ? in[e] * root_c : in[e] / root_c;
+}
+
+}  // namespace fastfid::kernels

@@ -1,0 +1,159 @@
+// Kernels of the streaming statistics on the device. The state is (count, mean μ, co-moment
+// C = Σ (x − μ)(x − μ)ᵀ, upper triangle of a row-major d × d array), all float64, as on the CPU.
+//
+// One batch X (n × d) is added in four stream-ordered launches, none of which waits for the host:
+//   choose_shift        s = μ, or the batch's first row when the state is empty
+//   batch_comoment      B = Σ (x − s)(x − s)ᵀ (upper tiles only) and S = Σ (x − s), float64,
+//                       flagging any non-finite value
+//   apply_batch         unless flagged: C += B − S Sᵀ / n',  μ = s + S / n'   (n' = count + n)
+//   commit_batch        count = n', or count the batch as skipped; clears the flag
+// With B separate from C, a batch holding NaN/Inf leaves the state exactly as it was.
+#pragma once
+
+#include "cuda/kernel_prelude.cuh"
+
+namespace fastfid::kernels {
+
+constexpr int kStatsTile = 64;             // a block owns a 64 × 64 tile of B
+constexpr int kStatsRowsPerStep = 16;      // rows of X staged in shared memory per step
+constexpr int kStatsThreads = 256;         // 16 × 16 threads, each a 4 × 4 register tile
+
+template <class Load>
+FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col) {
+    return Load::load(static_cast<const typename Load::Storage*>(x.data) + row * x.row_stride + col * x.col_stride);
+}
+
+template <class Load>
+__global__ void choose_shift_kernel(FeatureBlock x, const double* mean, double* shift, const long long* counters) {
+    const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (j >= x.cols) return;
+    shift[j] = counters[kCount] == 0 ? feature_at<Load>(x, 0, j) : mean[j];
+}
+
+// Upper-triangular tile t (row-major over tiles with ti ≤ tj) -> (ti, tj).
+FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti, int64_t& tj) {
+    ti = 0;
+    while (t >= tiles_per_side - ti) {
+        t -= tiles_per_side - ti;
+        ++ti;
+    }
+    tj = ti + t;
+}
+
+// grid.x: one block per upper tile; grid.y: slices of rows_per_slice rows, added atomically.
+// `batch` (d × d) and `sums` (d) must be zero when grid.y > 1; with one slice they are written.
+template <class Load>
+__global__ void __launch_bounds__(kStatsThreads)
+batch_comoment_kernel(FeatureBlock x, const double* shift, int64_t rows_per_slice, double* batch, double* sums,
+                      long long* counters) {
+    __shared__ double left[kStatsRowsPerStep][kStatsTile];
+    __shared__ double right[kStatsRowsPerStep][kStatsTile];
+    const int64_t d = x.cols;
+    const int64_t tiles_per_side = (d + kStatsTile - 1) / kStatsTile;
+    int64_t ti, tj;
+    triangle_tile(blockIdx.x, tiles_per_side, ti, tj);
+    const int64_t row_begin = blockIdx.y * rows_per_slice;
+    const int64_t row_end = row_begin + rows_per_slice < x.rows ? row_begin + rows_per_slice : x.rows;
+    const bool diagonal = ti == tj;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+
+    double acc[4][4] = {};
+    double column_sum = 0;  // diagonal tiles: thread c < 64 sums column ti·64 + c
+    bool finite = true;
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kStatsRowsPerStep) {
+        // Stage 16 rows × 64 columns of each side, widened to float64 and shifted.
+        for (int e = threadIdx.x; e < kStatsRowsPerStep * kStatsTile; e += kStatsThreads) {
+            const int k = e / kStatsTile, c = e % kStatsTile;
+            const int64_t row = r0 + k;
+            const int64_t col_left = ti * kStatsTile + c, col_right = tj * kStatsTile + c;
+            double a = 0, b = 0;
+            if (row < row_end && col_left < d) a = feature_at<Load>(x, row, col_left) - shift[col_left];
+            if (row < row_end && col_right < d) b = feature_at<Load>(x, row, col_right) - shift[col_right];
+            finite = finite && is_finite(a) && is_finite(b);
+            left[k][c] = a;
+            right[k][c] = b;
+        }
+        __syncthreads();
+        for (int k = 0; k < kStatsRowsPerStep; ++k) {
+            double a[4], b[4];
+            for (int i = 0; i < 4; ++i) a[i] = left[k][ty + 16 * i];  // strided: conflict-free reads
+            for (int j = 0; j < 4; ++j) b[j] = right[k][tx + 16 * j];
+            for (int i = 0; i < 4; ++i)
+                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+        }
+        if (diagonal && threadIdx.x < kStatsTile)
+            for (int k = 0; k < kStatsRowsPerStep; ++k) column_sum += right[k][threadIdx.x];
+        __syncthreads();
+    }
+    if (!finite) counters[kBatchFlag] = 1;  // benign race: every writer stores 1
+
+    const bool sliced = gridDim.y > 1;
+    for (int i = 0; i < 4; ++i) {
+        const int64_t gi = ti * kStatsTile + ty + 16 * i;
+        for (int j = 0; j < 4; ++j) {
+            const int64_t gj = tj * kStatsTile + tx + 16 * j;
+            if (gi >= d || gj >= d || gi > gj) continue;
+            double* out = batch + gi * d + gj;
+            if (sliced) atomicAdd(out, acc[i][j]);
+            else *out = acc[i][j];
+        }
+    }
+    const int64_t gc = ti * kStatsTile + threadIdx.x;
+    if (diagonal && threadIdx.x < kStatsTile && gc < d) {
+        if (sliced) atomicAdd(sums + gc, column_sum);
+        else sums[gc] = column_sum;
+    }
+}
+
+// Over the upper triangle, one thread per element; the diagonal threads also update μ.
+__global__ void apply_batch_kernel(int64_t d, int64_t batch_rows, const double* batch, const double* sums,
+                                   const double* shift, double* mean, double* comoment, const long long* counters) {
+    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (e >= d * d || counters[kBatchFlag] != 0) return;
+    const int64_t i = e / d, j = e % d;
+    if (i > j) return;
+    const double total = static_cast<double>(counters[kCount] + batch_rows);
+    comoment[e] += batch[e] - sums[i] * sums[j] / total;
+    if (i == j) mean[i] = shift[i] + sums[i] / total;
+}
+
+__global__ void commit_batch_kernel(int64_t batch_rows, long long* counters) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    if (counters[kBatchFlag] != 0) counters[kSkippedBatches] += 1;
+    else counters[kCount] += batch_rows;
+    counters[kBatchFlag] = 0;
+}
+
+// Chan's merge of state B into state A, in three launches (each reads what the next one changes).
+// 1: C_A += C_B + δ δᵀ n_A n_B / n over the upper triangle, δ = μ_B − μ_A.
+__global__ void merge_comoment_kernel(int64_t d, const double* mean, double* comoment, const long long* counters,
+                                      const double* other_mean, const double* other_comoment,
+                                      const long long* other_counters) {
+    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (e >= d * d) return;
+    const int64_t i = e / d, j = e % d;
+    if (i > j) return;
+    const double na = static_cast<double>(counters[kCount]), nb = static_cast<double>(other_counters[kCount]);
+    if (nb == 0) return;
+    const double weight = na * nb / (na + nb);
+    comoment[e] += other_comoment[e] + (other_mean[i] - mean[i]) * (other_mean[j] - mean[j]) * weight;
+}
+
+// 2: μ_A += δ n_B / n.
+__global__ void merge_mean_kernel(int64_t d, double* mean, const long long* counters, const double* other_mean,
+                                  const long long* other_counters) {
+    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+    if (i >= d) return;
+    const double na = static_cast<double>(counters[kCount]), nb = static_cast<double>(other_counters[kCount]);
+    if (nb == 0) return;
+    mean[i] += (other_mean[i] - mean[i]) * (nb / (na + nb));
+}
+
+// 3: the counts.
+__global__ void merge_counters_kernel(long long* counters, const long long* other_counters) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    counters[kCount] += other_counters[kCount];
+    counters[kSkippedBatches] += other_counters[kSkippedBatches];
+}
+
+}  // namespace fastfid::kernels

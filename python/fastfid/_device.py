@@ -1,0 +1,2 @@
+import importlib.util
+cuda_compiled = importlib.util.find_spec("fastfid._cuda") is not None
