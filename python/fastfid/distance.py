@@ -2,7 +2,8 @@
 
 The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by pivoted Cholesky, then the
 eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or Newton–Schulz on that
-matrix ("newton_schulz"), all in float64. "sqrtm" runs pytorch-fid's scipy reference.
+matrix ("newton_schulz"), all in float64. "sqrtm" runs pytorch-fid's scipy reference. Inputs on a
+CUDA device stay there: Newton–Schulz on Σ₁Σ₂ by the CUDA kernels (fastfid/_device.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastfid import _core
+from fastfid import _core, _device
 from fastfid._arrays import as_covariance, as_mean
 from fastfid.stats import FeatureStats
 
@@ -51,14 +52,23 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
                      return_info: bool = False, tolerance: float = 1e-12, max_iterations: int = 100):
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    Inputs are numpy arrays or CPU torch tensors of any float dtype; the computation is float64.
-    ``method``: "auto" (= "eigh" on the CPU), "eigh" (exact symmetric eigenvalue route),
-    "newton_schulz" (coupled iteration on the same symmetric matrix, stopping when
-    ‖I − ZY‖_F/√r ≤ ``tolerance`` or after ``max_iterations``), or "sqrtm" (pytorch-fid's scipy
-    route, needs scipy). ``eps`` is pytorch-fid's diagonal offset, used only by "sqrtm" when its
-    square root is not finite; the symmetric routes never need it.
+    Inputs are numpy arrays or torch tensors of any float dtype; the computation is float64.
+    ``method``: "auto" (= "eigh" on the CPU, "newton_schulz" when an input is on a CUDA device),
+    "eigh" (exact symmetric eigenvalue route), "newton_schulz" (coupled iteration, stopping when
+    ‖I − ZY‖_F/√r ≤ ``tolerance`` or after ``max_iterations``; on the CPU it iterates on the
+    symmetric r × r matrix, on a device on Σ₁Σ₂ with r = d), or "sqrtm" (pytorch-fid's scipy
+    route, needs scipy). "eigh" and "sqrtm" copy device inputs to the host. ``eps`` is
+    pytorch-fid's diagonal offset, used only by "sqrtm" when its square root is not finite; the
+    symmetric routes never need it.
     Returns a float, or a :class:`FrechetResult` with ``return_info=True``.
     """
+    device = next((x.device for x in (mu1, sigma1, mu2, sigma2) if _device.is_device_tensor(x)), None)
+    if device is not None:
+        if _resolve_method(method, on_device=True) == "newton_schulz":
+            result = _device_route(mu1, sigma1, mu2, sigma2, device, _device.kernels_for(device), tolerance,
+                                   max_iterations)
+            return result if return_info else result.value
+        mu1, sigma1, mu2, sigma2 = (x.cpu() if _device.is_device_tensor(x) else x for x in (mu1, sigma1, mu2, sigma2))
     mu1, mu2 = as_mean(mu1, "mu1"), as_mean(mu2, "mu2")
     sigma1, sigma2 = as_covariance(sigma1, "sigma1"), as_covariance(sigma2, "sigma2")
     _check_shapes(mu1, sigma1, mu2, sigma2)
@@ -104,6 +114,8 @@ class Reference:
                  tolerance: float = 1e-12, max_iterations: int = 100):
         """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference."""
         other = _as_stats(other, "other")
+        if other.device != "cpu":
+            other = other.to("cpu")  # O(d²) to the host, where the factor is
         if other.dim != self.dim:
             raise ValueError(f"statistics of dim {other.dim} cannot be compared with a reference of dim {self.dim}")
         method = _resolve_method(method)
@@ -121,11 +133,20 @@ class Reference:
 def fid(a, b, **kwargs):
     """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
 
-    Keyword arguments go to :func:`frechet_distance`.
+    Keyword arguments go to :func:`frechet_distance`. Statistics on a device are compared there.
     """
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    on_device = next((s for s in (a, b) if s.device != "cpu"), None)
+    if on_device is not None:
+        a, b = (s if s.device == on_device.device else s.to(on_device.device) for s in (a, b))
+        state = on_device._device_state
+        if _resolve_method(kwargs.pop("method", "auto"), on_device=True) == "newton_schulz":
+            result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels,
+                                   kwargs.pop("tolerance", 1e-12), kwargs.pop("max_iterations", 100))
+            return result if kwargs.pop("return_info", False) else result.value
+        a, b = a.to("cpu"), b.to("cpu")
     if b.count is not None and (a.count is None or b.count < a.count):
         # FD is symmetric; the factorised side's rank (≤ count − 1) sets the size of the problem.
         a, b = b, a
@@ -133,10 +154,12 @@ def fid(a, b, **kwargs):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _resolve_method(method: str) -> str:
+def _resolve_method(method: str, on_device: bool = False) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return "eigh" if method == "auto" else method
+    if method == "auto":
+        return "newton_schulz" if on_device else "eigh"
+    return method
 
 
 def _check_shapes(mu1, sigma1, mu2, sigma2) -> None:
@@ -158,6 +181,30 @@ def _as_stats(x, name: str) -> FeatureStats:
     raise TypeError(f"{name} must be FeatureStats, a path to a .npz file or a (mu, sigma) pair, got {type(x).__name__}")
 
 
+def _warn_not_converged(info, tolerance) -> None:
+    warnings.warn(
+        f"Newton–Schulz stopped after {info['iterations']} iterations with residual {info['residual']:.2e} "
+        f"(tolerance {tolerance:.0e}); the trace term may be inaccurate: raise max_iterations or use method='eigh'",
+        RuntimeWarning, stacklevel=4)
+
+
+def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iterations) -> FrechetResult:
+    """FD on a device by Newton–Schulz on Σ₁Σ₂ (the kernels, or their torch twin when kernels is None)."""
+    mu1, mu2 = _device.mean_tensor(mu1, device, "mu1"), _device.mean_tensor(mu2, device, "mu2")
+    sigma1 = _device.covariance_tensor(sigma1, device, "sigma1")
+    sigma2 = _device.covariance_tensor(sigma2, device, "sigma2")
+    _check_shapes(mu1, sigma1, mu2, sigma2)
+    roots = _device.newton_schulz(sigma1, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations)
+    if not roots.converged:
+        _warn_not_converged(vars(roots), tolerance)
+    diff = mu1 - mu2
+    mean_term = float(diff @ diff)
+    value = mean_term + float(sigma1.trace()) + float(sigma2.trace()) - 2.0 * roots.trace_sqrt
+    return FrechetResult(value=max(value, 0.0), trace_sqrt=roots.trace_sqrt, mean_term=mean_term,
+                         method="newton_schulz", rank=sigma1.shape[0], iterations=roots.iterations,
+                         converged=roots.converged)
+
+
 def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
     """FD from the factor of Σ₁ and a Σ₂ that validate_covariance has accepted."""
     info = _core.trace_sqrt_product(factor, sigma2, method=method, tolerance=tolerance, max_iterations=max_iterations)
@@ -165,10 +212,7 @@ def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) ->
     mean_term = float(diff @ diff)
     trace_sqrt = info["trace_sqrt"]
     if not info["converged"]:
-        warnings.warn(
-            f"Newton–Schulz stopped after {info['iterations']} iterations with residual {info['residual']:.2e} "
-            f"(tolerance {tolerance:.0e}); the trace term may be inaccurate: raise max_iterations or use method='eigh'",
-            RuntimeWarning, stacklevel=3)
+        _warn_not_converged(info, tolerance)
     value = mean_term + factor.trace + float(np.trace(sigma2)) - 2.0 * trace_sqrt
     return FrechetResult(
         value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method=method, rank=factor.rank,

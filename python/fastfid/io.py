@@ -19,6 +19,8 @@ _COUNT, _COMOMENT, _FORMAT = "fastfid_count", "fastfid_comoment_upper", "fastfid
 
 def save_stats(stats: FeatureStats, path: str | os.PathLike) -> None:
     """Write stats to ``path`` exactly as named (no suffix is added), atomically."""
+    if stats.device != "cpu":
+        stats = stats.to("cpu")
     if stats.count == 0:
         raise ValueError("refusing to save empty statistics (0 samples)")
     arrays = {"mu": stats.mean}

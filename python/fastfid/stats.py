@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from fastfid import _core
+from fastfid import _core, _device
 from fastfid._arrays import as_features, as_mean, as_covariance
 
 
@@ -22,14 +22,27 @@ class FeatureStats:
     >>> stats = fastfid.FeatureStats(4)
     >>> stats.update(np.random.default_rng(0).normal(size=(100, 4)))
     FeatureStats(dim=4, count=100)
+
+    ``device`` (e.g. ``"cuda"``) keeps the state on that torch device: batches there are added by
+    the CUDA kernels on the current stream without waiting for them, and ``mean``, ``cov`` and
+    ``comoment`` are float64 tensors on the device. A batch with NaN/Inf cannot be refused at
+    ``update`` time without a sync: it is left out on the device and the next read raises
+    ValueError once, the other samples intact.
     """
 
-    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows")
+    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state")
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, device=None):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self._dim = int(dim)
+        self._device_state: _device.DeviceStats | None = None
+        if device is not None and str(device) != "cpu":
+            import torch
+
+            device = torch.device(device)
+            if device.type != "cpu":
+                self._device_state = _device.DeviceStats(self._dim, device, _device.kernels_for(device))
         self._count: int | None = 0
         self._mean = np.zeros(self._dim)
         self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim))  # upper triangle is the state
@@ -42,9 +55,20 @@ class FeatureStats:
     # --- construction --------------------------------------------------------------------------
     @classmethod
     def from_features(cls, features) -> "FeatureStats":
-        """Statistics of one (n, d) array of features."""
+        """Statistics of one (n, d) array of features, on the features' device."""
+        if _device.is_device_tensor(features):
+            if features.dim() != 2:
+                raise ValueError(f"features must be 2-D (samples, dim), got shape {tuple(features.shape)}")
+            return cls(features.shape[1], device=features.device).update(features)
         x = as_features(features)
         return cls(x.shape[1]).update(x)
+
+    @classmethod
+    def _from_device_state(cls, state: "_device.DeviceStats") -> "FeatureStats":
+        """Statistics around an existing device state (tests pass one run by the kernel emulation)."""
+        stats = cls(state.dim)
+        stats._device_state = state
+        return stats
 
     @classmethod
     def from_state(cls, count: int, mean, comoment) -> "FeatureStats":
@@ -85,6 +109,12 @@ class FeatureStats:
         If it raises, the statistics are unchanged.
         """
         self._require_exact("update")
+        if self._device_state is not None:
+            self._device_state.update(features)
+            return self
+        if _device.is_device_tensor(features):
+            raise TypeError(f"the features are on {features.device} but these statistics are on the CPU: create them "
+                            f"with FeatureStats({self._dim}, device='{features.device}') to accumulate there")
         x = as_features(features, self._dim)
         rows = x.shape[0]
         panel = _core.panel_rows(self._dim)
@@ -117,6 +147,13 @@ class FeatureStats:
             raise ValueError(f"cannot merge statistics of dim {other._dim} into dim {self._dim}")
         self._require_exact("merge")
         other._require_exact("be merged")
+        if (self._device_state is None) != (other._device_state is None) or (
+                self._device_state is not None and self._device_state.device != other._device_state.device):
+            raise ValueError(f"cannot merge statistics on {other.device} into statistics on {self.device}: "
+                             "move one with .to(device) first")
+        if self._device_state is not None:
+            self._device_state.merge(other._device_state)
+            return self
         self._flush()
         other._flush()
         self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean, other._comoment)
@@ -133,6 +170,8 @@ class FeatureStats:
         return self.merge(other)
 
     def copy(self) -> "FeatureStats":
+        if self._device_state is not None:
+            return FeatureStats._from_device_state(self._device_state.copy())
         self._flush()
         clone = FeatureStats(self._dim)
         clone._count = self._count
@@ -141,14 +180,44 @@ class FeatureStats:
         clone._sigma = None if self._sigma is None else self._sigma.copy()
         return clone
 
+    def to(self, device) -> "FeatureStats":
+        """A copy of these statistics on another device ("cpu", "cuda", "cuda:1", a torch.device)."""
+        self._require_exact("move")
+        if str(device) == "cpu" or getattr(device, "type", None) == "cpu":
+            if self._device_state is None:
+                return self.copy()
+            state = self._device_state
+            count = state.count()
+            if count == 0:
+                return FeatureStats(self._dim)
+            return FeatureStats.from_state(count, state.mean.cpu().numpy(), state.symmetric_comoment().cpu().numpy())
+        moved = FeatureStats(self._dim, device=device)
+        source = self if self._device_state is None else self.to("cpu")
+        source._flush()
+        if source._count:
+            import torch
+
+            target = moved._device_state
+            target.mean.copy_(torch.as_tensor(source._mean))
+            target.comoment.copy_(torch.as_tensor(source._comoment))
+            target.counters[0] = source._count
+        return moved
+
     # --- results -------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return self._dim
 
     @property
+    def device(self):
+        """"cpu", or the torch.device holding the state."""
+        return "cpu" if self._device_state is None else self._device_state.device
+
+    @property
     def count(self) -> int | None:
         """Number of samples, or None for a summary read from a mu/sigma-only file."""
+        if self._device_state is not None:
+            return self._device_state.count()
         return None if self._count is None else self._count + self._pending_rows
 
     @property
@@ -157,7 +226,11 @@ class FeatureStats:
 
     @property
     def mean(self) -> np.ndarray:
-        """The mean, float64 (a copy)."""
+        """The mean, float64 (a copy; a tensor on the statistics' device)."""
+        if self._device_state is not None:
+            if self.count == 0:
+                raise ValueError("the statistics are empty: update them with features first")
+            return self._device_state.mean.clone()
         self._flush()
         if self._count == 0:
             raise ValueError("the statistics are empty: update them with features first")
@@ -165,8 +238,11 @@ class FeatureStats:
 
     @property
     def comoment(self) -> np.ndarray:
-        """Σ (x − μ)(x − μ)ᵀ, float64, symmetric (a copy)."""
+        """Σ (x − μ)(x − μ)ᵀ, float64, symmetric (a copy; a tensor on the statistics' device)."""
         self._require_exact("give a co-moment")
+        if self._device_state is not None:
+            self._device_state.count()  # reports NaN/Inf batches left out on the device
+            return self._device_state.symmetric_comoment()
         self._flush()
         full = self._comoment.copy()
         _core.symmetrize_upper(full)
@@ -178,10 +254,11 @@ class FeatureStats:
         if self._sigma is not None:
             return self._sigma.copy()
         self._flush()
-        if self._count < 2:
-            raise ValueError(f"a covariance needs at least 2 samples, the statistics have {self._count}")
+        count = self.count
+        if count < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, the statistics have {count}")
         full = self.comoment
-        full /= self._count - 1
+        full /= count - 1
         return full
 
     # --- files ---------------------------------------------------------------------------------
@@ -200,13 +277,21 @@ class FeatureStats:
         return load_stats(path)
 
     def __getstate__(self):
+        if self._device_state is not None:  # pickled as its CPU copy, restored onto the device
+            return {"host": self.to("cpu").__getstate__(), "device": str(self._device_state.device)}
         self._flush()
-        return {name: getattr(self, name) for name in self.__slots__ if name != "_pending"}
+        return {name: getattr(self, name) for name in self.__slots__ if name not in ("_pending", "_device_state")}
 
     def __setstate__(self, state):
+        if "device" in state:
+            host = FeatureStats.__new__(FeatureStats)
+            host.__setstate__(state["host"])
+            moved = host.to(state["device"])
+            state = {name: getattr(moved, name) for name in self.__slots__ if name != "_pending"}
         for name, value in state.items():
             setattr(self, name, value)
         self._pending = None
+        self._device_state = state.get("_device_state")
 
     # --- helpers -------------------------------------------------------------------------------
     def _require_exact(self, action: str) -> None:
@@ -217,5 +302,7 @@ class FeatureStats:
             )
 
     def __repr__(self) -> str:
+        if self._device_state is not None:
+            return f"FeatureStats(dim={self._dim}, device='{self._device_state.device}')"  # no sync for a repr
         count = "unknown" if self._count is None else self._count
         return f"FeatureStats(dim={self._dim}, count={count})"
