@@ -25,7 +25,7 @@ void register_device_api(py::module_& m) {
     m.def("stats_workspace_doubles", &stats_workspace_doubles, py::arg("dim"),
           "float64 scratch elements one batch needs (d² + 2d).");
     m.def("newton_schulz_workspace_doubles", &newton_schulz_workspace_doubles, py::arg("dim"),
-          py::arg("max_iterations"), "float64 scratch elements of newton_schulz (7d² + max_iterations + 3).");
+          py::arg("max_iterations"), "float64 scratch elements of newton_schulz (7d² + 2 max_iterations + 2).");
     m.def(
         "accumulate",
         [](std::uintptr_t features, int feature_type, int64_t rows, int64_t cols, int64_t row_stride,
@@ -75,7 +75,7 @@ void register_device_api(py::module_& m) {
             py::dict out;
             out["trace_sqrt"] = result.trace_sqrt;
             out["scale"] = result.scale;
-            out["residual"] = result.residual;
+            out["step"] = result.step;
             out["iterations"] = result.iterations;
             out["converged"] = result.converged;
             return out;
@@ -84,7 +84,7 @@ void register_device_api(py::module_& m) {
         py::arg("sqrt_out") = 0, py::arg("inverse_sqrt_out") = 0, py::arg("tolerance") = 1e-12,
         py::arg("max_iterations") = 100, py::arg("device") = 0, py::arg("stream") = 0,
         "tr sqrt(sigma1 @ sigma2) by coupled Newton-Schulz on the device (float64, row-major d x d inputs); "
-        "optionally writes (sigma1 sigma2)^(1/2) and ^(-1/2). Returns trace_sqrt, scale, residual, iterations, "
+        "optionally writes (sigma1 sigma2)^(1/2) and ^(-1/2). Returns trace_sqrt, scale, step, iterations, "
         "converged.");
 }
 

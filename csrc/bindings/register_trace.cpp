@@ -57,7 +57,7 @@ void register_trace(py::module_& m) {
             out["most_negative"] = r.most_negative;
             out["max_eigenvalue"] = r.max_eigenvalue;
             out["iterations"] = r.iterations;
-            out["residual"] = r.residual;
+            out["step"] = r.step;
             out["converged"] = r.converged;
             return out;
         },

@@ -79,6 +79,9 @@ double frobenius(const double* a, int64_t n, int64_t lda) {
 // Y, Z and T are polynomials in A, symmetric and commuting in exact arithmetic, but the products
 // are taken in full: forcing symmetry on each iterate (one triangle, mirrored) was measured to
 // make the iteration diverge on ill-conditioned A, where the rounding parts carry the correction.
+// It stops on the relative step ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F, not on ‖I − ZY‖: null and tiny
+// eigenvalues keep the latter near 1 forever while adding nothing to tr Y (the device twin,
+// cuda/newton_schulz_driver.hpp, iterates on a singular Σ₁Σ₂ whenever n ≤ d).
 TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_work, const TraceOptions& options) {
     const int64_t r = f.rank, d = f.dim;
     TraceResult result;
@@ -86,7 +89,7 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
     if (r == 0) return result;
     const blas::Int n = blas::checked_int(r);
     const size_t size = static_cast<size_t>(r * r);
-    std::vector<double> y(size), z(size, 0.0), t(size), scratch(size), best(size);
+    std::vector<double> y(size), z(size, 0.0), t(size), next_y(size), next_z(size), best(size);
     for (int64_t j = 0; j < r; ++j)
         for (int64_t i = j; i < r; ++i) y[i + j * r] = a_work[i + j * d];
     mirror_lower(y.data(), r, r);
@@ -97,39 +100,35 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
     for (int64_t i = 0; i < r; ++i) z[i + i * r] = 1.0;
     best = y;
 
-    double best_residual = std::numeric_limits<double>::infinity();
-    const double root_r = std::sqrt(static_cast<double>(r));
+    double best_step = std::numeric_limits<double>::infinity();
     result.converged = false;
-    for (int iteration = 0; iteration <= options.max_iterations; ++iteration) {
-        // T = 1.5 I − 0.5 Z Y, and the residual ‖I − ZY‖_F = 2 ‖T − I‖_F.
-        blas::gemm_square(n, -0.5, z.data(), y.data(), 0.0, t.data());
+    for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
+        blas::gemm_square(n, -0.5, z.data(), y.data(), 0.0, t.data());  // T = 1.5 I − 0.5 Z Y
         for (int64_t i = 0; i < r; ++i) t[i + i * r] += 1.5;
-        double off = 0;
-        for (int64_t j = 0; j < r; ++j)
-            for (int64_t i = 0; i < r; ++i) {
-                const double e = t[i + j * r] - (i == j ? 1.0 : 0.0);
-                off += e * e;
-            }
-        const double residual = 2.0 * std::sqrt(off) / root_r;
-        result.iterations = iteration;
-        if (!std::isfinite(residual)) break;  // diverged: keep the best iterate
-        if (residual <= best_residual) {
-            best_residual = residual;
+        blas::gemm_square(n, 1.0, y.data(), t.data(), 0.0, next_y.data());
+        blas::gemm_square(n, 1.0, t.data(), z.data(), 0.0, next_z.data());
+        double change = 0, norm = 0;
+        for (size_t e = 0; e < size; ++e) {
+            change += (next_y[e] - y[e]) * (next_y[e] - y[e]);
+            norm += y[e] * y[e];
+        }
+        const double step = std::sqrt(change / norm);
+        y.swap(next_y);
+        z.swap(next_z);
+        result.iterations = iteration + 1;
+        if (!std::isfinite(step)) break;  // diverged: keep the best iterate
+        if (step <= best_step) {
+            best_step = step;
             best = y;
-        } else if (residual > 1e3 * best_residual) {
+        } else if (step > 1e3 * best_step) {
             break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
         }
-        if (residual <= options.tolerance) {
+        if (step <= options.tolerance) {
             result.converged = true;
             break;
         }
-        if (iteration == options.max_iterations) break;
-        blas::gemm_square(n, 1.0, y.data(), t.data(), 0.0, scratch.data());
-        y.swap(scratch);
-        blas::gemm_square(n, 1.0, t.data(), z.data(), 0.0, scratch.data());
-        z.swap(scratch);
     }
-    result.residual = best_residual;
+    result.step = best_step;
     double trace = 0;
     for (int64_t i = 0; i < r; ++i) trace += best[i + i * r];
     result.trace_sqrt = std::sqrt(scale) * std::max(trace, 0.0);

@@ -38,7 +38,7 @@ enum class TraceMethod { eigh, newton_schulz };
 
 struct TraceOptions {
     TraceMethod method = TraceMethod::eigh;
-    double tolerance = 1e-12;   // Newton–Schulz: stop when ‖I − ZY‖_F / √r ≤ tolerance
+    double tolerance = 1e-12;   // Newton–Schulz: stop when ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F ≤ tolerance
     int max_iterations = 100;   // Newton–Schulz
 };
 
@@ -49,7 +49,7 @@ struct TraceResult {
     double most_negative = 0;    // the most negative eigenvalue of A, or 0
     double max_eigenvalue = 0;   // largest eigenvalue of A (eigh) or ‖A‖_F (Newton–Schulz)
     int iterations = 0;          // Newton–Schulz iterations run
-    double residual = 0;         // Newton–Schulz: ‖I − ZY‖_F / √r of the returned iterate
+    double step = 0;             // Newton–Schulz: the relative step ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F that led to it
     bool converged = true;
 };
 

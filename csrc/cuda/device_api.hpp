@@ -30,20 +30,20 @@ struct StatsBuffers {
 constexpr int64_t stats_workspace_doubles(int64_t d) { return d * d + 2 * d; }
 
 struct NewtonSchulzOptions {
-    double tolerance = 1e-12;  // stop when ‖I − ZY‖_F / √d ≤ tolerance
+    double tolerance = 1e-12;  // stop when ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F ≤ tolerance
     int max_iterations = 100;
 };
 
 struct NewtonSchulzResult {
     double trace_sqrt = 0;   // tr √(Σ₁Σ₂)
     double scale = 0;        // c = ‖Σ₁Σ₂‖_F
-    double residual = 0;     // ‖I − ZY‖_F / √d of the returned iterate
+    double step = 0;         // the relative step that led to the returned iterate
     int iterations = 0;
     bool converged = false;
 };
 
 constexpr int64_t newton_schulz_workspace_doubles(int64_t d, int max_iterations) {
-    return 7 * d * d + 2 + (max_iterations + 1);
+    return 7 * d * d + 2 + 2 * static_cast<int64_t>(max_iterations);
 }
 
 #define FASTFID_DEVICE_BACKEND_API                                                                         \

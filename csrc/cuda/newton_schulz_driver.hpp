@@ -1,6 +1,10 @@
 // Host-side loop of the coupled Newton–Schulz iteration (kernels in newton_schulz_kernels.cuh),
-// shared by the CUDA build and the emulation. Per iteration it reads one double back from the
-// device (the residual) to decide whether to stop; everything else stays on the device.
+// shared by the CUDA build and the emulation. Per iteration it reads two doubles back from the
+// device to decide whether to stop; everything else stays on the device.
+//
+// The stopping test is the relative step ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F, as in the CPU core: with
+// n ≤ d samples Σ₁Σ₂ is singular, its null eigenvalues keep ‖I − ZY‖ near 1 forever (and the
+// non-normal Σ₁Σ₂ can make it grow) while they add nothing to tr Y, which converges regardless.
 #pragma once
 
 #include <cmath>
@@ -15,10 +19,8 @@ namespace fastfid::device {
 using kernels::blocks_for;
 
 template <class Device>
-double read_double(Device& device, const double* address) {
-    double value = 0;
-    device.copy_to_host(&value, address, sizeof value);
-    return value;
+void read_doubles(Device& device, double* destination, const double* address, int count) {
+    device.copy_to_host(destination, address, count * sizeof(double));
 }
 
 template <class Device>
@@ -36,73 +38,77 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
     double* saved_z = workspace + 6 * size;
     double* norm_squared = workspace + 7 * size;
     double* trace = norm_squared + 1;
-    double* residuals = trace + 1;  // one slot per iteration: no clearing inside the loop
+    double* steps = trace + 1;  // two slots per iteration: no clearing inside the loop
     const auto elements = dim3(blocks_for(size, kElementwiseThreads));
     const auto square_tiles = [d](unsigned products) {
         const auto side = static_cast<unsigned>((d + kGemmTile - 1) / kGemmTile);
         return dim3(side, side, products);
     };
+    const int64_t scalars = 2 + 2 * static_cast<int64_t>(options.max_iterations);
+    const unsigned reduction_blocks = blocks_for(size, kReductionThreads);
 
-    device.launch(fill_zero_kernel, dim3(blocks_for(options.max_iterations + 3, kElementwiseThreads)),
-                  dim3(kElementwiseThreads), norm_squared, static_cast<int64_t>(options.max_iterations + 3));
+    device.launch(fill_zero_kernel, dim3(blocks_for(scalars, kElementwiseThreads)), dim3(kElementwiseThreads),
+                  norm_squared, scalars);
     device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(1), dim3(kGemmThreads),
                   GemmBatch{{sigma1, nullptr}, {sigma2, nullptr}, {y[0], nullptr}}, d, static_cast<double*>(nullptr));
-    const unsigned reduction_blocks = blocks_for(size, kReductionThreads);
-    device.launch(sum_of_squares_kernel, dim3(reduction_blocks < 1024 ? reduction_blocks : 1024), dim3(kReductionThreads), static_cast<const double*>(y[0]), size, norm_squared);
+    device.launch(sum_of_squares_kernel, dim3(reduction_blocks < 1024 ? reduction_blocks : 1024),
+                  dim3(kReductionThreads), static_cast<const double*>(y[0]), size, norm_squared);
     device.launch(start_kernel, elements, dim3(kElementwiseThreads), y[0], z[0], d,
                   static_cast<const double*>(norm_squared));
 
     NewtonSchulzResult result;
-    const double c_squared = read_double(device, norm_squared);
+    double c_squared = 0;
+    read_doubles(device, &c_squared, norm_squared, 1);
     result.scale = std::sqrt(c_squared);
     if (!std::isfinite(c_squared)) throw std::invalid_argument("sigma1 @ sigma2 is not finite");
     if (c_squared == 0) {  // Σ₁Σ₂ = 0: the trace and the square root are 0
+        if (inverse_sqrt_out) throw std::invalid_argument("sigma1 @ sigma2 is 0: it has no inverse square root");
         result.converged = true;
         if (sqrt_out) device.launch(fill_zero_kernel, elements, dim3(kElementwiseThreads), sqrt_out, size);
-        if (inverse_sqrt_out) throw std::invalid_argument("sigma1 @ sigma2 is 0: it has no inverse square root");
         return result;
     }
 
-    // Y_k and Z_k live in y[current], z[current]; the best pair so far is `best` (y[i]/z[i] or saved).
+    // Y_k and Z_k live in y[current], z[current]; the best pair so far in y[i]/z[i] or saved_*.
     int current = 0;
     const double* best_y = y[0];
     const double* best_z = z[0];
-    double best_residual = std::numeric_limits<double>::infinity();
-    const double root_d = std::sqrt(static_cast<double>(d));
-    for (int iteration = 0; iteration <= options.max_iterations; ++iteration) {
-        device.launch(gemm_kernel<GemmEpilogue::newton_schulz_step>, square_tiles(1), dim3(kGemmThreads),
-                      GemmBatch{{z[current], nullptr}, {y[current], nullptr}, {t, nullptr}}, d, residuals + iteration);
-        const double residual = std::sqrt(read_double(device, residuals + iteration)) / root_d;
-        result.iterations = iteration;
-        if (!std::isfinite(residual)) break;  // diverged: keep the best iterate
-        if (residual <= best_residual) {
-            best_residual = residual;
-            best_y = y[current];
-            best_z = z[current];
-        } else if (residual > 1e3 * best_residual) {
-            break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
-        }
-        if (residual <= options.tolerance) {
-            result.converged = true;
-            break;
-        }
-        if (iteration == options.max_iterations) break;
+    double best_step = std::numeric_limits<double>::infinity();
+    for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
+        device.launch(gemm_kernel<GemmEpilogue::newton_schulz_t>, square_tiles(1), dim3(kGemmThreads),
+                      GemmBatch{{z[current], nullptr}, {y[current], nullptr}, {t, nullptr}}, d,
+                      static_cast<double*>(nullptr));
         const int next = 1 - current;
-        if (best_y == y[next]) {  // the next step overwrites the best pair: keep a copy
+        if (best_y == y[next]) {  // this step overwrites the best pair: keep a copy
             device.copy(saved_y, y[next], size * sizeof(double));
             device.copy(saved_z, z[next], size * sizeof(double));
             best_y = saved_y;
             best_z = saved_z;
         }
-        // Y ← Y T and Z ← T Z in one launch.
-        device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(2), dim3(kGemmThreads),
-                      GemmBatch{{y[current], t}, {t, z[current]}, {y[next], z[next]}}, d,
-                      static_cast<double*>(nullptr));
+        double* step_sums = steps + 2 * iteration;
+        device.launch(gemm_kernel<GemmEpilogue::store_with_step>, square_tiles(2), dim3(kGemmThreads),
+                      GemmBatch{{y[current], t}, {t, z[current]}, {y[next], z[next]}}, d, step_sums);
+        double sums[2];
+        read_doubles(device, sums, step_sums, 2);
+        const double step = std::sqrt(sums[0] / sums[1]);
         current = next;
+        result.iterations = iteration + 1;
+        if (!std::isfinite(step)) break;  // diverged: keep the best iterate
+        if (step <= best_step) {
+            best_step = step;
+            best_y = y[current];
+            best_z = z[current];
+        } else if (step > 1e3 * best_step) {
+            break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
+        }
+        if (step <= options.tolerance) {
+            result.converged = true;
+            break;
+        }
     }
-    result.residual = best_residual;
+    result.step = best_step;
     device.launch(trace_kernel, dim3(1), dim3(kReductionThreads), best_y, d, trace);
-    const double trace_y = read_double(device, trace);
+    double trace_y = 0;
+    read_doubles(device, &trace_y, trace, 1);
     result.trace_sqrt = std::sqrt(result.scale) * (trace_y > 0 ? trace_y : 0.0);
     if (sqrt_out)
         device.launch(rescale_kernel, elements, dim3(kElementwiseThreads), best_y, sqrt_out, size,

@@ -1,7 +1,8 @@
 // Kernels of the coupled Newton–Schulz iteration for the square root of M = Σ₁Σ₂ (d × d, float64,
 // row-major). Y₀ = M/c, Z₀ = I with c = ‖M‖_F; each step
-//     T = ½(3I − Z Y)          one GEMM whose epilogue forms T and reduces ‖I − Z Y‖²_F
-//     Y ← Y T,  Z ← T Z        one launch computing both products (grid.z = 2)
+//     T = ½(3I − Z Y)          one GEMM whose epilogue forms T
+//     Y ← Y T,  Z ← T Z        one launch computing both products (grid.z = 2), whose epilogue
+//                              reduces ‖Y_{k+1} − Y_k‖²_F and ‖Y_k‖²_F for the stopping test
 // so Y → (M/c)^½ and Z → (M/c)^−½. M's eigenvalues are those of the symmetric semidefinite
 // Σ₁^½ Σ₂ Σ₁^½, so after Frobenius scaling they lie in [0, 1], where the iteration converges.
 #pragma once
@@ -15,8 +16,9 @@ constexpr int kGemmDepth = 16;     // inner-dimension slice staged in shared mem
 constexpr int kGemmThreads = 256;  // 16 × 16 threads, each a strided 4 × 4 register tile
 
 enum class GemmEpilogue : int {
-    store,               // C = A B
-    newton_schulz_step,  // C = 1.5 I − 0.5 A B, and ‖I − A B‖²_F added to *reduction
+    store,             // C = A B
+    newton_schulz_t,   // C = 1.5 I − 0.5 A B
+    store_with_step,   // C = A B; product 0 adds ‖C − A‖²_F to reduction[0] and ‖A‖²_F to reduction[1]
 };
 
 // Up to two independent products of one launch, selected by blockIdx.z.
@@ -57,22 +59,29 @@ gemm_kernel(GemmBatch batch, int64_t d, double* reduction) {
         __syncthreads();
     }
 
-    double residual = 0;
+    const bool track_step = Epilogue == GemmEpilogue::store_with_step && blockIdx.z == 0;
+    double change = 0, norm = 0;
     for (int i = 0; i < 4; ++i) {
         const int64_t gi = i0 + ty + 16 * i;
         for (int j = 0; j < 4; ++j) {
             const int64_t gj = j0 + tx + 16 * j;
             if (gi >= d || gj >= d) continue;
-            if (Epilogue == GemmEpilogue::store) {
-                c[gi * d + gj] = acc[i][j];
+            if (Epilogue == GemmEpilogue::newton_schulz_t) {
+                c[gi * d + gj] = (gi == gj ? 1.5 : 0.0) - 0.5 * acc[i][j];
             } else {
-                const double identity = gi == gj ? 1.0 : 0.0;
-                c[gi * d + gj] = 1.5 * identity - 0.5 * acc[i][j];
-                residual += (identity - acc[i][j]) * (identity - acc[i][j]);
+                c[gi * d + gj] = acc[i][j];
+            }
+            if (track_step) {
+                const double previous = a[gi * d + gj];
+                change += (acc[i][j] - previous) * (acc[i][j] - previous);
+                norm += previous * previous;
             }
         }
     }
-    if (Epilogue == GemmEpilogue::newton_schulz_step) block_sum_into(residual, scratch, reduction);
+    if (track_step) {  // uniform per block: every thread of it takes part in the reductions
+        block_sum_into(change, scratch, reduction);
+        block_sum_into(norm, scratch, reduction + 1);
+    }
 }
 
 constexpr int kReductionThreads = 256;

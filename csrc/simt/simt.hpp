@@ -11,8 +11,10 @@
 //
 // Limits, honestly: one legal schedule is tried at a time (threads in index order, or reversed:
 // run both to expose a missing barrier), so data races between barriers, warp-synchronous
-// assumptions and memory-ordering bugs are not detected in general; shared memory starts zeroed
-// (on a GPU it is garbage), atomics are trivially atomic (one OS thread), nothing about speed,
+// assumptions and memory-ordering bugs are not detected in general; shared memory keeps what the
+// previous block left (garbage, as on a GPU, but a deterministic one); atomics are trivially
+// atomic (one OS thread); the fibers switch through ucontext, about 1 µs a switch, so a kernel
+// runs some 10⁴ times slower than on a GPU; nothing about speed,
 // occupancy, register pressure or launch limits is checked. A barrier that only some threads of
 // a block reach (undefined behaviour in CUDA) is reported as an error.
 #pragma once

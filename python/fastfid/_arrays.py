@@ -21,9 +21,7 @@ def _from_torch(x, name: str) -> np.ndarray:
     import torch  # already imported by the caller, see _is_torch_tensor
 
     if x.device.type != "cpu":
-        raise TypeError(
-            f"{name} is a {x.device.type} tensor; this fastfid build has no CUDA path yet: pass {name}.cpu()"
-        )
+        raise TypeError(f"{name} is a {x.device.type} tensor where the host is needed: pass {name}.cpu()")
     if x.is_complex():
         raise TypeError(f"{name} must be real floating point, got {x.dtype}")
     if not x.is_floating_point():

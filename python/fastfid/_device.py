@@ -178,8 +178,8 @@ class NewtonSchulzRoots:
 
     trace_sqrt: float
     iterations: int
-    residual: float
-    """‖I − Z Y‖_F / √d of the returned iterate."""
+    step: float
+    """‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F that led to the returned iterate (the stopping test)."""
     converged: bool
     sqrt: object = None
     inverse_sqrt: object = None
@@ -241,7 +241,7 @@ def newton_schulz(sigma1, sigma2, kernels, *, tolerance: float = 1e-12, max_iter
             sigma1.data_ptr(), sigma2.data_ptr(), d, workspace=workspace.data_ptr(),
             sqrt_out=roots[0].data_ptr() if roots else 0, inverse_sqrt_out=roots[1].data_ptr() if roots else 0,
             tolerance=tolerance, max_iterations=max_iterations, **_launch_context(sigma1.device))
-    return NewtonSchulzRoots(info["trace_sqrt"], info["iterations"], info["residual"], info["converged"],
+    return NewtonSchulzRoots(info["trace_sqrt"], info["iterations"], info["step"], info["converged"],
                              *(roots or (None, None)))
 
 
@@ -256,30 +256,27 @@ def _newton_schulz_with_torch(sigma1, sigma2, tolerance, max_iterations, roots) 
     if scale == 0:
         if roots:
             raise ValueError("sigma1 @ sigma2 is 0: it has no inverse square root")
-        return {"trace_sqrt": 0.0, "iterations": 0, "residual": 0.0, "converged": True}
+        return {"trace_sqrt": 0.0, "iterations": 0, "step": 0.0, "converged": True}
     eye = torch.eye(d, dtype=torch.float64, device=m.device)
     y, z = m / scale, eye.clone()
-    best_y, best_z, best_residual = y, z, math.inf
+    best_y, best_z, best_step = y, z, math.inf
     converged, iterations = False, 0
-    for iterations in range(max_iterations + 1):
-        product = z @ y
-        residual = float(torch.linalg.matrix_norm(eye - product)) / math.sqrt(d)
-        if not math.isfinite(residual):
+    for iterations in range(1, max_iterations + 1):
+        t = 1.5 * eye - 0.5 * (z @ y)
+        y, z, previous = y @ t, t @ z, y
+        step = float(torch.linalg.matrix_norm(y - previous) / torch.linalg.matrix_norm(previous))
+        if not math.isfinite(step):
             break
-        if residual <= best_residual:
-            best_y, best_z, best_residual = y, z, residual
-        elif residual > 1e3 * best_residual:
+        if step <= best_step:
+            best_y, best_z, best_step = y, z, step
+        elif step > 1e3 * best_step:
             break
-        if residual <= tolerance:
+        if step <= tolerance:
             converged = True
             break
-        if iterations == max_iterations:
-            break
-        t = 1.5 * eye - 0.5 * product
-        y, z = y @ t, t @ z
     if roots:
         roots[0].copy_(best_y * math.sqrt(scale))
         roots[1].copy_(best_z / math.sqrt(scale))
     trace = float(best_y.diagonal().sum())
-    return {"trace_sqrt": math.sqrt(scale) * max(trace, 0.0), "iterations": iterations, "residual": best_residual,
+    return {"trace_sqrt": math.sqrt(scale) * max(trace, 0.0), "iterations": iterations, "step": best_step,
             "converged": converged}

@@ -55,8 +55,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
     Inputs are numpy arrays or torch tensors of any float dtype; the computation is float64.
     ``method``: "auto" (= "eigh" on the CPU, "newton_schulz" when an input is on a CUDA device),
     "eigh" (exact symmetric eigenvalue route), "newton_schulz" (coupled iteration, stopping when
-    ‖I − ZY‖_F/√r ≤ ``tolerance`` or after ``max_iterations``; on the CPU it iterates on the
-    symmetric r × r matrix, on a device on Σ₁Σ₂ with r = d), or "sqrtm" (pytorch-fid's scipy
+    the relative step ‖Y_{k+1} − Y_k‖_F/‖Y_k‖_F ≤ ``tolerance`` or after ``max_iterations``; on
+    the CPU it iterates on the symmetric r × r matrix, on a device on Σ₁Σ₂), or "sqrtm" (pytorch-fid's scipy
     route, needs scipy). "eigh" and "sqrtm" copy device inputs to the host. ``eps`` is
     pytorch-fid's diagonal offset, used only by "sqrtm" when its square root is not finite; the
     symmetric routes never need it.
@@ -183,7 +183,7 @@ def _as_stats(x, name: str) -> FeatureStats:
 
 def _warn_not_converged(info, tolerance) -> None:
     warnings.warn(
-        f"Newton–Schulz stopped after {info['iterations']} iterations with residual {info['residual']:.2e} "
+        f"Newton–Schulz stopped after {info['iterations']} iterations with a relative step of {info['step']:.2e} "
         f"(tolerance {tolerance:.0e}); the trace term may be inaccurate: raise max_iterations or use method='eigh'",
         RuntimeWarning, stacklevel=4)
 

@@ -1,0 +1,261 @@
+"""The CUDA kernels (csrc/cuda) run by the SIMT emulation (fastfid._simt) against the CPU core.
+
+The kernel source, the host drivers and the bindings are those of fastfid._cuda; only the CUDA
+runtime is replaced (threads are fibers, device memory is host memory). Sizes are odd on purpose:
+no dimension is a multiple of the 64-wide tiles or the 16-row steps.
+"""
+
+import numpy as np
+import pytest
+
+import fastfid
+from fastfid import _simt
+from conftest import relu_features
+
+# The kernels accumulate in float64 like the CPU core, only in another order: both err by at most
+# ~n·eps relative (n ≤ 3000 here: 7e-13), typically √n·eps ≈ 1e-14. The issue's 1e-12 holds.
+STATS_RTOL = 1e-12
+TYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
+
+
+@pytest.fixture(params=["forward", "reverse"])
+def schedule(request):
+    """Both thread orders: a barrier missing from a kernel makes the two disagree."""
+    _simt.set_schedule(request.param)
+    yield request.param
+    _simt.set_schedule("forward")
+
+
+class DeviceState:
+    """A device state in host memory, as fastfid._simt addresses it."""
+
+    def __init__(self, d):
+        self.mean = np.zeros(d)
+        self.comoment = np.zeros((d, d))
+        self.counters = np.zeros(3, dtype=np.int64)
+        self.workspace = np.full(_simt.stats_workspace_doubles(d), np.nan)  # garbage, as on a GPU
+
+    def add(self, raw, type_name, row_slices=0):
+        item = raw.itemsize
+        _simt.accumulate(raw.ctypes.data, TYPE_CODES[type_name], raw.shape[0], raw.shape[1], raw.strides[0] // item,
+                         raw.strides[1] // item, mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
+                         counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
+                         row_slices=row_slices)
+        return self
+
+    def merge(self, other):
+        _simt.merge(self.mean.shape[0], mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
+                    counters=self.counters.ctypes.data, other_mean=other.mean.ctypes.data,
+                    other_comoment=other.comoment.ctypes.data, other_counters=other.counters.ctypes.data)
+        return self
+
+    def upper(self):
+        return self.comoment[np.triu_indices(self.mean.shape[0])]
+
+
+def as_type(x, type_name):
+    """(raw array the kernel reads, the exact float64 values it stands for)."""
+    if type_name == "bfloat16":  # numpy has no bfloat16: keep the high half of float32 bits
+        raw = (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        return raw, (raw.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    raw = x.astype(type_name)
+    return raw, raw.astype(np.float64)
+
+
+def assert_matches_cpu_core(state, values):
+    reference = fastfid.FeatureStats.from_features(values)
+    assert state.counters.tolist() == [values.shape[0], 0, 0]
+    scale = np.abs(values).max()
+    np.testing.assert_allclose(state.mean, reference.mean, rtol=0, atol=STATS_RTOL * scale)
+    upper = reference.comoment[np.triu_indices(values.shape[1])]
+    np.testing.assert_allclose(state.upper(), upper, rtol=0, atol=STATS_RTOL * np.abs(upper).max())
+
+
+@pytest.mark.parametrize("type_name", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize("n,d", [(1, 1), (17, 65), (3000, 300)])
+def test_statistics_kernels_match_the_cpu_core(rng, type_name, n, d):
+    raw, values = as_type(relu_features(rng, n, d, offset=2.0), type_name)
+    assert_matches_cpu_core(DeviceState(d).add(raw, type_name), values)
+
+
+@pytest.mark.parametrize("row_slices", [1, 3, 0])
+def test_row_slices_with_atomics_and_streaming_batches(rng, schedule, row_slices):
+    # Three batches, the first one only a row: the shift starts at a single sample.
+    x = relu_features(rng, 1201, 130, offset=50.0)
+    state = DeviceState(130)
+    for part in np.split(x, [1, 700]):
+        state.add(part, "float64", row_slices)
+    assert_matches_cpu_core(state, x)
+
+
+@pytest.mark.parametrize("layout", ["column_major", "strided", "reversed"])
+def test_any_strides(rng, layout):
+    base = relu_features(rng, 400, 70, dtype=np.float32)
+    x = {"column_major": np.asfortranarray(base), "strided": base[::3, ::2], "reversed": base[::-1, ::-1]}[layout]
+    assert_matches_cpu_core(DeviceState(x.shape[1]).add(x, "float32"), x.astype(np.float64))
+
+
+def test_large_mean_does_not_cancel(rng):
+    x = 1e3 + rng.standard_normal((2000, 33))
+    state = DeviceState(33)
+    for part in np.array_split(x, 3):
+        state.add(part, "float64")
+    assert_matches_cpu_core(state, x)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_batch_with_nan_or_inf_leaves_the_state_exactly_unchanged(rng, bad):
+    x = relu_features(rng, 300, 40)
+    state = DeviceState(40).add(x, "float64")
+    before = (state.mean.copy(), state.comoment.copy())
+    poisoned = relu_features(rng, 50, 40)
+    poisoned[17, 39] = bad
+    state.add(poisoned, "float64")
+    assert state.counters.tolist() == [300, 1, 0]  # counted as skipped, flag cleared
+    assert np.array_equal(state.mean, before[0]) and np.array_equal(state.comoment, before[1])
+    state.add(x[:10], "float64")  # and the next batch goes in
+    assert state.counters[0] == 310
+
+
+def test_merge_kernels_match_the_cpu_core(rng, schedule):
+    x = relu_features(rng, 1500, 90, offset=1.0)
+    a = DeviceState(90).add(x[:400], "float64")
+    b = DeviceState(90).add(x[400:], "float64")
+    assert_matches_cpu_core(a.merge(b), x)
+    empty = DeviceState(90)
+    assert_matches_cpu_core(empty.merge(a), x)  # into an empty state: a copy
+    assert_matches_cpu_core(a.merge(DeviceState(90)), x)  # an empty one in: nothing moves
+
+
+# --- Newton–Schulz ------------------------------------------------------------------------------
+def covariance(rng, d, n, decay=None):
+    x = relu_features(rng, n, d, decay=decay)
+    return np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def run_newton_schulz(sigma1, sigma2, roots=False, **options):
+    d = sigma1.shape[0]
+    workspace = np.full(_simt.newton_schulz_workspace_doubles(d, options.get("max_iterations", 100)), np.nan)
+    outputs = [np.full((d, d), np.nan) for _ in range(2)] if roots else []
+    info = _simt.newton_schulz(np.ascontiguousarray(sigma1).ctypes.data, np.ascontiguousarray(sigma2).ctypes.data, d,
+                               workspace=workspace.ctypes.data,
+                               sqrt_out=outputs[0].ctypes.data if roots else 0,
+                               inverse_sqrt_out=outputs[1].ctypes.data if roots else 0, **options)
+    return info, outputs
+
+
+def exact_trace_sqrt(sigma1, sigma2):
+    """The CPU core's exact symmetric route."""
+    return fastfid.frechet_distance(np.zeros(len(sigma1)), sigma1, np.zeros(len(sigma1)), sigma2,
+                                    return_info=True).trace_sqrt
+
+
+# Tolerance of the trace, derived. Near convergence the iteration is quadratic: the relative
+# error of Y_k is about its relative step, and the stop (step ≤ 1e-12) returns Y_{k+1}, whose error
+# is the square of that: nothing. What remains is float64 rounding through ~40 GEMMs, at most
+# ~40·d·eps ≈ 3e-12 relative at d = 300. 1e-10 relative leaves margin; observed: ~1e-14.
+TRACE_RTOL = 1e-10
+
+
+@pytest.mark.parametrize("d", [1, 2, 63, 65, 130])
+def test_newton_schulz_trace_matches_the_exact_route(rng, schedule, d):
+    sigma1, sigma2 = covariance(rng, d, 3 * d + 5), covariance(rng, d, 2 * d + 7)
+    info, _ = run_newton_schulz(sigma1, sigma2)
+    assert info["converged"] and info["step"] <= 1e-12
+    exact = exact_trace_sqrt(sigma1, sigma2)
+    assert abs(info["trace_sqrt"] - exact) <= TRACE_RTOL * exact
+
+
+def test_newton_schulz_at_d_300(rng):
+    sigma1, sigma2 = covariance(rng, 300, 1000), covariance(rng, 300, 700)
+    info, (root, inverse_root) = run_newton_schulz(sigma1, sigma2, roots=True)
+    exact = exact_trace_sqrt(sigma1, sigma2)
+    assert info["converged"] and abs(info["trace_sqrt"] - exact) <= TRACE_RTOL * exact
+    product = sigma1 @ sigma2
+    # √M·√M = M and √M·M^−½ = I to float64 rounding amplified by M's conditioning (κ ≈ 1e3 here).
+    np.testing.assert_allclose(root @ root, product, rtol=0, atol=1e-10 * np.abs(product).max())
+    np.testing.assert_allclose(root @ inverse_root, np.eye(300), rtol=0, atol=1e-9)
+
+
+def test_newton_schulz_roots_are_the_principal_ones(rng):
+    # Compare with scipy's sqrtm of the same non-symmetric product.
+    linalg = pytest.importorskip("scipy.linalg")
+    sigma1, sigma2 = covariance(rng, 45, 200), covariance(rng, 45, 150)
+    _, (root, inverse_root) = run_newton_schulz(sigma1, sigma2, roots=True)
+    reference = np.real(linalg.sqrtm(sigma1 @ sigma2))
+    np.testing.assert_allclose(root, reference, rtol=0, atol=1e-9 * np.abs(reference).max())
+    np.testing.assert_allclose(inverse_root, np.linalg.inv(reference), rtol=0,
+                               atol=1e-9 * np.abs(np.linalg.inv(reference)).max())
+
+
+@pytest.mark.parametrize("n", [11, 40])
+def test_newton_schulz_with_fewer_samples_than_dimensions(rng, n):
+    # Σ₁ of rank n − 1 < d = 40: Σ₁Σ₂ is singular and far from normal. Its null eigenvalues keep
+    # ‖I − ZY‖ near 1, but tr Y converges and the step test sees it. Tolerance: the unconverged
+    # null part adds nothing and the rounding of the growing Z stays below ~1e-9 relative before the
+    # stop (observed 1e-12).
+    sigma1, sigma2 = covariance(rng, 40, n), covariance(rng, 40, 200)
+    info, _ = run_newton_schulz(sigma1, sigma2)
+    exact = exact_trace_sqrt(sigma1, sigma2)
+    assert info["converged"]
+    assert abs(info["trace_sqrt"] - exact) <= 1e-9 * exact
+
+
+def test_newton_schulz_divergence_guard_keeps_the_best_iterate(rng):
+    # An indefinite "covariance" (its diagonal is fine, one eigenvalue is negative): Σ₁Σ₂ has a
+    # negative eigenvalue, outside the region where the iteration converges. It must stop on its
+    # guard and say so, not return NaN.
+    sigma = covariance(rng, 12, 100)
+    values, vectors = np.linalg.eigh(sigma)
+    values[0] = -0.5 * values[-1]
+    indefinite = (vectors * values) @ vectors.T
+    info, _ = run_newton_schulz(indefinite, sigma)
+    assert not info["converged"] and np.isfinite(info["trace_sqrt"]) and info["iterations"] < 100
+
+
+def test_newton_schulz_stops_at_the_iteration_limit(rng):
+    sigma1, sigma2 = covariance(rng, 20, 100), covariance(rng, 20, 100)
+    info, _ = run_newton_schulz(sigma1, sigma2, max_iterations=2)
+    assert info["iterations"] == 2 and not info["converged"]
+    info, _ = run_newton_schulz(sigma1, sigma2, max_iterations=0)  # Y₀ = M/c, the scaled start
+    assert info["iterations"] == 0 and not info["converged"]
+    assert info["trace_sqrt"] == pytest.approx(np.trace(sigma1 @ sigma2) / np.sqrt(info["scale"]))
+
+
+def test_newton_schulz_of_zero(rng):
+    zero = np.zeros((7, 7))
+    info, _ = run_newton_schulz(zero, covariance(rng, 7, 20))
+    assert info["trace_sqrt"] == 0 and info["converged"]
+    with pytest.raises(ValueError, match="no inverse square root"):
+        run_newton_schulz(zero, zero, roots=True)
+
+
+def test_newton_schulz_refuses_nan(rng):
+    sigma = covariance(rng, 9, 30)
+    poisoned = sigma.copy()
+    poisoned[2, 3] = np.nan
+    with pytest.raises(ValueError, match="not finite"):
+        run_newton_schulz(poisoned, sigma)
+
+
+# --- the emulation itself -------------------------------------------------------------------------
+def test_emulation_reports_a_barrier_reached_by_only_some_threads():
+    with pytest.raises(RuntimeError, match="only some threads"):
+        _simt._selftest_divergent_barrier()
+
+
+def test_the_two_schedules_expose_a_missing_barrier():
+    _simt.set_schedule("forward")
+    forward = _simt._selftest_missing_barrier(1)
+    _simt.set_schedule("reverse")
+    try:
+        reverse = _simt._selftest_missing_barrier(2)
+    finally:
+        _simt.set_schedule("forward")
+    # Forward: thread t reads slot t+1 before its owner wrote it; reverse: after.
+    assert forward[:63] != [1] * 63 and reverse[:63] == [2] * 63
+
+
+def test_workspace_sizes():
+    assert _simt.stats_workspace_doubles(5) == 35
+    assert _simt.newton_schulz_workspace_doubles(5, 100) == 7 * 25 + 202
