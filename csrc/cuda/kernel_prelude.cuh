@@ -9,12 +9,14 @@
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 #define FASTFID_DEVICE __device__ __forceinline__
+#define FASTFID_UNROLL _Pragma("unroll")
 #else
 #include <cmath>
 #include <cstring>
 
 #include "simt/simt.hpp"
 #define FASTFID_DEVICE inline
+#define FASTFID_UNROLL
 #endif
 
 namespace fastfid::kernels {

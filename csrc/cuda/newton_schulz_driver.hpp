@@ -41,7 +41,7 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
     double* steps = trace + 1;  // two slots per iteration: no clearing inside the loop
     const auto elements = dim3(blocks_for(size, kElementwiseThreads));
     const auto square_tiles = [d](unsigned products) {
-        const auto side = static_cast<unsigned>((d + kGemmTile - 1) / kGemmTile);
+        const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
         return dim3(side, side, products);
     };
     const int64_t scalars = 2 + 2 * static_cast<int64_t>(options.max_iterations);
@@ -49,7 +49,7 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
 
     device.launch(fill_zero_kernel, dim3(blocks_for(scalars, kElementwiseThreads)), dim3(kElementwiseThreads),
                   norm_squared, scalars);
-    device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(1), dim3(kGemmThreads),
+    device.launch(gemm_kernel<GemmEpilogue::store>, square_tiles(1), dim3(kTileThreads),
                   GemmBatch{{sigma1, nullptr}, {sigma2, nullptr}, {y[0], nullptr}}, d, static_cast<double*>(nullptr));
     device.launch(sum_of_squares_kernel, dim3(reduction_blocks < 1024 ? reduction_blocks : 1024),
                   dim3(kReductionThreads), static_cast<const double*>(y[0]), size, norm_squared);
@@ -74,7 +74,7 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
     const double* best_z = z[0];
     double best_step = std::numeric_limits<double>::infinity();
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
-        device.launch(gemm_kernel<GemmEpilogue::newton_schulz_t>, square_tiles(1), dim3(kGemmThreads),
+        device.launch(gemm_kernel<GemmEpilogue::newton_schulz_t>, square_tiles(1), dim3(kTileThreads),
                       GemmBatch{{z[current], nullptr}, {y[current], nullptr}, {t, nullptr}}, d,
                       static_cast<double*>(nullptr));
         const int next = 1 - current;
@@ -85,7 +85,7 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
             best_z = saved_z;
         }
         double* step_sums = steps + 2 * iteration;
-        device.launch(gemm_kernel<GemmEpilogue::store_with_step>, square_tiles(2), dim3(kGemmThreads),
+        device.launch(gemm_kernel<GemmEpilogue::store_with_step>, square_tiles(2), dim3(kTileThreads),
                       GemmBatch{{y[current], t}, {t, z[current]}, {y[next], z[next]}}, d, step_sums);
         double sums[2];
         read_doubles(device, sums, step_sums, 2);

@@ -8,12 +8,9 @@
 #pragma once
 
 #include "cuda/kernel_prelude.cuh"
+#include "cuda/tile_product.cuh"
 
 namespace fastfid::kernels {
-
-constexpr int kGemmTile = 64;      // a block computes a 64 × 64 tile of the product
-constexpr int kGemmDepth = 16;     // inner-dimension slice staged in shared memory per step
-constexpr int kGemmThreads = 256;  // 16 × 16 threads, each a strided 4 × 4 register tile
 
 enum class GemmEpilogue : int {
     store,             // C = A B
@@ -29,42 +26,36 @@ struct GemmBatch {
 };
 
 template <GemmEpilogue Epilogue>
-__global__ void __launch_bounds__(kGemmThreads)
+__global__ void __launch_bounds__(kTileThreads)
 gemm_kernel(GemmBatch batch, int64_t d, double* reduction) {
-    __shared__ double a_tile[kGemmDepth][kGemmTile];  // a_tile[k][i] = A[i0 + i][k0 + k]
-    __shared__ double b_tile[kGemmDepth][kGemmTile];  // b_tile[k][j] = B[k0 + k][j0 + j]
-    __shared__ double scratch[kGemmThreads];
-    const double* a = batch.a[blockIdx.z];
-    const double* b = batch.b[blockIdx.z];
-    double* c = batch.c[blockIdx.z];
-    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kGemmTile, j0 = static_cast<int64_t>(blockIdx.x) * kGemmTile;
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    __shared__ StagedPanel a_tile;  // a_tile[k][i] = A[i0 + i][k0 + k]
+    __shared__ StagedPanel b_tile;  // b_tile[k][j] = B[k0 + k][j0 + j]
+    __shared__ double scratch[kTileThreads];
+    const bool first = blockIdx.z == 0;  // selects, rather than indexes: keeps the pointers in registers
+    const double* a = first ? batch.a[0] : batch.a[1];
+    const double* b = first ? batch.b[0] : batch.b[1];
+    double* c = first ? batch.c[0] : batch.c[1];
+    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTile, j0 = static_cast<int64_t>(blockIdx.x) * kTile;
 
-    double acc[4][4] = {};
-    for (int64_t k0 = 0; k0 < d; k0 += kGemmDepth) {
-        for (int e = threadIdx.x; e < kGemmDepth * kGemmTile; e += kGemmThreads) {
-            const int ai = e / kGemmDepth, ak = e % kGemmDepth;  // A read along its rows
+    MicroTile acc = {};
+    for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
+        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
+            const int ai = e / kTileDepth, ak = e % kTileDepth;  // A read along its rows
             a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] : 0.0;
-            const int bk = e / kGemmTile, bj = e % kGemmTile;    // B read along its rows
+            const int bk = e / kTile, bj = e % kTile;            // B read along its rows
             b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] : 0.0;
         }
         __syncthreads();
-        for (int k = 0; k < kGemmDepth; ++k) {
-            double av[4], bv[4];
-            for (int i = 0; i < 4; ++i) av[i] = a_tile[k][ty + 16 * i];
-            for (int j = 0; j < 4; ++j) bv[j] = b_tile[k][tx + 16 * j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
-        }
+        add_tile_products(a_tile, b_tile, acc);
         __syncthreads();
     }
 
-    const bool track_step = Epilogue == GemmEpilogue::store_with_step && blockIdx.z == 0;
+    const bool track_step = Epilogue == GemmEpilogue::store_with_step && first;
     double change = 0, norm = 0;
-    for (int i = 0; i < 4; ++i) {
-        const int64_t gi = i0 + ty + 16 * i;
-        for (int j = 0; j < 4; ++j) {
-            const int64_t gj = j0 + tx + 16 * j;
+    for (int i = 0; i < kMicroTile; ++i) {
+        const int64_t gi = i0 + micro_row(i);
+        for (int j = 0; j < kMicroTile; ++j) {
+            const int64_t gj = j0 + micro_col(j);
             if (gi >= d || gj >= d) continue;
             if (Epilogue == GemmEpilogue::newton_schulz_t) {
                 c[gi * d + gj] = (gi == gj ? 1.5 : 0.0) - 0.5 * acc[i][j];

@@ -22,13 +22,13 @@ void accumulate_as(Device& device, const FeatureBlock& x, const StatsBuffers& s,
     double* batch = s.workspace;  // d × d, then the sums (d), then the shift (d)
     double* sums = batch + d * d;
     double* shift = sums + d;
-    const int64_t tiles_per_side = (d + kStatsTile - 1) / kStatsTile;
+    const int64_t tiles_per_side = (d + kTile - 1) / kTile;
     const int64_t tiles = tiles_per_side * (tiles_per_side + 1) / 2;
     if (row_slices <= 0) row_slices = (kTargetBlocks + tiles - 1) / tiles;  // few tiles: split the rows
-    const int64_t max_slices = (n + kStatsRowsPerStep - 1) / kStatsRowsPerStep;
+    const int64_t max_slices = (n + kTileDepth - 1) / kTileDepth;
     row_slices = row_slices < max_slices ? row_slices : max_slices;
     int64_t rows_per_slice = (n + row_slices - 1) / row_slices;
-    rows_per_slice = (rows_per_slice + kStatsRowsPerStep - 1) / kStatsRowsPerStep * kStatsRowsPerStep;
+    rows_per_slice = (rows_per_slice + kTileDepth - 1) / kTileDepth * kTileDepth;
     row_slices = (n + rows_per_slice - 1) / rows_per_slice;
 
     device.launch(choose_shift_kernel<Load>, dim3(blocks_for(d, kElementwiseThreads)), dim3(kElementwiseThreads), x,
@@ -37,7 +37,7 @@ void accumulate_as(Device& device, const FeatureBlock& x, const StatsBuffers& s,
         device.launch(fill_zero_kernel, dim3(blocks_for(d * d + d, kElementwiseThreads)), dim3(kElementwiseThreads),
                       batch, d * d + d);
     device.launch(batch_comoment_kernel<Load>, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(row_slices)),
-                  dim3(kStatsThreads), x, static_cast<const double*>(shift), rows_per_slice, batch, sums, s.counters);
+                  dim3(kTileThreads), x, static_cast<const double*>(shift), rows_per_slice, batch, sums, s.counters);
     device.launch(apply_batch_kernel, dim3(blocks_for(d * d, kElementwiseThreads)), dim3(kElementwiseThreads), d, n,
                   static_cast<const double*>(batch), static_cast<const double*>(sums),
                   static_cast<const double*>(shift), s.mean, s.comoment, static_cast<const long long*>(s.counters));

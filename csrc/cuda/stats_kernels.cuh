@@ -11,12 +11,10 @@
 #pragma once
 
 #include "cuda/kernel_prelude.cuh"
+#include "cuda/tile_product.cuh"
 
 namespace fastfid::kernels {
 
-constexpr int kStatsTile = 64;             // a block owns a 64 × 64 tile of B
-constexpr int kStatsRowsPerStep = 16;      // rows of X staged in shared memory per step
-constexpr int kStatsThreads = 256;         // 16 × 16 threads, each a 4 × 4 register tile
 
 template <class Load>
 FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col) {
@@ -43,29 +41,28 @@ FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti
 // grid.x: one block per upper tile; grid.y: slices of rows_per_slice rows, added atomically.
 // `batch` (d × d) and `sums` (d) must be zero when grid.y > 1; with one slice they are written.
 template <class Load>
-__global__ void __launch_bounds__(kStatsThreads)
+__global__ void __launch_bounds__(kTileThreads)
 batch_comoment_kernel(FeatureBlock x, const double* shift, int64_t rows_per_slice, double* batch, double* sums,
                       long long* counters) {
-    __shared__ double left[kStatsRowsPerStep][kStatsTile];
-    __shared__ double right[kStatsRowsPerStep][kStatsTile];
+    __shared__ StagedPanel left;   // left[k][c] = x[r0 + k][ti·64 + c] − shift
+    __shared__ StagedPanel right;  // the same for the columns of tile tj
     const int64_t d = x.cols;
-    const int64_t tiles_per_side = (d + kStatsTile - 1) / kStatsTile;
+    const int64_t tiles_per_side = (d + kTile - 1) / kTile;
     int64_t ti, tj;
     triangle_tile(blockIdx.x, tiles_per_side, ti, tj);
     const int64_t row_begin = blockIdx.y * rows_per_slice;
     const int64_t row_end = row_begin + rows_per_slice < x.rows ? row_begin + rows_per_slice : x.rows;
     const bool diagonal = ti == tj;
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 
-    double acc[4][4] = {};
-    double column_sum = 0;  // diagonal tiles: thread c < 64 sums column ti·64 + c
+    MicroTile acc = {};
+    double column_sum = 0;  // diagonal tiles: thread c sums column ti·64 + c
     bool finite = true;
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kStatsRowsPerStep) {
+    for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileDepth) {
         // Stage 16 rows × 64 columns of each side, widened to float64 and shifted.
-        for (int e = threadIdx.x; e < kStatsRowsPerStep * kStatsTile; e += kStatsThreads) {
-            const int k = e / kStatsTile, c = e % kStatsTile;
+        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
+            const int k = e / kTile, c = e % kTile;
             const int64_t row = r0 + k;
-            const int64_t col_left = ti * kStatsTile + c, col_right = tj * kStatsTile + c;
+            const int64_t col_left = ti * kTile + c, col_right = tj * kTile + c;
             double a = 0, b = 0;
             if (row < row_end && col_left < d) a = feature_at<Load>(x, row, col_left) - shift[col_left];
             if (row < row_end && col_right < d) b = feature_at<Load>(x, row, col_right) - shift[col_right];
@@ -74,32 +71,26 @@ batch_comoment_kernel(FeatureBlock x, const double* shift, int64_t rows_per_slic
             right[k][c] = b;
         }
         __syncthreads();
-        for (int k = 0; k < kStatsRowsPerStep; ++k) {
-            double a[4], b[4];
-            for (int i = 0; i < 4; ++i) a[i] = left[k][ty + 16 * i];  // strided: conflict-free reads
-            for (int j = 0; j < 4; ++j) b[j] = right[k][tx + 16 * j];
-            for (int i = 0; i < 4; ++i)
-                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
-        }
-        if (diagonal && threadIdx.x < kStatsTile)
-            for (int k = 0; k < kStatsRowsPerStep; ++k) column_sum += right[k][threadIdx.x];
+        add_tile_products(left, right, acc);
+        if (diagonal)
+            for (int k = 0; k < kTileDepth; ++k) column_sum += right[k][threadIdx.x];
         __syncthreads();
     }
     if (!finite) counters[kBatchFlag] = 1;  // benign race: every writer stores 1
 
     const bool sliced = gridDim.y > 1;
-    for (int i = 0; i < 4; ++i) {
-        const int64_t gi = ti * kStatsTile + ty + 16 * i;
-        for (int j = 0; j < 4; ++j) {
-            const int64_t gj = tj * kStatsTile + tx + 16 * j;
+    for (int i = 0; i < kMicroTile; ++i) {
+        const int64_t gi = ti * kTile + micro_row(i);
+        for (int j = 0; j < kMicroTile; ++j) {
+            const int64_t gj = tj * kTile + micro_col(j);
             if (gi >= d || gj >= d || gi > gj) continue;
             double* out = batch + gi * d + gj;
             if (sliced) atomicAdd(out, acc[i][j]);
             else *out = acc[i][j];
         }
     }
-    const int64_t gc = ti * kStatsTile + threadIdx.x;
-    if (diagonal && threadIdx.x < kStatsTile && gc < d) {
+    const int64_t gc = ti * kTile + threadIdx.x;
+    if (diagonal && gc < d) {
         if (sliced) atomicAdd(sums + gc, column_sum);
         else sums[gc] = column_sum;
     }

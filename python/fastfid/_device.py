@@ -94,11 +94,18 @@ class DeviceStats:
     reported by the next read, which raises ValueError once.
     """
 
-    def __init__(self, dim: int, device, kernels):
+    def __init__(self, dim: int, device, kernels="auto"):
         torch = _torch()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"statistics on {device} need a CUDA GPU that torch can use, and "
+                               "torch.cuda.is_available() is False here; use the CPU (no device argument)")
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # pin it: later updates compare devices
+        if kernels == "auto":
+            kernels = kernels_for(device)
         self.dim = dim
         self.device = device
-        self.kernels = kernels  # a module with the device API, or None for torch ops
+        self.kernels = kernels  # a module with the device API (fastfid._cuda, ._simt), or None: torch ops
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)  # upper triangle valid
         self.counters = torch.zeros(3, dtype=torch.int64, device=device)

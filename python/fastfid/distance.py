@@ -34,7 +34,8 @@ class FrechetResult:
     method: str
     """"eigh", "newton_schulz" or "sqrtm"."""
     rank: int
-    """Rank of Σ₁ found by the pivoted Cholesky factorisation (the size of the symmetric problem)."""
+    """Rank of Σ₁ found by the pivoted Cholesky factorisation (the size of the symmetric problem);
+    d on a device, where Newton–Schulz runs on the d × d Σ₁Σ₂ without a factorisation."""
     iterations: int = 0
     """Newton–Schulz iterations (0 for the other methods)."""
     clamped: int = 0
@@ -130,27 +131,30 @@ class Reference:
         return f"Reference(dim={self.dim}, rank={self.rank})"
 
 
-def fid(a, b, **kwargs):
+def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = False, tolerance: float = 1e-12,
+        max_iterations: int = 100):
     """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
 
-    Keyword arguments go to :func:`frechet_distance`. Statistics on a device are compared there.
+    The keyword arguments are :func:`frechet_distance`'s. When one side is on a device, the
+    distance is computed there (the other side is copied to it) unless ``method`` asks for a host
+    route ("eigh", "sqrtm").
     """
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    options = dict(method=method, eps=eps, return_info=return_info, tolerance=tolerance, max_iterations=max_iterations)
     on_device = next((s for s in (a, b) if s.device != "cpu"), None)
     if on_device is not None:
-        a, b = (s if s.device == on_device.device else s.to(on_device.device) for s in (a, b))
-        state = on_device._device_state
-        if _resolve_method(kwargs.pop("method", "auto"), on_device=True) == "newton_schulz":
-            result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels,
-                                   kwargs.pop("tolerance", 1e-12), kwargs.pop("max_iterations", 100))
-            return result if kwargs.pop("return_info", False) else result.value
-        a, b = a.to("cpu"), b.to("cpu")
+        if _resolve_method(method, on_device=True) == "newton_schulz":
+            state = on_device._device_state
+            result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels, tolerance,
+                                   max_iterations)
+            return result if return_info else result.value
+        a, b = (s if s.device == "cpu" else s.to("cpu") for s in (a, b))
     if b.count is not None and (a.count is None or b.count < a.count):
         # FD is symmetric; the factorised side's rank (≤ count − 1) sets the size of the problem.
         a, b = b, a
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov, **kwargs)
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov, **options)
 
 
 # --- helpers -------------------------------------------------------------------------------------

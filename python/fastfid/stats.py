@@ -42,7 +42,7 @@ class FeatureStats:
 
             device = torch.device(device)
             if device.type != "cpu":
-                self._device_state = _device.DeviceStats(self._dim, device, _device.kernels_for(device))
+                self._device_state = _device.DeviceStats(self._dim, device)
         self._count: int | None = 0
         self._mean = np.zeros(self._dim)
         self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim))  # upper triangle is the state

@@ -1,0 +1,171 @@
+"""The device path of FeatureStats and the Fréchet distance (fastfid/_device.py), run with CPU
+tensors through both of its implementations: the CUDA kernels under the SIMT emulation, and the
+torch float64 fallback. Only the CUDA runtime itself is left out (no GPU here)."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+import fastfid
+from conftest import relu_features
+
+torch = pytest.importorskip("torch")
+from fastfid import _device, _simt  # noqa: E402
+
+STATS_RTOL = 1e-12  # float64 accumulation in another order than the CPU core's, see test_stats.py
+FD_RTOL = 1e-9  # Newton–Schulz on Σ₁Σ₂ against the exact route: see test_kernels_simt.py's TRACE_RTOL
+
+
+@pytest.fixture(params=["kernels", "torch_ops"])
+def backend(request):
+    return _simt if request.param == "kernels" else None
+
+
+def device_stats(dim, backend):
+    return fastfid.FeatureStats._from_device_state(_device.DeviceStats(dim, torch.device("cpu"), backend))
+
+
+def assert_same_stats(device, host):
+    assert device.count == host.count
+    scale = np.abs(host.mean).max()
+    np.testing.assert_allclose(device.mean.numpy(), host.mean, rtol=0, atol=STATS_RTOL * scale)
+    np.testing.assert_allclose(device.cov.numpy(), host.cov, rtol=0, atol=STATS_RTOL * np.abs(host.cov).max())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_streaming_batches_match_the_cpu_core(rng, backend, dtype):
+    x = torch.from_numpy(relu_features(rng, 700, 70, offset=3.0)).to(getattr(torch, dtype))
+    stats = device_stats(70, backend)
+    for part in torch.split(x, 230):
+        stats.update(part)
+    assert_same_stats(stats, fastfid.FeatureStats.from_features(x.to(torch.float64).numpy()))
+
+
+def test_non_contiguous_and_numpy_batches(rng, backend):
+    base = torch.from_numpy(relu_features(rng, 60, 200))
+    stats = device_stats(60, backend).update(base.t()).update(base.t().numpy()[:17])
+    host = fastfid.FeatureStats.from_features(base.t().numpy()).update(base.t().numpy()[:17])
+    assert_same_stats(stats, host)
+
+
+def test_a_nan_batch_is_left_out_and_reported_once(rng, backend):
+    x = torch.from_numpy(relu_features(rng, 300, 20))
+    stats = device_stats(20, backend).update(x)
+    bad = x[:40].clone()
+    bad[5, 7] = float("nan")
+    stats.update(bad)  # no sync: accepted now, judged on the device
+    with pytest.raises(ValueError, match=r"1 batch\(es\).*NaN or Inf.*other 300 samples"):
+        stats.cov
+    assert_same_stats(stats, fastfid.FeatureStats.from_features(x.numpy()))  # intact, reported once
+
+
+def test_merge_copy_and_moves(rng, backend):
+    x = relu_features(rng, 900, 30, offset=1.0)
+    a = device_stats(30, backend).update(torch.from_numpy(x[:200]))
+    b = device_stats(30, backend).update(torch.from_numpy(x[200:]))
+    host = fastfid.FeatureStats.from_features(x)
+    total = a + b
+    assert a.count == 200 and b.count == 700
+    assert_same_stats(total, host)
+    on_host = total.to("cpu")
+    assert on_host.device == "cpu"
+    np.testing.assert_allclose(on_host.cov, host.cov, rtol=0, atol=STATS_RTOL * np.abs(host.cov).max())
+    with pytest.raises(ValueError, match="move one with .to"):
+        a.merge(host)
+
+
+def test_save_load_and_pickle(rng, backend, tmp_path):
+    x = relu_features(rng, 400, 12)
+    stats = device_stats(12, backend).update(torch.from_numpy(x))
+    stats.save(tmp_path / "s.npz")
+    loaded = fastfid.FeatureStats.load(tmp_path / "s.npz")
+    assert_same_stats(stats, loaded)
+    clone = pickle.loads(pickle.dumps(stats.to("cpu")))
+    assert_same_stats(stats, clone)
+
+
+def test_fid_of_device_statistics_matches_the_cpu_route(rng, backend):
+    x, y = relu_features(rng, 500, 40, offset=0.5), relu_features(rng, 300, 40, offset=0.8)
+    a = device_stats(40, backend).update(torch.from_numpy(x))
+    b = device_stats(40, backend).update(torch.from_numpy(y))
+    expected = fastfid.fid(fastfid.FeatureStats.from_features(x), fastfid.FeatureStats.from_features(y))
+    result = fastfid.fid(a, b, return_info=True)
+    assert result.method == "newton_schulz" and result.converged
+    assert result.value == pytest.approx(expected, rel=FD_RTOL)
+    # mixed: CPU statistics are moved to the device of the other side
+    assert fastfid.fid(a, fastfid.FeatureStats.from_features(y)) == pytest.approx(expected, rel=FD_RTOL)
+    # a pytorch-fid style (mu, sigma) summary on the other side
+    summary = (y.mean(axis=0), np.cov(y, rowvar=False))
+    assert fastfid.fid(a, summary) == pytest.approx(expected, rel=FD_RTOL)
+    # the exact route on request, on the host
+    assert fastfid.fid(a, b, method="eigh") == pytest.approx(expected, rel=1e-12)
+
+
+def test_device_route_with_fewer_samples_than_dimensions(rng, backend):
+    x, y = relu_features(rng, 30, 64), relu_features(rng, 500, 64, offset=0.3)
+    mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    expected = fastfid.frechet_distance(mu1, s1, mu2, s2)
+    result = fastfid.distance._device_route(*(torch.from_numpy(v) for v in (mu1, s1, mu2, s2)),
+                                            torch.device("cpu"), backend, 1e-12, 100)
+    assert result.converged and result.value == pytest.approx(expected, rel=FD_RTOL)
+
+
+def test_device_route_warns_when_not_converged(rng, backend):
+    s = torch.from_numpy(np.cov(relu_features(rng, 100, 10), rowvar=False))
+    mu = torch.zeros(10, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="stopped after 2 iterations"):
+        result = fastfid.distance._device_route(mu, s, mu, s * 2, torch.device("cpu"), backend, 1e-12, 2)
+    assert not result.converged
+
+
+def test_newton_schulz_roots(rng, backend):
+    s1 = torch.from_numpy(np.cov(relu_features(rng, 200, 25), rowvar=False))
+    s2 = torch.from_numpy(np.cov(relu_features(rng, 150, 25), rowvar=False))
+    roots = _device.newton_schulz(s1, s2, backend, return_roots=True)
+    m = (s1 @ s2).numpy()
+    root, inverse = roots.sqrt.numpy(), roots.inverse_sqrt.numpy()
+    # float64 rounding amplified by the conditioning of Σ₁Σ₂ (κ ≈ 1e3 here)
+    np.testing.assert_allclose(root @ root, m, rtol=0, atol=1e-10 * np.abs(m).max())
+    np.testing.assert_allclose(root @ inverse, np.eye(25), rtol=0, atol=1e-9)
+    assert roots.trace_sqrt == pytest.approx(np.trace(root), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda s: s + torch.triu(torch.ones_like(s), 1), "not symmetric"),
+    (lambda s: torch.where(torch.eye(len(s), dtype=torch.bool), float("nan"), s), "NaN or Inf"),
+    (lambda s: s - 10 * torch.eye(len(s), dtype=s.dtype) * s.diagonal().max(), "negative variance"),
+    (lambda s: s[:, :-1], "square"),
+    (lambda s: s.to(torch.int64), "real floating point"),
+])
+def test_device_route_refuses_bad_covariances(rng, backend, bad, match):
+    s = torch.from_numpy(np.cov(relu_features(rng, 50, 6), rowvar=False))
+    mu = torch.zeros(6, dtype=torch.float64)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastfid.distance._device_route(mu, bad(s), mu, s, torch.device("cpu"), backend, 1e-12, 100)
+
+
+@pytest.mark.parametrize("batch,error,match", [
+    (torch.zeros(4, 3, dtype=torch.int32), TypeError, "float16, bfloat16, float32 or float64"),
+    (torch.zeros(4, 3, 1), ValueError, "2-D"),
+    (torch.zeros(0, 3), ValueError, "empty batch"),
+    (torch.zeros(4, 5), ValueError, "dim 5"),
+])
+def test_device_update_refuses_bad_batches(backend, batch, error, match):
+    with pytest.raises(error, match=match):
+        device_stats(3, backend).update(batch)
+
+
+def test_without_kernels_cuda_falls_back_to_torch_ops_with_one_warning(monkeypatch):
+    monkeypatch.setattr(_device, "cuda_compiled", False)
+    monkeypatch.setattr(_device, "_fallback_warned", False)
+    with pytest.warns(RuntimeWarning, match="no CUDA kernels.*torch float64 ops"):
+        assert _device.kernels_for(torch.device("cuda")) is None
+    assert _device.kernels_for(torch.device("cuda")) is None  # once: warnings are errors here
+
+
+def test_cuda_statistics_without_a_gpu_say_so():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(RuntimeError, match="need a CUDA GPU"):
+        fastfid.FeatureStats(8, device="cuda")
