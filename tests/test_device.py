@@ -2,6 +2,7 @@
 tensors through both of its implementations: the CUDA kernels under the SIMT emulation, and the
 torch float64 fallback. Only the CUDA runtime itself is left out (no GPU here)."""
 
+import os
 import pickle
 
 import numpy as np
@@ -169,3 +170,20 @@ def test_cuda_statistics_without_a_gpu_say_so():
         pytest.skip("a GPU is visible")
     with pytest.raises(RuntimeError, match="need a CUDA GPU"):
         fastfid.FeatureStats(8, device="cuda")
+
+
+def test_the_cuda_module_is_built_where_required():
+    # CI sets this: on its machine nvcc exists, so a missing fastfid._cuda means a broken build.
+    if os.environ.get("FASTFID_REQUIRE_CUDA_BUILD") != "1":
+        pytest.skip("FASTFID_REQUIRE_CUDA_BUILD is not set")
+    assert fastfid.cuda_compiled
+
+
+@pytest.mark.skipif(not fastfid.cuda_compiled, reason="built without CUDA")
+def test_cuda_kernels_without_a_gpu_raise_instead_of_crashing():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the call below would pass it null addresses")
+    from fastfid import _cuda
+
+    with pytest.raises(RuntimeError, match="CUDA error"):
+        _cuda.newton_schulz(0, 0, 4, workspace=0)

@@ -28,7 +28,7 @@ class TraceInfo(TypedDict):
     most_negative: float
     max_eigenvalue: float
     iterations: int
-    residual: float
+    step: float
     converged: bool
 
 def trace_sqrt_product(factor: PsdFactor, sigma2: npt.NDArray[np.float64], *, method: str = "eigh",
