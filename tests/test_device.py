@@ -103,6 +103,16 @@ def test_fid_of_device_statistics_matches_the_cpu_route(rng, backend):
     assert fastfid.fid(a, b, method="eigh") == pytest.approx(expected, rel=1e-12)
 
 
+def test_fid_on_a_device_takes_the_exact_host_route_for_singular_covariances(rng, backend):
+    x, y = relu_features(rng, 40, 64), relu_features(rng, 300, 64, offset=0.3)
+    a = device_stats(64, backend).update(torch.from_numpy(x))
+    b = device_stats(64, backend).update(torch.from_numpy(y))
+    result = fastfid.fid(a, b, return_info=True)
+    assert result.method == "eigh" and result.rank == 39
+    expected = fastfid.fid(fastfid.FeatureStats.from_features(x), fastfid.FeatureStats.from_features(y))
+    assert result.value == pytest.approx(expected, rel=1e-12)
+
+
 def test_device_route_with_fewer_samples_than_dimensions(rng, backend):
     x, y = relu_features(rng, 30, 64), relu_features(rng, 500, 64, offset=0.3)
     mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)

@@ -136,8 +136,10 @@ def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = Fa
     """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
 
     The keyword arguments are :func:`frechet_distance`'s. When one side is on a device, the
-    distance is computed there (the other side is copied to it) unless ``method`` asks for a host
-    route ("eigh", "sqrtm").
+    distance is computed there by Newton–Schulz (the other side is copied to it), except when
+    ``method`` asks for a host route ("eigh", "sqrtm") or, with ``method="auto"``, when a side has
+    no more samples than dimensions: its covariance is singular, where Newton–Schulz on Σ₁Σ₂
+    stalls before its tolerance while the host's exact route shrinks to an n × n problem.
     """
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
@@ -145,7 +147,10 @@ def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = Fa
     options = dict(method=method, eps=eps, return_info=return_info, tolerance=tolerance, max_iterations=max_iterations)
     on_device = next((s for s in (a, b) if s.device != "cpu"), None)
     if on_device is not None:
-        if _resolve_method(method, on_device=True) == "newton_schulz":
+        singular = any(s.count is not None and s.count <= s.dim for s in (a, b))
+        if method == "auto" and singular:
+            options["method"] = "eigh"
+        elif _resolve_method(method, on_device=True) == "newton_schulz":
             state = on_device._device_state
             result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels, tolerance,
                                    max_iterations)
