@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <sstream>
 #include <stdexcept>
 
+#include "core/newton_schulz_stop.hpp"
 #include "cpu/blas.hpp"
 
 namespace fastfid::cpu {
@@ -100,8 +100,7 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
     for (int64_t i = 0; i < r; ++i) z[i + i * r] = 1.0;
     best = y;
 
-    double best_step = std::numeric_limits<double>::infinity();
-    result.converged = false;
+    NewtonSchulzStop stop(options.tolerance);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
         blas::gemm_square(n, -0.5, z.data(), y.data(), 0.0, t.data());  // T = 1.5 I − 0.5 Z Y
         for (int64_t i = 0; i < r; ++i) t[i + i * r] += 1.5;
@@ -116,19 +115,12 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
         y.swap(next_y);
         z.swap(next_z);
         result.iterations = iteration + 1;
-        if (!std::isfinite(step)) break;  // diverged: keep the best iterate
-        if (step <= best_step) {
-            best_step = step;
-            best = y;
-        } else if (step > 1e3 * best_step) {
-            break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
-        }
-        if (step <= options.tolerance) {
-            result.converged = true;
-            break;
-        }
+        const auto verdict = stop.observe(step);
+        if (verdict.best) best = y;
+        if (verdict.stop) break;
     }
-    result.step = best_step;
+    result.step = stop.best_step();
+    result.converged = stop.converged();
     double trace = 0;
     for (int64_t i = 0; i < r; ++i) trace += best[i + i * r];
     result.trace_sqrt = std::sqrt(scale) * std::max(trace, 0.0);

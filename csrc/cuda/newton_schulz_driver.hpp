@@ -8,9 +8,9 @@
 #pragma once
 
 #include <cmath>
-#include <limits>
 #include <stdexcept>
 
+#include "core/newton_schulz_stop.hpp"
 #include "cuda/device_api.hpp"
 #include "cuda/newton_schulz_kernels.cuh"
 
@@ -72,7 +72,7 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
     int current = 0;
     const double* best_y = y[0];
     const double* best_z = z[0];
-    double best_step = std::numeric_limits<double>::infinity();
+    NewtonSchulzStop stop(options.tolerance);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
         device.launch(gemm_kernel<GemmEpilogue::newton_schulz_t>, square_tiles(1), dim3(kTileThreads),
                       GemmBatch{{z[current], nullptr}, {y[current], nullptr}, {t, nullptr}}, d,
@@ -92,20 +92,15 @@ NewtonSchulzResult newton_schulz_trace(Device& device, const double* sigma1, con
         const double step = std::sqrt(sums[0] / sums[1]);
         current = next;
         result.iterations = iteration + 1;
-        if (!std::isfinite(step)) break;  // diverged: keep the best iterate
-        if (step <= best_step) {
-            best_step = step;
+        const auto verdict = stop.observe(step);
+        if (verdict.best) {
             best_y = y[current];
             best_z = z[current];
-        } else if (step > 1e3 * best_step) {
-            break;  // diverging: rounding amplified through the growing Z (null or tiny eigenvalues)
         }
-        if (step <= options.tolerance) {
-            result.converged = true;
-            break;
-        }
+        if (verdict.stop) break;
     }
-    result.step = best_step;
+    result.step = stop.best_step();
+    result.converged = stop.converged();
     device.launch(trace_kernel, dim3(1), dim3(kReductionThreads), best_y, d, trace);
     double trace_y = 0;
     read_doubles(device, &trace_y, trace, 1);

@@ -68,12 +68,16 @@ def _launch_context(device) -> dict:
     return {"device": index, "stream": torch.cuda.current_stream(index).cuda_stream}
 
 
+def _type_code(x) -> int | None:
+    return _FEATURE_TYPE_CODES.get(str(x.dtype).removeprefix("torch."))
+
+
 def feature_tensor(x, dim: int, device, name: str = "features"):
     """Check a batch of features for the device path; returns it as a torch tensor on `device`."""
     torch = _torch()
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)  # numpy or lists: copied to the device below
-    if x.is_complex() or not x.is_floating_point() or str(x.dtype).removeprefix("torch.") not in _FEATURE_TYPE_CODES:
+    if _type_code(x) is None:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {x.dtype}")
     if x.dim() != 2:
         raise ValueError(f"{name} must be 2-D (samples, dim), got shape {tuple(x.shape)}")
@@ -122,7 +126,7 @@ class DeviceStats:
             self._workspace = torch.empty(self.kernels.stats_workspace_doubles(self.dim), dtype=torch.float64,
                                           device=self.device)
         self.kernels.accumulate(
-            x.data_ptr(), _FEATURE_TYPE_CODES[str(x.dtype).removeprefix("torch.")], x.shape[0], x.shape[1],
+            x.data_ptr(), _type_code(x), x.shape[0], x.shape[1],
             x.stride(0), x.stride(1), mean=self.mean.data_ptr(), comoment=self.comoment.data_ptr(),
             counters=self.counters.data_ptr(), workspace=self._workspace.data_ptr(), **_launch_context(self.device))
 

@@ -103,10 +103,11 @@ class FeatureStats:
 
     # --- accumulation --------------------------------------------------------------------------
     def update(self, features) -> "FeatureStats":
-        """Add a batch of (n, d) features (numpy or CPU torch, float16/32/64, any strides).
+        """Add a batch of (n, d) features (numpy or torch, float16/32/64 or bfloat16, any strides).
 
-        One fused native pass, GIL released; batches smaller than a panel are gathered first.
-        If it raises, the statistics are unchanged.
+        On the CPU: one fused native pass, GIL released; batches smaller than a panel are gathered
+        first; if it raises, the statistics are unchanged. On a device: the kernels are enqueued on
+        the current stream (host inputs are copied there first) and NaN/Inf surface at the next read.
         """
         self._require_exact("update")
         if self._device_state is not None:
