@@ -86,7 +86,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
 
 def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """Drop-in for ``pytorch_fid.fid_score.calculate_frechet_distance``: same arguments, returns a
-    numpy float64, computed exactly through the symmetric route instead of scipy's sqrtm."""
+    numpy float64, computed exactly through the symmetric route instead of scipy's sqrtm (on CUDA
+    tensors: by Newton–Schulz on the device)."""
     return np.float64(frechet_distance(mu1, sigma1, mu2, sigma2, eps=eps))
 
 
