@@ -44,8 +44,9 @@ class FeatureStats:
             if device.type != "cpu":
                 self._device_state = _device.DeviceStats(self._dim, device)
         self._count: int | None = 0
-        self._mean = np.zeros(self._dim)
-        self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim))  # upper triangle is the state
+        on_host = self._device_state is None  # a device state keeps its own arrays
+        self._mean = np.zeros(self._dim) if on_host else None
+        self._comoment: np.ndarray | None = np.zeros((self._dim, self._dim)) if on_host else None  # upper triangle
         self._sigma: np.ndarray | None = None  # only for count-less summaries
         # Small batches wait here (validated, float64) until a native panel is full: one SYRK call
         # per panel instead of one per batch, each of which re-reads the d × d co-moment.
@@ -68,6 +69,7 @@ class FeatureStats:
         """Statistics around an existing device state (tests pass one run by the kernel emulation)."""
         stats = cls(state.dim)
         stats._device_state = state
+        stats._mean = stats._comoment = None
         return stats
 
     @classmethod
