@@ -259,3 +259,33 @@ def test_the_two_schedules_expose_a_missing_barrier():
 def test_workspace_sizes():
     assert _simt.stats_workspace_doubles(5) == 35
     assert _simt.newton_schulz_workspace_doubles(5, 100) == 7 * 25 + 202
+
+
+@pytest.mark.parametrize("type_name", ["float16", "bfloat16"])
+def test_every_finite_16_bit_value_is_widened_exactly(type_name):
+    # All finite bit patterns, sorted by magnitude into a 256-row block so that each column holds
+    # values of one scale: a value decoded wrongly moves its column's mean or its sum of squared
+    # deviations by far more than their float64 rounding (≤ 256·eps of the largest term).
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    with np.errstate(invalid="ignore"):  # the NaN patterns, dropped next
+        if type_name == "float16":
+            values = bits.view(np.float16).astype(np.float64)
+        else:
+            values = (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    finite = np.isfinite(values)
+    bits, values = bits[finite], values[finite]
+    order = np.argsort(np.abs(values), kind="stable")
+    columns = len(order) // 256
+    raw = bits[order][:256 * columns].reshape(columns, 256).T.copy()
+    exact = values[order][:256 * columns].reshape(columns, 256).T
+    mean = exact.mean(axis=0)
+    squares = ((exact - mean) ** 2).sum(axis=0)
+    eps = 256 * np.finfo(np.float64).eps
+    state = DeviceState(columns).add(raw, type_name)
+    results = [(state.mean, np.diagonal(state.comoment))]
+    if type_name == "float16":  # the CPU core reads float16 through the same conversion
+        host = fastfid.FeatureStats.from_features(raw.view(np.float16))
+        results.append((host.mean, np.diagonal(host.comoment)))
+    for got_mean, got_squares in results:
+        assert np.all(np.abs(got_mean - mean) <= eps * np.abs(exact).max(axis=0))
+        assert np.all(np.abs(got_squares - squares) <= eps * squares)

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/half.hpp"
 #include "cuda/device_types.hpp"
 
 #if defined(__CUDACC__)
@@ -12,7 +13,6 @@
 #define FASTFID_UNROLL _Pragma("unroll")
 #else
 #include <cmath>
-#include <cstring>
 
 #include "simt/simt.hpp"
 #define FASTFID_DEVICE inline
@@ -21,36 +21,13 @@
 
 namespace fastfid::kernels {
 
-FASTFID_DEVICE float float_from_bits(uint32_t bits) {
-#if defined(__CUDACC__)
-    return __uint_as_float(bits);
-#else
-    float value;
-    std::memcpy(&value, &bits, sizeof value);
-    return value;
-#endif
-}
-
-// IEEE binary16 -> binary32 by moving the fields; every half is exactly a float.
-FASTFID_DEVICE float half_to_float(uint16_t h) {
-    const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-    const uint32_t exponent = (h >> 10) & 0x1fu;
-    const uint32_t mantissa = h & 0x3ffu;
-    if (exponent == 0) {  // zero or subnormal: mantissa · 2^-24, exact in float
-        const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
-        return sign ? -magnitude : magnitude;
-    }
-    if (exponent == 31) return float_from_bits(sign | 0x7f800000u | (mantissa << 13));  // Inf, NaN
-    return float_from_bits(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-}
-
 struct LoadFloat16 {
     using Storage = uint16_t;
-    static FASTFID_DEVICE double load(const Storage* p) { return half_to_float(*p); }
+    static FASTFID_DEVICE double load(const Storage* p) { return half_to_double(*p); }
 };
 struct LoadBfloat16 {
     using Storage = uint16_t;
-    static FASTFID_DEVICE double load(const Storage* p) { return float_from_bits(static_cast<uint32_t>(*p) << 16); }
+    static FASTFID_DEVICE double load(const Storage* p) { return bfloat16_to_float(*p); }
 };
 struct LoadFloat32 {
     using Storage = float;

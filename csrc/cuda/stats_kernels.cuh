@@ -15,7 +15,6 @@
 
 namespace fastfid::kernels {
 
-
 template <class Load>
 FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col) {
     return Load::load(static_cast<const typename Load::Storage*>(x.data) + row * x.row_stride + col * x.col_stride);
