@@ -64,6 +64,26 @@ void register_trace(py::module_& m) {
         py::arg("factor"), py::arg("sigma2"), py::kw_only(), py::arg("method") = "eigh",
         py::arg("tolerance") = 1e-12, py::arg("max_iterations") = 100,
         "tr sqrt(sigma1 sigma2) from the factor of sigma1 and a validated sigma2; returns a dict of diagnostics.");
+    m.def(
+        "transport_maps",
+        [](const cpu::PsdFactor& factor, const Float64Array& other, bool forward, bool inverse) {
+            const SymmetricView view = symmetric_view(other, "sigma2");
+            cpu::TransportMaps maps;
+            {
+                py::gil_scoped_release release;
+                maps = cpu::transport_maps(factor, view, forward, inverse);
+            }
+            const auto as_array = [d = factor.dim](std::vector<double>& data) -> py::object {
+                if (data.empty()) return py::none();
+                Float64Array out({d, d});
+                std::copy(data.begin(), data.end(), out.mutable_data());
+                return std::move(out);
+            };
+            return py::make_tuple(maps.trace_sqrt, as_array(maps.forward), as_array(maps.inverse));
+        },
+        py::arg("factor"), py::arg("sigma2"), py::kw_only(), py::arg("forward") = true, py::arg("inverse") = false,
+        "(tr sqrt(sigma1 sigma2), T, T^-1) with T the optimal-transport map from N(0, sigma1) to N(0, sigma2) "
+        "(None where not asked for); sigma1 must be nonsingular, and sigma2 too for T^-1.");
 }
 
 }  // namespace fastfid::bindings

@@ -85,4 +85,41 @@ inline void eigenvalues_lower(Int n, double* a, Int lda, double* w) {
     if (info > 0) throw std::runtime_error("dsyevr: the eigenvalue computation did not converge");
 }
 
+// Eigenvalues (ascending) and eigenvectors (columns of q, n × n) of the symmetric matrix whose
+// lower triangle is in a (destroyed).
+inline void eigen_decomposition_lower(Int n, double* a, Int lda, double* w, double* q) {
+    if (n == 0) return;
+    Int found = 0;
+    std::vector<Int> support(2 * static_cast<size_t>(n));
+    double work_query = 0;
+    Int iwork_query = 0;
+    auto call = [&](double* work, Int lwork, Int* iwork, Int liwork) {
+        return scipy_LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'A', 'L', n, a, lda, 0.0, 0.0, 0, 0, 0.0, &found, w,
+                                         q, n, support.data(), work, lwork, iwork, liwork);
+    };
+    check_info(call(&work_query, -1, &iwork_query, -1), "dsyevr");
+    std::vector<double> work(static_cast<size_t>(work_query) + 1);
+    std::vector<Int> iwork(static_cast<size_t>(iwork_query) + 1);
+    const lapack_int info = call(work.data(), static_cast<Int>(work.size()), iwork.data(), static_cast<Int>(iwork.size()));
+    check_info(info, "dsyevr");
+    if (info > 0) throw std::runtime_error("dsyevr: the eigen decomposition did not converge");
+}
+
+// C = A Aᵀ (lower triangle), A n × k column-major.
+inline void syrk_lower(Int n, Int k, const double* a, double* c) {
+    scipy_cblas_dsyrk(CblasColMajor, CblasLower, CblasNoTrans, n, k, 1.0, a, n, 0.0, c, n);
+}
+
+// B ← op(L)⁻¹ B (left) or B op(L)⁻¹ (right), L lower triangular n × n, B n × n, column-major.
+inline void solve_lower(bool left, bool transpose, Int n, const double* l, double* b) {
+    scipy_cblas_dtrsm(CblasColMajor, left ? CblasLeft : CblasRight, CblasLower, transpose ? CblasTrans : CblasNoTrans,
+                      CblasNonUnit, n, n, 1.0, l, n, b, n);
+}
+
+// B ← op(L) B (left) or B op(L) (right), L lower triangular n × n, B n × n, column-major.
+inline void multiply_lower(bool left, bool transpose, Int n, const double* l, double* b) {
+    scipy_cblas_dtrmm(CblasColMajor, left ? CblasLeft : CblasRight, CblasLower, transpose ? CblasTrans : CblasNoTrans,
+                      CblasNonUnit, n, n, 1.0, l, n, b, n);
+}
+
 }  // namespace fastfid::blas

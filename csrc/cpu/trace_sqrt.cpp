@@ -209,4 +209,75 @@ TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& oth
     return result;
 }
 
+namespace {
+
+// Q diag(f(λ)) Qᵀ, full (both triangles), column-major d × d; `scaled` is scratch.
+std::vector<double> spectral_function(const std::vector<double>& q, const std::vector<double>& root_of_f, int64_t d) {
+    std::vector<double> scaled(q);
+    for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = 0; i < d; ++i) scaled[i + j * d] *= root_of_f[j];
+    std::vector<double> result(static_cast<size_t>(d * d));
+    blas::syrk_lower(blas::checked_int(d), blas::checked_int(d), scaled.data(), result.data());
+    mirror_lower(result.data(), d, d);
+    return result;
+}
+
+// M[p_i][p_j] = M_p[i][j], symmetrised against rounding; the result is symmetric, so its
+// row-major and column-major layouts are the same.
+std::vector<double> unpermute_symmetric(const std::vector<double>& permuted, const std::vector<int32_t>& pivot) {
+    const int64_t d = static_cast<int64_t>(pivot.size());
+    std::vector<double> out(static_cast<size_t>(d * d));
+    for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = 0; i < d; ++i)
+            out[pivot[i] + pivot[j] * d] = 0.5 * (permuted[i + j * d] + permuted[j + i * d]);
+    return out;
+}
+
+}  // namespace
+
+TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other, bool forward, bool inverse) {
+    const int64_t d = factor.dim;
+    if (other.dim != d) throw std::invalid_argument("sigma1 and sigma2 have different sizes");
+    if (factor.rank < d)
+        throw std::invalid_argument("sigma1 is singular (rank " + std::to_string(factor.rank) + " of " +
+                                    std::to_string(d) + "): the transport map needs a nonsingular covariance, "
+                                    "from at least d + 1 samples");
+    const blas::Int n = blas::checked_int(d);
+    std::vector<double> a;
+    congruence(factor, other, a);  // rank d: the padded route, d × d lower triangle
+    std::vector<double> eigenvalues(static_cast<size_t>(d)), q(static_cast<size_t>(d * d));
+    blas::eigen_decomposition_lower(n, a.data(), n, eigenvalues.data(), q.data());
+    const double largest = d ? eigenvalues.back() : 0.0;
+    if (d && eigenvalues.front() < -kNonPsdTolerance * largest)
+        throw std::invalid_argument("sigma2 is not positive semidefinite: an eigenvalue of L^T sigma2 L is " +
+                                    std::to_string(eigenvalues.front()) + " against a largest one of " +
+                                    std::to_string(largest));
+    TransportMaps maps;
+    std::vector<double> quarter(static_cast<size_t>(d));  // λ^¼: Q diag(λ^¼) squared is Q Λ^½ Qᵀ
+    for (int64_t i = 0; i < d; ++i) {
+        const double lambda = std::max(eigenvalues[i], 0.0);
+        maps.trace_sqrt += std::sqrt(lambda);
+        quarter[i] = std::sqrt(std::sqrt(lambda));
+    }
+    if (forward) {
+        std::vector<double> t = spectral_function(q, quarter, d);
+        blas::solve_lower(true, true, n, factor.lower.data(), t.data());    // L⁻ᵀ (Q Λ^½ Qᵀ)
+        blas::solve_lower(false, false, n, factor.lower.data(), t.data());  // ... L⁻¹
+        maps.forward = unpermute_symmetric(t, factor.pivot);
+    }
+    if (inverse) {
+        // λ below d·eps of the largest is rounding of a zero: Σ₂ is singular on Σ₁'s range.
+        if (d && eigenvalues.front() <= static_cast<double>(d) * 2.2e-16 * largest)
+            throw std::invalid_argument("sigma2 is singular: the inverse transport map (the gradient for sigma2) "
+                                        "needs a nonsingular covariance, from at least d + 1 samples");
+        std::vector<double> inverse_quarter(quarter);
+        for (double& v : inverse_quarter) v = 1.0 / v;
+        std::vector<double> t = spectral_function(q, inverse_quarter, d);
+        blas::multiply_lower(true, false, n, factor.lower.data(), t.data());  // L (Q Λ^−½ Qᵀ)
+        blas::multiply_lower(false, true, n, factor.lower.data(), t.data());  // ... Lᵀ
+        maps.inverse = unpermute_symmetric(t, factor.pivot);
+    }
+    return maps;
+}
+
 }  // namespace fastfid::cpu

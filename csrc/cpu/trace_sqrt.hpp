@@ -56,4 +56,17 @@ struct TraceResult {
 // Both covariances must already have passed validate_covariance (the factor's at compute time).
 TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& other, const TraceOptions& options);
 
+// The optimal-transport map T from N(0, Σ₁) to N(0, Σ₂): the symmetric positive definite T with
+// T Σ₁ T = Σ₂, and its inverse (the map back). They are FD's gradients: ∂FD/∂Σ₁ = I − T and
+// ∂FD/∂Σ₂ = I − T⁻¹. With Σ₁ = P L Lᵀ Pᵀ and Lᵀ Σ₂ₚ L = Q Λ Qᵀ:
+//     T = P L⁻ᵀ Q Λ^½ Qᵀ L⁻¹ Pᵀ,   T⁻¹ = P L Q Λ^−½ Qᵀ Lᵀ Pᵀ,   tr √(Σ₁Σ₂) = Σ √λᵢ.
+// T needs Σ₁ nonsingular, T⁻¹ needs Σ₂ nonsingular too; otherwise std::invalid_argument.
+struct TransportMaps {
+    double trace_sqrt = 0;
+    std::vector<double> forward;  // T, d × d (symmetric); empty unless asked for
+    std::vector<double> inverse;  // T⁻¹, likewise
+};
+
+TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other, bool forward, bool inverse);
+
 }  // namespace fastfid::cpu
