@@ -212,3 +212,32 @@ def test_reference_as_a_pair_or_a_file(rng, reference, tmp_path):
     values = [loss.FrechetLoss(ref, population=50).eval()(batch).item()
               for ref in (reference, (reference.mean, reference.cov), str(tmp_path / "ref.npz"))]
     assert values[0] == pytest.approx(values[1], rel=1e-12) and values[0] == pytest.approx(values[2], rel=1e-12)
+
+
+def test_under_torch_distributed_the_population_holds_every_rank(rng, reference, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    world, dim = 2, 6
+    older = [relu_features(rng, 150, dim) for _ in range(world)]
+    batches = [relu_features(rng, 40, dim) for _ in range(world)]
+    np.savez(tmp_path / "inputs.npz", population=400, **{f"older_{r}": older[r] for r in range(world)},
+             **{f"batch_{r}": batches[r] for r in range(world)})
+    reference.save(tmp_path / "reference.npz")
+    worker = Path(__file__).with_name("distributed_loss_worker.py")
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
+                    str(worker), str(tmp_path)], check=True, capture_output=True, timeout=120)
+
+    # One process holding everything, ranks in order, gives the same loss and gradients.
+    criterion = loss.FrechetLoss(reference, population=400)
+    criterion.fill(torch.from_numpy(np.concatenate(older)))
+    batch = torch.from_numpy(np.concatenate(batches)).requires_grad_(True)
+    value = criterion(batch)
+    value.backward()
+    for r in range(world):
+        result = np.load(tmp_path / f"rank_{r}.npz")
+        # The same float64 operations on the same data in the same order, up to gloo's copies.
+        assert float(result["value"]) == pytest.approx(value.item(), rel=1e-12)
+        np.testing.assert_allclose(result["grad"], batch.grad[40 * r:40 * (r + 1)].numpy(), rtol=1e-10, atol=1e-14)
+        np.testing.assert_array_equal(result["queue"], criterion._queues[0].contents().numpy())
