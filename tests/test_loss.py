@@ -241,3 +241,15 @@ def test_under_torch_distributed_the_population_holds_every_rank(rng, reference,
         assert float(result["value"]) == pytest.approx(value.item(), rel=1e-12)
         np.testing.assert_allclose(result["grad"], batch.grad[40 * r:40 * (r + 1)].numpy(), rtol=1e-10, atol=1e-14)
         np.testing.assert_array_equal(result["queue"], criterion._queues[0].contents().numpy())
+
+
+def test_the_training_example_lowers_the_fd():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "train_frechet_loss.py"
+    spec = importlib.util.spec_from_file_location("train_frechet_loss", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    before, after = example.main(steps=300, log_every=10**9)  # half the example's run
+    assert after < 0.6 * before  # measured: 36.4 -> about 15 at 300 steps, 1.3 at 600

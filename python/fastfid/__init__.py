@@ -2,7 +2,9 @@
 
 Streaming, mergeable feature statistics (:class:`FeatureStats`) and the Fréchet distance computed
 through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in replacements for
-pytorch-fid's functions. Importing fastfid does not import torch.
+pytorch-fid's functions; :func:`fdr` for FDr^k over several representation spaces; and
+``fastfid.loss`` (needs torch, imported on first use) for FD as a training loss. Importing
+fastfid does not import torch.
 """
 
 from importlib.metadata import version as _version
@@ -12,17 +14,29 @@ import scipy_openblas32 as _openblas  # noqa: F401
 
 from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
+from fastfid.representations import FDrResult, fdr
 from fastfid.stats import FeatureStats
 
 __version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
 __all__ = [
+    "FDrResult",
     "FeatureStats",
     "FrechetResult",
     "Reference",
     "calculate_frechet_distance",
     "cuda_compiled",
+    "fdr",
     "fid",
     "frechet_distance",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # fastfid.loss needs torch: imported when first named, so that `import fastfid` stays light.
+    if name == "loss":
+        import importlib
+
+        return importlib.import_module("fastfid.loss")
+    raise AttributeError(f"module 'fastfid' has no attribute {name!r}")

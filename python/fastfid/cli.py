@@ -3,6 +3,7 @@
     fastfid fid A.npz B.npz [--method eigh] [--json]
     fastfid stats FEATURES.npy -o out.npz [--batch-size 4096]
     fastfid merge a.npz b.npz ... -o total.npz
+    fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
 """
 
 from __future__ import annotations
@@ -62,6 +63,32 @@ def _merge(args) -> int:
     return 0
 
 
+def _fdr(args) -> int:
+    from fastfid.representations import fdr
+
+    spaces = {}
+    for name, generated, reference, validation in args.space:
+        if name in spaces:
+            raise ValueError(f"space {name!r} is given twice")
+        spaces[name] = (generated, reference, _number_or_path(validation))
+    result = fdr(spaces)
+    if args.json:
+        print(json.dumps({"fdr": result.value, "k": result.k, "spaces": {
+            name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio} for name, r in result.spaces.items()}}))
+    else:
+        for name, r in result.spaces.items():
+            print(f"{name}: FD {r.fd:.6f} / valFD {r.validation_fd:.6f} = FDr {r.ratio:.6f}")
+        print(f"FDr^{result.k}: {result.value:.6f}")
+    return 0
+
+
+def _number_or_path(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfid", description="Fast, exact Fréchet distances (FID).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--output", required=True, help="the .npz to write")
     p.set_defaults(run=_merge)
+
+    p = commands.add_parser("fdr", help="FDr per representation space (FD / valFD) and FDr^k, their mean")
+    p.add_argument("--space", nargs=4, action="append", required=True,
+                   metavar=("NAME", "GENERATED", "REFERENCE", "VALIDATION"),
+                   help="statistics files of one space; VALIDATION is held-out real statistics or a valFD number")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_fdr)
     return parser
 
 
