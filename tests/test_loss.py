@@ -204,6 +204,8 @@ def test_loss_errors(rng, reference):
         criterion(torch.from_numpy(relu_features(rng, 101, 6)))
     with pytest.raises(ValueError, match="weights"):
         loss.FrechetLoss(reference, weights=[1, 2])
+    with pytest.raises(ValueError, match="refresh_every"):
+        loss.FrechetLoss(reference, refresh_every=0)
 
 
 def test_reference_as_a_pair_or_a_file(rng, reference, tmp_path):

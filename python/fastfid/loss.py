@@ -240,6 +240,8 @@ class FrechetLoss(torch.nn.Module):
             raise ValueError("reference must name at least one set of statistics")
         if not isinstance(population, int) or population < 2:
             raise ValueError(f"population must be an integer ≥ 2, got {population!r}")
+        if not isinstance(refresh_every, int) or refresh_every < 1:
+            raise ValueError(f"refresh_every must be a positive integer, got {refresh_every!r}")
         weights = [1.0] * len(references) if weights is None else [float(w) for w in weights]
         if len(weights) != len(references):
             raise ValueError(f"{len(weights)} weights for {len(references)} representations")
