@@ -64,18 +64,19 @@ inline void gemm_square(Int n, double alpha, const double* a, const double* b, d
     scipy_cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, alpha, a, n, b, n, beta, c, n);
 }
 
-// Eigenvalues only, ascending, of the symmetric matrix whose lower triangle is in a (destroyed).
+// Eigenvalues (ascending) of the symmetric matrix whose lower triangle is in a (destroyed), and
+// with q non-null its eigenvectors as the columns of q (n × n).
 // dsyevr (tridiagonal reduction + dsterf) measured faster here than dsyevd and the two-stage
-// dsyevd_2stage at d = 2048 (0.29 s against 0.37 s and 0.46 s).
-inline void eigenvalues_lower(Int n, double* a, Int lda, double* w) {
+// dsyevd_2stage at d = 2048 for values only (0.29 s against 0.37 s and 0.46 s).
+inline void symmetric_eigen_lower(Int n, double* a, Int lda, double* w, double* q) {
     if (n == 0) return;
     Int found = 0;
     std::vector<Int> support(2 * static_cast<size_t>(n));
     double work_query = 0;
     Int iwork_query = 0;
     auto call = [&](double* work, Int lwork, Int* iwork, Int liwork) {
-        return scipy_LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'N', 'A', 'L', n, a, lda, 0.0, 0.0, 0, 0, 0.0, &found, w,
-                                         nullptr, 1, support.data(), work, lwork, iwork, liwork);
+        return scipy_LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, q ? 'V' : 'N', 'A', 'L', n, a, lda, 0.0, 0.0, 0, 0, 0.0,
+                                         &found, w, q, q ? n : 1, support.data(), work, lwork, iwork, liwork);
     };
     check_info(call(&work_query, -1, &iwork_query, -1), "dsyevr");
     std::vector<double> work(static_cast<size_t>(work_query) + 1);
@@ -83,26 +84,6 @@ inline void eigenvalues_lower(Int n, double* a, Int lda, double* w) {
     const lapack_int info = call(work.data(), static_cast<Int>(work.size()), iwork.data(), static_cast<Int>(iwork.size()));
     check_info(info, "dsyevr");
     if (info > 0) throw std::runtime_error("dsyevr: the eigenvalue computation did not converge");
-}
-
-// Eigenvalues (ascending) and eigenvectors (columns of q, n × n) of the symmetric matrix whose
-// lower triangle is in a (destroyed).
-inline void eigen_decomposition_lower(Int n, double* a, Int lda, double* w, double* q) {
-    if (n == 0) return;
-    Int found = 0;
-    std::vector<Int> support(2 * static_cast<size_t>(n));
-    double work_query = 0;
-    Int iwork_query = 0;
-    auto call = [&](double* work, Int lwork, Int* iwork, Int liwork) {
-        return scipy_LAPACKE_dsyevr_work(LAPACK_COL_MAJOR, 'V', 'A', 'L', n, a, lda, 0.0, 0.0, 0, 0, 0.0, &found, w,
-                                         q, n, support.data(), work, lwork, iwork, liwork);
-    };
-    check_info(call(&work_query, -1, &iwork_query, -1), "dsyevr");
-    std::vector<double> work(static_cast<size_t>(work_query) + 1);
-    std::vector<Int> iwork(static_cast<size_t>(iwork_query) + 1);
-    const lapack_int info = call(work.data(), static_cast<Int>(work.size()), iwork.data(), static_cast<Int>(iwork.size()));
-    check_info(info, "dsyevr");
-    if (info > 0) throw std::runtime_error("dsyevr: the eigen decomposition did not converge");
 }
 
 // C = A Aᵀ (lower triangle), A n × k column-major.

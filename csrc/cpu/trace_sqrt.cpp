@@ -47,7 +47,7 @@ void congruence(const PsdFactor& f, const SymmetricView& other, std::vector<doub
 TraceResult trace_by_eigenvalues(const PsdFactor& f, std::vector<double>& a) {
     const int64_t r = f.rank;
     std::vector<double> eigenvalues(static_cast<size_t>(r));
-    blas::eigenvalues_lower(blas::checked_int(r), a.data(), blas::checked_int(f.dim), eigenvalues.data());
+    blas::symmetric_eigen_lower(blas::checked_int(r), a.data(), blas::checked_int(f.dim), eigenvalues.data(), nullptr);
     TraceResult result;
     result.rank = r;
     result.max_eigenvalue = r ? eigenvalues.back() : 0.0;
@@ -246,7 +246,7 @@ TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other
     std::vector<double> a;
     congruence(factor, other, a);  // rank d: the padded route, d × d lower triangle
     std::vector<double> eigenvalues(static_cast<size_t>(d)), q(static_cast<size_t>(d * d));
-    blas::eigen_decomposition_lower(n, a.data(), n, eigenvalues.data(), q.data());
+    blas::symmetric_eigen_lower(n, a.data(), n, eigenvalues.data(), q.data());
     const double largest = d ? eigenvalues.back() : 0.0;
     if (d && eigenvalues.front() < -kNonPsdTolerance * largest)
         throw std::invalid_argument("sigma2 is not positive semidefinite: an eigenvalue of L^T sigma2 L is " +
