@@ -208,6 +208,22 @@ def test_loss_errors(rng, reference):
         loss.FrechetLoss(reference, refresh_every=0)
 
 
+def test_state_dict_carries_the_populations(rng, reference, tmp_path):
+    criterion = loss.FrechetLoss(reference, population=300)
+    criterion.fill(torch.from_numpy(relu_features(rng, 450, 6)))  # wrapped: head mid-buffer
+    criterion(torch.from_numpy(relu_features(rng, 40, 6)))
+    torch.save(criterion.state_dict(), tmp_path / "loss.pt")
+    resumed = loss.FrechetLoss(reference, population=300)
+    resumed.load_state_dict(torch.load(tmp_path / "loss.pt"))
+    batch = torch.from_numpy(relu_features(rng, 50, 6))
+    assert resumed(batch).item() == criterion(batch).item()
+    torch.testing.assert_close(resumed._queues[0].contents(), criterion._queues[0].contents(), rtol=0, atol=0)
+    torch.testing.assert_close(resumed._queues[0].moments.comoment, criterion._queues[0].moments.comoment)
+    fresh = loss.FrechetLoss(reference, population=300)
+    fresh.load_state_dict(loss.FrechetLoss(reference, population=300).state_dict())  # an empty one round-trips too
+    assert fresh._queues[0].features is None
+
+
 def test_reference_as_a_pair_or_a_file(rng, reference, tmp_path):
     reference.save(tmp_path / "ref.npz")
     batch = torch.from_numpy(relu_features(rng, 50, 6))

@@ -212,6 +212,27 @@ class _PopulationQueue:
         if self._additions % self.refresh_every == 0:
             self.moments = _Moments.of(self.contents())
 
+    def state(self) -> dict:
+        """Everything needed to resume: the features in queue order and the exact moments."""
+        if self.features is None:
+            return {}
+        return {"features": self.contents().clone(), "count": self.moments.count, "mean": self.moments.mean.clone(),
+                "comoment": self.moments.comoment.clone(), "additions": self._additions}
+
+    def restore(self, state: dict) -> None:
+        self.__init__(self.capacity, self.refresh_every)
+        if not state:
+            return
+        features = state["features"]
+        if features.shape[0] > self.capacity:
+            raise ValueError(f"the saved population holds {features.shape[0]} features, more than {self.capacity}")
+        self.features = torch.empty(self.capacity, features.shape[1], dtype=features.dtype, device=features.device)
+        self.features[:features.shape[0]] = features
+        self.count = features.shape[0]
+        self.head = self.count % self.capacity
+        self.moments = _Moments(int(state["count"]), state["mean"].to(torch.float64), state["comoment"].to(torch.float64))
+        self._additions = int(state["additions"])
+
 
 # --- the loss module -----------------------------------------------------------------------------
 class FrechetLoss(torch.nn.Module):
@@ -224,6 +245,8 @@ class FrechetLoss(torch.nn.Module):
     gradient, plus the newest detached features of earlier batches, kept in a circular queue with
     float64 running statistics (memory: population × d features plus O(d²)). In training mode each
     batch then enters its queue, evicting the oldest; ``fill`` primes the queues without a loss.
+
+    The queues are part of ``state_dict()``, so a checkpoint resumes with its populations.
 
     ``normalize=True`` makes each term FD / FD.detach() (value 1, gradient of log FD), as in the
     Representation Fréchet Loss reference code. Under torch.distributed the batches of all ranks are
@@ -254,6 +277,17 @@ class FrechetLoss(torch.nn.Module):
             self.register_buffer(f"reference_mean_{i}", mean)
             self.register_buffer(f"reference_cov_{i}", cov)
         self._queues = [_PopulationQueue(population, refresh_every) for _ in references]
+
+    def get_extra_state(self):
+        """The populations travel with ``state_dict()``: a resumed run continues with its queues."""
+        return {"queues": [queue.state() for queue in self._queues]}
+
+    def set_extra_state(self, state) -> None:
+        queues = state["queues"]
+        if len(queues) != len(self._queues):
+            raise ValueError(f"the saved loss has {len(queues)} representations, this one {len(self._queues)}")
+        for queue, saved in zip(self._queues, queues):
+            queue.restore(saved)
 
     def _reference(self, i: int):
         return getattr(self, f"reference_mean_{i}"), getattr(self, f"reference_cov_{i}")
