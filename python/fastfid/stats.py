@@ -162,6 +162,34 @@ class FeatureStats:
         self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean, other._comoment)
         return self
 
+    def remove(self, part: "FeatureStats") -> "FeatureStats":
+        """Take out, in place, the statistics of a subset of these samples (a shard that was merged
+        in): the merge inverted, exact up to rounding, O(d²). The jackknife's leave-one-out totals."""
+        if not isinstance(part, FeatureStats):
+            raise TypeError(f"can only remove FeatureStats, got {type(part).__name__}")
+        if part._dim != self._dim:
+            raise ValueError(f"cannot remove statistics of dim {part._dim} from dim {self._dim}")
+        self._require_exact("remove a part")
+        part._require_exact("be removed")
+        if self._device_state is not None or part._device_state is not None:
+            raise ValueError("remove works on CPU statistics: use .to('cpu') first")
+        self._flush()
+        part._flush()
+        n, n_part = self._count, part._count
+        if n_part >= n:
+            raise ValueError(f"cannot remove {n_part} samples from statistics of {n}: a part must be smaller")
+        rest = n - n_part
+        mean = (self._mean * n - part._mean * n_part) / rest
+        delta = part._mean - mean
+        comoment = self.comoment - part.comoment - np.outer(delta, delta) * (rest * n_part / n)
+        self._count, self._mean, self._comoment = rest, mean, comoment
+        return self
+
+    def __sub__(self, other: "FeatureStats") -> "FeatureStats":
+        if not isinstance(other, FeatureStats):
+            return NotImplemented
+        return self.copy().remove(other)
+
     def __add__(self, other: "FeatureStats") -> "FeatureStats":
         if not isinstance(other, FeatureStats):
             return NotImplemented
