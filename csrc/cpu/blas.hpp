@@ -59,6 +59,11 @@ inline void gemmt_lower(bool trans_a, Int n, Int k, double alpha, const double* 
                        a, lda, b, ldb, beta, c, ldc);
 }
 
+// C = A Bᵀ, row-major: A m × k, B n × k, C m × n.
+inline void gemm_abt_rowmajor(Int m, Int n, Int k, const double* a, const double* b, double* c) {
+    scipy_cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0, a, k, b, k, 0.0, c, n);
+}
+
 // C = alpha · A B + beta · C, all n × n column-major.
 inline void gemm_square(Int n, double alpha, const double* a, const double* b, double beta, double* c) {
     scipy_cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, n, n, n, alpha, a, n, b, n, beta, c, n);

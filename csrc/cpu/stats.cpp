@@ -113,6 +113,12 @@ bool all_finite(const double* values, int64_t n) {
 
 }  // namespace
 
+void rows_as_float64(const FeatureMatrix& x, int64_t first, int64_t rows, double* out) {
+    const std::vector<double> zero(static_cast<size_t>(x.cols), 0.0);
+    std::vector<double> sums(static_cast<size_t>(x.cols), 0.0);
+    convert(x, first, rows, zero.data(), out, sums.data());
+}
+
 void require_finite(const FeatureMatrix& x) {
     if (!with_scalar_type(x.type, [&](auto type) { return batch_finite<decltype(type)>(x); })) throw_non_finite();
 }

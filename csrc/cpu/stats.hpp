@@ -33,6 +33,10 @@ void accumulate(const StatsState& state, const FeatureMatrix& batch);
 // on its upper triangle.
 void merge(const StatsState& state, int64_t other_count, const double* other_mean, const double* other_comoment);
 
+// out[r, j] = x[first + r, j] widened to float64 (row-major, rows × d): the blocks that the
+// distance and kernel passes (neighbours.cpp) hand to BLAS.
+void rows_as_float64(const FeatureMatrix& x, int64_t first, int64_t rows, double* out);
+
 // Copies the upper triangle onto the lower one.
 void symmetrize_upper(double* matrix, int64_t dim);
 

@@ -2,7 +2,9 @@
 
 Streaming, mergeable feature statistics (:class:`FeatureStats`) and the Fréchet distance computed
 through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in replacements for
-pytorch-fid's functions; :func:`fdr` for FDr^k over several representation spaces; and
+pytorch-fid's functions; error bars, FD∞, seed panels and verdicts (``fastfid.uncertainty``);
+KID, precision/recall, density/coverage (``fastfid.metrics``); :func:`fdr` for FDr^k over
+several representation spaces; and
 ``fastfid.loss`` (needs torch, imported on first use) for FD as a training loss. Importing
 fastfid does not import torch.
 """
@@ -14,8 +16,10 @@ import scipy_openblas32 as _openblas  # noqa: F401
 
 from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
+from fastfid.metrics import density_coverage, kid, precision_recall
 from fastfid.representations import FDrResult, fdr
 from fastfid.stats import FeatureStats
+from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
 
 __version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
@@ -25,10 +29,17 @@ __all__ = [
     "FrechetResult",
     "Reference",
     "calculate_frechet_distance",
+    "compare",
     "cuda_compiled",
+    "density_coverage",
+    "fd_infinity",
     "fdr",
     "fid",
+    "fid_with_error",
     "frechet_distance",
+    "kid",
+    "precision_recall",
+    "seed_study",
     "__version__",
 ]
 

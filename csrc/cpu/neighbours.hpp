@@ -1,0 +1,27 @@
+// Pairwise passes over two feature sets for the distribution metrics (KID, precision/recall,
+// density/coverage): distances and kernels come from BLAS products of row blocks, so an n × m
+// matrix never exists whole (50,000 × 50,000 would be 20 GB), only 1024 × 1024 blocks of it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/feature_matrix.hpp"
+
+namespace fastfid::cpu {
+
+// Distance from every row of x to its k-th nearest other row (itself excluded).
+std::vector<double> kth_neighbour_radii(const FeatureMatrix& x, int64_t k);
+
+struct BallMembership {
+    std::vector<int64_t> inside;   // per query: centres c with ‖q − c‖ ≤ radius_c
+    std::vector<double> nearest;   // per centre: distance to its nearest query
+};
+
+BallMembership ball_membership(const FeatureMatrix& queries, const FeatureMatrix& centres,
+                               const std::vector<double>& radii);
+
+// Unbiased MMD² between x and y with the polynomial kernel k(a, b) = (aᵀb / d + 1)³ (KID).
+double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y);
+
+}  // namespace fastfid::cpu
