@@ -183,3 +183,47 @@ def test_remove_is_the_merge_inverted(rng):
     np.testing.assert_allclose(rest.cov, expected.cov, rtol=0, atol=1e-10)
     with pytest.raises(ValueError, match="must be smaller"):
         part - total
+
+
+def test_pictures(rng, known_gaussians, tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastfid import plots
+
+    mu_g, root_g, reference, _ = known_gaussians
+    x = gaussian(rng, 3000, mu_g, root_g)
+    written = [plots.plot_jackknife(uncertainty.fid_with_error(x, reference), tmp_path / "jackknife.png"),
+               plots.plot_fd_infinity(uncertainty.fd_infinity(x, reference), tmp_path / "fd_infinity.png"),
+               plots.plot_seed_study(uncertainty.seed_study(simulated_panel(rng)), tmp_path / "panel.png")]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_cli_error_bars_and_compare(rng, known_gaussians, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from fastfid import cli
+
+    mu_g, root_g, reference, _ = known_gaussians
+    np.save(tmp_path / "gen.npy", gaussian(rng, 2000, mu_g, root_g).astype(np.float32))
+    fastfid.FeatureStats.from_features(gaussian(rng, 5000, np.zeros(6), np.linalg.cholesky(reference[1]))).save(
+        tmp_path / "ref.npz")
+    argv = ["fid", str(tmp_path / "gen.npy"), str(tmp_path / "ref.npz"), "--error-bars", "--groups", "10"]
+    assert cli.main(argv + ["--json", "--plot", str(tmp_path / "jk.png")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["groups"] == 10 and out["interval"][0] < out["bias_corrected"] < out["interval"][1]
+    assert (tmp_path / "jk.png").exists()
+    assert cli.main(argv) == 0 and capsys.readouterr().out.startswith("FID: ")
+    assert cli.main(["fid", str(tmp_path / "ref.npz"), str(tmp_path / "ref.npz"), "--error-bars"]) == 1
+    assert "expected a .npy file" in capsys.readouterr().err
+
+    rows = [{"model": m, "train_seed": i, "sample_seed": j, "fid": float(v)}
+            for m, panel in (("base", simulated_panel(rng)), ("new", simulated_panel(rng, mean=33.5)))
+            for i, row in enumerate(panel) for j, v in enumerate(row)]
+    write_rows(tmp_path / "runs.csv", rows)
+    assert cli.main(["compare", str(tmp_path / "runs.csv"), "--plot", str(tmp_path / "panel.png")]) == 0
+    text = capsys.readouterr().out
+    assert "A = base, B = new: B better" in text
+    assert (tmp_path / "panel_base.png").exists() and (tmp_path / "panel_new.png").exists()
+    assert cli.main(["compare", str(tmp_path / "runs.csv"), "--models", "new", "base", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"]["verdict"] == "A better"
+    assert cli.main(["compare", str(tmp_path / "runs.csv"), "--models", "new", "old"]) == 1
+    assert "no model 'old'" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The ``fastfid`` command line: thin over the Python API.
 
     fastfid fid A.npz B.npz [--method eigh] [--json]
+    fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
+    fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid stats FEATURES.npy -o out.npz [--batch-size 4096]
     fastfid merge a.npz b.npz ... -o total.npz
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
@@ -20,6 +22,8 @@ from fastfid.stats import FeatureStats
 
 
 def _fid(args) -> int:
+    if args.error_bars:
+        return _fid_with_error(args)
     result = fid(args.path1, args.path2, method=args.method, return_info=True)
     if args.json:
         print(json.dumps({
@@ -29,6 +33,67 @@ def _fid(args) -> int:
         }))
     else:
         print(f"FID: {result.value:.6f}")
+    return 0
+
+
+def _fid_with_error(args) -> int:
+    from fastfid.uncertainty import fid_with_error
+
+    generated = _open_features(Path(args.path1))  # shards need the features themselves
+    reference = FeatureStats.from_features(_open_features(Path(args.path2))) if args.path2.endswith(".npy") \
+        else args.path2
+    result = fid_with_error(np.asarray(generated), reference, groups=args.groups)
+    if args.plot:
+        from fastfid.plots import plot_jackknife
+
+        plot_jackknife(result, args.plot)
+    if args.json:
+        print(json.dumps({"fid": result.value, "standard_error": result.standard_error, "interval": result.interval,
+                          "confidence": result.confidence, "bias_corrected": result.bias_corrected,
+                          "groups": result.groups, "method": result.method}))
+    else:
+        low, high = result.interval
+        print(f"FID: {result.value:.6f} ± {result.standard_error:.6f} ({100 * result.confidence:g}% interval "
+              f"[{low:.6f}, {high:.6f}], bias-corrected {result.bias_corrected:.6f}, {result.groups} groups)")
+    return 0
+
+
+def _compare(args) -> int:
+    from fastfid.uncertainty import compare, read_panels, seed_study
+
+    panels = read_panels(args.results)
+    names = args.models or sorted(panels)
+    missing = [name for name in names if name not in panels]
+    if missing:
+        raise ValueError(f"{args.results} has no model {missing[0]!r}; it has {sorted(panels)}")
+    studies = {name: seed_study(panels[name]) for name in names}
+    verdict = None
+    if len(names) == 2:
+        verdict = compare(studies[names[0]], studies[names[1]], threshold=args.threshold)
+    elif args.models is None and len(names) > 2:
+        print(f"fastfid: {len(names)} models: name two with --models for a verdict", file=sys.stderr)
+    if args.plot:
+        from fastfid.plots import plot_seed_study
+
+        for name in names:
+            target = Path(args.plot)
+            plot_seed_study(studies[name], target.with_name(f"{target.stem}_{name}{target.suffix}") if len(names) > 1
+                            else target)
+    if args.json:
+        print(json.dumps({
+            "models": {name: {"mean": s.mean, "sigma_between": s.sigma_between, "sigma_within": s.sigma_within,
+                              "cov_between": s.cov_between, "cov_within": s.cov_within, "icc": s.icc,
+                              "interval": s.interval, "training_seeds": s.training_seeds,
+                              "sampling_seeds": s.sampling_seeds} for name, s in studies.items()},
+            "verdict": None if verdict is None else {"verdict": verdict.verdict, "gap": verdict.gap,
+                                                     "interval": verdict.interval, "reason": verdict.reason}}))
+    else:
+        for name, s in studies.items():
+            print(f"{name}: FID {s.mean:.4f} [{s.interval[0]:.4f}, {s.interval[1]:.4f}] over {s.training_seeds}×"
+                  f"{s.sampling_seeds} seeds; sigma between {s.sigma_between:.4f} ({100 * s.cov_between:.2f}%), "
+                  f"within {s.sigma_within:.4f} ({100 * s.cov_within:.2f}%)")
+        if verdict is not None:
+            print(f"A = {names[0]}, B = {names[1]}: {verdict}")
     return 0
 
 
@@ -98,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path2")
     p.add_argument("--method", choices=METHODS, default="auto")
     p.add_argument("--json", action="store_true", help="print the result and its diagnostics as JSON")
+    p.add_argument("--error-bars", action="store_true",
+                   help="jackknife standard error and interval; PATH1 must be generated features (.npy)")
+    p.add_argument("--groups", type=int, default=20, help="shards for --error-bars (default 20)")
+    p.add_argument("--plot", help="with --error-bars: write the jackknife distribution to this PNG")
     p.set_defaults(run=_fid)
 
     p = commands.add_parser("stats", help="statistics of a .npy feature matrix (samples, dim)")
@@ -110,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--output", required=True, help="the .npz to write")
     p.set_defaults(run=_merge)
+
+    p = commands.add_parser("compare", help="seed panels and a verdict from a CSV/JSON of model, train_seed, "
+                                            "sample_seed, fid")
+    p.add_argument("results")
+    p.add_argument("--models", nargs=2, metavar=("A", "B"), help="the two models to compare (default: the only two)")
+    p.add_argument("--threshold", type=float, default=0.013, help="relative gap below which it is a lottery")
+    p.add_argument("--plot", help="write each model's seed panel to this PNG (suffixed by model when several)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_compare)
 
     p = commands.add_parser("fdr", help="FDr per representation space (FD / valFD) and FDr^k, their mean")
     p.add_argument("--space", nargs=4, action="append", required=True,
