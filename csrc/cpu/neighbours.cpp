@@ -31,32 +31,39 @@ struct RowBlock {
     }
 };
 
-// Calls visit(query_block, centre_block, squared) for every pair of row blocks, where squared is
-// the row-major query_rows × centre_rows matrix of squared distances ‖q‖² + ‖c‖² − 2 qᵀc
-// (clamped at 0 against rounding).
+// Calls visit(a_block, b_block, products) for every pair of row blocks, where products is the
+// row-major a_rows × b_rows matrix of inner products aᵢᵀbⱼ (one BLAS product per pair).
 template <class Visit>
-void for_each_distance_block(const FeatureMatrix& queries, const FeatureMatrix& centres, Visit visit) {
-    if (queries.cols != centres.cols)
-        throw std::invalid_argument("the two feature sets have different dims: " + std::to_string(queries.cols) +
-                                    " and " + std::to_string(centres.cols));
-    const blas::Int d = blas::checked_int(queries.cols);
-    RowBlock q, c;
-    std::vector<double> squared;
-    for (int64_t q0 = 0; q0 < queries.rows; q0 += kBlock) {
-        q.load(queries, q0);
-        for (int64_t c0 = 0; c0 < centres.rows; c0 += kBlock) {
-            c.load(centres, c0);
-            squared.resize(static_cast<size_t>(q.rows * c.rows));
-            blas::gemm_abt_rowmajor(blas::checked_int(q.rows), blas::checked_int(c.rows), d, q.values.data(),
-                                    c.values.data(), squared.data());
-            for (int64_t i = 0; i < q.rows; ++i)
-                for (int64_t j = 0; j < c.rows; ++j) {
-                    double& v = squared[i * c.rows + j];
-                    v = std::max(q.norms[i] + c.norms[j] - 2.0 * v, 0.0);
-                }
-            visit(q, c, squared);
+void for_each_product_block(const FeatureMatrix& a, const FeatureMatrix& b, Visit visit) {
+    if (a.cols != b.cols)
+        throw std::invalid_argument("the two feature sets have different dims: " + std::to_string(a.cols) + " and " +
+                                    std::to_string(b.cols));
+    const blas::Int d = blas::checked_int(a.cols);
+    RowBlock p, q;
+    std::vector<double> products;
+    for (int64_t a0 = 0; a0 < a.rows; a0 += kBlock) {
+        p.load(a, a0);
+        for (int64_t b0 = 0; b0 < b.rows; b0 += kBlock) {
+            q.load(b, b0);
+            products.resize(static_cast<size_t>(p.rows * q.rows));
+            blas::gemm_abt_rowmajor(blas::checked_int(p.rows), blas::checked_int(q.rows), d, p.values.data(),
+                                    q.values.data(), products.data());
+            visit(p, q, products);
         }
     }
+}
+
+// The same with squared distances ‖q‖² + ‖c‖² − 2 qᵀc (clamped at 0 against rounding).
+template <class Visit>
+void for_each_distance_block(const FeatureMatrix& queries, const FeatureMatrix& centres, Visit visit) {
+    for_each_product_block(queries, centres, [&](const RowBlock& q, const RowBlock& c, std::vector<double>& squared) {
+        for (int64_t i = 0; i < q.rows; ++i)
+            for (int64_t j = 0; j < c.rows; ++j) {
+                double& v = squared[i * c.rows + j];
+                v = std::max(q.norms[i] + c.norms[j] - 2.0 * v, 0.0);
+            }
+        visit(q, c, static_cast<const std::vector<double>&>(squared));
+    });
 }
 
 }  // namespace
@@ -113,27 +120,18 @@ BallMembership ball_membership(const FeatureMatrix& queries, const FeatureMatrix
 
 namespace {
 
-// Σ over the pairs (i, j) of two row sets, i ≠ j when `same`, of (aᵢᵀbⱼ / d + 1)³, block by block.
+// Σ over the pairs (i, j) of two row sets, i ≠ j when `same`, of (aᵢᵀbⱼ / d + 1)³.
 double kernel_sum(const FeatureMatrix& a, const FeatureMatrix& b, bool same) {
-    const blas::Int d = blas::checked_int(a.cols);
-    RowBlock p, q;
-    std::vector<double> products;
+    const double d = static_cast<double>(a.cols);
     double total = 0;
-    for (int64_t a0 = 0; a0 < a.rows; a0 += kBlock) {
-        p.load(a, a0);
-        for (int64_t b0 = 0; b0 < b.rows; b0 += kBlock) {
-            q.load(b, b0);
-            products.resize(static_cast<size_t>(p.rows * q.rows));
-            blas::gemm_abt_rowmajor(blas::checked_int(p.rows), blas::checked_int(q.rows), d, p.values.data(),
-                                    q.values.data(), products.data());
-            for (int64_t i = 0; i < p.rows; ++i)
-                for (int64_t j = 0; j < q.rows; ++j) {
-                    if (same && p.first + i == q.first + j) continue;
-                    const double k = products[i * q.rows + j] / static_cast<double>(d) + 1.0;
-                    total += k * k * k;
-                }
-        }
-    }
+    for_each_product_block(a, b, [&](const RowBlock& p, const RowBlock& q, const std::vector<double>& products) {
+        for (int64_t i = 0; i < p.rows; ++i)
+            for (int64_t j = 0; j < q.rows; ++j) {
+                if (same && p.first + i == q.first + j) continue;
+                const double k = products[i * q.rows + j] / d + 1.0;
+                total += k * k * k;
+            }
+    });
     return total;
 }
 

@@ -53,9 +53,12 @@ def _merged(shards: Sequence[FeatureStats]) -> FeatureStats:
     return total
 
 
+def _is_shard_list(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(s, FeatureStats) for s in x)
+
+
 def _as_shards(shards_or_features, groups: int, seed) -> list[FeatureStats]:
-    if isinstance(shards_or_features, (list, tuple)) and shards_or_features and all(
-            isinstance(s, FeatureStats) for s in shards_or_features):
+    if _is_shard_list(shards_or_features):
         shards = list(shards_or_features)
         if len(shards) < 2:
             raise ValueError("error bars need at least 2 shards")
@@ -173,8 +176,7 @@ def fd_infinity(shards_or_features, reference, *, points: int = 15, min_fraction
 
 
 def _nested_subsets(shards_or_features, points, min_fraction, seed) -> list[FeatureStats]:
-    if isinstance(shards_or_features, (list, tuple)) and shards_or_features and all(
-            isinstance(s, FeatureStats) for s in shards_or_features):
+    if _is_shard_list(shards_or_features):
         total = sum(s.count for s in shards_or_features)
         running, subsets = None, []
         for shard in shards_or_features:
