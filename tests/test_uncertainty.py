@@ -62,6 +62,13 @@ def test_jackknife_result_is_consistent(rng, known_gaussians):
     assert abs(result.bias_corrected - true_fd) < abs(result.value - true_fd) + 3 * result.standard_error
 
 
+def test_contiguous_shards_are_views_of_the_rows(rng):
+    x = rng.standard_normal((103, 4))
+    shards = uncertainty.split_into_shards(x, 10, seed=None)
+    assert [s.count for s in shards] == [10, 11, 10, 10, 11, 10, 10, 10, 11, 10]  # sizes differ by at most 1
+    np.testing.assert_allclose(shards[1].mean, x[10:21].mean(axis=0), rtol=0, atol=1e-15)
+
+
 def test_bootstrap(rng, known_gaussians):
     mu_g, root_g, reference, _ = known_gaussians
     result = uncertainty.fid_with_error(gaussian(rng, 3000, mu_g, root_g), reference, method="bootstrap", rounds=100)

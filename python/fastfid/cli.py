@@ -37,12 +37,14 @@ def _fid(args) -> int:
 
 
 def _fid_with_error(args) -> int:
-    from fastfid.uncertainty import fid_with_error
+    from fastfid.uncertainty import fid_with_error, split_into_shards
 
-    generated = _open_features(Path(args.path1))  # shards need the features themselves
+    # Shards need the features themselves: contiguous slices of the memory-mapped file, each read
+    # once (generated samples are exchangeable, so contiguous groups are as good as random ones).
+    generated = _open_features(Path(args.path1))
     reference = FeatureStats.from_features(_open_features(Path(args.path2))) if args.path2.endswith(".npy") \
         else args.path2
-    result = fid_with_error(np.asarray(generated), reference, groups=args.groups)
+    result = fid_with_error(split_into_shards(generated, args.groups, seed=None), reference)
     if args.plot:
         from fastfid.plots import plot_jackknife
 

@@ -35,14 +35,17 @@ __all__ = ["FDInfinity", "FIDWithError", "SeedStudy", "Verdict", "compare", "fd_
 def split_into_shards(features, groups: int, *, seed: int | None = 0) -> list[FeatureStats]:
     """Statistics of `groups` disjoint shards of (n, d) features, rows assigned at random
     (``seed=None`` keeps the row order: contiguous shards), in one pass over the features."""
-    x = np.asarray(features)
+    x = features if isinstance(features, np.ndarray) else np.asarray(features)
     if x.ndim != 2:
         raise ValueError(f"features must be 2-D (samples, dim), got shape {x.shape}")
     if not isinstance(groups, int) or groups < 2:
         raise ValueError(f"groups must be an integer ≥ 2, got {groups!r}")
     if x.shape[0] < 2 * groups:
         raise ValueError(f"{x.shape[0]} samples cannot make {groups} shards of at least 2 samples")
-    order = np.arange(x.shape[0]) if seed is None else np.random.default_rng(seed).permutation(x.shape[0])
+    if seed is None:  # contiguous slices: views, so a memory-mapped file streams shard by shard
+        bounds = np.linspace(0, x.shape[0], groups + 1).round().astype(int)
+        return [FeatureStats.from_features(x[begin:end]) for begin, end in zip(bounds[:-1], bounds[1:])]
+    order = np.random.default_rng(seed).permutation(x.shape[0])
     return [FeatureStats.from_features(x[np.sort(part)]) for part in np.array_split(order, groups)]
 
 
