@@ -193,7 +193,9 @@ class _PopulationQueue:
             return _Moments(0, torch.zeros_like(self.moments.mean), torch.zeros_like(self.moments.comoment))
         return self.moments.minus(_Moments.of(self.oldest(k)))
 
-    def add(self, batch: torch.Tensor) -> None:
+    def add(self, batch: torch.Tensor, after: _Moments | None = None) -> None:
+        """Append a batch, evicting the oldest rows. `after`, when the caller has it (FrechetLoss'
+        forward computed the population's moments already), are the moments once the batch is in."""
         batch = batch.detach()[-self.capacity:]
         b, d = batch.shape
         if self.features is None:
@@ -201,13 +203,14 @@ class _PopulationQueue:
             self.moments = _Moments(0, torch.zeros(d, dtype=torch.float64, device=batch.device),
                                     torch.zeros(d, d, dtype=torch.float64, device=batch.device))
         evicted = max(0, self.count + b - self.capacity)
-        self.moments = self.without_oldest(evicted)
+        if after is None:
+            after = self.without_oldest(evicted).plus(_Moments.of(batch))
         self.count -= evicted
         index = (torch.arange(b, device=batch.device) + self.head) % self.capacity
         self.features[index] = batch.to(self.features.dtype)
         self.head = (self.head + b) % self.capacity
         self.count += b
-        self.moments = self.moments.plus(_Moments.of(batch))
+        self.moments = after
         self._additions += 1
         if self._additions % self.refresh_every == 0:
             self.moments = _Moments.of(self.contents())
@@ -323,8 +326,8 @@ class FrechetLoss(torch.nn.Module):
             distances.append(float(fd.detach()))
             term = fd / fd.detach().clamp_min(1e-12) if self.normalize else fd
             total = weight * term if total is None else total + weight * term
-            if self.training:
-                queue.add(batch)
+            if self.training:  # the population's moments are the queue's once the batch is in
+                queue.add(batch, after=_Moments(moments.count, moments.mean.detach(), moments.comoment.detach()))
         self.last_distances = distances
         return total
 
