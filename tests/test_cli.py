@@ -70,3 +70,119 @@ def test_module_entry_point(features):
     run = subprocess.run([sys.executable, "-m", "fastfid", "fid", str(folder / "a.npz"), str(folder / "a.npz")],
                          capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "FID: 0.000000"
+
+
+# --- images ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def image_job(tmp_path_factory):
+    """Two small image folders and a random FID Inception weight file; commands at dims 64 (fast)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    from fastfid.models import FIDInceptionV3
+
+    root = tmp_path_factory.mktemp("cli_images")
+    rng = np.random.default_rng(11)
+    for name, high in (("generated", 180), ("real", 255)):
+        for i in range(10):
+            (root / name / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, high, (24, 30, 3), dtype=np.uint8)).save(root / name / f"d{i % 2}/{i}.png")
+    torch.manual_seed(2)
+    torch.save(FIDInceptionV3(weights=False).state_dict(), root / "w.pth")
+    return root
+
+
+def _image_flags(root, *extra):
+    return ["--weights", str(root / "w.pth"), "--dims", "64", "--num-workers", "0", "--quiet", *extra]
+
+
+def test_fid_of_two_folders_states_how_it_was_computed(image_job, capsys):
+    root = image_job
+    # pytorch-fid's flags, as its users type them
+    args = ["fid", str(root / "generated"), str(root / "real"), "--batch-size", "4", "--device", "cpu"]
+    assert main(args + _image_flags(root)) == 0
+    out = capsys.readouterr().out.strip()
+    expected = fastfid.compute_fid(root / "generated", root / "real", model=64, weights=root / "w.pth",
+                                   batch_size=4, num_workers=0, progress=False)
+    assert out == str(expected) and out.count("\n") == 0
+    assert float(out.split()[1]) == pytest.approx(expected.value, abs=1e-6)
+    assert "resize=pytorch-fid 299x299; 10 vs 10 samples" in out
+    assert main(args + _image_flags(root, "--resize", "clean", "--json", "--isc", "--splits", "2")) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["resize"] == "clean" and "resize=clean" in report["feature_space"]
+    assert report["inception_score"]["splits"] == 2 and report["counts"] == [10, 10]
+
+
+def test_save_stats_has_pytorch_fids_meaning(image_job, tmp_path, capsys):
+    root = image_job
+    out = tmp_path / "real.npz"
+    assert main(["fid", "--save-stats", str(root / "real"), str(out)] + _image_flags(root)) == 0
+    saved = fastfid.FeatureStats.load(out)
+    assert saved.count == 10 and saved.feature_space.startswith("FIDInceptionV3(dims=64")
+    assert main(["fid", str(root / "generated"), str(out)] + _image_flags(root)) == 0
+    with_stats = float(capsys.readouterr().out.split()[1])
+    assert main(["fid", str(root / "generated"), str(root / "real")] + _image_flags(root)) == 0
+    assert with_stats == pytest.approx(float(capsys.readouterr().out.split()[1]), abs=2e-6)
+
+
+def test_job_array_shards_merge_into_the_whole(image_job, tmp_path):
+    root = image_job
+    flags = _image_flags(root, "--batch-size", "1")  # one image per batch: the same features in every run
+    assert main(["stats", str(root / "real"), "-o", str(tmp_path / "all.npz")] + flags) == 0
+    parts = [str(tmp_path / f"part_{i}.npz") for i in range(3)]
+    for i, part in enumerate(parts):
+        assert main(["stats", str(root / "real"), "-o", part, "--shard", f"{i}/3"] + flags) == 0
+    assert main(["merge", *parts, "-o", str(tmp_path / "merged.npz")]) == 0
+    merged, whole = fastfid.FeatureStats.load(tmp_path / "merged.npz"), fastfid.FeatureStats.load(tmp_path / "all.npz")
+    assert merged.count == 10 and merged.feature_space == whole.feature_space
+    np.testing.assert_allclose(merged.cov, whole.cov, rtol=0, atol=1e-12 * np.abs(whole.cov).max())
+    with pytest.raises(SystemExit):
+        main(["stats", str(root / "real"), "-o", "x.npz", "--shard", "3/3"])
+
+
+def test_an_interrupted_stats_run_resumes(image_job, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from fastfid.models import FIDInceptionV3
+
+    root = image_job
+    output = str(tmp_path / "real.npz")
+    flags = _image_flags(root, "--batch-size", "3")
+    assert main(["stats", str(root / "real"), "-o", str(tmp_path / "straight.npz")] + flags) == 0
+    forward, calls = FIDInceptionV3.forward, []
+
+    def interrupted_forward(self, images):  # Ctrl-C during the second batch
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, images)
+
+    monkeypatch.setattr(FIDInceptionV3, "forward", interrupted_forward)
+    assert main(["stats", str(root / "real"), "-o", output] + flags) == 130
+    assert "resume" in capsys.readouterr().err
+    assert fastfid.FeatureStats.load(output).count == 6
+    monkeypatch.setattr(FIDInceptionV3, "forward", forward)
+    assert main(["stats", str(root / "real"), "-o", output] + flags) == 1  # a partial file is not overwritten
+    assert "partial run (6 of 10 images done)" in capsys.readouterr().err
+    assert main(["stats", str(root / "real"), "-o", output, "--resume"] + flags) == 0
+    resumed, straight = fastfid.FeatureStats.load(output), fastfid.FeatureStats.load(tmp_path / "straight.npz")
+    assert resumed.count == 10
+    np.testing.assert_allclose(resumed.cov, straight.cov, rtol=0, atol=1e-12 * np.abs(straight.cov).max())
+
+
+def test_bad_images_fail_with_the_name_or_are_skipped(image_job, tmp_path, capsys):
+    import shutil
+
+    root = image_job
+    shutil.copytree(root / "real", tmp_path / "real")
+    (tmp_path / "real" / "d0" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    args = ["fid", str(tmp_path / "real"), str(root / "real")] + _image_flags(root)
+    assert main(args) == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    with pytest.warns(RuntimeWarning, match="1 unreadable images"):  # on stderr as "fastfid: warning: ..."
+        assert main(args + ["--skip-bad"]) == 0
+    assert "1 unreadable images skipped" in capsys.readouterr().out
+    assert main(["fid", str(tmp_path / "nowhere"), str(root / "real")] + _image_flags(root)) == 1
+    assert "nowhere does not exist" in capsys.readouterr().err

@@ -160,3 +160,17 @@ def test_single_array_file_is_refused(tmp_path):
     np.save(path, np.zeros((4, 3)))
     with pytest.raises(ValueError, match="single array"):
         fastfid.FeatureStats.load(path)
+
+
+def test_the_feature_space_travels_with_the_statistics(rng, tmp_path):
+    import pickle
+
+    space = "FIDInceptionV3(dims=2048, weights=pt_inception-2015-12-05-6726825d) resize=clean 299x299"
+    stats = fastfid.FeatureStats(4, feature_space=space).update(rng.normal(size=(20, 4)))
+    stats.save(tmp_path / "s.npz")
+    assert fastfid.FeatureStats.load(tmp_path / "s.npz").feature_space == space
+    assert pickle.loads(pickle.dumps(stats)).feature_space == space
+    assert (fastfid.FeatureStats.from_features(rng.normal(size=(5, 4))) + stats).feature_space == space
+    unknown = fastfid.FeatureStats.from_features(rng.normal(size=(5, 4)))
+    np.savez(tmp_path / "plain.npz", mu=unknown.mean, sigma=unknown.cov)  # pytorch-fid's files say nothing
+    assert fastfid.FeatureStats.load(tmp_path / "plain.npz").feature_space is None

@@ -4,9 +4,10 @@ Streaming, mergeable feature statistics (:class:`FeatureStats`) and the Fréchet
 through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in replacements for
 pytorch-fid's functions; error bars, FD∞, seed panels and verdicts (``fastfid.uncertainty``);
 KID, precision/recall, density/coverage (``fastfid.metrics``); :func:`fdr` for FDr^k over
-several representation spaces; and
-``fastfid.loss`` (needs torch, imported on first use) for FD as a training loss. Importing
-fastfid does not import torch.
+several representation spaces. With torch: images to FID (:func:`compute_fid`,
+:func:`compute_stats`, :func:`inception_score`, the torchmetrics-style :class:`FID`, the FID
+Inception-v3 in ``fastfid.models``) and ``fastfid.loss`` for FD as a training loss. Importing
+fastfid does not import torch: those parts import it when first used.
 """
 
 from importlib.metadata import version as _version
@@ -16,7 +17,8 @@ import scipy_openblas32 as _openblas  # noqa: F401
 
 from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
-from fastfid.metrics import density_coverage, kid, precision_recall
+from fastfid.extraction import FIDResult, compute_fid, compute_stats, inception_score
+from fastfid.metrics import InceptionScore, density_coverage, kid, precision_recall
 from fastfid.representations import FDrResult, fdr
 from fastfid.stats import FeatureStats
 from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
@@ -25,11 +27,16 @@ __version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
 __all__ = [
     "FDrResult",
+    "FID",
+    "FIDResult",
     "FeatureStats",
     "FrechetResult",
+    "InceptionScore",
     "Reference",
     "calculate_frechet_distance",
     "compare",
+    "compute_fid",
+    "compute_stats",
     "cuda_compiled",
     "density_coverage",
     "fd_infinity",
@@ -37,6 +44,7 @@ __all__ = [
     "fid",
     "fid_with_error",
     "frechet_distance",
+    "inception_score",
     "kid",
     "precision_recall",
     "seed_study",
@@ -44,10 +52,14 @@ __all__ = [
 ]
 
 
+_NEEDS_TORCH = {"loss": "fastfid.loss", "models": "fastfid.models", "data": "fastfid.data", "FID": "fastfid.fid_metric"}
+
+
 def __getattr__(name: str):
-    # fastfid.loss needs torch: imported when first named, so that `import fastfid` stays light.
-    if name == "loss":
+    # These need torch: imported when first named, so that `import fastfid` stays light.
+    if name in _NEEDS_TORCH:
         import importlib
 
-        return importlib.import_module("fastfid.loss")
+        module = importlib.import_module(_NEEDS_TORCH[name])
+        return getattr(module, name) if name == "FID" else module
     raise AttributeError(f"module 'fastfid' has no attribute {name!r}")

@@ -1,10 +1,13 @@
 """The ``fastfid`` command line: thin over the Python API.
 
-    fastfid fid A.npz B.npz [--method eigh] [--json]
+    fastfid fid PATH1 PATH2 [--dims 2048] [--batch-size 50] [--device cuda] [--num-workers 8]
+                            [--resize pytorch-fid|clean] [--isc] [--skip-bad] [--save-stats] [--json]
+        PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics
+    torchrun --nproc_per_node=K -m fastfid fid PATH1 PATH2 ...   (each rank takes a share, exact merge)
     fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
-    fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
-    fastfid stats FEATURES.npy -o out.npz [--batch-size 4096]
+    fastfid stats PATH -o out.npz [--shard i/k] [--resume]
     fastfid merge a.npz b.npz ... -o total.npz
+    fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
 """
 
@@ -17,22 +20,56 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfid.distance import METHODS, fid
+from fastfid.distance import METHODS
 from fastfid.stats import FeatureStats
 
 
+def _extraction_options(args) -> dict:
+    """The options of fastfid.compute_stats / compute_fid that the image subcommands share."""
+    from fastfid.distributed import launched_by_torchrun, setup_from_environment
+
+    distributed = launched_by_torchrun()
+    device = setup_from_environment(args.device) if distributed else args.device
+    return dict(model=args.dims, weights=args.weights, batch_size=args.batch_size, device=device,
+                num_workers=args.num_workers, resize=args.resize, skip_bad=args.skip_bad,
+                progress=not args.quiet, distributed=distributed)
+
+
+def _is_lead_rank() -> bool:
+    """Rank 0 of a torchrun job (which prints and writes), or the only process."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    return dist is None or not dist.is_initialized() or dist.get_rank() == 0
+
+
 def _fid(args) -> int:
+    from fastfid.extraction import compute_fid, compute_stats
+
     if args.error_bars:
         return _fid_with_error(args)
-    result = fid(args.path1, args.path2, method=args.method, return_info=True)
+    options = _extraction_options(args)
+    if args.save_stats:  # pytorch-fid's meaning: statistics of PATH1 written to PATH2
+        stats = compute_stats(args.path1, **options)
+        if _is_lead_rank():
+            stats.save(args.path2)
+            print(f"{stats.count} samples of dim {stats.dim} -> {args.path2}", file=sys.stderr)
+        return 0
+    result = compute_fid(args.path1, args.path2, method=args.method, isc=args.isc, splits=args.splits, **options)
+    if not _is_lead_rank():
+        return 0
     if args.json:
+        d = result.distance
+        score = result.inception_score
         print(json.dumps({
-            "fid": result.value, "trace_sqrt": result.trace_sqrt, "mean_term": result.mean_term,
-            "method": result.method, "rank": result.rank, "iterations": result.iterations,
-            "clamped": result.clamped, "most_negative": result.most_negative, "converged": result.converged,
+            "fid": result.value, "feature_space": result.feature_space, "resize": result.resize,
+            "counts": result.counts, "skipped": result.skipped,
+            "inception_score": None if score is None else {"mean": score.mean, "std": score.std,
+                                                           "splits": score.splits, "count": score.count},
+            "trace_sqrt": d.trace_sqrt, "mean_term": d.mean_term, "method": d.method, "rank": d.rank,
+            "iterations": d.iterations, "clamped": d.clamped, "most_negative": d.most_negative,
+            "converged": d.converged,
         }))
     else:
-        print(f"FID: {result.value:.6f}")
+        print(result)
     return 0
 
 
@@ -100,16 +137,44 @@ def _compare(args) -> int:
 
 
 def _stats(args) -> int:
-    features = _open_features(Path(args.features))
-    if features.ndim != 2:
-        raise ValueError(f"{args.features} holds an array of shape {features.shape}; expected (samples, dim)")
-    stats = FeatureStats(features.shape[1])
-    # Memory-mapped and read in batches: the feature file never has to fit in memory at once.
-    for start in range(0, features.shape[0], args.batch_size):
-        stats.update(features[start:start + args.batch_size])
-    stats.save(args.output)
-    print(f"{stats.count} samples of dim {stats.dim} -> {args.output}", file=sys.stderr)
+    from fastfid.extraction import compute_stats
+
+    options = _extraction_options(args)
+    if options["distributed"] and (args.shard or args.resume):
+        raise ValueError("--shard and --resume are for job arrays; under torchrun the ranks share the work")
+    checkpoint = None if options["distributed"] else args.output  # the output is the checkpoint too
+    stats = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
+                          checkpoint_every=args.checkpoint_every, **options)
+    if _is_lead_rank():
+        if checkpoint is None:
+            stats.save(args.output)
+        print(f"{stats.count} samples of dim {stats.dim} -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/k (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"shard {text}: need 0 <= i < k")
+    return index, count
+
+
+def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str) -> None:
+    p.add_argument("--dims", type=int, default=2048, choices=(64, 192, 768, 2048),
+                   help="FID Inception-v3 layer (pytorch-fid's --dims; default 2048, pool3)")
+    p.add_argument("--batch-size", type=int, default=50, help=batch_help)
+    p.add_argument("--device", help="torch device for the network and statistics (default: cuda if available, "
+                                    "under torchrun cuda:LOCAL_RANK)")
+    p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
+    p.add_argument("--resize", choices=("pytorch-fid", "clean"), default="pytorch-fid",
+                   help="pytorch-fid: bilinear as in published FIDs (default); clean: clean-fid's PIL bicubic")
+    p.add_argument("--weights", help="FID Inception weights file (default: $FASTFID_WEIGHTS, the torch hub cache, "
+                                     "or a download)")
+    p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and count them")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _open_features(path: Path) -> np.ndarray:
@@ -160,9 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfid", description="Fast, exact Fréchet distances (FID).")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    p = commands.add_parser("fid", help="FID between two statistics files (.npz: fastfid, pytorch-fid, clean-fid)")
-    p.add_argument("path1")
-    p.add_argument("path2")
+    p = commands.add_parser("fid", help="FID between two image folders, zips, feature (.npy) or statistics "
+                                        "(.npz) files")
+    p.add_argument("path1", help="generated images (or their features / statistics)")
+    p.add_argument("path2", help="reference images (or their features / statistics); with --save-stats, the .npz "
+                                 "to write")
+    _add_extraction_arguments(p, "images per batch (default 50)")
+    p.add_argument("--save-stats", action="store_true", help="pytorch-fid's: write the statistics of PATH1 to PATH2")
+    p.add_argument("--isc", action="store_true", help="also the Inception Score of PATH1, from the same pass")
+    p.add_argument("--splits", type=int, default=10, help="splits for --isc (default 10)")
     p.add_argument("--method", choices=METHODS, default="auto")
     p.add_argument("--json", action="store_true", help="print the result and its diagnostics as JSON")
     p.add_argument("--error-bars", action="store_true",
@@ -171,10 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="with --error-bars: write the jackknife distribution to this PNG")
     p.set_defaults(run=_fid)
 
-    p = commands.add_parser("stats", help="statistics of a .npy feature matrix (samples, dim)")
-    p.add_argument("features")
-    p.add_argument("-o", "--output", required=True, help="the .npz to write")
-    p.add_argument("--batch-size", type=int, default=4096, help="rows read per pass (default 4096)")
+    p = commands.add_parser("stats", help="statistics of images (folder, zip, .npy) or of a .npy feature matrix")
+    p.add_argument("path")
+    p.add_argument("-o", "--output", required=True, help="the .npz to write (also the checkpoint of a long run)")
+    _add_extraction_arguments(p, "images per batch (default 50; feature files are read 4096 rows at a time)")
+    p.add_argument("--shard", type=_shard, help="i/k: only the i-th of k contiguous parts (0-based), for job arrays")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run saved in --output")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="save progress to --output this often (default 60 s; also on SIGINT/SIGTERM)")
     p.set_defaults(run=_stats)
 
     p = commands.add_parser("merge", help="merge statistics files exactly into one")
@@ -200,14 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"fastfid: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # a command line prints messages, not source lines
     args = build_parser().parse_args(argv)
     if getattr(args, "batch_size", 1) < 1:
         print("fastfid: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
+    from fastfid.extraction import Interrupted
+
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, ImportError) as error:
+    except Interrupted as stop:
+        print(f"fastfid: {stop}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as error:
         print(f"fastfid: error: {error}", file=sys.stderr)
         return 1
 

@@ -145,6 +145,10 @@ def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = Fa
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    if a.feature_space and b.feature_space and a.feature_space != b.feature_space:
+        # Different networks, layers or resizing give different numbers (peers' most common complaint).
+        warnings.warn(f"comparing statistics of different features: {a.feature_space!r} and {b.feature_space!r}",
+                      RuntimeWarning, stacklevel=2)
     options = dict(method=method, eps=eps, return_info=return_info, tolerance=tolerance, max_iterations=max_iterations)
     on_device = next((s for s in (a, b) if s.device != "cpu"), None)
     if on_device is not None:

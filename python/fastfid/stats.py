@@ -30,12 +30,16 @@ class FeatureStats:
     ValueError once, the other samples intact.
     """
 
-    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state")
+    __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state",
+                 "feature_space")
 
-    def __init__(self, dim: int, device=None):
+    def __init__(self, dim: int, device=None, *, feature_space: str | None = None):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self._dim = int(dim)
+        # What the features are (network, layer, preprocessing), e.g. "FIDInceptionV3(dims=2048, ...) resize=..."
+        # or None when unknown: saved with the statistics; merge refuses and fid warns on a mismatch.
+        self.feature_space = feature_space
         self._device_state: _device.DeviceStats | None = None
         if device is not None and str(device) != "cpu":
             import torch
@@ -150,6 +154,7 @@ class FeatureStats:
             raise ValueError(f"cannot merge statistics of dim {other._dim} into dim {self._dim}")
         self._require_exact("merge")
         other._require_exact("be merged")
+        self._adopt_feature_space(other, "merge")
         if (self._device_state is None) != (other._device_state is None) or (
                 self._device_state is not None and self._device_state.device != other._device_state.device):
             raise ValueError(f"cannot merge statistics on {other.device} into statistics on {self.device}: "
@@ -171,6 +176,7 @@ class FeatureStats:
             raise ValueError(f"cannot remove statistics of dim {part._dim} from dim {self._dim}")
         self._require_exact("remove a part")
         part._require_exact("be removed")
+        self._adopt_feature_space(part, "remove")
         if self._device_state is not None or part._device_state is not None:
             raise ValueError("remove works on CPU statistics: use .to('cpu') first")
         self._flush()
@@ -202,9 +208,11 @@ class FeatureStats:
 
     def copy(self) -> "FeatureStats":
         if self._device_state is not None:
-            return FeatureStats._from_device_state(self._device_state.copy())
+            clone = FeatureStats._from_device_state(self._device_state.copy())
+            clone.feature_space = self.feature_space
+            return clone
         self._flush()
-        clone = FeatureStats(self._dim)
+        clone = FeatureStats(self._dim, feature_space=self.feature_space)
         clone._count = self._count
         clone._mean = self._mean.copy()
         clone._comoment = None if self._comoment is None else self._comoment.copy()
@@ -220,9 +228,11 @@ class FeatureStats:
             state = self._device_state
             count = state.count()
             if count == 0:
-                return FeatureStats(self._dim)
-            return FeatureStats.from_state(count, state.mean.cpu().numpy(), state.symmetric_comoment().cpu().numpy())
-        moved = FeatureStats(self._dim, device=device)
+                return FeatureStats(self._dim, feature_space=self.feature_space)
+            host = FeatureStats.from_state(count, state.mean.cpu().numpy(), state.symmetric_comoment().cpu().numpy())
+            host.feature_space = self.feature_space
+            return host
+        moved = FeatureStats(self._dim, device=device, feature_space=self.feature_space)
         source = self if self._device_state is None else self.to("cpu")
         source._flush()
         if source._count:
@@ -319,12 +329,40 @@ class FeatureStats:
             host.__setstate__(state["host"])
             moved = host.to(state["device"])
             state = {name: getattr(moved, name) for name in self.__slots__ if name != "_pending"}
+        self.feature_space = None  # absent from pickles of fastfid 0.1 before feature spaces
         for name, value in state.items():
             setattr(self, name, value)
         self._pending = None
         self._device_state = state.get("_device_state")
 
+    def all_reduce(self, group=None) -> "FeatureStats":
+        """Merge, in place and exactly, the statistics of every rank of a torch.distributed process
+        group (all ranks must call it; every rank ends with the total). NCCL groups communicate on the
+        current CUDA device, gloo groups on the CPU. Memory: a few d × d buffers, never features."""
+        from fastfid.distributed import all_reduce_stats
+
+        all_reduce_stats(self, group)
+        return self
+
+    def _set_exact_state(self, count: int, mean, comoment) -> None:
+        """Replace the state (float64 arrays on the CPU, tensors on the statistics' device)."""
+        if self._device_state is not None:
+            state = self._device_state
+            state.mean.copy_(mean)
+            state.comoment.copy_(comoment)
+            state.counters[0] = count
+            return
+        self._pending_rows = 0
+        self._count, self._mean, self._comoment = int(count), np.array(mean, dtype=np.float64), \
+            np.array(comoment, dtype=np.float64, order="C")
+
     # --- helpers -------------------------------------------------------------------------------
+    def _adopt_feature_space(self, other: "FeatureStats", action: str) -> None:
+        if self.feature_space and other.feature_space and self.feature_space != other.feature_space:
+            raise ValueError(f"cannot {action} statistics of different features: {other.feature_space!r} "
+                             f"and {self.feature_space!r}")
+        self.feature_space = self.feature_space or other.feature_space
+
     def _require_exact(self, action: str) -> None:
         if self._count is None:
             raise ValueError(
@@ -335,5 +373,4 @@ class FeatureStats:
     def __repr__(self) -> str:
         if self._device_state is not None:
             return f"FeatureStats(dim={self._dim}, device='{self._device_state.device}')"  # no sync for a repr
-        count = "unknown" if self._count is None else self._count
-        return f"FeatureStats(dim={self._dim}, count={count})"
+        return f"FeatureStats(dim={self._dim}, count={'unknown' if self._count is None else self.count})"

@@ -1,0 +1,282 @@
+"""Images in, float batches out: folders, zip archives, arrays, tensors and generators, with the two
+resize modes. Needs torch and Pillow.
+
+Every source yields :class:`Batch` objects for a range of its items, in order: float32 images in
+[0, 1], NCHW, at the requested size. Files are decoded and resized by DataLoader workers; an image
+that cannot be read is reported by name (or skipped and counted).
+
+Resize modes, as the published numbers were made:
+
+- ``"pytorch-fid"``: bilinear with half-pixel centres and no antialiasing, on [0, 1] floats
+  (``F.interpolate(..., mode="bilinear", align_corners=False)``), as pytorch-fid's network does.
+- ``"clean"``: clean-fid's: each channel as a float image in [0, 255], PIL bicubic (antialiased
+  when shrinking), clipped to [0, 255].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+RESIZE_MODES = ("pytorch-fid", "clean")
+_CHANNELS = (1, 3, 4)
+
+
+@dataclass
+class Batch:
+    """Images of consecutive items (None if all were bad), how many items were read, and the
+    items that could not be read ("name: reason")."""
+
+    images: torch.Tensor | None
+    attempted: int
+    bad: list[str] = field(default_factory=list)
+
+
+def check_resize(mode: str) -> str:
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+    return mode
+
+
+# --- one image, one batch ----------------------------------------------------------------------
+def resize_image(rgb: np.ndarray, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
+    """One decoded uint8 (H, W, 3) image → float32 (3, h, w) in [0, 1] at ``size`` (None: as is)."""
+    if mode == "clean" and size is not None:
+        return torch.from_numpy(_clean_resize(rgb.astype(np.float32), size) / np.float32(255))
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(255)
+    if size is not None and tuple(image.shape[1:]) != tuple(size):
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    return image
+
+
+def _clean_resize(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """float32 (H, W, 3) in [0, 255] → float32 (3, h, w) in [0, 255], one PIL bicubic per channel."""
+    from PIL import Image
+
+    height, width = size
+    channels = [np.asarray(Image.fromarray(np.ascontiguousarray(hwc[:, :, c])).resize(
+        (width, height), Image.Resampling.BICUBIC)) for c in range(hwc.shape[2])]
+    return np.clip(np.stack(channels), 0, 255)
+
+
+def as_image_batch(images, name: str = "images") -> torch.Tensor:
+    """A batch of images → float32 NCHW RGB in [0, 1], on the input's device (numpy arrays become CPU
+    tensors). Accepts uint8 (values 0–255) or float (values in [0, 1]), NHWC or NCHW, with 1 (gray),
+    3 (RGB) or 4 (RGBA, alpha dropped) channels. When both layouts are possible (an image 3 or 4 pixels
+    wide), uint8 is read as NHWC and float as NCHW."""
+    if isinstance(images, np.ndarray):
+        array = np.ascontiguousarray(images)
+        # A read-only (memory-mapped) slice is read into memory here, once: torch needs writable buffers.
+        images = torch.from_numpy(array if array.flags.writeable else array.copy())
+    x = images
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(images).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must be a 4-D batch (N, H, W, C) or (N, C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    first, last = x.shape[1] in _CHANNELS, x.shape[-1] in _CHANNELS
+    if not (first or last):
+        raise ValueError(f"{name} of shape {tuple(x.shape)} has no channel axis of size 1, 3 or 4 "
+                         "(expected NHWC or NCHW)")
+    if last and (not first or x.dtype == torch.uint8):
+        x = x.permute(0, 3, 1, 2)
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32).div(255)
+    elif x.is_floating_point():
+        x = x.detach().to(torch.float32)
+        low, high = torch.aminmax(x)  # one small device sync per batch: a wrong range is a silent wrong FID
+        if not (torch.isfinite(low) and torch.isfinite(high)):
+            raise ValueError(f"{name} contain NaN or Inf values")
+        if low < -1e-6 or high > 1 + 1e-6:
+            raise ValueError(f"float {name} must lie in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}] "
+                             "(map [-1, 1] outputs with (x + 1) / 2, or pass uint8 images)")
+        x = x.clamp(0, 1)
+    else:
+        raise TypeError(f"{name} must be uint8 (0-255) or floating point (0-1), got {x.dtype}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 4:
+        x = x[:, :3]
+    return x
+
+
+def resize_batch(images: torch.Tensor, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
+    """float NCHW [0, 1] → the same at ``size``, by ``mode`` (``"clean"`` goes through PIL on the CPU)."""
+    if size is None or tuple(images.shape[-2:]) == tuple(size):
+        return images
+    if mode == "pytorch-fid":
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    host = images.permute(0, 2, 3, 1).cpu().numpy() * np.float32(255)
+    resized = np.stack([_clean_resize(image, size) for image in host]) / np.float32(255)
+    return torch.from_numpy(resized).to(images.device)
+
+
+# --- sources -----------------------------------------------------------------------------------
+class ImageFiles:
+    """Image files in a folder (recursive) or a zip archive, in sorted order."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if self.path.is_dir():
+            self.archive = None
+            self.names = sorted(
+                str(Path(root, name).relative_to(self.path))
+                for root, _, names in os.walk(self.path, followlinks=True) for name in names
+                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+        elif zipfile.is_zipfile(self.path):
+            self.archive = self.path
+            with zipfile.ZipFile(self.path) as archive:
+                self.names = sorted(
+                    name for name in archive.namelist()
+                    if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("__MACOSX/")
+                    and not Path(name).name.startswith("."))
+        else:
+            raise ValueError(f"{self.path} is neither a folder nor a zip archive of images")
+        if not self.names:
+            raise ValueError(f"{self.path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def description(self) -> str:
+        return str(self.path.resolve())
+
+    def fingerprint(self) -> str:
+        """Identifies the listing, so that a resumed job knows the folder did not change under it."""
+        return hashlib.sha256("\n".join(self.names).encode()).hexdigest()
+
+    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, num_workers: int,
+                pin_memory: bool, device=None):
+        from torch.utils.data import DataLoader, Subset
+
+        dataset = _DecodedImages(self.path, self.archive is not None, self.names, size, mode)
+        loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
+                            num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate,
+                            worker_init_fn=_one_thread_per_worker)
+        for images, attempted, bad, mixed_sizes in loader:
+            if mixed_sizes:
+                raise ValueError(f"{self.path}: images of different sizes in one batch ({mixed_sizes}): "
+                                 "give an image size to resize them to")
+            yield Batch(images, attempted, bad)
+
+
+class _DecodedImages:
+    """torch Dataset: item i → (float32 CHW image or None, "file: reason" or None). It never raises, so that
+    a bad file is reported by name from the main process rather than as a worker's traceback."""
+
+    def __init__(self, root: Path, is_archive: bool, names: list[str], size, mode: str):
+        self.root, self.is_archive, self.names, self.size, self.mode = root, is_archive, names, size, mode
+        self._archive = None  # opened lazily in each worker process
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_archive": None}
+
+    def __getitem__(self, index: int):
+        name = self.names[index]
+        label = f"{self.root}:{name}" if self.is_archive else str(self.root / name)
+        try:
+            return self._decode(name), None
+        except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+            return None, f"{label}: {type(error).__name__}: {error}"
+
+    def _decode(self, name: str) -> torch.Tensor:
+        from PIL import Image
+
+        if self.is_archive:
+            if self._archive is None:
+                self._archive = zipfile.ZipFile(self.root)
+            handle = self._archive.open(name)
+        else:
+            handle = open(self.root / name, "rb")
+        with handle, Image.open(handle) as image:
+            image.load()  # decode now: a truncated file fails here, inside the try
+            rgb = np.array(image.convert("RGB"))  # writable, so torch can share it
+        return resize_image(rgb, self.size, self.mode)
+
+
+def _collate(items):
+    good = [image for image, _ in items if image is not None]
+    bad = [error for _, error in items if error is not None]
+    shapes = sorted({tuple(image.shape[1:]) for image in good})
+    if len(shapes) > 1:
+        return None, len(items), bad, f"{shapes[0]} and {shapes[-1]}"
+    if not good:
+        return None, len(items), bad, None
+    out = torch.empty((len(good),) + tuple(good[0].shape), dtype=good[0].dtype)
+    if torch.utils.data.get_worker_info() is not None:
+        out.share_memory_()  # stacked straight into shared memory: no copy when it crosses to the main process
+    return torch.stack(good, out=out), len(items), bad, None
+
+
+def _one_thread_per_worker(_):
+    torch.set_num_threads(1)  # the workers already run in parallel; threads within them would oversubscribe
+
+
+class ImageArray:
+    """A numpy array (memory-mapped .npy included) or torch tensor of images, sliced in order."""
+
+    def __init__(self, images, description: str = "array"):
+        shape = tuple(images.shape)
+        if len(shape) != 4:
+            raise ValueError(f"an image array must be 4-D (N, H, W, C) or (N, C, H, W), got shape {shape}")
+        self.images, self._description = images, description
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def fingerprint(self) -> str:
+        return f"{tuple(self.images.shape)}"
+
+    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
+        for first in range(start, stop, batch_size):
+            chunk = self.images[first:min(stop, first + batch_size)]
+            images = as_image_batch(chunk, f"images {first}-{first + chunk.shape[0] - 1}")
+            if device is not None:
+                images = images.to(device, non_blocking=True)
+            yield Batch(resize_batch(images, size, mode), chunk.shape[0])
+
+
+class ImageGenerator:
+    """A callable ``generate(n) -> images`` (numpy or torch, on any device), called for ``num_samples`` in all."""
+
+    def __init__(self, generate, num_samples: int | None):
+        if not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples < 1:
+            raise ValueError(f"a generator source needs num_samples, a positive integer; got {num_samples!r}")
+        self.generate, self.num_samples = generate, int(num_samples)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    @property
+    def description(self) -> str:
+        return f"{getattr(self.generate, '__qualname__', type(self.generate).__name__)}()"
+
+    def fingerprint(self) -> str:
+        return str(self.num_samples)
+
+    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
+        for first in range(start, stop, batch_size):
+            wanted = min(stop, first + batch_size) - first
+            images = as_image_batch(self.generate(wanted), "generated images")
+            if images.shape[0] != wanted:
+                raise ValueError(f"the generator returned {images.shape[0]} images when asked for {wanted}")
+            if device is not None:
+                images = images.to(device, non_blocking=True)
+            yield Batch(resize_batch(images, size, mode), wanted)

@@ -1,0 +1,473 @@
+"""Images → features → statistics: :func:`compute_stats`, :func:`compute_fid` and
+:func:`inception_score` (need torch and Pillow).
+
+A source is a folder of images (recursive), a zip archive, a ``.npy`` file (2-D: features, 4-D:
+images), a ``.npz`` statistics file, a numpy array or torch tensor (2-D features or 4-D images),
+a :class:`FeatureStats`, or a callable ``generate(n) -> images`` with ``num_samples``. Features
+stream into :class:`FeatureStats` batch by batch, on the network's device: memory stays O(d²)
+whatever the number of images.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fastfid.distance import FrechetResult, fid
+from fastfid.distributed import shard_range
+from fastfid.metrics import ClassScores, InceptionScore
+from fastfid.stats import FeatureStats
+
+__all__ = ["FIDResult", "FeatureExtractor", "compute_fid", "compute_stats", "inception_score"]
+
+
+class Interrupted(KeyboardInterrupt):
+    """A checkpointed job was stopped (SIGINT/SIGTERM) after saving everything it had done."""
+
+
+@dataclass(frozen=True)
+class FIDResult:
+    """FID between two sources, with what it was computed on."""
+
+    value: float
+    feature_space: str | None
+    """The network, layer and resizing (e.g. ``FIDInceptionV3(dims=2048, ...) resize=pytorch-fid 299x299``)."""
+    resize: str | None
+    """The resize mode images went through, None if both sides were statistics or features."""
+    counts: tuple[int | None, int | None]
+    skipped: tuple[int, int]
+    """Unreadable images left out of each side (only with ``skip_bad=True``)."""
+    inception_score: InceptionScore | None
+    distance: FrechetResult
+    """The distance's diagnostics (trace term, method, rank, ...)."""
+
+    def __float__(self) -> float:
+        return self.value
+
+    def __str__(self) -> str:
+        text = f"FID: {self.value:.6f}"
+        if self.inception_score is not None:
+            text += f"  IS: {self.inception_score.mean:.4f} ± {self.inception_score.std:.4f}"
+        if self.resize is not None:
+            counts = " vs ".join("?" if c is None else str(c) for c in self.counts)
+            text += f"  [{self.feature_space}; {counts} samples"
+            text += f"; {sum(self.skipped)} unreadable images skipped]" if any(self.skipped) else "]"
+        return text
+
+
+def default_device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_workers() -> int:
+    """pytorch-fid's default: one loader process per available core, at most 8."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class FeatureExtractor:
+    """A feature network with its input handling: ``model`` is a dims (64, 192, 768, 2048: the FID
+    Inception-v3) or any ``torch.nn.Module`` mapping float NCHW images in [0, 1] to (N, d) features
+    (4-D outputs are averaged over space). ``image_size`` is what images are resized to (``"auto"``:
+    299 × 299 for the FID Inception, the module's ``input_size`` attribute or none for others)."""
+
+    def __init__(self, model=2048, *, weights=None, device=None, resize: str = "pytorch-fid", image_size="auto"):
+        import torch
+
+        from fastfid.data import check_resize
+
+        self.device = torch.device(device) if device is not None else default_device()
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.device}: torch sees no CUDA GPU here (torch.cuda.is_available() is "
+                               "False); use --device cpu / device='cpu'")
+        self.resize = check_resize(resize)
+        if isinstance(model, (int, np.integer)) and not isinstance(model, bool):
+            from fastfid.models import FIDInceptionV3
+
+            model = FIDInceptionV3(int(model), weights=weights)
+        elif not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a dims (64, 192, 768, 2048) or a torch.nn.Module, got {type(model).__name__}")
+        self.model = model.to(self.device).eval()
+        size = getattr(model, "input_size", None) if image_size == "auto" else image_size
+        self.image_size = None if size is None else (int(size), int(size)) if np.isscalar(size) else tuple(size)
+        name = getattr(model, "feature_space", type(model).__qualname__)
+        where = "native size" if self.image_size is None else f"{self.image_size[0]}x{self.image_size[1]}"
+        self.feature_space = f"{name} resize={self.resize} {where}"
+
+    @property
+    def has_logits(self) -> bool:
+        return hasattr(self.model, "features_and_logits")
+
+    def __call__(self, images, logits: bool = False):
+        """Features (and the class logits if asked) of a batch already on the device and resized."""
+        import torch
+
+        with torch.no_grad():
+            if logits:
+                if not self.has_logits:
+                    raise TypeError(f"{type(self.model).__name__} gives no class logits: the Inception Score "
+                                    "needs the FID Inception-v3")
+                features, class_logits = self.model.features_and_logits(images)
+            else:
+                features, class_logits = self.model(images), None
+        return _as_feature_matrix(features), class_logits
+
+    def batch_features(self, images):
+        """Features of user images (numpy or torch, uint8 or [0, 1] floats, NHWC or NCHW): converted,
+        moved to the device and resized here."""
+        from fastfid.data import as_image_batch, resize_batch
+
+        images = as_image_batch(images).to(self.device, non_blocking=True)
+        return self(resize_batch(images, self.image_size, self.resize))[0]
+
+
+def _as_feature_matrix(features):
+    if features.dim() == 4:
+        features = features.mean(dim=(2, 3))  # spatial maps, as pytorch-fid pools them
+    if features.dim() != 2:
+        raise ValueError(f"the feature network returned shape {tuple(features.shape)}; expected (N, d) or (N, C, H, W)")
+    return features
+
+
+# --- sources -----------------------------------------------------------------------------------
+def _open(source, num_samples):
+    """→ ("stats", FeatureStats) | ("features", 2-D array) | ("images", an image source of fastfid.data)."""
+    if isinstance(source, FeatureStats):
+        return "stats", source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.suffix not in (".npz", ".npy"):
+            _require_torch("images")
+        if path.suffix == ".npz":
+            return "stats", FeatureStats.load(path)
+        if path.suffix == ".npy":
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except ValueError as error:
+                raise OSError(f"{path} is not a readable .npy file: {error}") from error
+            return _open_array(array, str(path.resolve()))
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        from fastfid.data import ImageFiles
+
+        return "images", ImageFiles(path)
+    if callable(source) and not hasattr(source, "shape"):
+        _require_torch("generated images")
+        from fastfid.data import ImageGenerator
+
+        return "images", ImageGenerator(source, num_samples)
+    if hasattr(source, "shape"):
+        return _open_array(source, f"{type(source).__name__} {tuple(source.shape)}")
+    raise TypeError(f"cannot read images or features from a {type(source).__name__}: give a folder, zip, .npy, .npz, "
+                    "array, tensor, FeatureStats or generator callable")
+
+
+def _require_torch(what: str) -> None:
+    try:
+        import torch  # noqa: F401
+        import PIL  # noqa: F401
+    except ImportError as error:
+        raise ImportError(f"{what} need torch and Pillow ({error}): pip install torch pillow "
+                          "(see the README for the CPU-only torch)") from error
+
+
+def _open_array(array, description: str):
+    if array.ndim == 2:
+        return "features", array
+    _require_torch("images")
+    from fastfid.data import ImageArray
+
+    return "images", ImageArray(array, description)
+
+
+@dataclass
+class _Progress:
+    next: int
+    skipped: int
+
+
+def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
+                  resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
+                  skip_bad: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
+                  checkpoint=None, resume: bool = False, checkpoint_every: float = 60.0,
+                  distributed: bool = False) -> FeatureStats:
+    """Statistics of a source's features (see the module doc for sources).
+
+    ``model``/``weights``/``device``/``resize``/``image_size``: see :class:`FeatureExtractor` (a
+    ready one may be passed as ``model``). ``num_workers`` loader processes for files (default: one
+    per core, at most 8; 0 decodes in this process). ``skip_bad`` leaves unreadable images out
+    (with a warning that counts them) instead of raising. ``shard=(i, k)`` takes the i-th of k
+    contiguous parts (0-based), for job arrays and torch.distributed ranks; merge the parts after.
+    ``checkpoint``: a .npz path rewritten every ``checkpoint_every`` seconds and at the end with the
+    statistics and how far the job got; SIGINT/SIGTERM stop the job after saving it (raising
+    :class:`Interrupted`); ``resume=True`` continues from it. ``distributed=True`` (every rank of the
+    initialised torch.distributed group calls it) shards the source across the ranks and merges their
+    statistics exactly: every rank returns the total. Statistics and feature files need no network.
+    """
+    opened = _open(source, num_samples)
+    stats, _, _ = _collect(opened, _extractor_for(model, weights, device, resize, image_size, [opened]),
+                           batch_size=batch_size, num_workers=num_workers, num_samples=num_samples,
+                           skip_bad=skip_bad, shard=shard, progress=progress, checkpoint=checkpoint, resume=resume,
+                           checkpoint_every=checkpoint_every, distributed=distributed)
+    return stats
+
+
+def inception_score(source, *, splits: int = 10, weights=None, batch_size: int = 50, device=None, num_workers=None,
+                    resize: str = "pytorch-fid", num_samples: int | None = None, skip_bad: bool = False,
+                    progress: bool = True) -> InceptionScore:
+    """Inception Score of images (exp of the mean KL between p(y|x) and p(y), over ``splits`` contiguous
+    splits; mean and std) with the FID Inception-v3's 1008 classes."""
+    extractor = FeatureExtractor(2048, weights=weights, device=device, resize=resize)
+    _, scores, _ = _collect(_open(source, num_samples), extractor, batch_size=batch_size, num_workers=num_workers,
+                            num_samples=num_samples, skip_bad=skip_bad, progress=progress, splits=splits)
+    return scores.result()
+
+
+def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
+                resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
+                skip_bad: bool = False, progress: bool = True, method: str = "auto", isc: bool = False,
+                splits: int = 10, distributed: bool = False) -> FIDResult:
+    """FID between two sources (folders, zips, .npy/.npz files, arrays, tensors, statistics,
+    generators): one feature network for both, statistics streamed, then the exact distance.
+    ``isc=True`` also gives the Inception Score of ``source1`` (the generated set, by convention)
+    from the same pass. ``distributed=True``: every rank of the torch.distributed group calls it with
+    the same arguments; each takes its share of every source, the statistics (and IS sums) are merged
+    exactly, and every rank returns the same result. Returns a :class:`FIDResult` that says how the
+    images were resized."""
+    opened = [_open(source, num_samples) for source in (source1, source2)]
+    extractor = _extractor_for(model, weights, device, resize, image_size, opened)
+    sides, scores, skipped = [], None, []
+    for index, source in enumerate(opened):
+        stats, side_scores, side_skipped = _collect(
+            source, extractor, batch_size=batch_size, num_workers=num_workers, num_samples=num_samples,
+            skip_bad=skip_bad, progress=progress, splits=splits if isc and index == 0 else None,
+            distributed=distributed)
+        if isc and index == 0 and side_scores is None:
+            raise ValueError("the Inception Score needs images as the first source, not statistics or features")
+        sides.append(stats)
+        scores = scores or side_scores
+        skipped.append(side_skipped)
+    distance = fid(sides[0], sides[1], method=method, return_info=True)
+    return FIDResult(distance.value, sides[0].feature_space or sides[1].feature_space,
+                     extractor.resize if extractor is not None else None, (sides[0].count, sides[1].count),
+                     tuple(skipped), None if scores is None else scores.result(), distance)
+
+
+def _extractor_for(model, weights, device, resize, image_size, opened):
+    """The feature network, built only if some opened source holds images (statistics need none)."""
+    if isinstance(model, FeatureExtractor):
+        return model
+    from fastfid.data import check_resize
+
+    check_resize(resize)
+    if all(kind != "images" for kind, _ in opened):
+        return None
+    return FeatureExtractor(model, weights=weights, device=device, resize=resize, image_size=image_size)
+
+
+def _collect(opened, extractor, *, distributed=False, **options):
+    """→ (statistics, class scores or None, images skipped) of one opened source; with ``distributed``,
+    this rank's share, then the exact merge of all ranks."""
+    if not distributed or opened[0] == "stats":
+        return _collect_here(opened, extractor, **options)
+    from fastfid import distributed as ranks
+
+    if options.get("shard") is not None or options.get("checkpoint") is not None:
+        raise ValueError("distributed runs choose their shards themselves and cannot be checkpointed: "
+                         "use shard=(i, k) job arrays with checkpoints instead")
+    rank, world = ranks.rank_and_world()
+    options.update(shard=(rank, world), progress=options["progress"] and rank == 0)
+    failure = None
+    try:
+        stats, scores, skipped = _collect_here(opened, extractor, **options)
+    except Exception as error:  # every rank must learn of it, or the others would wait forever
+        failure = error
+    if not ranks.all_agree(failure is None):
+        raise failure or RuntimeError("another rank failed (see its error)")
+    stats.all_reduce()
+    if scores is not None:
+        scores.state = ranks.sum_across_ranks(scores.state)
+    return stats, scores, int(ranks.sum_across_ranks(np.array([float(skipped)]))[0])
+
+
+def _collect_here(opened, extractor, *, batch_size, num_workers, num_samples, skip_bad, progress, shard=None,
+                  splits=None, checkpoint=None, resume=False, checkpoint_every=60.0):
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    kind, opened = opened
+    if kind == "stats":
+        if shard is not None or checkpoint is not None:
+            raise ValueError("a statistics file cannot be sharded or checkpointed: it is already statistics")
+        return opened, None, 0
+    start, stop = (0, len(opened) if kind == "images" else opened.shape[0])
+    total = stop
+    if shard is not None:
+        start, stop = shard_range(total, *shard)
+    if kind == "features":
+        stats = FeatureStats(opened.shape[1])
+        for first in range(start, stop, max(batch_size, 4096)):  # rows are cheap: read in large slices
+            stats.update(opened[first:min(stop, first + max(batch_size, 4096))])
+        if checkpoint is not None:  # one pass with no network: nothing to resume, just the result
+            stats.save(checkpoint)
+        return stats, None, 0
+    if extractor is None:
+        raise ValueError("images need a feature network")
+    job = _Job(opened, extractor, total, start, stop, shard, splits, checkpoint, resume)
+    return job.run(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
+                   skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every)
+
+
+class _Job:
+    """One image source's range through the network into statistics (and class scores), with the
+    optional checkpoint: the statistics plus the next item to read, saved atomically."""
+
+    def __init__(self, source, extractor, total, start, stop, shard, splits, checkpoint, resume):
+        self.source, self.extractor, self.total = source, extractor, total
+        self.start, self.stop, self.shard = start, stop, shard
+        self.scores = None if splits is None else ClassScores(total, splits)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.record = {"source": source.description, "listing": source.fingerprint(), "items": total,
+                       "shard": list(shard) if shard else None, "feature_space": extractor.feature_space}
+        self.stats, self.progress = self._start(resume)
+
+    def _new_stats(self, dim: int | None = None) -> FeatureStats:
+        device = self.extractor.device
+        return FeatureStats(dim or self._feature_dim(), device=None if device.type == "cpu" else device,
+                            feature_space=self.extractor.feature_space)
+
+    def _feature_dim(self) -> int:
+        model = self.extractor.model
+        if hasattr(model, "dims"):
+            return model.dims
+        if hasattr(model, "num_features"):
+            return int(model.num_features)
+        return 0  # learnt from the first batch
+
+    def _start(self, resume: bool):
+        from fastfid.io import read_progress
+
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return None, _Progress(self.start, 0)
+        saved = read_progress(self.checkpoint)
+        if not resume:
+            if saved is not None and not saved.get("complete"):
+                raise ValueError(f"{self.checkpoint} holds a partial run ({saved['next'] - saved['start']} of "
+                                 f"{saved['stop'] - saved['start']} images done): resume it (--resume / resume=True) "
+                                 "or delete the file")
+            return None, _Progress(self.start, 0)
+        if saved is None:
+            raise ValueError(f"{self.checkpoint} has no progress record: it was not written by a resumable job")
+        for key, value in self.record.items():
+            if saved.get(key) != value:
+                raise ValueError(f"cannot resume from {self.checkpoint}: its {key} is {saved.get(key)!r}, "
+                                 f"this run's is {value!r}")
+        if self.scores is not None:
+            raise ValueError("resumable jobs compute statistics only")
+        stats = FeatureStats.load(self.checkpoint)
+        if stats.count == 0:
+            stats = None  # nothing was added yet; the width is learnt again from the first batch
+        elif self.extractor.device.type != "cpu":
+            stats = stats.to(self.extractor.device)
+        return stats, _Progress(int(saved["next"]), int(saved["skipped"]))
+
+    def _save(self) -> None:
+        if self.stats is None:
+            if not self._feature_dim():
+                return  # nothing added yet, and the width is unknown until the first batch: nothing to save
+            self.stats = self._new_stats()
+        from fastfid.io import save_stats
+
+        save_stats(self.stats, self.checkpoint, progress={
+            **self.record, "start": self.start, "stop": self.stop, "next": self.progress.next,
+            "skipped": self.progress.skipped, "complete": self.progress.next >= self.stop})
+
+    def run(self, *, batch_size, num_workers, skip_bad, progress, checkpoint_every):
+        from tqdm import tqdm
+
+        extractor, done = self.extractor, self.progress
+        bar = tqdm(total=self.stop - self.start, initial=done.next - self.start, unit="img", file=sys.stderr,
+                   disable=not progress, desc=Path(self.source.description).name[:30] or "images", leave=False)
+        stop_signal = _StopOnSignal(enabled=self.checkpoint is not None)
+        last_save = time.monotonic()
+        batches = iter(self.source.batches(
+            done.next, self.stop, batch_size=batch_size, size=extractor.image_size, mode=extractor.resize,
+            num_workers=num_workers, pin_memory=extractor.device.type == "cuda", device=extractor.device))
+        with bar, stop_signal:
+            try:
+                while not stop_signal.requested:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception:
+                        if stop_signal.requested:  # loader workers killed by the same Ctrl-C
+                            break
+                        raise
+                    if batch.bad and not skip_bad:
+                        raise OSError(f"cannot read image {batch.bad[0]} (skip_bad=True / --skip-bad leaves "
+                                      "unreadable images out and counts them)")
+                    if batch.images is not None:
+                        self._add(batch)
+                    done.next += batch.attempted
+                    done.skipped += len(batch.bad)
+                    bar.update(batch.attempted)
+                    if self.checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
+                        self._save()
+                        last_save = time.monotonic()
+            finally:
+                # Saved however the loop ends (done, stopped, or an error such as an unreadable file):
+                # the statistics and the count of items read always agree, so a resume loses nothing.
+                if self.checkpoint is not None:
+                    self._save()
+        if stop_signal.requested:
+            raise Interrupted(f"stopped by signal after {done.next - self.start} of {self.stop - self.start} images; "
+                              f"progress saved to {self.checkpoint}: resume to continue")
+        if done.skipped:
+            warnings.warn(f"{done.skipped} unreadable images of {self.source.description} were skipped",
+                          RuntimeWarning, stacklevel=4)
+        if self.start < self.stop and (self.stats is None or self.stats.count == 0):
+            raise ValueError(f"{self.source.description}: no readable images in items {self.start} … {self.stop - 1}")
+        if self.stats is None:  # an empty shard (more ranks than images): it merges as nothing
+            self.stats = self._new_stats()
+        return self.stats, self.scores, done.skipped
+
+    def _add(self, batch) -> None:
+        images = batch.images.to(self.extractor.device, non_blocking=True)
+        features, logits = self.extractor(images, logits=self.scores is not None)
+        if self.stats is None:
+            self.stats = self._new_stats(features.shape[1])
+        self.stats.update(features)
+        if self.scores is not None:
+            self.scores.update(logits.cpu().numpy(), self.progress.next)
+
+
+class _StopOnSignal:
+    """While active (main thread only), SIGINT and SIGTERM set ``requested`` instead of raising, so the
+    job stops between batches with its statistics and progress consistent."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        if self.enabled:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._request)
+        return self
+
+    def _request(self, number, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)

@@ -1,0 +1,115 @@
+"""Finding, downloading and checking pytorch-fid's FID Inception weights.
+
+Order: an explicit path, the ``FASTFID_WEIGHTS`` environment variable, the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``), then a download from pytorch-fid's release into that cache,
+verified by SHA-256 before it is moved into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
+# torch hub names files after the first 8 hex digits of their SHA-256 (6726825d); the whole digest of
+# this file (also distributed by torch-fidelity under the same hash) is:
+FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+WEIGHTS_VARIABLE = "FASTFID_WEIGHTS"
+_TIMEOUT_SECONDS = 60
+
+
+def fid_weights_path(weights=None) -> Path:
+    """The weight file to use: ``weights`` if given, else ``$FASTFID_WEIGHTS``, else the cached or
+    freshly downloaded pytorch-fid file."""
+    if weights is not None:
+        return _existing(Path(weights), "the weights file")
+    if os.environ.get(WEIGHTS_VARIABLE):
+        return _existing(Path(os.environ[WEIGHTS_VARIABLE]), f"{WEIGHTS_VARIABLE}")
+    cached = cache_dir() / FID_WEIGHTS_FILE
+    if not cached.exists():
+        download(FID_WEIGHTS_URL, cached, FID_WEIGHTS_SHA256)
+    return cached
+
+
+def cache_dir() -> Path:
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return path
+
+
+def download(url: str, target: Path, sha256: str) -> None:
+    """Fetch ``url`` into ``target`` through a temporary file; nothing is left behind unless the
+    SHA-256 matches."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=_TIMEOUT_SECONDS) as response:
+                    for chunk in iter(lambda: response.read(1 << 20), b""):
+                        digest.update(chunk)
+                        handle.write(chunk)
+            except (urllib.error.URLError, OSError) as error:
+                raise OSError(
+                    f"cannot download the FID Inception weights from {url} ({error}). Offline, copy "
+                    f"{FID_WEIGHTS_FILE} to this machine and set {WEIGHTS_VARIABLE}=/path/to/{FID_WEIGHTS_FILE} "
+                    f"(or pass weights=PATH / --weights PATH), or put it at {target}") from error
+            if digest.hexdigest() != sha256:
+                raise OSError(f"the file downloaded from {url} has SHA-256 {digest.hexdigest()}, expected {sha256}: "
+                              "it was not kept; try again, or fetch it yourself and set "
+                              f"{WEIGHTS_VARIABLE}")
+        except BaseException:
+            handle.close()
+            os.unlink(handle.name)
+            raise
+    os.replace(handle.name, target)
+
+
+def load_fid_weights(model, weights=None) -> str:
+    """Load the FID weights into ``model`` (strict: same keys and shapes); returns a short name of
+    the weights for the statistics' feature-space description."""
+    import torch
+
+    path = fid_weights_path(weights)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a truncated or foreign file
+        raise OSError(f"{path} is not a readable torch weight file ({error}); if it is the cached download, "
+                      "delete it to fetch it again") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    # Files saved by old torch versions have no batch-norm step counters; they do not affect eval mode.
+    expected = model.state_dict()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = sorted(k for k in expected.keys() & state.keys() if tuple(state[k].shape) != tuple(expected[k].shape))
+    if missing or unexpected or wrong:
+        problems = [f"{name}: {keys[:3]}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                    for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise ValueError(f"{path} does not hold the FID Inception-v3 weights: " + "; ".join(problems))
+    model.load_state_dict(state)
+    if path.name == FID_WEIGHTS_FILE:
+        return FID_WEIGHTS_FILE.removesuffix(".pth")
+    return f"{path.name}:sha256={_sha256(path)[:12]}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,299 @@
+"""Images to statistics and FID: fastfid.compute_stats / compute_fid / inception_score / FID."""
+
+import os
+import signal
+import zipfile
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+
+import fastfid  # noqa: E402
+from fastfid.extraction import FeatureExtractor, Interrupted  # noqa: E402
+from fastfid.metrics import ClassScores, inception_score_from_logits  # noqa: E402
+from fastfid.models import FIDInceptionV3, weights  # noqa: E402
+from conftest import bilinear_reference  # noqa: E402
+
+SIZE = 24
+
+
+class TinyNet(torch.nn.Module):
+    """A small convolutional feature network (16 features) standing in for a real one."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 16, 3), torch.nn.ReLU())
+
+    def forward(self, x):
+        return self.body(x)  # (N, 16, h, w): fastfid averages it over space
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, (23, 20, 28, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def folder(pictures, tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    for i, picture in enumerate(pictures):
+        (root / f"part{i % 3}").mkdir(exist_ok=True)
+        Image.fromarray(picture).save(root / f"part{i % 3}" / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ordered(pictures, folder):
+    """The pictures in the order fastfid reads the folder (sorted relative paths)."""
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png"))
+    return pictures[[int(name.split("/")[1][:2]) for name in names]]
+
+
+@pytest.fixture(scope="module")
+def weight_file(tmp_path_factory):
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("weights") / weights.FID_WEIGHTS_FILE
+    torch.save(FIDInceptionV3(weights=False).state_dict(), path)
+    return path
+
+
+def tiny(**options):
+    return FeatureExtractor(TinyNet(), device="cpu", image_size=SIZE, **options)
+
+
+OPTIONS = dict(batch_size=4, num_workers=0, progress=False)
+
+
+def relative_error(a, b):
+    return np.abs(a - b).max() / np.abs(b).max()
+
+
+def test_folder_statistics_match_an_independent_pipeline(folder, ordered):
+    stats = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
+    # Reference: float64 throughout (resize, network, mean, covariance), one image at a time.
+    network = TinyNet().double()
+    features = np.stack([
+        network(torch.from_numpy(bilinear_reference(p.transpose(2, 0, 1) / 255, (SIZE, SIZE)))[None]).mean(dim=(2, 3))[0]
+        .detach().numpy() for p in ordered])
+    assert stats.count == len(ordered) and stats.feature_space == "TinyNet resize=pytorch-fid 24x24"
+    # The pipeline runs the network in float32: about 1e-6 relative on features of this size.
+    assert relative_error(stats.mean, features.mean(axis=0)) < 1e-5
+    assert relative_error(stats.cov, np.cov(features, rowvar=False)) < 1e-5
+
+
+def test_every_source_kind_gives_the_same_statistics(folder, ordered, tmp_path):
+    expected = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
+    with zipfile.ZipFile(tmp_path / "images.zip", "w") as archive:
+        for path in sorted(folder.rglob("*.png")):
+            archive.write(path, str(path.relative_to(folder)))
+    np.save(tmp_path / "images.npy", ordered)
+    floats = torch.from_numpy(ordered).permute(0, 3, 1, 2).float() / 255
+    calls = []
+
+    def generate(n):
+        start = sum(calls)
+        calls.append(n)
+        return ordered[start:start + n]
+
+    sources = {"zip": tmp_path / "images.zip", "npy": tmp_path / "images.npy", "uint8 NHWC array": ordered,
+               "float NCHW tensor": floats, "generator": generate}
+    for kind, source in sources.items():
+        stats = fastfid.compute_stats(source, model=tiny(), num_samples=len(ordered), **OPTIONS)
+        assert stats.count == expected.count, kind
+        # The same pixels and batches through the same float32 network; /255 in float32 vs exact
+        # k/255 for the tensor is the only rounding difference.
+        assert relative_error(stats.cov, expected.cov) < 1e-6, kind
+    assert calls == [4, 4, 4, 4, 4, 3]
+
+
+def test_statistics_and_feature_files_need_no_network(rng, tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.WEIGHTS_VARIABLE, str(tmp_path / "absent.pth"))  # loading it would fail
+    features = rng.normal(size=(300, 8))
+    np.save(tmp_path / "features.npy", features)
+    fastfid.FeatureStats.from_features(features[:100]).save(tmp_path / "stats.npz")
+    stats = fastfid.compute_stats(tmp_path / "features.npy")
+    np.testing.assert_allclose(stats.cov, np.cov(features, rowvar=False), rtol=0, atol=1e-13)
+    result = fastfid.compute_fid(tmp_path / "features.npy", tmp_path / "stats.npz")
+    assert result.resize is None and result.counts == (300, 100)
+    assert result.value == pytest.approx(fastfid.fid(stats, tmp_path / "stats.npz"), rel=1e-12)
+
+
+def test_shards_merge_into_the_whole(folder):
+    # One image per batch: each image's features are then the same in every run, so the merge is
+    # compared with the whole at the merge's own rounding (1e-12), not the network's.
+    options = dict(OPTIONS, batch_size=1)
+    whole = fastfid.compute_stats(folder, model=tiny(), **options)
+    parts = [fastfid.compute_stats(folder, model=tiny(), shard=(i, 3), **options) for i in range(3)]
+    assert [p.count for p in parts] == [7, 8, 8]
+    merged = parts[0] + parts[1] + parts[2]
+    assert relative_error(merged.cov, whole.cov) < 1e-12 and relative_error(merged.mean, whole.mean) < 1e-12
+    with pytest.raises(ValueError, match="0 … 2"):
+        fastfid.compute_stats(folder, model=tiny(), shard=(3, 3), **options)
+
+
+class InterruptedNet(TinyNet):
+    """TinyNet that sends this process SIGINT during its third batch, as Ctrl-C would."""
+
+    feature_space = "TinyNet"  # the same features: the run it interrupts may be resumed by TinyNet
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().forward(x)
+
+
+def test_an_interrupted_job_resumes_without_losing_or_repeating_work(folder, tmp_path):
+    checkpoint = tmp_path / "partial.npz"
+    whole = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
+    interrupted = FeatureExtractor(InterruptedNet(), device="cpu", image_size=SIZE)
+    with pytest.raises(Interrupted, match="resume"):
+        fastfid.compute_stats(folder, model=interrupted, checkpoint=checkpoint, **OPTIONS)
+    from fastfid.io import read_progress
+
+    record = read_progress(checkpoint)
+    assert record["next"] == 12 and not record["complete"]  # the third batch finished, then it stopped
+    assert fastfid.FeatureStats.load(checkpoint).count == 12
+    with pytest.raises(ValueError, match="partial run"):
+        fastfid.compute_stats(folder, model=tiny(), checkpoint=checkpoint, **OPTIONS)
+    with pytest.raises(ValueError, match="feature_space"):
+        fastfid.compute_stats(folder, model=tiny(resize="clean"), checkpoint=checkpoint, resume=True, **OPTIONS)
+    resumed = fastfid.compute_stats(folder, model=tiny(), checkpoint=checkpoint, resume=True, **OPTIONS)
+    assert resumed.count == whole.count and read_progress(checkpoint)["complete"]
+    # Batches restart at the same boundaries, so every image's features are the same as in one run.
+    assert relative_error(resumed.cov, whole.cov) < 1e-12
+    assert relative_error(fastfid.FeatureStats.load(checkpoint).cov, whole.cov) < 1e-12
+
+
+def test_unreadable_images_are_named_or_skipped_and_counted(folder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in sorted(folder.rglob("*.png"))[:5]:
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / "03_cut.png").write_bytes((broken / "03.png").read_bytes()[:200])
+    with pytest.raises(OSError, match="03_cut.png"):
+        fastfid.compute_stats(broken, model=tiny(), **OPTIONS)
+    with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+        result = fastfid.compute_fid(broken, folder, model=tiny(), skip_bad=True, **OPTIONS)
+    assert result.counts == (5, 23) and result.skipped == (1, 0) and "1 unreadable images skipped" in str(result)
+
+
+def test_results_state_the_resize_mode_and_mismatches_are_caught(folder):
+    clean = fastfid.compute_fid(folder, folder, model=tiny(resize="clean"), **OPTIONS)
+    assert clean.resize == "clean" and "resize=clean" in clean.feature_space and "resize=clean" in str(clean)
+    assert clean.value == pytest.approx(0, abs=1e-10)
+    a = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
+    b = fastfid.compute_stats(folder, model=tiny(resize="clean"), **OPTIONS)
+    with pytest.warns(RuntimeWarning, match="different features"):
+        fastfid.fid(a, b)
+    with pytest.raises(ValueError, match="different features"):
+        a.merge(b)
+
+
+def test_inception_score_from_logits_is_the_definition(rng):
+    logits = rng.normal(scale=3, size=(103, 1008))
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    scores = []
+    for part in np.array_split(p, 10):
+        marginal = part.mean(axis=0)
+        scores.append(np.exp((part * (np.log(part) - np.log(marginal))).sum(axis=1).mean()))
+    result = inception_score_from_logits(logits, splits=10)
+    assert result.mean == pytest.approx(np.mean(scores), rel=1e-12) and result.std == pytest.approx(np.std(scores))
+    streamed = ClassScores(103, 10)
+    other = ClassScores(103, 10)
+    for start in range(0, 103, 17):  # chunks that straddle the splits, spread over two accumulators
+        (streamed if start % 2 else other).update(logits[start:start + 17], start)
+    assert streamed.merge(other).result().mean == pytest.approx(result.mean, rel=1e-12)
+    with pytest.raises(ValueError, match="splits"):
+        ClassScores(5, 10)
+
+
+def test_fid_and_is_come_from_one_inception_pass(folder, ordered, weight_file):
+    options = dict(OPTIONS, batch_size=8)
+    result = fastfid.compute_fid(folder, folder, model=64, weights=weight_file, isc=True, splits=3, **options)
+    assert result.value == pytest.approx(0, abs=1e-9)
+    assert result.feature_space == ("FIDInceptionV3(dims=64, weights=pt_inception-2015-12-05-6726825d) "
+                                    "resize=pytorch-fid 299x299")
+    network = FIDInceptionV3(64, weights=weight_file)
+    images = torch.from_numpy(ordered).permute(0, 3, 1, 2).float() / 255
+    logits = torch.cat([network.features_and_logits(images[i:i + 8])[1] for i in range(0, len(images), 8)])
+    expected = inception_score_from_logits(logits.numpy(), splits=3)
+    assert result.inception_score.mean == pytest.approx(expected.mean, rel=1e-9)
+    alone = fastfid.inception_score(folder, weights=weight_file, splits=3, **options)
+    assert alone.mean == pytest.approx(expected.mean, rel=1e-9) and alone.count == 23
+
+
+def test_offline_default_weights_give_an_error_naming_url_and_variable(folder, tmp_path, monkeypatch):
+    monkeypatch.delenv(weights.WEIGHTS_VARIABLE, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(weights, "FID_WEIGHTS_URL", "http://127.0.0.1:9/pt_inception-2015-12-05-6726825d.pth")
+    with pytest.raises(OSError, match=r"127\.0\.0\.1:9.*FASTFID_WEIGHTS"):
+        fastfid.compute_fid(folder, folder, **OPTIONS)
+
+
+# --- the torchmetrics-style class -------------------------------------------------------------
+def test_the_class_equals_compute_fid(ordered, weight_file):
+    metric = fastfid.FID(feature=64, weights=weight_file)
+    nchw = torch.from_numpy(ordered).permute(0, 3, 1, 2)  # torchmetrics' uint8 layout
+    real, fake = nchw[:12], torch.flip(nchw[11:], dims=(3,))
+    metric.update(real[:5], real=True)
+    metric.update(real[5:], real=True)
+    metric.update(fake, real=False)
+    value = metric.compute()
+    assert value.dtype == torch.float64 and value.shape == ()
+    expected = fastfid.compute_fid(fake, real, model=64, weights=weight_file, **OPTIONS)
+    assert value.item() == pytest.approx(expected.value, rel=1e-6)  # float32 features, other batch sizes
+    metric.reset()
+    with pytest.raises(ValueError, match="no real images"):  # reset_real_features=True, the default
+        metric.compute()
+    with pytest.raises(TypeError, match="normalize=True"):
+        metric.update(fake.float() / 255, real=False)
+    floats = fastfid.FID(feature=64, weights=weight_file, normalize=True, reset_real_features=False)
+    floats.update(real.float() / 255, real=True)
+    floats.update(fake.float() / 255, real=False)
+    assert floats.compute().item() == pytest.approx(expected.value, rel=1e-5)
+    floats.reset()
+    floats.update(real.float() / 255, real=False)  # the real images were kept
+    assert floats.compute().item() == pytest.approx(0, abs=1e-9)
+
+
+def test_the_class_takes_any_module_and_passes_inputs_through(rng):
+    network = torch.nn.Linear(6, 4, dtype=torch.float64)  # e.g. an audio or text embedding's head
+    metric = fastfid.FID(feature=network)
+    a, b = torch.from_numpy(rng.normal(size=(50, 6))), torch.from_numpy(rng.normal(0.3, 1, size=(40, 6)))
+    metric.update(a, real=True)
+    metric.update(b, real=False)
+    with torch.no_grad():
+        expected = fastfid.fid(fastfid.FeatureStats.from_features(network(a)),
+                               fastfid.FeatureStats.from_features(network(b)))
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_an_unreadable_file_keeps_the_work_done_before_it(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "images"
+    shutil.copytree(folder, copy)
+    victim = sorted(copy.rglob("*.png"))[9]  # in the third batch of 4
+    good = victim.read_bytes()
+    victim.write_bytes(good[:100])
+    checkpoint = tmp_path / "stats.npz"
+    with pytest.raises(OSError, match=victim.name):
+        fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, **OPTIONS)
+    from fastfid.io import read_progress
+
+    assert read_progress(checkpoint)["next"] == 8 and fastfid.FeatureStats.load(checkpoint).count == 8
+    victim.write_bytes(good)  # repaired: the listing is the same, so the job resumes
+    resumed = fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, resume=True, **OPTIONS)
+    whole = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
+    assert resumed.count == 23 and relative_error(resumed.cov, whole.cov) < 1e-12
