@@ -140,6 +140,15 @@ def test_a_corrupt_file_is_named_and_can_be_counted(images, tmp_path):
     assert sum(b.attempted for b in batches) == 5 and batch.shape[0] == 3  # 000, 002, nested/001
 
 
+def test_linked_folders_are_followed_once(images, tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(images[0]).save(tmp_path / "a" / "x.png")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path / "a")  # a cycle
+    (tmp_path / "linked").symlink_to(tmp_path / "a")
+    assert data.ImageFiles(tmp_path).names == ["a/x.png"]  # one real folder, read once
+    assert data.ImageFiles(tmp_path / "linked").names == ["x.png"]
+
+
 def test_empty_or_odd_paths_are_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no images"):
         data.ImageFiles(tmp_path)

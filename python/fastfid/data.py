@@ -128,10 +128,7 @@ class ImageFiles:
         self.path = Path(path)
         if self.path.is_dir():
             self.archive = None
-            self.names = sorted(
-                str(Path(root, name).relative_to(self.path))
-                for root, _, names in os.walk(self.path, followlinks=True) for name in names
-                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+            self.names = sorted(_image_files(self.path))
         elif zipfile.is_zipfile(self.path):
             self.archive = self.path
             with zipfile.ZipFile(self.path) as archive:
@@ -168,6 +165,23 @@ class ImageFiles:
                 raise ValueError(f"{self.path}: images of different sizes in one batch ({mixed_sizes}): "
                                  "give an image size to resize them to")
             yield Batch(images, attempted, bad)
+
+
+def _image_files(root: Path) -> list[str]:
+    """Image files below ``root``, following symlinked folders (datasets are often assembled from
+    links) but reading each real folder once: a link cycle cannot loop, and a folder linked twice is
+    not counted twice."""
+    seen, found = set(), []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()  # walked in name order, so which path reaches a linked folder first is fixed
+        found += [str(Path(folder, name).relative_to(root)) for name in names
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")]
+    return found
 
 
 class _DecodedImages:
