@@ -174,3 +174,15 @@ def test_the_feature_space_travels_with_the_statistics(rng, tmp_path):
     unknown = fastfid.FeatureStats.from_features(rng.normal(size=(5, 4)))
     np.savez(tmp_path / "plain.npz", mu=unknown.mean, sigma=unknown.cov)  # pytorch-fid's files say nothing
     assert fastfid.FeatureStats.load(tmp_path / "plain.npz").feature_space is None
+
+
+def test_a_refused_merge_or_removal_changes_nothing(rng):
+    space = "TinyNet resize=pytorch-fid 24x24"
+    unknown = fastfid.FeatureStats.from_features(rng.normal(size=(30, 4)))
+    labelled = fastfid.FeatureStats(4, feature_space=space).update(rng.normal(size=(40, 4)))
+    with pytest.raises(ValueError, match="a part must be smaller"):
+        unknown.remove(labelled)  # refused after every check on the other statistics passed
+    assert unknown.feature_space is None and unknown.count == 30
+    with pytest.raises(ValueError, match="different features"):
+        labelled.merge(fastfid.FeatureStats(4, feature_space="other").update(rng.normal(size=(5, 4))))
+    assert labelled.feature_space == space and labelled.count == 40

@@ -261,10 +261,8 @@ class ImageArray:
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):
             chunk = self.images[first:min(stop, first + batch_size)]
-            images = as_image_batch(chunk, f"images {first}-{first + chunk.shape[0] - 1}")
-            if device is not None:
-                images = images.to(device, non_blocking=True)
-            yield Batch(resize_batch(images, size, mode), chunk.shape[0])
+            images = _on_device(chunk, f"images {first}-{first + chunk.shape[0] - 1}", device, size, mode)
+            yield Batch(images, chunk.shape[0])
 
 
 class ImageGenerator:
@@ -288,9 +286,16 @@ class ImageGenerator:
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):
             wanted = min(stop, first + batch_size) - first
-            images = as_image_batch(self.generate(wanted), "generated images")
+            images = _on_device(self.generate(wanted), "generated images", device, size, mode)
             if images.shape[0] != wanted:
                 raise ValueError(f"the generator returned {images.shape[0]} images when asked for {wanted}")
-            if device is not None:
-                images = images.to(device, non_blocking=True)
-            yield Batch(resize_batch(images, size, mode), wanted)
+            yield Batch(images, wanted)
+
+
+def _on_device(images, name: str, device, size, mode: str) -> torch.Tensor:
+    """User images (array or tensor) → a float batch on ``device`` at ``size``: resized there, so that
+    the bilinear resize of a GPU source runs on the GPU."""
+    images = as_image_batch(images, name)
+    if device is not None:
+        images = images.to(device, non_blocking=True)
+    return resize_batch(images, size, mode)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from fastfid.distance import fid
@@ -42,9 +44,8 @@ class FID(torch.nn.Module):
         return self._extractor.feature_space
 
     def _device(self) -> torch.device:
-        for tensor in list(self.network.parameters()) + list(self.network.buffers()):
-            return tensor.device
-        return torch.device("cpu")
+        first = next(itertools.chain(self.network.parameters(), self.network.buffers()), None)
+        return torch.device("cpu") if first is None else first.device
 
     def update(self, images, real: bool) -> None:
         """Add a batch of real or generated images."""

@@ -148,35 +148,25 @@ class FeatureStats:
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Merge another set of statistics into this one, in place."""
-        if not isinstance(other, FeatureStats):
-            raise TypeError(f"can only merge FeatureStats, got {type(other).__name__}")
-        if other._dim != self._dim:
-            raise ValueError(f"cannot merge statistics of dim {other._dim} into dim {self._dim}")
-        self._require_exact("merge")
-        other._require_exact("be merged")
-        self._adopt_feature_space(other, "merge")
+        self._check_partner(other, "merge", "into", "be merged")
         if (self._device_state is None) != (other._device_state is None) or (
                 self._device_state is not None and self._device_state.device != other._device_state.device):
             raise ValueError(f"cannot merge statistics on {other.device} into statistics on {self.device}: "
                              "move one with .to(device) first")
         if self._device_state is not None:
             self._device_state.merge(other._device_state)
-            return self
-        self._flush()
-        other._flush()
-        self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean, other._comoment)
+        else:
+            self._flush()
+            other._flush()
+            self._count = _core.merge(self._count, self._mean, self._comoment, other._count, other._mean,
+                                      other._comoment)
+        self.feature_space = self.feature_space or other.feature_space
         return self
 
     def remove(self, part: "FeatureStats") -> "FeatureStats":
         """Take out, in place, the statistics of a subset of these samples (a shard that was merged
         in): the merge inverted, exact up to rounding, O(d²). The jackknife's leave-one-out totals."""
-        if not isinstance(part, FeatureStats):
-            raise TypeError(f"can only remove FeatureStats, got {type(part).__name__}")
-        if part._dim != self._dim:
-            raise ValueError(f"cannot remove statistics of dim {part._dim} from dim {self._dim}")
-        self._require_exact("remove a part")
-        part._require_exact("be removed")
-        self._adopt_feature_space(part, "remove")
+        self._check_partner(part, "remove", "from", "be removed")
         if self._device_state is not None or part._device_state is not None:
             raise ValueError("remove works on CPU statistics: use .to('cpu') first")
         self._flush()
@@ -189,6 +179,7 @@ class FeatureStats:
         delta = part._mean - mean
         comoment = self.comoment - part.comoment - np.outer(delta, delta) * (rest * n_part / n)
         self._count, self._mean, self._comoment = rest, mean, comoment
+        self.feature_space = self.feature_space or part.feature_space
         return self
 
     def __sub__(self, other: "FeatureStats") -> "FeatureStats":
@@ -357,11 +348,17 @@ class FeatureStats:
             np.array(comoment, dtype=np.float64, order="C")
 
     # --- helpers -------------------------------------------------------------------------------
-    def _adopt_feature_space(self, other: "FeatureStats", action: str) -> None:
+    def _check_partner(self, other: "FeatureStats", action: str, preposition: str, passive: str) -> None:
+        """What merge and remove both require of the other statistics; raises before anything changes."""
+        if not isinstance(other, FeatureStats):
+            raise TypeError(f"can only {action} FeatureStats, got {type(other).__name__}")
+        if other._dim != self._dim:
+            raise ValueError(f"cannot {action} statistics of dim {other._dim} {preposition} dim {self._dim}")
+        self._require_exact(action if action == "merge" else f"{action} a part")
+        other._require_exact(passive)
         if self.feature_space and other.feature_space and self.feature_space != other.feature_space:
             raise ValueError(f"cannot {action} statistics of different features: {other.feature_space!r} "
                              f"and {self.feature_space!r}")
-        self.feature_space = self.feature_space or other.feature_space
 
     def _require_exact(self, action: str) -> None:
         if self._count is None:
