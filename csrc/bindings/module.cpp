@@ -7,6 +7,7 @@ namespace fastfid::bindings {
 void register_stats(py::module_& m);
 void register_trace(py::module_& m);
 void register_metrics(py::module_& m);
+void register_threads(py::module_& m);
 }  // namespace fastfid::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_core, m) {
     fastfid::bindings::register_stats(m);
     fastfid::bindings::register_trace(m);
     fastfid::bindings::register_metrics(m);
+    fastfid::bindings::register_threads(m);
 }

@@ -28,7 +28,7 @@ void register_trace(py::module_& m) {
         },
         py::arg("sigma"), py::arg("name"), "Raise ValueError unless sigma is finite and symmetric.");
 
-    py::class_<cpu::PsdFactor>(m, "PsdFactor", "Pivoted Cholesky factor sigma = P L L^T P^T of a validated covariance.")
+    py::class_<cpu::PsdFactor>(m, "PsdFactor", "Cholesky factor sigma = scale P L L^T P^T of a validated covariance (pivoted only when semidefinite).")
         .def(py::init([](const Float64Array& sigma, const std::string& name) {
                  const SymmetricView view = symmetric_view(sigma, name.c_str());
                  py::gil_scoped_release release;
@@ -37,7 +37,9 @@ void register_trace(py::module_& m) {
              py::arg("sigma"), py::arg("name") = "sigma1")
         .def_readonly("dim", &cpu::PsdFactor::dim)
         .def_readonly("rank", &cpu::PsdFactor::rank)
-        .def_readonly("trace", &cpu::PsdFactor::trace);
+        .def_readonly("trace", &cpu::PsdFactor::trace)
+        .def_readonly("scale", &cpu::PsdFactor::scale)
+        .def_readonly("pivoted", &cpu::PsdFactor::pivoted);
 
     m.def(
         "trace_sqrt_product",

@@ -34,6 +34,17 @@ inline void syr_upper_rowmajor(Int n, double alpha, const double* x, double* c) 
     scipy_cblas_dsyr(CblasRowMajor, CblasUpper, n, alpha, x, 1, c, n);
 }
 
+// Σ = L Lᵀ (lower triangle, in place); false unless Σ is positive definite to LAPACK.
+inline bool cholesky_lower(Int n, double* a) {
+    const lapack_int info = scipy_LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', n, a, n);
+    check_info(info, "dpotrf");
+    return info == 0;
+}
+
+// The BLAS threads of this library instance (numpy's own BLAS is a different one, untouched).
+inline void set_threads(int threads) { scipy_openblas_set_num_threads(threads); }
+inline int threads() { return scipy_openblas_get_num_threads(); }
+
 // Σ = P L Lᵀ Pᵀ, semidefinite allowed: returns the numerical rank; piv is 1-based.
 inline Int pivoted_cholesky_lower(Int n, double* a, Int* piv, double* work) {
     Int rank = 0;

@@ -51,7 +51,11 @@ void convert_panel(const FeatureMatrix& x, int64_t first, int64_t rows, const do
     }
 }
 
-// 1 if the value is NaN or ±Inf. Written as an OR-able comparison, not a floating-point sum
+// Float64 features beyond ±1e150 are refused with NaN and Inf: their squares, summed over up to
+// 1e8 samples, would overflow the co-moment (float32 and float16 cannot reach it).
+constexpr double kLargestFeature = 1e150;
+
+// 1 if the value is NaN or ±Inf (or, for float64, beyond kLargestFeature). Written as an OR-able comparison, not a floating-point sum
 // (a serial chain), so the scan vectorises: float16 by its exponent bits, float and double by
 // !(|v| ≤ max), which SSE2 compares in bulk (64-bit integer compares would need SSE4.1).
 // The flag has the value's width, so compare lanes and OR lanes line up.
@@ -60,6 +64,7 @@ using Flag = std::conditional_t<sizeof(T) == 8, uint64_t, std::conditional_t<siz
 inline Flag<uint16_t> non_finite(const uint16_t* value) { return (*value & 0x7c00u) == 0x7c00u; }
 template <typename T>
 inline Flag<T> non_finite(const T* value) {
+    if constexpr (std::is_same_v<T, double>) return !(std::fabs(*value) <= kLargestFeature);
     return !(std::fabs(*value) <= std::numeric_limits<T>::max());
 }
 
@@ -109,7 +114,10 @@ bool all_finite(const double* values, int64_t n) {
     return probe == 0;
 }
 
-[[noreturn]] void throw_non_finite() { throw std::invalid_argument("features contain NaN or Inf values"); }
+[[noreturn]] void throw_non_finite() {
+    throw std::invalid_argument("features contain NaN or Inf values (or float64 values beyond ±1e150, whose squares "
+                                "overflow the covariance)");
+}
 
 }  // namespace
 
@@ -133,6 +141,8 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
     if (x.rows < 1) throw std::invalid_argument("the batch of features is empty");
     const blas::Int n_blas = blas::checked_int(d);
     const int64_t n_old = *state.count;
+    if (n_old > std::numeric_limits<int64_t>::max() - x.rows)
+        throw std::overflow_error("the sample count overflows a 64-bit count (a corrupt statistics file?)");
     const int64_t n_new = n_old + x.rows;
     const int64_t panel = std::min(panel_rows(d), x.rows);
 
@@ -141,6 +151,7 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
     std::vector<double> shift(state.mean, state.mean + d);
     std::vector<double> buffer(static_cast<size_t>(panel * d));
     std::vector<double> sums(d, 0.0);
+    if (x.type == ScalarType::float64) require_finite(x);
     if (n_old == 0) {
         convert(x, 0, panel, shift.data(), buffer.data(), sums.data());
         if (!all_finite(sums.data(), d)) throw_non_finite();
@@ -150,8 +161,9 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
 
     // Nothing touches the state before the whole batch is known to be finite: a single panel is
     // checked through its column sums, several panels by a scan ahead of the first SYRK.
+    // Float64 batches are always scanned: their column sums cannot show a finite value too large to square.
     const bool single_panel = panel == x.rows;
-    if (!single_panel) require_finite(x);
+    if (!single_panel && x.type != ScalarType::float64) require_finite(x);
     for (int64_t first = 0; first < x.rows; first += panel) {
         const int64_t rows = std::min(panel, x.rows - first);
         convert(x, first, rows, shift.data(), buffer.data(), sums.data());
@@ -169,6 +181,9 @@ void accumulate(const StatsState& state, const FeatureMatrix& x) {
 void merge(const StatsState& state, int64_t other_count, const double* other_mean, const double* other_comoment) {
     const int64_t d = state.dim;
     const int64_t n_a = *state.count;
+    if (other_count < 0 || n_a > std::numeric_limits<int64_t>::max() - other_count)
+        throw std::overflow_error("merged sample count " + std::to_string(n_a) + " + " + std::to_string(other_count) +
+                                  " overflows a 64-bit count (a corrupt statistics file?)");
     const int64_t n = n_a + other_count;
     if (other_count == 0) return;
     std::vector<double> delta(d);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -22,16 +23,18 @@ constexpr double kPaddedCongruenceRankFraction = 0.4;
 
 std::string describe(const char* name, const std::string& problem) { return std::string(name) + " " + problem; }
 
-// A ← Fᵀ Σ₂ F, r × r in the leading block of `work` (column-major, leading dimension d, lower triangle).
-void congruence(const PsdFactor& f, const SymmetricView& other, std::vector<double>& work) {
+// A ← Fᵀ (Σ₂ / other_scale) F, r × r in the leading block of `work` (column-major, leading
+// dimension d, lower triangle). other_scale is a power of two, so the division is exact.
+void congruence(const PsdFactor& f, const SymmetricView& other, double other_scale, std::vector<double>& work) {
     const int64_t d = f.dim, r = f.rank;
     const blas::Int n = blas::checked_int(d), rb = blas::checked_int(r);
+    const double inverse_scale = 1.0 / other_scale;
     // Σ₂ permuted like Σ₁: Fᵀ Σ₂ F = Lᵀ (Pᵀ Σ₂ P) L. Only the lower triangle is needed; column j
     // of it is gathered from row p_j of Σ₂ (symmetric), so the random reads stay within one row.
     std::vector<double> permuted(static_cast<size_t>(d * d));
     for (int64_t j = 0; j < d; ++j) {
         const int64_t pj = f.pivot[j];
-        for (int64_t i = j; i < d; ++i) permuted[i + j * d] = other.at(pj, f.pivot[i]);
+        for (int64_t i = j; i < d; ++i) permuted[i + j * d] = other.at(pj, f.pivot[i]) * inverse_scale;
     }
     if (static_cast<double>(r) >= kPaddedCongruenceRankFraction * static_cast<double>(d)) {
         blas::congruence_lower(n, permuted.data(), f.lower.data());
@@ -42,6 +45,13 @@ void congruence(const PsdFactor& f, const SymmetricView& other, std::vector<doub
     blas::symm_lower_left(n, rb, permuted.data(), n, f.lower.data(), n, product.data(), n);
     work.assign(static_cast<size_t>(d * r), 0.0);
     blas::gemmt_lower(true, rb, n, 1.0, f.lower.data(), n, product.data(), n, 0.0, work.data(), n);
+}
+
+// A power of two near the largest diagonal entry (1 for a zero matrix): dividing by it is exact.
+double power_of_two_scale(const SymmetricView& s) {
+    double largest = 0;
+    for (int64_t i = 0; i < s.dim; ++i) largest = std::max(largest, std::abs(s.at(i, i)));
+    return largest > 0 && std::isfinite(largest) ? std::ldexp(1.0, std::ilogb(largest)) : 1.0;
 }
 
 TraceResult trace_by_eigenvalues(const PsdFactor& f, std::vector<double>& a) {
@@ -151,26 +161,57 @@ void validate_covariance(const SymmetricView& s, const char* name) {
                 }
 }
 
+namespace {
+
+// The lower triangle of Σ / scale into a, column-major d × d (upper part left as it is).
+void copy_lower_scaled(const SymmetricView& s, double scale, std::vector<double>& a) {
+    const int64_t d = s.dim;
+    const double inverse = 1.0 / scale;
+    for (int64_t j = 0; j < d; ++j)
+        for (int64_t i = j; i < d; ++i) a[i + j * d] = s.at(i, j) * inverse;
+}
+
+// The unpivoted factor, accepted only when its smallest pivot is above the rank threshold of the
+// pivoted one (dpstrf's default: d·eps·max diag), so both agree on which matrices are singular.
+bool unpivoted_factor(PsdFactor& f, double max_diagonal) {
+    const int64_t d = f.dim;
+    if (!blas::cholesky_lower(blas::checked_int(d), f.lower.data())) return false;
+    const double threshold = static_cast<double>(d) * std::numeric_limits<double>::epsilon() * max_diagonal;
+    for (int64_t i = 0; i < d; ++i)
+        if (f.lower[i + i * d] * f.lower[i + i * d] <= threshold) return false;
+    f.rank = d;
+    f.pivot.resize(d);
+    for (int64_t i = 0; i < d; ++i) f.pivot[i] = static_cast<int32_t>(i);
+    return true;
+}
+
+}  // namespace
+
 PsdFactor PsdFactor::compute(const SymmetricView& s, const char* name) {
     const int64_t d = s.dim;
     const blas::Int n = blas::checked_int(d);
     PsdFactor f;
     f.dim = d;
-    f.lower.resize(static_cast<size_t>(d * d));
+    f.scale = power_of_two_scale(s);
+    f.lower.assign(static_cast<size_t>(d * d), 0.0);
     std::vector<double> diagonal(d);
     for (int64_t j = 0; j < d; ++j) {
-        diagonal[j] = s.at(j, j);
-        f.trace += diagonal[j];
-        for (int64_t i = j; i < d; ++i) f.lower[i + j * d] = s.at(i, j);
+        diagonal[j] = s.at(j, j) / f.scale;
+        f.trace += s.at(j, j);
     }
     const double max_diagonal = d ? *std::max_element(diagonal.begin(), diagonal.end()) : 0.0;
     const double min_diagonal = d ? *std::min_element(diagonal.begin(), diagonal.end()) : 0.0;
     if (min_diagonal < -kNonPsdTolerance * std::max(max_diagonal, 0.0) || (d && max_diagonal < 0))
         throw std::invalid_argument(describe(name, "is not positive semidefinite: it has a negative variance on its diagonal"));
 
+    copy_lower_scaled(s, f.scale, f.lower);
+    if (d == 0 || unpivoted_factor(f, max_diagonal)) return f;
+
+    f.pivoted = true;
+    copy_lower_scaled(s, f.scale, f.lower);  // dpotrf overwrote it before failing
     std::vector<blas::Int> pivot(d);
     std::vector<double> work(2 * static_cast<size_t>(d));
-    f.rank = d ? blas::pivoted_cholesky_lower(n, f.lower.data(), pivot.data(), work.data()) : 0;
+    f.rank = blas::pivoted_cholesky_lower(n, f.lower.data(), pivot.data(), work.data());
     f.pivot.resize(d);
     for (int64_t i = 0; i < d; ++i) f.pivot[i] = pivot[i] - 1;
 
@@ -199,13 +240,23 @@ TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& oth
     if (options.method == TraceMethod::newton_schulz) PsdFactor::compute(other, "sigma2");
     std::vector<double> a;
     if (factor.rank == 0) return TraceResult{};
-    congruence(factor, other, a);
+    // Both sides are divided by powers of two near their largest variance, so that LAPACK meets
+    // numbers near 1 whatever the units (1e200·I, spectra over 1e-300…1e300); the eigenvalues
+    // of A are then those of the true one divided by scale₁·scale₂, exactly.
+    const double other_scale = power_of_two_scale(other);
+    congruence(factor, other, other_scale, a);
     TraceResult result = options.method == TraceMethod::eigh ? trace_by_eigenvalues(factor, a)
                                                              : trace_by_newton_schulz(factor, a, options);
     if (options.method == TraceMethod::eigh && result.most_negative < -kNonPsdTolerance * result.max_eigenvalue)
         throw std::invalid_argument("sigma2 is not positive semidefinite: an eigenvalue of L^T sigma2 L is " +
                                     std::to_string(result.most_negative) + " against a largest one of " +
                                     std::to_string(result.max_eigenvalue));
+    const double product_scale = factor.scale * other_scale;
+    result.trace_sqrt *= std::sqrt(factor.scale) * std::sqrt(other_scale);
+    result.max_eigenvalue *= product_scale;
+    result.most_negative *= product_scale;
+    if (!std::isfinite(result.trace_sqrt))
+        throw std::runtime_error("tr sqrt(sigma1 sigma2) is not finite in float64 (values beyond 1e308)");
     return result;
 }
 
@@ -244,7 +295,7 @@ TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other
                                     "from at least d + 1 samples");
     const blas::Int n = blas::checked_int(d);
     std::vector<double> a;
-    congruence(factor, other, a);  // rank d: the padded route, d × d lower triangle
+    congruence(factor, other, 1.0, a);  // rank d: the padded route, d × d lower triangle
     std::vector<double> eigenvalues(static_cast<size_t>(d)), q(static_cast<size_t>(d * d));
     blas::symmetric_eigen_lower(n, a.data(), n, eigenvalues.data(), q.data());
     const double largest = d ? eigenvalues.back() : 0.0;
@@ -252,6 +303,9 @@ TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other
         throw std::invalid_argument("sigma2 is not positive semidefinite: an eigenvalue of L^T sigma2 L is " +
                                     std::to_string(eigenvalues.front()) + " against a largest one of " +
                                     std::to_string(largest));
+    // L factors Σ₁ / s (s = factor.scale), so A = s·Lᵀ Σ₂ L: with its eigenvalues λ' = λ / s,
+    // T = s^−½ L⁻ᵀ Q Λ'^½ Qᵀ L⁻¹ and T⁻¹ = s^½ L Q Λ'^−½ Qᵀ Lᵀ (the factors of s go into λ^¼ below).
+    const double s = factor.scale;
     TransportMaps maps;
     std::vector<double> quarter(static_cast<size_t>(d));  // λ^¼: Q diag(λ^¼) squared is Q Λ^½ Qᵀ
     for (int64_t i = 0; i < d; ++i) {
@@ -259,8 +313,12 @@ TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other
         maps.trace_sqrt += std::sqrt(lambda);
         quarter[i] = std::sqrt(std::sqrt(lambda));
     }
+    maps.trace_sqrt *= std::sqrt(s);
+    const double forward_weight = std::sqrt(std::sqrt(1.0 / s)), inverse_weight = std::sqrt(std::sqrt(s));
     if (forward) {
-        std::vector<double> t = spectral_function(q, quarter, d);
+        std::vector<double> weighted(quarter);
+        for (double& v : weighted) v *= forward_weight;
+        std::vector<double> t = spectral_function(q, weighted, d);
         blas::solve_lower(true, true, n, factor.lower.data(), t.data());    // L⁻ᵀ (Q Λ^½ Qᵀ)
         blas::solve_lower(false, false, n, factor.lower.data(), t.data());  // ... L⁻¹
         maps.forward = unpermute_symmetric(t, factor.pivot);
@@ -271,7 +329,7 @@ TransportMaps transport_maps(const PsdFactor& factor, const SymmetricView& other
             throw std::invalid_argument("sigma2 is singular: the inverse transport map (the gradient for sigma2) "
                                         "needs a nonsingular covariance, from at least d + 1 samples");
         std::vector<double> inverse_quarter(quarter);
-        for (double& v : inverse_quarter) v = 1.0 / v;
+        for (double& v : inverse_quarter) v = inverse_weight / v;
         std::vector<double> t = spectral_function(q, inverse_quarter, d);
         blas::multiply_lower(true, false, n, factor.lower.data(), t.data());  // L (Q Λ^−½ Qᵀ)
         blas::multiply_lower(false, true, n, factor.lower.data(), t.data());  // ... Lᵀ

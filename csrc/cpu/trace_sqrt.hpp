@@ -23,13 +23,17 @@ constexpr double kNonPsdTolerance = 1e-4;
 // Checks that a covariance is finite and symmetric; throws std::invalid_argument naming `name`.
 void validate_covariance(const SymmetricView& sigma, const char* name);
 
-// Σ = P L Lᵀ Pᵀ with L lower trapezoidal d × rank.
+// Σ = scale · P L Lᵀ Pᵀ with L lower trapezoidal d × rank. The unpivoted Cholesky factor is
+// tried first (P = I, a fifth of the pivoted one's time); the pivoted one only when it fails or
+// meets a pivot that the pivoted factor would call zero (a semidefinite Σ).
 struct PsdFactor {
     int64_t dim = 0;
     int64_t rank = 0;
     std::vector<double> lower;       // d × d column-major; columns ≥ rank and the upper part are 0
     std::vector<int32_t> pivot;      // 0-based: row i of L belongs to row pivot[i] of Σ
     double trace = 0;                // tr Σ
+    double scale = 1;                // a power of two near the largest variance: L stays far from over/underflow
+    bool pivoted = false;            // whether the pivoted factor was needed
 
     static PsdFactor compute(const SymmetricView& sigma, const char* name);
 };

@@ -36,6 +36,9 @@ def to_numpy(x, name: str) -> np.ndarray:
     """A numpy view of x (a copy only for torch bfloat16 or list inputs)."""
     if _is_torch_tensor(x):
         return _from_torch(x, name)
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask fastfid would ignore: drop the masked samples first "
+                        "(e.g. x.data[~np.ma.getmaskarray(x).any(axis=1)]) or fill them (x.filled(value))")
     if isinstance(x, np.ndarray):
         return x
     return np.asarray(x)

@@ -1,20 +1,22 @@
 """The Fréchet distance between two Gaussians, FD = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √(Σ₁Σ₂).
 
-The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by pivoted Cholesky, then the
-eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or Newton–Schulz on that
-matrix ("newton_schulz"), all in float64. "sqrtm" runs pytorch-fid's scipy reference. Inputs on a
+The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by Cholesky (pivoted only when Σ₁ is
+semidefinite), then the eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or
+Newton–Schulz on that matrix ("newton_schulz"), all in float64. Both covariances are factored and
+the one of lower rank is taken as Σ₁, so that FD(a, b) = FD(b, a) when one is singular. "sqrtm" runs pytorch-fid's scipy reference. Inputs on a
 CUDA device stay there: Newton–Schulz on Σ₁Σ₂ by the CUDA kernels (fastfid/_device.py).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from fastfid import _core, _device
+from fastfid import _core, _device, _threads
 from fastfid._arrays import as_covariance, as_mean
 from fastfid.stats import FeatureStats
 
@@ -79,8 +81,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
     else:
         _core.validate_covariance(sigma1, "sigma1")
         _core.validate_covariance(sigma2, "sigma2")
-        factor = _core.PsdFactor(sigma1, "sigma1")
-        result = _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations)
+        _threads.adapt()
+        factor1, factor2 = _core.PsdFactor(sigma1, "sigma1"), _core.PsdFactor(sigma2, "sigma2")
+        result = _from_lower_rank(factor1, mu1, sigma1, factor2, mu2, sigma2, method, tolerance, max_iterations)
     return result if return_info else result.value
 
 
@@ -100,9 +103,10 @@ class Reference:
     def __init__(self, stats):
         stats = _as_stats(stats, "stats")
         self.mean = stats.mean
-        sigma = stats.cov
-        _core.validate_covariance(sigma, "reference sigma")
-        self._factor = _core.PsdFactor(sigma, "reference sigma")
+        self._sigma = stats.cov  # kept for a singular other side, which is then the one factored
+        _core.validate_covariance(self._sigma, "reference sigma")
+        _threads.adapt()
+        self._factor = _core.PsdFactor(self._sigma, "reference sigma")
 
     @property
     def dim(self) -> int:
@@ -125,7 +129,9 @@ class Reference:
             raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
         sigma = other.cov
         _core.validate_covariance(sigma, "sigma2")
-        result = _from_factor(self._factor, self.mean, other.mean, sigma, method, tolerance, max_iterations)
+        _threads.adapt()
+        result = _from_lower_rank(self._factor, self.mean, self._sigma, _core.PsdFactor(sigma, "sigma2"), other.mean,
+                                  sigma, method, tolerance, max_iterations)
         return result if return_info else result.value
 
     def __repr__(self) -> str:
@@ -161,13 +167,25 @@ def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = Fa
                                    max_iterations)
             return result if return_info else result.value
         a, b = (s if s.device == "cpu" else s.to("cpu") for s in (a, b))
-    if b.count is not None and (a.count is None or b.count < a.count):
-        # FD is symmetric; the factorised side's rank (≤ count − 1) sets the size of the problem.
-        a, b = b, a
     return frechet_distance(a.mean, a.cov, b.mean, b.cov, **options)
 
 
 # --- helpers -------------------------------------------------------------------------------------
+def _mean_term(mu1: np.ndarray, mu2: np.ndarray) -> float:
+    """‖μ₁ − μ₂‖²; an overflow becomes Inf, which _finite then reports."""
+    diff = mu1 - mu2
+    with np.errstate(over="ignore"):
+        return float(diff @ diff)
+
+
+def _finite(value: float) -> float:
+    """The distance, or ValueError: never a silent NaN or Inf."""
+    if not math.isfinite(value):
+        raise ValueError(f"the Fréchet distance is {value} in float64: the means or covariances are too large "
+                         "(beyond ~1e154 for the means, ~1e308 for the traces); rescale the features")
+    return value
+
+
 def _resolve_method(method: str, on_device: bool = False) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -213,21 +231,29 @@ def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iter
         _warn_not_converged(vars(roots), tolerance)
     diff = mu1 - mu2
     mean_term = float(diff @ diff)
-    value = mean_term + float(sigma1.trace()) + float(sigma2.trace()) - 2.0 * roots.trace_sqrt
+    value = _finite(mean_term + float(sigma1.trace()) + float(sigma2.trace()) - 2.0 * roots.trace_sqrt)
     return FrechetResult(value=max(value, 0.0), trace_sqrt=roots.trace_sqrt, mean_term=mean_term,
                          method="newton_schulz", rank=sigma1.shape[0], iterations=roots.iterations,
                          converged=roots.converged)
 
 
+def _from_lower_rank(factor1, mu1, sigma1, factor2, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
+    """FD with the side of lower rank as the factored one. Factoring a full-rank Σ₁ beside a singular
+    Σ₂ leaves d − rank(Σ₂) eigenvalues of Lᵀ Σ₂ L that are zero but for rounding, whose square roots
+    (≈ 1e-8 each) add up to a visible error; the other way round the problem shrinks to the rank."""
+    if factor2.rank < factor1.rank:
+        return _from_factor(factor2, mu2, mu1, sigma1, method, tolerance, max_iterations)
+    return _from_factor(factor1, mu1, mu2, sigma2, method, tolerance, max_iterations)
+
+
 def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
     """FD from the factor of Σ₁ and a Σ₂ that validate_covariance has accepted."""
     info = _core.trace_sqrt_product(factor, sigma2, method=method, tolerance=tolerance, max_iterations=max_iterations)
-    diff = mu1 - mu2
-    mean_term = float(diff @ diff)
+    mean_term = _mean_term(mu1, mu2)
     trace_sqrt = info["trace_sqrt"]
     if not info["converged"]:
         _warn_not_converged(info, tolerance)
-    value = mean_term + factor.trace + float(np.trace(sigma2)) - 2.0 * trace_sqrt
+    value = _finite(mean_term + factor.trace + float(np.trace(sigma2)) - 2.0 * trace_sqrt)
     return FrechetResult(
         value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method=method, rank=factor.rank,
         iterations=info["iterations"], clamped=info["clamped"], most_negative=info["most_negative"],
@@ -252,9 +278,8 @@ def _sqrtm_route(mu1, sigma1, mu2, sigma2, eps) -> FrechetResult:
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"sqrtm left an imaginary component {np.max(np.abs(covmean.imag))}")
         covmean = covmean.real
-    diff = mu1 - mu2
-    mean_term = float(diff @ diff)
+    mean_term = _mean_term(mu1, mu2)
     trace_sqrt = float(np.trace(covmean))
-    value = mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt
+    value = _finite(mean_term + float(np.trace(sigma1)) + float(np.trace(sigma2)) - 2.0 * trace_sqrt)
     return FrechetResult(value=max(value, 0.0), trace_sqrt=trace_sqrt, mean_term=mean_term, method="sqrtm",
                          rank=sigma1.shape[0])

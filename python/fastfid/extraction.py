@@ -372,7 +372,7 @@ class _Job:
                                  f"this run's is {value!r}")
         if self.scores is not None:
             raise ValueError("resumable jobs compute statistics only")
-        stats = FeatureStats.load(self.checkpoint)
+        stats = FeatureStats.load(self.checkpoint, allow_partial=True)
         if stats.count == 0:
             stats = None  # nothing was added yet; the width is learnt again from the first batch
         elif self.extractor.device.type != "cpu":

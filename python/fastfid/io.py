@@ -1,9 +1,19 @@
-"""Statistics files: fastfid's exact .npz and the plain pytorch-fid / clean-fid ``mu``/``sigma`` .npz."""
+"""Files: fastfid's exact statistics .npz (also read by pytorch-fid / clean-fid through ``mu`` and
+``sigma``), the plain ``mu``/``sigma`` .npz of the peers, and ``.npy`` feature or image arrays.
+
+Partial statistics (a checkpoint of an unfinished job) carry no ``mu``/``sigma``, so no peer can
+mistake them for final ones, and fastfid refuses them unless asked (``allow_partial``). Sizes are
+checked from the file's headers before anything large is read, and a save never leaves a
+half-written file behind, neither in place of the old one nor beside it.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import socket
 import tempfile
 import zipfile
 import zlib
@@ -18,41 +28,110 @@ FORMAT_VERSION = 1
 _COUNT, _COMOMENT, _FORMAT = "fastfid_count", "fastfid_comoment_upper", "fastfid_format"
 # What the features are (FeatureStats.feature_space), and the progress record of a resumable job (JSON).
 _FEATURE_SPACE, _PROGRESS = "fastfid_feature_space", "fastfid_progress"
+# The mean of partial statistics: not "mu", which peers would read as final.
+_PARTIAL_MEAN = "fastfid_partial_mean"
+_TEMPORARY_SUFFIX = ".tmp"
 
 
+class PartialStatisticsError(ValueError):
+    """A statistics file holds an unfinished job's checkpoint where final statistics are needed."""
+
+
+# --- writing -------------------------------------------------------------------------------------
 def save_stats(stats: FeatureStats, path: str | os.PathLike, progress: dict | None = None) -> None:
     """Write stats to ``path`` exactly as named (no suffix is added), atomically. ``progress`` (a JSON-able
-    dict) records how far a job got, for resuming it: see :func:`read_progress`."""
+    dict) records how far a job got, for resuming it (see :func:`read_progress`); while its
+    ``complete`` is false the file holds no ``mu``/``sigma``."""
     if stats.device != "cpu":
         stats = stats.to("cpu")
     if stats.count == 0 and progress is None:
         raise ValueError("refusing to save empty statistics (0 samples)")
-    arrays = {"mu": stats.mean if stats.count else np.zeros(stats.dim)}
+    partial = progress is not None and not progress.get("complete", False)
+    _write_npz(Path(path), _arrays_of(stats, progress, partial))
+
+
+def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict:
+    mean = stats.mean if stats.count else np.zeros(stats.dim)
+    arrays = {_PARTIAL_MEAN if partial else "mu": mean}
     if stats.feature_space:
         arrays[_FEATURE_SPACE] = np.str_(stats.feature_space)
     if progress is not None:
         arrays[_PROGRESS] = np.str_(json.dumps(progress))
-    if stats.mergeable:
-        comoment = stats.comoment
-        arrays["sigma"] = comoment / (stats.count - 1) if stats.count > 1 else np.zeros_like(comoment)
-        # A partial job may hold 0 samples yet: its state is still exact (mu and sigma are then zeros).
-        arrays[_COUNT] = np.int64(stats.count)
-        arrays[_COMOMENT] = comoment[np.triu_indices(stats.dim)]  # the exact state, stored once
-        arrays[_FORMAT] = np.int64(FORMAT_VERSION)
-    else:
+    if not stats.mergeable:
         arrays["sigma"] = stats.cov
-    target = Path(path)
-    with tempfile.NamedTemporaryFile(dir=target.parent or ".", prefix=f".{target.name}.", delete=False) as handle:
-        try:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        except BaseException:
-            handle.close()
-            os.unlink(handle.name)
-            raise
-    os.chmod(handle.name, 0o666 & ~_umask())  # the temporary file was private (0600)
-    os.replace(handle.name, target)
+        return arrays
+    comoment = stats.comoment if stats.count else np.zeros((stats.dim, stats.dim))
+    # A partial job may hold 0 samples yet: its state is still exact (its mean is then zeros).
+    arrays[_COUNT] = np.int64(stats.count)
+    arrays[_COMOMENT] = _pack_upper(comoment)  # the exact state, stored once
+    arrays[_FORMAT] = np.int64(FORMAT_VERSION)
+    if not partial:
+        comoment /= max(stats.count - 1, 1)  # in place: sigma costs no second d × d array
+        arrays["sigma"] = comoment if stats.count > 1 else np.zeros_like(comoment)
+    return arrays
+
+
+def _pack_upper(matrix: np.ndarray) -> np.ndarray:
+    """The upper triangle row by row (numpy's triu_indices order) without d² index arrays."""
+    d = matrix.shape[0]
+    packed = np.empty(d * (d + 1) // 2)
+    start = 0
+    for row in range(d):
+        packed[start:start + d - row] = matrix[row, row:]
+        start += d - row
+    return packed
+
+
+def _write_npz(target: Path, arrays: dict) -> None:
+    """Write through a temporary file beside the target, then rename: the target is either the old
+    file or the new one. The temporary file is removed whatever fails (a full disk included), and
+    those left by killed writers on this host are removed by the next save."""
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist")
+    _remove_abandoned_temporaries(target)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=_temporary_prefix(target), suffix=_TEMPORARY_SUFFIX)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.savez(stream, **arrays)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # the temporary file was private (0600)
+        os.replace(temporary, target)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise OSError(error.errno, f"cannot write {target}: {error.strerror or error}") from error
+        raise
+
+
+def _temporary_prefix(target: Path, pid: int | None = None) -> str:
+    return f".{target.name}.{socket.gethostname()}.{os.getpid() if pid is None else pid}."
+
+
+def _remove_abandoned_temporaries(target: Path) -> None:
+    """Temporary files of writers on this host whose process is gone (kill -9 during a save)."""
+    host_prefix = f".{target.name}.{socket.gethostname()}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            name = entry.name
+            if not (name.startswith(host_prefix) and name.endswith(_TEMPORARY_SUFFIX)):
+                continue
+            pid_text = name[len(host_prefix):].partition(".")[0]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _umask() -> int:
@@ -61,15 +140,51 @@ def _umask() -> int:
     return mask
 
 
-def load_stats(path: str | os.PathLike) -> FeatureStats:
-    """Read a statistics .npz; raises OSError for unreadable or corrupt files, ValueError for bad contents."""
+def check_writable(path: str | os.PathLike, inputs=()) -> Path:
+    """Refuse, before any work, an output that could not be written or that would overwrite an input."""
+    target = Path(path)
+    if target.suffix != ".npz":
+        raise ValueError(f"{target}: statistics are written to a .npz file; name it {target.name}.npz")
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a folder; give the .npz file to write")
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {target}: the folder {folder} is not writable")
+    for source in inputs:
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and target.exists() \
+                and os.path.samefile(source, target):
+            raise ValueError(f"{target} is also an input: writing it would destroy the input; choose another name")
+    return target
+
+
+# --- reading -------------------------------------------------------------------------------------
+_CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error, KeyError)
+
+
+def load_stats(path: str | os.PathLike, *, allow_partial: bool = False) -> FeatureStats:
+    """Read a statistics .npz; raises OSError for unreadable or corrupt files, ValueError for bad contents
+    (:class:`PartialStatisticsError` for an unfinished job's checkpoint, unless ``allow_partial``),
+    MemoryError when its declared size exceeds the memory available."""
     path = Path(path)
-    arrays, names = _read_npz(path, ("mu", "sigma", _COUNT, _COMOMENT, _FORMAT, _FEATURE_SPACE))
-    missing = {"mu", "sigma"} - arrays.keys()
-    if missing:
-        raise ValueError(f"{path} is missing {sorted(missing)}; it has keys {sorted(names)}")
+    with _open_npz(path) as data:
+        headers = _headers(path, data)
+        progress = _progress(path, data) if _PROGRESS in headers else None
+        if progress is not None and not progress.get("complete", False) and not allow_partial:
+            raise PartialStatisticsError(
+                f"{path} holds partial statistics of an unfinished job ({_done(progress)}): finish it with "
+                "`fastfid stats ... --resume`, or accept them explicitly (--allow-partial / allow_partial=True)")
+        mean_key = "mu" if "mu" in headers else _PARTIAL_MEAN
+        exact = _COUNT in headers
+        needed = [mean_key, _COUNT, _COMOMENT, _FORMAT] if exact else ["mu", "sigma"]
+        missing = [key for key in needed if key not in headers]
+        if missing:
+            raise ValueError(f"{path} is missing {missing}; it has keys {sorted(headers)}")
+        _check_sizes(path, headers, mean_key, exact)
+        arrays = {key: _read_member(path, data, key) for key in needed + [_FEATURE_SPACE] if key in headers}
     try:
-        stats = _exact_stats(arrays) if _COUNT in arrays else FeatureStats.from_mean_cov(arrays["mu"], arrays["sigma"])
+        stats = _exact_stats(arrays, mean_key) if exact else FeatureStats.from_mean_cov(arrays["mu"], arrays["sigma"])
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: {error}") from error
     if _FEATURE_SPACE in arrays:
@@ -80,26 +195,31 @@ def load_stats(path: str | os.PathLike) -> FeatureStats:
 def read_progress(path: str | os.PathLike) -> dict | None:
     """The progress record saved with a job's statistics (None if the file has none)."""
     path = Path(path)
-    arrays, _ = _read_npz(path, (_PROGRESS,))
-    if _PROGRESS not in arrays:
-        return None
+    with _open_npz(path) as data:
+        return _progress(path, data) if _PROGRESS + ".npy" in data.zip.namelist() else None
+
+
+def state_digest(stats: FeatureStats) -> str:
+    """SHA-256 of the exact state (count, mean, co-moment): equal for the same samples, in any file."""
+    digest = hashlib.sha256(np.int64(stats.count if stats.count is not None else -1).tobytes())
+    digest.update(np.ascontiguousarray(stats.mean).tobytes())
+    digest.update(np.ascontiguousarray(stats.comoment if stats.mergeable else stats.cov).tobytes())
+    return digest.hexdigest()
+
+
+def _done(progress: dict) -> str:
     try:
-        record = json.loads(str(arrays[_PROGRESS]))
-    except ValueError as error:
-        raise OSError(f"{path} has a corrupt progress record: {error}") from error
-    if not isinstance(record, dict):
-        raise OSError(f"{path} has a corrupt progress record: {record!r}")
-    return record
+        return f"{progress['next'] - progress['start']} of {progress['stop'] - progress['start']} items done"
+    except (KeyError, TypeError):
+        return "not complete"
 
 
-_CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error)
-
-
-def _read_npz(path: Path, wanted: tuple[str, ...]) -> tuple[dict, list[str]]:
-    """The wanted members of an .npz (those present), read eagerly so corruption shows here, and
-    the names of all its members."""
+@contextlib.contextmanager
+def _open_npz(path: Path):
     # The file is opened here, not by np.load, so that it is closed even when numpy fails midway.
     with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            raise OSError(f"{path} is empty (0 bytes), not a statistics .npz file")
         try:
             data = np.load(handle, allow_pickle=False)
         except _CORRUPT as error:
@@ -107,34 +227,116 @@ def _read_npz(path: Path, wanted: tuple[str, ...]) -> tuple[dict, list[str]]:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError(f"{path} holds a single array, not a statistics .npz with 'mu' and 'sigma'")
         with data:
-            try:
-                return {key: data[key] for key in wanted if key in data.files}, list(data.files)
-            except _CORRUPT as error:
-                raise _corrupt(path, error) from error
+            yield data
+
+
+def _headers(path: Path, data) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every .npy member, from its header alone (nothing large is read)."""
+    headers = {}
+    for member in data.zip.namelist():
+        if not member.endswith(".npy"):
+            continue
+        try:
+            with data.zip.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(stream)
+        except _CORRUPT as error:
+            raise _corrupt(path, error) from error
+        if dtype.hasobject:
+            raise ValueError(f"{path}: member {member} holds Python objects; statistics files hold numbers only")
+        headers[member[:-4]] = (tuple(shape), dtype)
+    return headers
+
+
+def _check_sizes(path: Path, headers: dict, mean_key: str, exact: bool) -> None:
+    """Shapes consistent with the mean's dim, and the memory to read them, before any is read."""
+    mean_shape = headers[mean_key][0]
+    if len(mean_shape) != 1 or mean_shape[0] < 1:
+        raise ValueError(f"{path}: the mean must be a vector, got shape {mean_shape}")
+    d = mean_shape[0]
+    expected = {_COMOMENT: (d * (d + 1) // 2,), _COUNT: (), _FORMAT: ()} if exact else {"sigma": (d, d)}
+    for key, shape in expected.items():
+        if headers[key][0] != shape:
+            raise ValueError(f"{path}: {key} has shape {headers[key][0]}, expected {shape} for a mean of dim {d}")
+    # Peak while reading: the stored matrix as float64 plus the full d × d state built from it.
+    needed = 8 * (d * d + (d * (d + 1) // 2 if exact else d * d))
+    available = available_memory()
+    if available is not None and needed > available:
+        raise MemoryError(f"{path} declares statistics of dim {d}, which need {needed / 2**30:.1f} GiB to read; "
+                          f"{available / 2**30:.1f} GiB of memory is available")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), None if unknown."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return None
+
+
+def _read_member(path: Path, data, key: str) -> np.ndarray:
+    try:
+        return data[key]
+    except _CORRUPT as error:
+        raise _corrupt(path, error) from error
+
+
+def _progress(path: Path, data) -> dict:
+    try:
+        record = json.loads(str(_read_member(path, data, _PROGRESS)))
+    except ValueError as error:
+        raise OSError(f"{path} has a corrupt progress record: {error}") from error
+    if not isinstance(record, dict):
+        raise OSError(f"{path} has a corrupt progress record: {record!r}")
+    return record
 
 
 def _corrupt(path: Path, error: Exception) -> OSError:
     return OSError(f"{path} is not a readable .npz file (truncated or corrupt): {error}")
 
 
-def _exact_stats(arrays: dict) -> FeatureStats:
-    version = int(arrays.get(_FORMAT, -1))
+def _exact_stats(arrays: dict, mean_key: str) -> FeatureStats:
+    version = int(arrays[_FORMAT])
     if version != FORMAT_VERSION:
         raise ValueError(f"unsupported fastfid statistics format {version} (this fastfid reads {FORMAT_VERSION})")
-    if _COMOMENT not in arrays:
-        raise ValueError(f"the key {_COMOMENT!r} is missing")
-    mu = np.asarray(arrays["mu"])
-    dim = mu.shape[0] if mu.ndim == 1 else -1
-    packed = np.asarray(arrays[_COMOMENT])
-    if dim < 1 or packed.shape != (dim * (dim + 1) // 2,):
-        raise ValueError(f"inconsistent shapes: mu {mu.shape}, packed co-moment {packed.shape}")
-    comoment = np.zeros((dim, dim))
-    rows, cols = np.triu_indices(dim)
-    comoment[rows, cols] = packed
-    comoment[cols, rows] = packed
+    mean = np.asarray(arrays[mean_key])
+    dim = mean.shape[0]
     count = arrays[_COUNT]
     if count.shape != () or not np.issubdtype(count.dtype, np.integer) or count < 0:
         raise ValueError(f"the sample count must be a non-negative integer scalar, got {count!r}")
     if count == 0:  # a resumable job saved before its first sample
         return FeatureStats(dim)
-    return FeatureStats.from_state(int(count), mu, comoment)
+    packed = arrays.pop(_COMOMENT)
+    comoment = np.zeros((dim, dim))
+    start = 0
+    for row in range(dim):  # the upper triangle, row by row (the layout FeatureStats keeps)
+        comoment[row, row:] = packed[start:start + dim - row]
+        start += dim - row
+    del packed
+    return FeatureStats._adopt_state(int(count), np.array(mean, dtype=np.float64), comoment)
+
+
+# --- feature and image arrays ----------------------------------------------------------------------
+def open_array(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` file memory-mapped (nothing is read yet); OSError naming the file if it is not one."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise ValueError(f"{path}: expected a .npy file (2-D features: samples × dim, or 4-D images)")
+    try:
+        if path.stat().st_size == 0:
+            raise OSError(f"{path} is empty (0 bytes), not a .npy file")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError) as error:  # numpy's words for a malformed or short header
+        raise OSError(f"{path} is not a readable .npy file: {error}") from error
+
+
+def open_features(path: str | os.PathLike) -> np.ndarray:
+    """A ``.npy`` of features (samples × dim), memory-mapped."""
+    array = open_array(path)
+    if array.ndim != 2:
+        raise ValueError(f"{path} has shape {array.shape}: features are a 2-D array (samples × dim)")
+    return array

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 
 import numpy as np
 
-from fastfid import _core, _device
+from fastfid import _core, _device, _threads
 from fastfid._arrays import as_features, as_mean, as_covariance
+
+
+def _locked(method):
+    """Runs the method under the object's lock: the native update takes the count and the arrays
+    without the GIL, so two threads updating one object at once would lose samples."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run
 
 
 class FeatureStats:
@@ -28,15 +40,18 @@ class FeatureStats:
     ``comoment`` are float64 tensors on the device. A batch with NaN/Inf cannot be refused at
     ``update`` time without a sync: it is left out on the device and the next read raises
     ValueError once, the other samples intact.
+
+    One object may be updated from several threads: each call holds the object's lock.
     """
 
     __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state",
-                 "feature_space")
+                 "feature_space", "_lock")
 
     def __init__(self, dim: int, device=None, *, feature_space: str | None = None):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self._dim = int(dim)
+        self._lock = threading.RLock()
         # What the features are (network, layer, preprocessing), e.g. "FIDInceptionV3(dims=2048, ...) resize=..."
         # or None when unknown: saved with the statistics; merge refuses and fid warns on a mismatch.
         self.feature_space = feature_space
@@ -83,13 +98,22 @@ class FeatureStats:
         comoment = as_covariance(comoment, "comoment")
         if comoment.shape[0] != mean.shape[0]:
             raise ValueError(f"comoment is {comoment.shape}, mean has dim {mean.shape[0]}")
+        _core.validate_covariance(comoment, "comoment")
+        return cls._adopt_state(count, np.array(mean, dtype=np.float64), np.array(comoment, dtype=np.float64))
+
+    @classmethod
+    def _adopt_state(cls, count: int, mean: np.ndarray, upper: np.ndarray) -> "FeatureStats":
+        """Statistics around float64 arrays taken as they are (no copy): the mean and a C-ordered
+        co-moment of which only the upper triangle is read (as files store it)."""
         if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 1:
             raise ValueError(f"count must be a positive integer, got {count!r}")
-        _core.validate_covariance(comoment, "comoment")
+        if not (np.isfinite(mean).all() and np.isfinite(upper).all()):
+            raise ValueError("the mean or co-moment contains NaN or Inf values")
+        if (np.diagonal(upper) < 0).any():
+            raise ValueError("the co-moment has negative variances on its diagonal")
         stats = cls(mean.shape[0])
         stats._count = int(count)
-        stats._mean = np.array(mean, dtype=np.float64, order="C")
-        stats._comoment = np.array(comoment, dtype=np.float64, order="C")
+        stats._mean, stats._comoment = mean, upper
         return stats
 
     @classmethod
@@ -108,6 +132,7 @@ class FeatureStats:
         return stats
 
     # --- accumulation --------------------------------------------------------------------------
+    @_locked
     def update(self, features) -> "FeatureStats":
         """Add a batch of (n, d) features (numpy or torch, float16/32/64 or bfloat16, any strides).
 
@@ -135,19 +160,31 @@ class FeatureStats:
                 self._flush()
             return self
         self._flush()
+        _threads.adapt()
         self._count = _core.accumulate(x, self._count, self._mean, self._comoment)
         return self
 
+    @_locked
     def _flush(self) -> None:
         """Add the gathered small batches to the state (they are finite: checked on arrival).
         A no-op when nothing is gathered, as always for count-less summaries."""
         if self._pending_rows:
+            _threads.adapt()
             pending = self._pending[:self._pending_rows]
             self._count = _core.accumulate(pending, self._count, self._mean, self._comoment)
             self._pending_rows = 0
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Merge another set of statistics into this one, in place."""
+        if not isinstance(other, FeatureStats):
+            raise TypeError(f"can only merge FeatureStats, got {type(other).__name__}")
+        if other is self:
+            raise ValueError("cannot merge statistics into themselves: every sample would count twice")
+        first, second = sorted((self, other), key=id)  # one lock order, whichever merges into which
+        with first._lock, second._lock:
+            return self._merge(other)
+
+    def _merge(self, other: "FeatureStats") -> "FeatureStats":
         self._check_partner(other, "merge", "into", "be merged")
         if (self._device_state is None) != (other._device_state is None) or (
                 self._device_state is not None and self._device_state.device != other._device_state.device):
@@ -163,6 +200,7 @@ class FeatureStats:
         self.feature_space = self.feature_space or other.feature_space
         return self
 
+    @_locked
     def remove(self, part: "FeatureStats") -> "FeatureStats":
         """Take out, in place, the statistics of a subset of these samples (a shard that was merged
         in): the merge inverted, exact up to rounding, O(d²). The jackknife's leave-one-out totals."""
@@ -177,7 +215,14 @@ class FeatureStats:
         rest = n - n_part
         mean = (self._mean * n - part._mean * n_part) / rest
         delta = part._mean - mean
-        comoment = self.comoment - part.comoment - np.outer(delta, delta) * (rest * n_part / n)
+        whole = self.comoment
+        comoment = whole - part.comoment - np.outer(delta, delta) * (rest * n_part / n)
+        # Removal cancels: rounding leaves at most a few ulps of the whole's variances below 0.
+        # Anything more means the part was never merged into these statistics.
+        scale = float(np.max(np.diagonal(whole), initial=0.0))
+        if float(np.min(np.diagonal(comoment))) < -1e-9 * scale:
+            raise ValueError("the part is not contained in these statistics: removing it leaves negative variances "
+                             "(remove only shards that were merged in)")
         self._count, self._mean, self._comoment = rest, mean, comoment
         self.feature_space = self.feature_space or part.feature_space
         return self
@@ -197,6 +242,7 @@ class FeatureStats:
             return NotImplemented
         return self.merge(other)
 
+    @_locked
     def copy(self) -> "FeatureStats":
         if self._device_state is not None:
             clone = FeatureStats._from_device_state(self._device_state.copy())
@@ -210,6 +256,7 @@ class FeatureStats:
         clone._sigma = None if self._sigma is None else self._sigma.copy()
         return clone
 
+    @_locked
     def to(self, device) -> "FeatureStats":
         """A copy of these statistics on another device ("cpu", "cuda", "cuda:1", a torch.device)."""
         self._require_exact("move")
@@ -246,6 +293,7 @@ class FeatureStats:
         return "cpu" if self._device_state is None else self._device_state.device
 
     @property
+    @_locked
     def count(self) -> int | None:
         """Number of samples, or None for a summary read from a mu/sigma-only file."""
         if self._device_state is not None:
@@ -257,6 +305,7 @@ class FeatureStats:
         return self._count is not None
 
     @property
+    @_locked
     def mean(self) -> np.ndarray:
         """The mean, float64 (a copy; a tensor on the statistics' device)."""
         if self._device_state is not None:
@@ -269,6 +318,7 @@ class FeatureStats:
         return self._mean.copy()
 
     @property
+    @_locked
     def comoment(self) -> np.ndarray:
         """Σ (x − μ)(x − μ)ᵀ, float64, symmetric (a copy; a tensor on the statistics' device)."""
         self._require_exact("give a co-moment")
@@ -281,6 +331,7 @@ class FeatureStats:
         return full
 
     @property
+    @_locked
     def cov(self) -> np.ndarray:
         """The unbiased covariance (divisor n − 1), float64, symmetric (a copy)."""
         if self._sigma is not None:
@@ -302,28 +353,31 @@ class FeatureStats:
         save_stats(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureStats":
-        """Read fastfid's .npz, or a plain pytorch-fid / clean-fid one (``mu``, ``sigma``)."""
+    def load(cls, path: str | os.PathLike, *, allow_partial: bool = False) -> "FeatureStats":
+        """Read fastfid's .npz, or a plain pytorch-fid / clean-fid one (``mu``, ``sigma``). The
+        checkpoint of an unfinished job is refused unless ``allow_partial``."""
         from fastfid.io import load_stats
 
-        return load_stats(path)
+        return load_stats(path, allow_partial=allow_partial)
 
+    @_locked
     def __getstate__(self):
         if self._device_state is not None:  # pickled as its CPU copy, restored onto the device
             return {"host": self.to("cpu").__getstate__(), "device": str(self._device_state.device)}
         self._flush()
-        return {name: getattr(self, name) for name in self.__slots__ if name not in ("_pending", "_device_state")}
+        return {name: getattr(self, name) for name in self.__slots__ if name not in ("_pending", "_device_state", "_lock")}
 
     def __setstate__(self, state):
         if "device" in state:
             host = FeatureStats.__new__(FeatureStats)
             host.__setstate__(state["host"])
             moved = host.to(state["device"])
-            state = {name: getattr(moved, name) for name in self.__slots__ if name != "_pending"}
+            state = {name: getattr(moved, name) for name in self.__slots__ if name not in ("_pending", "_lock")}
         self.feature_space = None  # absent from pickles of fastfid 0.1 before feature spaces
         for name, value in state.items():
             setattr(self, name, value)
         self._pending = None
+        self._lock = threading.RLock()
         self._device_state = state.get("_device_state")
 
     def all_reduce(self, group=None) -> "FeatureStats":
@@ -335,6 +389,7 @@ class FeatureStats:
         all_reduce_stats(self, group)
         return self
 
+    @_locked
     def _set_exact_state(self, count: int, mean, comoment) -> None:
         """Replace the state (float64 arrays on the CPU, tensors on the statistics' device)."""
         if self._device_state is not None:
