@@ -5,8 +5,8 @@
         PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics
     torchrun --nproc_per_node=K -m fastfid fid PATH1 PATH2 ...   (each rank takes a share, exact merge)
     fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
-    fastfid stats PATH -o out.npz [--shard i/k] [--resume]
-    fastfid merge a.npz b.npz ... -o total.npz
+    fastfid stats PATH -o out.npz [--shard i/k] [--resume] [--fingerprint stat|content]
+    fastfid merge a.npz b.npz ... -o total.npz [--allow-partial]
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
 """
@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from fastfid.distance import METHODS
+from fastfid.io import check_writable, load_stats, open_features, state_digest
+from fastfid.resize_modes import RESIZE_MODES
 from fastfid.stats import FeatureStats
 
 
@@ -46,6 +46,10 @@ def _fid(args) -> int:
 
     if args.error_bars:
         return _fid_with_error(args)
+    if args.save_stats:  # checked before the first image is read, not after the last
+        check_writable(args.path2, inputs=[args.path1])
+    else:
+        _accept_partial_if_asked(args, [args.path1, args.path2])
     options = _extraction_options(args)
     if args.save_stats:  # pytorch-fid's meaning: statistics of PATH1 written to PATH2
         stats = compute_stats(args.path1, **options)
@@ -78,10 +82,12 @@ def _fid_with_error(args) -> int:
 
     # Shards need the features themselves: contiguous slices of the memory-mapped file, each read
     # once (generated samples are exchangeable, so contiguous groups are as good as random ones).
-    generated = _open_features(Path(args.path1))
-    reference = FeatureStats.from_features(_open_features(Path(args.path2))) if args.path2.endswith(".npy") \
-        else args.path2
-    result = fid_with_error(split_into_shards(generated, args.groups, seed=None), reference)
+    progress = not args.quiet
+    generated = open_features(args.path1)
+    reference = FeatureStats.from_features(open_features(args.path2)) if args.path2.endswith(".npy") \
+        else load_stats(args.path2, allow_partial=args.allow_partial)
+    result = fid_with_error(split_into_shards(generated, args.groups, seed=None, progress=progress), reference,
+                            progress=progress)
     if args.plot:
         from fastfid.plots import plot_jackknife
 
@@ -92,8 +98,10 @@ def _fid_with_error(args) -> int:
                           "groups": result.groups, "method": result.method}))
     else:
         low, high = result.interval
-        print(f"FID: {result.value:.6f} ± {result.standard_error:.6f} ({100 * result.confidence:g}% interval "
-              f"[{low:.6f}, {high:.6f}], bias-corrected {result.bias_corrected:.6f}, {result.groups} groups)")
+        # The interval is around the bias-corrected value, so each number is named for what it is.
+        print(f"FID: {result.value:.6f} (all {result.groups} groups); jackknife standard error "
+              f"{result.standard_error:.6f}; bias-corrected FID {result.bias_corrected:.6f}, "
+              f"{100 * result.confidence:g}% interval [{low:.6f}, {high:.6f}]")
     return 0
 
 
@@ -139,12 +147,13 @@ def _compare(args) -> int:
 def _stats(args) -> int:
     from fastfid.extraction import compute_stats
 
+    check_writable(args.output, inputs=[args.path])  # before the first image, not after the last
     options = _extraction_options(args)
     if options["distributed"] and (args.shard or args.resume):
         raise ValueError("--shard and --resume are for job arrays; under torchrun the ranks share the work")
     checkpoint = None if options["distributed"] else args.output  # the output is the checkpoint too
     stats = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
-                          checkpoint_every=args.checkpoint_every, **options)
+                          checkpoint_every=args.checkpoint_every, fingerprint=args.fingerprint, **options)
     if _is_lead_rank():
         if checkpoint is None:
             stats.save(args.output)
@@ -169,7 +178,7 @@ def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str) -> No
     p.add_argument("--device", help="torch device for the network and statistics (default: cuda if available, "
                                     "under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
-    p.add_argument("--resize", choices=("pytorch-fid", "clean"), default="pytorch-fid",
+    p.add_argument("--resize", choices=RESIZE_MODES, default="pytorch-fid",
                    help="pytorch-fid: bilinear as in published FIDs (default); clean: clean-fid's PIL bicubic")
     p.add_argument("--weights", help="FID Inception weights file (default: $FASTFID_WEIGHTS, the torch hub cache, "
                                      "or a download)")
@@ -177,19 +186,37 @@ def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str) -> No
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _open_features(path: Path) -> np.ndarray:
-    if path.suffix != ".npy":
-        raise ValueError(f"{path}: expected a .npy file of features (samples, dim)")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as error:  # numpy's word for a malformed header
-        raise OSError(f"{path} is not a readable .npy file: {error}") from error
+def _accept_partial_if_asked(args, paths) -> None:
+    """compute_fid refuses partial statistics files; with --allow-partial they are read here first,
+    each that is partial taken as it is, with a warning."""
+    if not args.allow_partial:
+        return
+    import warnings
+
+    from fastfid.io import read_progress
+
+    for index, path in enumerate(paths):
+        if str(path).endswith(".npz"):
+            record = read_progress(path)
+            if record is not None and not record.get("complete", False):
+                warnings.warn(f"{path} holds partial statistics; used as they are (--allow-partial)", RuntimeWarning,
+                              stacklevel=2)
+                paths[index] = load_stats(path, allow_partial=True)
+    args.path1, args.path2 = paths
 
 
 def _merge(args) -> int:
-    total = FeatureStats.load(args.inputs[0])
-    for path in args.inputs[1:]:
-        total.merge(FeatureStats.load(path))
+    check_writable(args.output, inputs=args.inputs)
+    seen: dict[str, str] = {}
+    total = None
+    for path in args.inputs:
+        stats = load_stats(path, allow_partial=args.allow_partial)
+        digest = state_digest(stats)
+        if digest in seen:  # the same samples twice would count twice
+            raise ValueError(f"{path} holds the same statistics as {seen[digest]}: merging both would count the same "
+                             "samples twice")
+        seen[digest] = str(path)
+        total = stats if total is None else total.merge(stats)
     total.save(args.output)
     print(f"{total.count} samples from {len(args.inputs)} files -> {args.output}", file=sys.stderr)
     return 0
@@ -223,6 +250,7 @@ def _number_or_path(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfid", description="Fast, exact Fréchet distances (FID).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("fid", help="FID between two image folders, zips, feature (.npy) or statistics "
@@ -240,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jackknife standard error and interval; PATH1 must be generated features (.npy)")
     p.add_argument("--groups", type=int, default=20, help="shards for --error-bars (default 20)")
     p.add_argument("--plot", help="with --error-bars: write the jackknife distribution to this PNG")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="accept a statistics file of an unfinished (interrupted) job as it is")
     p.set_defaults(run=_fid)
 
     p = commands.add_parser("stats", help="statistics of images (folder, zip, .npy) or of a .npy feature matrix")
@@ -250,11 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted run saved in --output")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                    help="save progress to --output this often (default 60 s; also on SIGINT/SIGTERM)")
+    p.add_argument("--fingerprint", choices=("stat", "content"), default="stat",
+                   help="how --resume checks that the inputs did not change: file names, sizes and times (default) "
+                        "or their SHA-256 (reads every file once more)")
     p.set_defaults(run=_stats)
 
     p = commands.add_parser("merge", help="merge statistics files exactly into one")
     p.add_argument("inputs", nargs="+")
     p.add_argument("-o", "--output", required=True, help="the .npz to write")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="accept statistics files of unfinished (interrupted) jobs as they are")
     p.set_defaults(run=_merge)
 
     p = commands.add_parser("compare", help="seed panels and a verdict from a CSV/JSON of model, train_seed, "
@@ -279,7 +314,15 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"fastfid: warning: {message}\n"
 
 
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("fastfid")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one line on stderr (FASTFID_DEBUG=1 shows the traceback of unexpected ones)."""
+    import os
     import warnings
 
     warnings.formatwarning = _one_line_warning  # a command line prints messages, not source lines
@@ -287,16 +330,31 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch_size", 1) < 1:
         print("fastfid: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
-    from fastfid.extraction import Interrupted
-
     try:
         return args.run(args)
-    except Interrupted as stop:
-        print(f"fastfid: {stop}", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # a checkpointed job's Interrupted says where its progress is
+        print(f"fastfid: {stop or 'interrupted'}", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, ImportError, RuntimeError) as error:
+    except MemoryError as error:
+        print(f"fastfid: error: out of memory{f': {error}' if str(error) else ''}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError) as error:
         print(f"fastfid: error: {error}", file=sys.stderr)
         return 1
+    except Exception as error:
+        if os.environ.get("FASTFID_DEBUG"):
+            raise
+        print(f"fastfid: error: {type(error).__name__}: {error} (FASTFID_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
+    finally:
+        _shut_down_process_group()
+
+
+def _shut_down_process_group() -> None:
+    """Under torchrun: leave the process group cleanly (an exit with it open can abort)."""
+    dist = getattr(sys.modules.get("torch"), "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

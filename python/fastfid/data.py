@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastfid.resize_modes import RESIZE_MODES, check_resize  # noqa: F401  (part of this module's interface)
+
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-RESIZE_MODES = ("pytorch-fid", "clean")
 _CHANNELS = (1, 3, 4)
 
 
@@ -40,18 +42,14 @@ class Batch:
     bad: list[str] = field(default_factory=list)
 
 
-def check_resize(mode: str) -> str:
-    if mode not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
-    return mode
-
-
 # --- one image, one batch ----------------------------------------------------------------------
 def resize_image(rgb: np.ndarray, size: tuple[int, int] | None, mode: str) -> torch.Tensor:
-    """One decoded uint8 (H, W, 3) image → float32 (3, h, w) in [0, 1] at ``size`` (None: as is)."""
+    """One decoded (H, W, 3) image, uint8 or float32 in [0, 1] (16-bit and float files) → float32
+    (3, h, w) in [0, 1] at ``size`` (None: as is)."""
+    unit = np.float32(255) if rgb.dtype == np.uint8 else np.float32(1)
     if mode == "clean" and size is not None:
-        return torch.from_numpy(_clean_resize(rgb.astype(np.float32), size) / np.float32(255))
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(255)
+        return torch.from_numpy(_clean_resize(rgb.astype(np.float32) * (255 / unit), size) / np.float32(255))
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(unit)
     if size is not None and tuple(image.shape[1:]) != tuple(size):
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     return image
@@ -132,10 +130,16 @@ class ImageFiles:
         elif zipfile.is_zipfile(self.path):
             self.archive = self.path
             with zipfile.ZipFile(self.path) as archive:
-                self.names = sorted(
-                    name for name in archive.namelist()
-                    if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("__MACOSX/")
-                    and not Path(name).name.startswith("."))
+                members = [info for info in archive.infolist()
+                           if info.filename.lower().endswith(IMAGE_EXTENSIONS) and not info.filename.startswith("__MACOSX/")
+                           and not Path(info.filename).name.startswith(".")]
+            names = [info.filename for info in members]
+            repeated = sorted({name for name in names if names.count(name) > 1}) if len(set(names)) < len(names) else []
+            if repeated:
+                raise ValueError(f"{self.path} holds several members named {repeated[0]!r} ({len(repeated)} names "
+                                 "repeated): only the last of each could be read; rebuild the archive")
+            self.names = sorted(names)
+            self._zip_identity = {info.filename: (info.file_size, info.CRC) for info in members}
         else:
             raise ValueError(f"{self.path} is neither a folder nor a zip archive of images")
         if not self.names:
@@ -148,9 +152,31 @@ class ImageFiles:
     def description(self) -> str:
         return str(self.path.resolve())
 
-    def fingerprint(self) -> str:
-        """Identifies the listing, so that a resumed job knows the folder did not change under it."""
+    def fingerprint(self, content: bool = False) -> str:
+        """Identifies the listing (the names, in order), so that a resumed job knows the folder did not
+        change under it; what each file holds is :meth:`item_identity`'s."""
         return hashlib.sha256("\n".join(self.names).encode()).hexdigest()
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        """What determines item ``index``'s features: the file's size and modification time (in an
+        archive: size and CRC), or with ``content`` its SHA-256 (which reads it)."""
+        name = self.names[index]
+        if content:
+            file_hash = hashlib.sha256()
+            try:
+                with (zipfile.ZipFile(self.path).open(name) if self.archive else open(self.path / name, "rb")) as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        file_hash.update(chunk)
+            except OSError as error:
+                return f"unreadable: {error.strerror}"
+            return file_hash.hexdigest()
+        if self.archive:
+            return "%d %d" % self._zip_identity[name]
+        try:
+            info = os.stat(self.path / name)
+        except OSError as error:
+            return f"unreadable: {error.strerror}"
+        return f"{info.st_size} {info.st_mtime_ns}"
 
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, num_workers: int,
                 pin_memory: bool, device=None):
@@ -159,7 +185,7 @@ class ImageFiles:
         dataset = _DecodedImages(self.path, self.archive is not None, self.names, size, mode)
         loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate,
-                            worker_init_fn=_one_thread_per_worker)
+                            worker_init_fn=_init_worker)
         for images, attempted, bad, mixed_sizes in loader:
             if mixed_sizes:
                 raise ValueError(f"{self.path}: images of different sizes in one batch ({mixed_sizes}): "
@@ -214,11 +240,39 @@ class _DecodedImages:
                 self._archive = zipfile.ZipFile(self.root)
             handle = self._archive.open(name)
         else:
-            handle = open(self.root / name, "rb")
+            path = self.root / name
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block the reader forever
+                raise OSError("not a regular file (a FIFO, socket or device named like an image)")
+            handle = open(path, "rb")
         with handle, Image.open(handle) as image:
             image.load()  # decode now: a truncated file fails here, inside the try
-            rgb = np.array(image.convert("RGB"))  # writable, so torch can share it
+            rgb = as_rgb(image)
         return resize_image(rgb, self.size, self.mode)
+
+
+# Pillow's modes of more than 8 bits per channel, which convert("RGB") clips instead of scaling.
+_WIDE_INTEGER_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+
+
+def as_rgb(image) -> np.ndarray:
+    """A decoded image → (H, W, 3): uint8 for 8-bit images; float32 in [0, 1] for 16-bit ones
+    (scaled by 65535) and float ones (which must lie in [0, 1]). Never clipped silently."""
+    if image.mode in _WIDE_INTEGER_MODES or image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if image.mode == "F":
+            if not (np.isfinite(low) and np.isfinite(high) and low >= 0 and high <= 1):
+                raise ValueError(f"a float image with values in [{low:.4g}, {high:.4g}]: fastfid reads float images "
+                                 "in [0, 1]; rescale it or save it as 8- or 16-bit")
+            gray = values
+        else:
+            full_scale = _WIDE_INTEGER_MODES[image.mode]
+            if low < 0 or high > full_scale:
+                raise ValueError(f"a {image.mode} image with values in [{low:g}, {high:g}], beyond 16 bits: "
+                                 "save it as 8- or 16-bit")
+            gray = values / full_scale
+        return np.repeat(gray.astype(np.float32)[:, :, None], 3, axis=2)
+    return np.array(image.convert("RGB"))  # writable, so torch can share it
 
 
 def _collate(items):
@@ -235,8 +289,29 @@ def _collate(items):
     return torch.stack(good, out=out), len(items), bad, None
 
 
-def _one_thread_per_worker(_):
+def _init_worker(_):
+    import signal
+
     torch.set_num_threads(1)  # the workers already run in parallel; threads within them would oversubscribe
+    # Ctrl-C reaches the whole process group: the main process stops the job (and the loader with it),
+    # so the workers must not each print a traceback of their own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def file_fingerprint(description: str, shape: str, content: bool) -> str:
+    """An array's shape, and when it comes from a file, the file's size and modification time (or
+    with ``content`` its SHA-256)."""
+    path = Path(description)
+    if not path.is_file():
+        return shape
+    if content:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"{shape} {digest.hexdigest()}"
+    info = path.stat()
+    return f"{shape} {info.st_size} {info.st_mtime_ns}"
 
 
 class ImageArray:
@@ -255,8 +330,11 @@ class ImageArray:
     def description(self) -> str:
         return self._description
 
-    def fingerprint(self) -> str:
-        return f"{tuple(self.images.shape)}"
+    def fingerprint(self, content: bool = False) -> str:
+        return file_fingerprint(self._description, f"{tuple(self.images.shape)} {self.images.dtype}", content)
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        return ""  # the whole array's fingerprint covers every item
 
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):
@@ -280,8 +358,11 @@ class ImageGenerator:
     def description(self) -> str:
         return f"{getattr(self.generate, '__qualname__', type(self.generate).__name__)}()"
 
-    def fingerprint(self) -> str:
+    def fingerprint(self, content: bool = False) -> str:
         return str(self.num_samples)
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        return ""  # a generator's output cannot be checked
 
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):

@@ -10,6 +10,7 @@ whatever the number of images.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sys
@@ -83,7 +84,7 @@ class FeatureExtractor:
     def __init__(self, model=2048, *, weights=None, device=None, resize: str = "pytorch-fid", image_size="auto"):
         import torch
 
-        from fastfid.data import check_resize
+        from fastfid.resize_modes import check_resize
 
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -150,11 +151,9 @@ def _open(source, num_samples):
         if path.suffix == ".npz":
             return "stats", FeatureStats.load(path)
         if path.suffix == ".npy":
-            try:
-                array = np.load(path, mmap_mode="r", allow_pickle=False)
-            except ValueError as error:
-                raise OSError(f"{path} is not a readable .npy file: {error}") from error
-            return _open_array(array, str(path.resolve()))
+            from fastfid.io import open_array
+
+            return _open_array(open_array(path), str(path.resolve()))
         if not path.exists():
             raise FileNotFoundError(f"{path} does not exist")
         from fastfid.data import ImageFiles
@@ -182,11 +181,57 @@ def _require_torch(what: str) -> None:
 
 def _open_array(array, description: str):
     if array.ndim == 2:
-        return "features", array
+        return "features", FeatureRows(array, description)
+    if array.ndim != 4:
+        raise ValueError(f"{description} has shape {tuple(array.shape)}: 2-D arrays are features (samples × dim), "
+                         "4-D arrays are images (N, H, W, C) or (N, C, H, W)")
     _require_torch("images")
     from fastfid.data import ImageArray
 
     return "images", ImageArray(array, description)
+
+
+@dataclass
+class FeatureBatch:
+    """Rows of a feature source, as a job reads them (the counterpart of fastfid.data.Batch)."""
+
+    images: np.ndarray
+    attempted: int
+    bad: tuple = ()
+
+
+class FeatureRows:
+    """A 2-D array of features (a memory-mapped .npy included) as a job's source: no network, read
+    in large slices, checkpointed and resumed like images."""
+
+    rows_per_read = 4096  # rows are cheap: read in large slices
+
+    def __init__(self, array, description: str):
+        self.array, self._description = array, description
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.array.shape[1]
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def fingerprint(self, content: bool = False) -> str:
+        from fastfid.data import file_fingerprint  # torch-free helpers live beside the image sources
+
+        return file_fingerprint(self._description, f"{tuple(self.array.shape)} {self.array.dtype}", content)
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        return ""  # the whole file's fingerprint covers every row
+
+    def batches(self, start: int, stop: int, *, batch_size: int, **_):
+        step = max(batch_size, self.rows_per_read)
+        for first in range(start, stop, step):
+            yield FeatureBatch(self.array[first:min(stop, first + step)], min(stop, first + step) - first)
 
 
 @dataclass
@@ -199,7 +244,7 @@ def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, dev
                   resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
                   skip_bad: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
                   checkpoint=None, resume: bool = False, checkpoint_every: float = 60.0,
-                  distributed: bool = False) -> FeatureStats:
+                  fingerprint: str = "stat", distributed: bool = False) -> FeatureStats:
     """Statistics of a source's features (see the module doc for sources).
 
     ``model``/``weights``/``device``/``resize``/``image_size``: see :class:`FeatureExtractor` (a
@@ -209,7 +254,9 @@ def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, dev
     contiguous parts (0-based), for job arrays and torch.distributed ranks; merge the parts after.
     ``checkpoint``: a .npz path rewritten every ``checkpoint_every`` seconds and at the end with the
     statistics and how far the job got; SIGINT/SIGTERM stop the job after saving it (raising
-    :class:`Interrupted`); ``resume=True`` continues from it. ``distributed=True`` (every rank of the
+    :class:`Interrupted`); ``resume=True`` continues from it, after checking that the source has not
+    changed: ``fingerprint="stat"`` compares each file's name, size and modification time,
+    ``"content"`` their SHA-256 (reading every file). ``distributed=True`` (every rank of the
     initialised torch.distributed group calls it) shards the source across the ranks and merges their
     statistics exactly: every rank returns the total. Statistics and feature files need no network.
     """
@@ -217,7 +264,7 @@ def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, dev
     stats, _, _ = _collect(opened, _extractor_for(model, weights, device, resize, image_size, [opened]),
                            batch_size=batch_size, num_workers=num_workers, num_samples=num_samples,
                            skip_bad=skip_bad, shard=shard, progress=progress, checkpoint=checkpoint, resume=resume,
-                           checkpoint_every=checkpoint_every, distributed=distributed)
+                           checkpoint_every=checkpoint_every, fingerprint=fingerprint, distributed=distributed)
     return stats
 
 
@@ -266,7 +313,7 @@ def _extractor_for(model, weights, device, resize, image_size, opened):
     """The feature network, built only if some opened source holds images (statistics need none)."""
     if isinstance(model, FeatureExtractor):
         return model
-    from fastfid.data import check_resize
+    from fastfid.resize_modes import check_resize
 
     check_resize(resize)
     if all(kind != "images" for kind, _ in opened):
@@ -285,7 +332,9 @@ def _collect(opened, extractor, *, distributed=False, **options):
         raise ValueError("distributed runs choose their shards themselves and cannot be checkpointed: "
                          "use shard=(i, k) job arrays with checkpoints instead")
     rank, world = ranks.rank_and_world()
-    options.update(shard=(rank, world), progress=options["progress"] and rank == 0)
+    # A rank whose whole share is unreadable (skip_bad) has nothing to add, not a failure: only
+    # the merged total must hold samples.
+    options.update(shard=(rank, world), progress=options["progress"] and rank == 0, require_samples=False)
     failure = None
     try:
         stats, scores, skipped = _collect_here(opened, extractor, **options)
@@ -294,13 +343,16 @@ def _collect(opened, extractor, *, distributed=False, **options):
     if not ranks.all_agree(failure is None):
         raise failure or RuntimeError("another rank failed (see its error)")
     stats.all_reduce()
+    if stats.count == 0:  # the same total on every rank, so every rank raises
+        raise ValueError(f"{opened[1].description}: no readable items on any rank")
     if scores is not None:
         scores.state = ranks.sum_across_ranks(scores.state)
     return stats, scores, int(ranks.sum_across_ranks(np.array([float(skipped)]))[0])
 
 
 def _collect_here(opened, extractor, *, batch_size, num_workers, num_samples, skip_bad, progress, shard=None,
-                  splits=None, checkpoint=None, resume=False, checkpoint_every=60.0):
+                  splits=None, checkpoint=None, resume=False, checkpoint_every=60.0, fingerprint="stat",
+                  require_samples=True):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     kind, opened = opened
@@ -308,43 +360,57 @@ def _collect_here(opened, extractor, *, batch_size, num_workers, num_samples, sk
         if shard is not None or checkpoint is not None:
             raise ValueError("a statistics file cannot be sharded or checkpointed: it is already statistics")
         return opened, None, 0
-    start, stop = (0, len(opened) if kind == "images" else opened.shape[0])
+    start, stop = 0, len(opened)
     total = stop
     if shard is not None:
         start, stop = shard_range(total, *shard)
     if kind == "features":
-        stats = FeatureStats(opened.shape[1])
-        for first in range(start, stop, max(batch_size, 4096)):  # rows are cheap: read in large slices
-            stats.update(opened[first:min(stop, first + max(batch_size, 4096))])
-        if checkpoint is not None:  # one pass with no network: nothing to resume, just the result
-            stats.save(checkpoint)
-        return stats, None, 0
-    if extractor is None:
+        extractor = None  # features go straight into the statistics
+        if splits is not None:
+            raise ValueError("the Inception Score needs images, not features")
+    elif extractor is None:
         raise ValueError("images need a feature network")
-    job = _Job(opened, extractor, total, start, stop, shard, splits, checkpoint, resume)
+    job = _Job(opened, extractor, total, start, stop, shard, splits, checkpoint, resume, fingerprint)
     return job.run(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
-                   skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every)
+                   skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every,
+                   require_samples=require_samples)
 
 
 class _Job:
-    """One image source's range through the network into statistics (and class scores), with the
-    optional checkpoint: the statistics plus the next item to read, saved atomically."""
+    """One source's range into statistics: images through the network (and class scores), or
+    feature rows straight in (``extractor`` None), with the optional checkpoint: the statistics
+    plus the next item to read, saved atomically."""
 
-    def __init__(self, source, extractor, total, start, stop, shard, splits, checkpoint, resume):
+    def __init__(self, source, extractor, total, start, stop, shard, splits, checkpoint, resume, fingerprint="stat"):
+        if fingerprint not in ("stat", "content"):
+            raise ValueError(f"fingerprint must be 'stat' (names, sizes, times) or 'content' (hashes), got {fingerprint!r}")
         self.source, self.extractor, self.total = source, extractor, total
         self.start, self.stop, self.shard = start, stop, shard
         self.scores = None if splits is None else ClassScores(total, splits)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.record = {"source": source.description, "listing": source.fingerprint(), "items": total,
-                       "shard": list(shard) if shard else None, "feature_space": extractor.feature_space}
+        self.feature_space = None if extractor is None else extractor.feature_space
+        self.device = None if extractor is None or extractor.device.type == "cpu" else extractor.device
+        self.content = fingerprint == "content"
+        listing = None if self.checkpoint is None else source.fingerprint(content=self.content)
+        self.record = {"source": source.description, "listing": listing, "items": total,
+                       "shard": list(shard) if shard else None, "feature_space": self.feature_space,
+                       "fingerprint": fingerprint}
+        # What the items read so far held (sizes and times, or hashes), chained in order: a resume
+        # checks that none of them changed, while the items still to read may (a repaired file).
+        self.processed = hashlib.sha256()
         self.stats, self.progress = self._start(resume)
 
+    def _note_processed(self, first: int, stop: int) -> None:
+        if self.checkpoint is not None:
+            for index in range(first, stop):
+                self.processed.update(self.source.item_identity(index, self.content).encode() + b"\n")
+
     def _new_stats(self, dim: int | None = None) -> FeatureStats:
-        device = self.extractor.device
-        return FeatureStats(dim or self._feature_dim(), device=None if device.type == "cpu" else device,
-                            feature_space=self.extractor.feature_space)
+        return FeatureStats(dim or self._feature_dim(), device=self.device, feature_space=self.feature_space)
 
     def _feature_dim(self) -> int:
+        if self.extractor is None:
+            return self.source.dim
         model = self.extractor.model
         if hasattr(model, "dims"):
             return model.dims
@@ -367,16 +433,25 @@ class _Job:
         if saved is None:
             raise ValueError(f"{self.checkpoint} has no progress record: it was not written by a resumable job")
         for key, value in self.record.items():
+            if key == "listing" and saved.get(key) != value:
+                raise ValueError(f"cannot resume from {self.checkpoint}: {self.source.description} changed since it "
+                                 "was saved (other files, or other contents); start again without --resume")
             if saved.get(key) != value:
                 raise ValueError(f"cannot resume from {self.checkpoint}: its {key} is {saved.get(key)!r}, "
                                  f"this run's is {value!r}")
+        self._note_processed(int(saved["start"]), int(saved["next"]))
+        if saved.get("processed") != self.processed.hexdigest():
+            what = "contents" if self.content else "sizes or modification times"
+            raise ValueError(f"cannot resume from {self.checkpoint}: files of {self.source.description} already "
+                             f"processed changed since it was saved (their {what} differ); start again without "
+                             "--resume")
         if self.scores is not None:
             raise ValueError("resumable jobs compute statistics only")
         stats = FeatureStats.load(self.checkpoint, allow_partial=True)
         if stats.count == 0:
             stats = None  # nothing was added yet; the width is learnt again from the first batch
-        elif self.extractor.device.type != "cpu":
-            stats = stats.to(self.extractor.device)
+        elif self.device is not None:
+            stats = stats.to(self.device)
         return stats, _Progress(int(saved["next"]), int(saved["skipped"]))
 
     def _save(self) -> None:
@@ -388,19 +463,22 @@ class _Job:
 
         save_stats(self.stats, self.checkpoint, progress={
             **self.record, "start": self.start, "stop": self.stop, "next": self.progress.next,
-            "skipped": self.progress.skipped, "complete": self.progress.next >= self.stop})
+            "skipped": self.progress.skipped, "complete": self.progress.next >= self.stop,
+            "processed": self.processed.hexdigest()})
 
-    def run(self, *, batch_size, num_workers, skip_bad, progress, checkpoint_every):
+    def run(self, *, batch_size, num_workers, skip_bad, progress, checkpoint_every, require_samples=True):
         from tqdm import tqdm
 
         extractor, done = self.extractor, self.progress
-        bar = tqdm(total=self.stop - self.start, initial=done.next - self.start, unit="img", file=sys.stderr,
-                   disable=not progress, desc=Path(self.source.description).name[:30] or "images", leave=False)
+        bar = tqdm(total=self.stop - self.start, initial=done.next - self.start, unit="img" if extractor else "row",
+                   file=sys.stderr, disable=not progress, desc=Path(self.source.description).name[:30] or "images",
+                   leave=False)
         stop_signal = _StopOnSignal(enabled=self.checkpoint is not None)
         last_save = time.monotonic()
-        batches = iter(self.source.batches(
-            done.next, self.stop, batch_size=batch_size, size=extractor.image_size, mode=extractor.resize,
-            num_workers=num_workers, pin_memory=extractor.device.type == "cuda", device=extractor.device))
+        image_options = {} if extractor is None else dict(
+            size=extractor.image_size, mode=extractor.resize, num_workers=num_workers,
+            pin_memory=extractor.device.type == "cuda", device=extractor.device)
+        batches = iter(self.source.batches(done.next, self.stop, batch_size=batch_size, **image_options))
         with bar, stop_signal:
             try:
                 while not stop_signal.requested:
@@ -417,6 +495,7 @@ class _Job:
                                       "unreadable images out and counts them)")
                     if batch.images is not None:
                         self._add(batch)
+                    self._note_processed(done.next, done.next + batch.attempted)
                     done.next += batch.attempted
                     done.skipped += len(batch.bad)
                     bar.update(batch.attempted)
@@ -434,13 +513,23 @@ class _Job:
         if done.skipped:
             warnings.warn(f"{done.skipped} unreadable images of {self.source.description} were skipped",
                           RuntimeWarning, stacklevel=4)
-        if self.start < self.stop and (self.stats is None or self.stats.count == 0):
+        if require_samples and self.start < self.stop and (self.stats is None or self.stats.count == 0):
             raise ValueError(f"{self.source.description}: no readable images in items {self.start} … {self.stop - 1}")
         if self.stats is None:  # an empty shard (more ranks than images): it merges as nothing
             self.stats = self._new_stats()
         return self.stats, self.scores, done.skipped
 
     def _add(self, batch) -> None:
+        if self.extractor is None:
+            if self.stats is None:
+                self.stats = self._new_stats()
+            try:
+                self.stats.update(batch.images)
+            except (ValueError, TypeError) as error:
+                first = self.progress.next
+                raise type(error)(f"{self.source.description}, rows {first}–{first + batch.attempted - 1}: {error}") \
+                    from error
+            return
         images = batch.images.to(self.extractor.device, non_blocking=True)
         features, logits = self.extractor(images, logits=self.scores is not None)
         if self.stats is None:

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,10 @@ __all__ = ["FDInfinity", "FIDWithError", "SeedStudy", "Verdict", "compare", "fd_
 
 
 # --- shards --------------------------------------------------------------------------------------
-def split_into_shards(features, groups: int, *, seed: int | None = 0) -> list[FeatureStats]:
+def split_into_shards(features, groups: int, *, seed: int | None = 0, progress: bool = False) -> list[FeatureStats]:
     """Statistics of `groups` disjoint shards of (n, d) features, rows assigned at random
-    (``seed=None`` keeps the row order: contiguous shards), in one pass over the features."""
+    (``seed=None`` keeps the row order: contiguous shards), in one pass over the features.
+    ``progress`` shows a bar on stderr, one step per shard."""
     x = features if isinstance(features, np.ndarray) else np.asarray(features)
     if x.ndim != 2:
         raise ValueError(f"features must be 2-D (samples, dim), got shape {x.shape}")
@@ -44,9 +46,20 @@ def split_into_shards(features, groups: int, *, seed: int | None = 0) -> list[Fe
         raise ValueError(f"{x.shape[0]} samples cannot make {groups} shards of at least 2 samples")
     if seed is None:  # contiguous slices: views, so a memory-mapped file streams shard by shard
         bounds = np.linspace(0, x.shape[0], groups + 1).round().astype(int)
-        return [FeatureStats.from_features(x[begin:end]) for begin, end in zip(bounds[:-1], bounds[1:])]
-    order = np.random.default_rng(seed).permutation(x.shape[0])
-    return [FeatureStats.from_features(x[np.sort(part)]) for part in np.array_split(order, groups)]
+        rows = [slice(begin, end) for begin, end in zip(bounds[:-1], bounds[1:])]
+    else:
+        order = np.random.default_rng(seed).permutation(x.shape[0])
+        rows = [np.sort(part) for part in np.array_split(order, groups)]
+    return [FeatureStats.from_features(x[part]) for part in _steps(rows, progress, "shards")]
+
+
+def _steps(items, progress: bool, unit: str):
+    """``items``, with a progress bar on stderr when asked (long work that reads no images)."""
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, unit=unit.rstrip("s"), desc=unit, file=sys.stderr, leave=False)
 
 
 def _merged(shards: Sequence[FeatureStats]) -> FeatureStats:
@@ -60,7 +73,7 @@ def _is_shard_list(x) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(s, FeatureStats) for s in x)
 
 
-def _as_shards(shards_or_features, groups: int, seed) -> list[FeatureStats]:
+def _as_shards(shards_or_features, groups: int, seed, progress: bool = False) -> list[FeatureStats]:
     if _is_shard_list(shards_or_features):
         shards = list(shards_or_features)
         if len(shards) < 2:
@@ -69,7 +82,7 @@ def _as_shards(shards_or_features, groups: int, seed) -> list[FeatureStats]:
         if len(dims) != 1:
             raise ValueError(f"the shards have different dims: {sorted(dims)}")
         return shards
-    return split_into_shards(shards_or_features, groups, seed=seed)
+    return split_into_shards(shards_or_features, groups, seed=seed, progress=progress)
 
 
 def _reference(reference) -> Reference:
@@ -94,7 +107,8 @@ class FIDWithError:
 
 
 def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidence: float = 0.95,
-                   method: str = "jackknife", rounds: int = 200, seed: int | None = 0) -> FIDWithError:
+                   method: str = "jackknife", rounds: int = 200, seed: int | None = 0,
+                   progress: bool = False) -> FIDWithError:
     """FID with a standard error and a confidence interval, from shards of the generated features.
 
     ``shards_or_features``: a list of FeatureStats (disjoint shards, e.g. one per process or file)
@@ -102,19 +116,19 @@ def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidenc
     FeatureStats, a ``.npz`` path, a ``(mu, sigma)`` pair or a :class:`~fastfid.Reference`.
     ``method="jackknife"`` (delete-a-group: G FDs, each of the total with one shard removed
     exactly) or ``"bootstrap"`` (``rounds`` FDs of shards resampled with replacement; its FIDs are
-    biased upwards, which the percentile interval inherits).
+    biased upwards, which the percentile interval inherits). ``progress`` shows a bar on stderr.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if method not in ("jackknife", "bootstrap"):
         raise ValueError(f"method must be 'jackknife' or 'bootstrap', got {method!r}")
-    shards = _as_shards(shards_or_features, groups, seed)
+    shards = _as_shards(shards_or_features, groups, seed, progress)
     ref = _reference(reference)
     total = _merged(shards)
     value = ref.distance(total)
     g = len(shards)
     if method == "jackknife":
-        replicates = np.array([ref.distance(total - shard) for shard in shards])
+        replicates = np.array([ref.distance(total - shard) for shard in _steps(shards, progress, "replicates")])
         mean = replicates.mean()
         standard_error = math.sqrt((g - 1) / g * float(((replicates - mean) ** 2).sum()))
         bias_corrected = g * value - (g - 1) * mean
@@ -125,7 +139,7 @@ def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidenc
             raise ValueError(f"rounds must be an integer ≥ 2, got {rounds!r}")
         rng = np.random.default_rng(seed)
         replicates = np.array([ref.distance(_merged([shards[i] for i in rng.integers(0, g, g)]))
-                               for _ in range(rounds)])
+                               for _ in _steps(range(rounds), progress, "replicates")])
         standard_error = float(replicates.std(ddof=1))
         bias_corrected = 2 * value - float(replicates.mean())
         low, high = np.quantile(replicates, [0.5 - confidence / 2, 0.5 + confidence / 2])

@@ -85,8 +85,12 @@ def load_fid_weights(model, weights=None) -> str:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a truncated or foreign file
-        raise OSError(f"{path} is not a readable torch weight file ({error}); if it is the cached download, "
-                      "delete it to fetch it again") from error
+        detail = str(error).strip()
+        if not detail or detail.isdigit():  # some of torch's errors are a bare number
+            detail = "torch could not parse it"
+        raise OSError(f"{path} is not a readable torch weight file: truncated, or not saved by torch.save "
+                      f"({type(error).__name__}: {detail}); if it is the cached download, delete it to fetch it "
+                      "again") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     # Files saved by old torch versions have no batch-norm step counters; they do not affect eval mode.
