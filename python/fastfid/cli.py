@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt as stop:  # a checkpointed job's Interrupted says where its progress is
-        print(f"fastfid: {stop or 'interrupted'}", file=sys.stderr)
+        print(f"fastfid: {str(stop) or 'interrupted'}", file=sys.stderr)
         return 130
     except MemoryError as error:
         print(f"fastfid: error: out of memory{f': {error}' if str(error) else ''}", file=sys.stderr)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fastfid.io import file_fingerprint
 from fastfid.resize_modes import RESIZE_MODES, check_resize  # noqa: F401  (part of this module's interface)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -296,22 +297,6 @@ def _init_worker(_):
     # Ctrl-C reaches the whole process group: the main process stops the job (and the loader with it),
     # so the workers must not each print a traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def file_fingerprint(description: str, shape: str, content: bool) -> str:
-    """An array's shape, and when it comes from a file, the file's size and modification time (or
-    with ``content`` its SHA-256)."""
-    path = Path(description)
-    if not path.is_file():
-        return shape
-    if content:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"{shape} {digest.hexdigest()}"
-    info = path.stat()
-    return f"{shape} {info.st_size} {info.st_mtime_ns}"
 
 
 class ImageArray:

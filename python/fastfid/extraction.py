@@ -221,7 +221,7 @@ class FeatureRows:
         return self._description
 
     def fingerprint(self, content: bool = False) -> str:
-        from fastfid.data import file_fingerprint  # torch-free helpers live beside the image sources
+        from fastfid.io import file_fingerprint
 
         return file_fingerprint(self._description, f"{tuple(self.array.shape)} {self.array.dtype}", content)
 

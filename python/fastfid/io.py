@@ -321,6 +321,23 @@ def _exact_stats(arrays: dict, mean_key: str) -> FeatureStats:
 
 
 # --- feature and image arrays ----------------------------------------------------------------------
+def file_fingerprint(description: str, shape: str, content: bool) -> str:
+    """An array's shape, and when it comes from a file, the file's size and modification time (or
+    with ``content`` its SHA-256)."""
+    path = Path(description)
+    if not path.is_file():
+        return shape
+    if content:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return f"{shape} {digest.hexdigest()}"
+    info = path.stat()
+    return f"{shape} {info.st_size} {info.st_mtime_ns}"
+
+
+
 def open_array(path: str | os.PathLike) -> np.ndarray:
     """A ``.npy`` file memory-mapped (nothing is read yet); OSError naming the file if it is not one."""
     path = Path(path)
