@@ -98,3 +98,24 @@ def test_a_failing_rank_stops_every_rank(image_folders, tmp_path):
     run = torchrun(2, *_fid_command(), cwd=tmp_path, timeout=120)  # a hang would time out
     assert run.returncode != 0
     assert "5.png" in run.stderr and "another rank failed" in run.stderr
+
+
+def test_a_rank_whose_share_is_all_unreadable_adds_nothing_with_skip_bad(image_folders, tmp_path):
+    # The generated folder's second half (rank 1's share) is unreadable: with --skip-bad that rank
+    # contributes no samples and the job completes, as one process would; shut down cleanly.
+    mixed = tmp_path / "generated"
+    mixed.mkdir()
+    for path in sorted((image_folders / "generated").iterdir())[:5]:
+        (mixed / path.name).write_bytes(path.read_bytes())
+    for i in range(5):
+        (mixed / f"9{i}.png").write_bytes(b"\x89PNG broken")
+    for name in ("real", "weights.pth"):
+        (tmp_path / name).symlink_to(image_folders / name)
+    run = torchrun(2, *_fid_command("--skip-bad"), cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    shared = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][0])
+    single = subprocess.run([sys.executable, *_fid_command("--skip-bad")], cwd=tmp_path, capture_output=True,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"), check=True)
+    alone = json.loads(single.stdout)
+    assert shared["counts"] == alone["counts"] == [5, 10] and shared["skipped"] == alone["skipped"]
+    assert shared["fid"] == pytest.approx(alone["fid"], rel=1e-10)

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 import zipfile
 
 import numpy as np
@@ -297,3 +298,71 @@ def test_an_unreadable_file_keeps_the_work_done_before_it(folder, tmp_path):
     resumed = fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, resume=True, **OPTIONS)
     whole = fastfid.compute_stats(folder, model=tiny(), **OPTIONS)
     assert resumed.count == 23 and relative_error(resumed.cov, whole.cov) < 1e-12
+
+
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped(pictures, tmp_path):
+    # The same gray pictures as 8-bit PNGs, 16-bit PNGs (v·257: 65535 ↔ 255 exactly) and float
+    # TIFFs (v/255): each is read as the same [0, 1] image, so the statistics agree to float32
+    # rounding of the network, and the FID between the folders is ≈ 0 (clipping gave 2.99).
+    gray = pictures[:12, :, :, 0]
+    folders = {kind: tmp_path / kind for kind in ("eight", "sixteen", "float")}
+    for folder in folders.values():
+        folder.mkdir()
+    for i, picture in enumerate(gray):
+        Image.fromarray(picture).save(folders["eight"] / f"{i:02d}.png")
+        Image.fromarray(picture.astype(np.uint16) * 257).save(folders["sixteen"] / f"{i:02d}.png")
+        Image.fromarray(picture.astype(np.float32) / 255).save(folders["float"] / f"{i:02d}.tif")
+    with Image.open(folders["sixteen"] / "00.png") as sixteen:
+        assert sixteen.mode.startswith("I")
+    stats = {kind: fastfid.compute_stats(folder, model=tiny(), **OPTIONS) for kind, folder in folders.items()}
+    for kind in ("sixteen", "float"):
+        assert relative_error(stats[kind].mean, stats["eight"].mean) < 1e-6
+        assert relative_error(stats[kind].cov, stats["eight"].cov) < 1e-5
+        assert fastfid.fid(stats[kind], stats["eight"]) < 1e-6 * np.trace(stats["eight"].cov)
+    Image.fromarray(np.full((20, 28), 3.5, np.float32)).save(folders["float"] / "99_bright.tif")
+    with pytest.raises(OSError, match=r"99_bright.tif: ValueError: a float image with values in \[3.5, 3.5\]"):
+        fastfid.compute_stats(folders["float"], model=tiny(), **OPTIONS)
+
+
+def test_a_fifo_named_like_an_image_is_reported_not_waited_for(folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "images"
+    shutil.copytree(folder, copy)
+    os.mkfifo(copy / "part0" / "00_pipe.png")
+    with pytest.raises(OSError, match="00_pipe.png: OSError: not a regular file"):
+        fastfid.compute_stats(copy, model=tiny(), **OPTIONS)
+    with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+        assert fastfid.compute_stats(copy, model=tiny(), skip_bad=True, **OPTIONS).count == 23
+
+
+def test_an_archive_with_repeated_member_names_is_refused(folder, tmp_path):
+    archive = tmp_path / "images.zip"
+    first = sorted(folder.rglob("*.png"))[0]
+    with zipfile.ZipFile(archive, "w") as zipped, pytest.warns(UserWarning, match="Duplicate name"):
+        zipped.write(first, "a.png")
+        zipped.write(first, "a.png")
+    with pytest.raises(ValueError, match="several members named 'a.png'"):
+        fastfid.compute_stats(archive, model=tiny(), **OPTIONS)
+
+
+@pytest.mark.parametrize("fingerprint", ["stat", "content"])
+def test_images_changed_under_a_checkpoint_are_not_resumed(folder, tmp_path, fingerprint):
+    import shutil
+
+    copy = tmp_path / "images"
+    shutil.copytree(folder, copy)
+    checkpoint = tmp_path / "partial.npz"
+    interrupted = FeatureExtractor(InterruptedNet(), device="cpu", image_size=SIZE)
+    with pytest.raises(Interrupted):
+        fastfid.compute_stats(copy, model=interrupted, checkpoint=checkpoint, fingerprint=fingerprint, **OPTIONS)
+    names = sorted(copy.rglob("*.png"), key=lambda p: str(p.relative_to(copy)))
+    # An image already read, rewritten with other pixels (same size: only the time or the content tells).
+    done = names[0]
+    with Image.open(done) as image:
+        pixels = np.asarray(image)
+    time.sleep(0.01)
+    Image.fromarray(255 - pixels).save(done)
+    with pytest.raises(ValueError, match="already processed changed"):
+        fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, resume=True, fingerprint=fingerprint,
+                              **OPTIONS)
