@@ -12,9 +12,11 @@ fastfid does not import torch: those parts import it when first used.
 
 from importlib.metadata import version as _version
 
-# Load the BLAS/LAPACK library the native core links against before the core itself.
-import scipy_openblas32 as _openblas  # noqa: F401
+import numpy as _numpy  # noqa: F401  (its BLAS threads start first: fastfid._threads tells them from ours)
 
+# Loads the BLAS/LAPACK library the native core links against, then the core, noting which
+# threads are that library's pool.
+from fastfid import _threads  # noqa: F401
 from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.extraction import FIDResult, compute_fid, compute_stats, inception_score

@@ -16,10 +16,27 @@ import os
 import time
 from functools import lru_cache
 
-from fastfid import _core
+
+def _task_ids() -> set[str]:
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return set()
+
+
+# OpenBLAS starts its worker threads when the library loads: the threads that appear while it and
+# the core are loaded are this library's pool. Every other runnable thread, numpy's spinning pool
+# included, competes with it for the cores. (fastfid/__init__.py imports numpy first.)
+_before_core = _task_ids()
+import scipy_openblas32  # noqa: E402,F401  (loads the library the core links, before the core)
+
+from fastfid import _core  # noqa: E402
+
+_OWN_POOL = _task_ids() - _before_core
 
 # Load is sampled at most this often: a training loop calls update() hundreds of times a second.
 _SAMPLE_SECONDS = 0.05
+_SAMPLES, _SAMPLE_GAP_SECONDS = 3, 0.0002
 _last = {"time": -math.inf, "threads": 0}
 
 
@@ -52,25 +69,33 @@ def allowed_cores() -> int:
 
 
 def busy_elsewhere() -> int:
-    """Runnable threads of other processes now (the kernel's instantaneous count, less this
-    process's own). 0 when this process may not use every core: the count then includes cores it
-    cannot run on, and says nothing about its own."""
+    """Threads that would compete with the core's BLAS pool now: the kernel's instantaneous count of
+    runnable threads, less the calling thread and the pool's own (spinning) workers. Other
+    processes count, and so do this process's other threads (numpy's pool spinning after a GEMM).
+    0 when this process may not use every core: the count then covers cores it cannot run on."""
     if allowed_cores() != (os.cpu_count() or 1):
         return 0
-    text = _read("/proc/loadavg")
-    if text is None:
-        return 0
-    runnable = int(text.split()[3].partition("/")[0])
-    own = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0
-    for task in tasks:
+    # The least of a few samples: a thread that runs for a moment (a kernel worker, a shell) is
+    # not a competitor for work that lasts tens of milliseconds; a busy process is in every sample.
+    counts = []
+    for sample in range(_SAMPLES):
+        if sample:
+            time.sleep(_SAMPLE_GAP_SECONDS)
+        text = _read("/proc/loadavg")
+        if text is None:
+            return 0
+        runnable = int(text.split()[3].partition("/")[0])
+        counts.append(runnable - 1 - _pool_running())
+    return max(0, min(counts))
+
+
+def _pool_running() -> int:
+    running = 0
+    for task in _OWN_POOL:
         stat = _read(f"/proc/self/task/{task}/stat")
         if stat is not None and stat[stat.rfind(")") + 2:].startswith("R"):
-            own += 1
-    return max(0, runnable - own)
+            running += 1
+    return running
 
 
 def usable_threads() -> int:

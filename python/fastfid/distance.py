@@ -81,8 +81,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
     else:
         _core.validate_covariance(sigma1, "sigma1")
         _core.validate_covariance(sigma2, "sigma2")
-        _threads.adapt()
-        factor1, factor2 = _core.PsdFactor(sigma1, "sigma1"), _core.PsdFactor(sigma2, "sigma2")
+        factor1, factor2 = _factor(sigma1, "sigma1"), _factor(sigma2, "sigma2")
         result = _from_lower_rank(factor1, mu1, sigma1, factor2, mu2, sigma2, method, tolerance, max_iterations)
     return result if return_info else result.value
 
@@ -105,8 +104,7 @@ class Reference:
         self.mean = stats.mean
         self._sigma = stats.cov  # kept for a singular other side, which is then the one factored
         _core.validate_covariance(self._sigma, "reference sigma")
-        _threads.adapt()
-        self._factor = _core.PsdFactor(self._sigma, "reference sigma")
+        self._factor = _factor(self._sigma, "reference sigma")
 
     @property
     def dim(self) -> int:
@@ -129,8 +127,7 @@ class Reference:
             raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
         sigma = other.cov
         _core.validate_covariance(sigma, "sigma2")
-        _threads.adapt()
-        result = _from_lower_rank(self._factor, self.mean, self._sigma, _core.PsdFactor(sigma, "sigma2"), other.mean,
+        result = _from_lower_rank(self._factor, self.mean, self._sigma, _factor(sigma, "sigma2"), other.mean,
                                   sigma, method, tolerance, max_iterations)
         return result if return_info else result.value
 
@@ -237,6 +234,11 @@ def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iter
                          converged=roots.converged)
 
 
+def _factor(sigma: np.ndarray, name: str):
+    _threads.adapt()  # before each native phase: the load may have changed since the last one
+    return _core.PsdFactor(sigma, name)
+
+
 def _from_lower_rank(factor1, mu1, sigma1, factor2, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
     """FD with the side of lower rank as the factored one. Factoring a full-rank Σ₁ beside a singular
     Σ₂ leaves d − rank(Σ₂) eigenvalues of Lᵀ Σ₂ L that are zero but for rounding, whose square roots
@@ -248,6 +250,7 @@ def _from_lower_rank(factor1, mu1, sigma1, factor2, mu2, sigma2, method, toleran
 
 def _from_factor(factor, mu1, mu2, sigma2, method, tolerance, max_iterations) -> FrechetResult:
     """FD from the factor of Σ₁ and a Σ₂ that validate_covariance has accepted."""
+    _threads.adapt()
     info = _core.trace_sqrt_product(factor, sigma2, method=method, tolerance=tolerance, max_iterations=max_iterations)
     mean_term = _mean_term(mu1, mu2)
     trace_sqrt = info["trace_sqrt"]
