@@ -14,6 +14,11 @@ Validation happens here, before any address reaches native code. torch is import
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+if TYPE_CHECKING:
+    import torch
+
 import importlib
 import importlib.util
 import math
@@ -37,7 +42,7 @@ def _torch():
     return torch
 
 
-def is_device_tensor(x) -> bool:
+def is_device_tensor(x: object) -> TypeGuard[torch.Tensor]:
     """True for a torch tensor that lives off the CPU (the caller has imported torch)."""
     import sys
 
@@ -113,7 +118,7 @@ class DeviceStats:
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)  # upper triangle valid
         self.counters = torch.zeros(3, dtype=torch.int64, device=device)
-        self._workspace = None  # one batch's scratch, kept between updates
+        self._workspace: Any = None  # one batch's scratch (a tensor), kept between updates
 
     # --- accumulation --------------------------------------------------------------------------
     def update(self, x) -> None:
@@ -193,7 +198,7 @@ class NewtonSchulzRoots:
     """‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F that led to the returned iterate (the stopping test)."""
     converged: bool
     sqrt: object = None
-    inverse_sqrt: object = None
+    inverse_sqrt: Any = None
 
 
 def covariance_tensor(x, device, name: str):

@@ -37,7 +37,7 @@ _OWN_POOL = _task_ids() - _before_core
 # Load is sampled at most this often: a training loop calls update() hundreds of times a second.
 _SAMPLE_SECONDS = 0.05
 _SAMPLES, _SAMPLE_GAP_SECONDS = 3, 0.0002
-_last = {"time": -math.inf, "threads": 0}
+_last: dict[str, float] = {"time": -math.inf, "threads": 0}
 
 
 def _read(path: str) -> str | None:
@@ -55,10 +55,10 @@ def cgroup_cpu_limit() -> float | None:
     if text is not None:
         quota, _, period = text.partition(" ")
         return None if quota == "max" else int(quota) / int(period)
-    quota, period = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-    if quota is None or period is None or int(quota) <= 0:
+    quota_v1, period_v1 = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+    if quota_v1 is None or period_v1 is None or int(quota_v1) <= 0:
         return None
-    return int(quota) / int(period)
+    return int(quota_v1) / int(period_v1)
 
 
 def allowed_cores() -> int:
@@ -113,7 +113,7 @@ def adapt() -> int:
     if now - _last["time"] >= _SAMPLE_SECONDS:
         threads = usable_threads()
         if threads != _last["threads"]:
-            _core.set_blas_threads(threads)
+            _core.set_blas_threads(int(threads))
             _last["threads"] = threads
         _last["time"] = now
-    return _last["threads"]
+    return int(_last["threads"])

@@ -217,6 +217,7 @@ def _merge(args) -> int:
                              "samples twice")
         seen[digest] = str(path)
         total = stats if total is None else total.merge(stats)
+    assert total is not None  # argparse requires at least one input
     total.save(args.output)
     print(f"{total.count} samples from {len(args.inputs)} files -> {args.output}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ def resize_image(rgb: np.ndarray, size: tuple[int, int] | None, mode: str) -> to
     unit = np.float32(255) if rgb.dtype == np.uint8 else np.float32(1)
     if mode == "clean" and size is not None:
         return torch.from_numpy(_clean_resize(rgb.astype(np.float32) * (255 / unit), size) / np.float32(255))
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(unit)
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(float(unit))
     if size is not None and tuple(image.shape[1:]) != tuple(size):
         image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
     return image
@@ -184,7 +185,7 @@ class ImageFiles:
         from torch.utils.data import DataLoader, Subset
 
         dataset = _DecodedImages(self.path, self.archive is not None, self.names, size, mode)
-        loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
+        loader: Any = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate,
                             worker_init_fn=_init_worker)
         for images, attempted, bad, mixed_sizes in loader:
@@ -211,13 +212,13 @@ def _image_files(root: Path) -> list[str]:
     return found
 
 
-class _DecodedImages:
+class _DecodedImages(torch.utils.data.Dataset):
     """torch Dataset: item i → (float32 CHW image or None, "file: reason" or None). It never raises, so that
     a bad file is reported by name from the main process rather than as a worker's traceback."""
 
     def __init__(self, root: Path, is_archive: bool, names: list[str], size, mode: str):
         self.root, self.is_archive, self.names, self.size, self.mode = root, is_archive, names, size, mode
-        self._archive = None  # opened lazily in each worker process
+        self._archive: zipfile.ZipFile | None = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
         return len(self.names)
@@ -239,7 +240,8 @@ class _DecodedImages:
         if self.is_archive:
             if self._archive is None:
                 self._archive = zipfile.ZipFile(self.root)
-            handle = self._archive.open(name)
+            archive: zipfile.ZipFile = self._archive
+            handle = archive.open(name)
         else:
             path = self.root / name
             if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block the reader forever

@@ -13,11 +13,13 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from fastfid import _core, _device, _threads
 from fastfid._arrays import as_covariance, as_mean
+from fastfid._typing import Array, StatsLike
 from fastfid.stats import FeatureStats
 
 METHODS = ("auto", "eigh", "newton_schulz", "sqrtm")
@@ -51,8 +53,15 @@ class FrechetResult:
         return self.value
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: float = 1e-6,
-                     return_info: bool = False, tolerance: float = 1e-12, max_iterations: int = 100):
+@overload
+def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = ..., eps: float = ...,
+                     return_info: Literal[False] = ..., tolerance: float = ..., max_iterations: int = ...) -> float: ...
+@overload
+def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = ..., eps: float = ...,
+                     return_info: Literal[True], tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = "auto",
+                     eps: float = 1e-6, return_info: bool = False, tolerance: float = 1e-12,
+                     max_iterations: int = 100) -> float | FrechetResult:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     Inputs are numpy arrays or torch tensors of any float dtype; the computation is float64.
@@ -65,15 +74,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
     symmetric routes never need it.
     Returns a float, or a :class:`FrechetResult` with ``return_info=True``.
     """
-    device = next((x.device for x in (mu1, sigma1, mu2, sigma2) if _device.is_device_tensor(x)), None)
+    inputs: tuple[Any, ...] = (mu1, sigma1, mu2, sigma2)
+    device = next((x.device for x in inputs if _device.is_device_tensor(x)), None)
     if device is not None:
         if _resolve_method(method, on_device=True) == "newton_schulz":
             result = _device_route(mu1, sigma1, mu2, sigma2, device, _device.kernels_for(device), tolerance,
                                    max_iterations)
             return result if return_info else result.value
-        mu1, sigma1, mu2, sigma2 = (x.cpu() if _device.is_device_tensor(x) else x for x in (mu1, sigma1, mu2, sigma2))
-    mu1, mu2 = as_mean(mu1, "mu1"), as_mean(mu2, "mu2")
-    sigma1, sigma2 = as_covariance(sigma1, "sigma1"), as_covariance(sigma2, "sigma2")
+        inputs = tuple(x.cpu() if _device.is_device_tensor(x) else x for x in inputs)
+    mu1, mu2 = as_mean(inputs[0], "mu1"), as_mean(inputs[2], "mu2")
+    sigma1, sigma2 = as_covariance(inputs[1], "sigma1"), as_covariance(inputs[3], "sigma2")
     _check_shapes(mu1, sigma1, mu2, sigma2)
     method = _resolve_method(method)
     if method == "sqrtm":
@@ -86,7 +96,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto", eps: flo
     return result if return_info else result.value
 
 
-def calculate_frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+def calculate_frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, eps: float = 1e-6) -> np.float64:
     """Drop-in for ``pytorch_fid.fid_score.calculate_frechet_distance``: same arguments, returns a
     numpy float64, computed exactly through the symmetric route instead of scipy's sqrtm (on CUDA
     tensors: by Newton–Schulz on the device)."""
@@ -99,7 +109,7 @@ class Reference:
     ``stats`` is a :class:`FeatureStats`, a path to a statistics ``.npz``, or a ``(mu, sigma)`` pair.
     """
 
-    def __init__(self, stats):
+    def __init__(self, stats: StatsLike):
         stats = _as_stats(stats, "stats")
         self.mean = stats.mean
         self._sigma = stats.cov  # kept for a singular other side, which is then the one factored
@@ -114,20 +124,26 @@ class Reference:
     def rank(self) -> int:
         return self._factor.rank
 
-    def distance(self, other, *, method: str = "auto", return_info: bool = False,
-                 tolerance: float = 1e-12, max_iterations: int = 100):
+    @overload
+    def distance(self, other: StatsLike, *, method: str = ..., return_info: Literal[False] = ...,
+                 tolerance: float = ..., max_iterations: int = ...) -> float: ...
+    @overload
+    def distance(self, other: StatsLike, *, method: str = ..., return_info: Literal[True],
+                 tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+    def distance(self, other: StatsLike, *, method: str = "auto", return_info: bool = False,
+                 tolerance: float = 1e-12, max_iterations: int = 100) -> float | FrechetResult:
         """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference."""
-        other = _as_stats(other, "other")
-        if other.device != "cpu":
-            other = other.to("cpu")  # O(d²) to the host, where the factor is
-        if other.dim != self.dim:
-            raise ValueError(f"statistics of dim {other.dim} cannot be compared with a reference of dim {self.dim}")
+        stats = _as_stats(other, "other")
+        if stats.device != "cpu":
+            stats = stats.to("cpu")  # O(d²) to the host, where the factor is
+        if stats.dim != self.dim:
+            raise ValueError(f"statistics of dim {stats.dim} cannot be compared with a reference of dim {self.dim}")
         method = _resolve_method(method)
         if method == "sqrtm":
             raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
-        sigma = other.cov
+        sigma = stats.cov
         _core.validate_covariance(sigma, "sigma2")
-        result = _from_lower_rank(self._factor, self.mean, self._sigma, _factor(sigma, "sigma2"), other.mean,
+        result = _from_lower_rank(self._factor, self.mean, self._sigma, _factor(sigma, "sigma2"), stats.mean,
                                   sigma, method, tolerance, max_iterations)
         return result if return_info else result.value
 
@@ -135,8 +151,14 @@ class Reference:
         return f"Reference(dim={self.dim}, rank={self.rank})"
 
 
-def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = False, tolerance: float = 1e-12,
-        max_iterations: int = 100):
+@overload
+def fid(a: StatsLike, b: StatsLike, *, method: str = ..., eps: float = ..., return_info: Literal[False] = ...,
+        tolerance: float = ..., max_iterations: int = ...) -> float: ...
+@overload
+def fid(a: StatsLike, b: StatsLike, *, method: str = ..., eps: float = ..., return_info: Literal[True],
+        tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, return_info: bool = False,
+        tolerance: float = 1e-12, max_iterations: int = 100) -> float | FrechetResult:
     """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
 
     The keyword arguments are :func:`frechet_distance`'s. When one side is on a device, the
@@ -152,19 +174,20 @@ def fid(a, b, *, method: str = "auto", eps: float = 1e-6, return_info: bool = Fa
         # Different networks, layers or resizing give different numbers (peers' most common complaint).
         warnings.warn(f"comparing statistics of different features: {a.feature_space!r} and {b.feature_space!r}",
                       RuntimeWarning, stacklevel=2)
-    options = dict(method=method, eps=eps, return_info=return_info, tolerance=tolerance, max_iterations=max_iterations)
     on_device = next((s for s in (a, b) if s.device != "cpu"), None)
     if on_device is not None:
         singular = any(s.count is not None and s.count <= s.dim for s in (a, b))
         if method == "auto" and singular:
-            options["method"] = "eigh"
+            method = "eigh"
         elif _resolve_method(method, on_device=True) == "newton_schulz":
             state = on_device._device_state
             result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels, tolerance,
                                    max_iterations)
             return result if return_info else result.value
         a, b = (s if s.device == "cpu" else s.to("cpu") for s in (a, b))
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov, **options)
+    result = frechet_distance(a.mean, a.cov, b.mean, b.cov, method=method, eps=eps, return_info=True,
+                              tolerance=tolerance, max_iterations=max_iterations)
+    return result if return_info else result.value
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -200,7 +223,7 @@ def _check_shapes(mu1, sigma1, mu2, sigma2) -> None:
             raise ValueError(f"{name} has shape {sigma.shape}, expected ({d}, {d}) to match the means")
 
 
-def _as_stats(x, name: str) -> FeatureStats:
+def _as_stats(x: StatsLike, name: str) -> FeatureStats:
     if isinstance(x, FeatureStats):
         return x
     if isinstance(x, (str, os.PathLike)):

@@ -99,7 +99,8 @@ class FeatureExtractor:
             raise TypeError(f"model must be a dims (64, 192, 768, 2048) or a torch.nn.Module, got {type(model).__name__}")
         self.model = model.to(self.device).eval()
         size = getattr(model, "input_size", None) if image_size == "auto" else image_size
-        self.image_size = None if size is None else (int(size), int(size)) if np.isscalar(size) else tuple(size)
+        # A scalar or a (height, width) pair.
+        self.image_size = None if size is None else (int(size), int(size)) if np.isscalar(size) else tuple(size)  # type: ignore[arg-type]  # noqa: E501
         name = getattr(model, "feature_space", type(model).__qualname__)
         where = "native size" if self.image_size is None else f"{self.image_size[0]}x{self.image_size[1]}"
         self.feature_space = f"{name} resize={self.resize} {where}"
@@ -447,10 +448,10 @@ class _Job:
                              "--resume")
         if self.scores is not None:
             raise ValueError("resumable jobs compute statistics only")
-        stats = FeatureStats.load(self.checkpoint, allow_partial=True)
-        if stats.count == 0:
+        stats: FeatureStats | None = FeatureStats.load(self.checkpoint, allow_partial=True)
+        if stats is not None and stats.count == 0:
             stats = None  # nothing was added yet; the width is learnt again from the first batch
-        elif self.device is not None:
+        elif stats is not None and self.device is not None:
             stats = stats.to(self.device)
         return stats, _Progress(int(saved["next"]), int(saved["skipped"]))
 
@@ -546,7 +547,7 @@ class _StopOnSignal:
     def __init__(self, enabled: bool):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
-        self._previous = {}
+        self._previous: dict = {}
 
     def __enter__(self):
         if self.enabled:

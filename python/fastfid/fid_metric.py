@@ -92,7 +92,7 @@ class FID(torch.nn.Module):
                 raise ValueError(f"no {which} images were added on any rank")
             stats = FeatureStats(width, feature_space=self.feature_space) if stats is None else stats.copy()
             stats.all_reduce()
-        if stats.count < 2:
+        if stats.count is None or stats.count < 2:
             raise ValueError(f"FID needs at least 2 {which} images, got {stats.count}")
         return stats
 

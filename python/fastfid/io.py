@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +51,10 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike, progress: dict | No
     _write_npz(Path(path), _arrays_of(stats, progress, partial))
 
 
-def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict:
-    mean = stats.mean if stats.count else np.zeros(stats.dim)
-    arrays = {_PARTIAL_MEAN if partial else "mu": mean}
+def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict[str, Any]:
+    count = stats.count or 0  # None (a count-less summary) is handled below
+    mean = stats.mean if count else np.zeros(stats.dim)
+    arrays: dict[str, Any] = {_PARTIAL_MEAN if partial else "mu": mean}
     if stats.feature_space:
         arrays[_FEATURE_SPACE] = np.str_(stats.feature_space)
     if progress is not None:
@@ -60,14 +62,14 @@ def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dic
     if not stats.mergeable:
         arrays["sigma"] = stats.cov
         return arrays
-    comoment = stats.comoment if stats.count else np.zeros((stats.dim, stats.dim))
+    comoment = stats.comoment if count else np.zeros((stats.dim, stats.dim))
     # A partial job may hold 0 samples yet: its state is still exact (its mean is then zeros).
-    arrays[_COUNT] = np.int64(stats.count)
+    arrays[_COUNT] = np.int64(count)
     arrays[_COMOMENT] = _pack_upper(comoment)  # the exact state, stored once
     arrays[_FORMAT] = np.int64(FORMAT_VERSION)
     if not partial:
-        comoment /= max(stats.count - 1, 1)  # in place: sigma costs no second d × d array
-        arrays["sigma"] = comoment if stats.count > 1 else np.zeros_like(comoment)
+        comoment /= max(count - 1, 1)  # in place: sigma costs no second d × d array
+        arrays["sigma"] = comoment if count > 1 else np.zeros_like(comoment)
     return arrays
 
 

@@ -15,6 +15,7 @@ torch is required by this module (``pip install torch``).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,10 +171,10 @@ class _PopulationQueue:
     def __init__(self, capacity: int, refresh_every: int):
         self.capacity = capacity
         self.refresh_every = refresh_every
-        self.features: torch.Tensor | None = None  # (capacity, d), allocated on the first batch
+        self.features: Any = None  # a (capacity, d) tensor, allocated on the first batch
         self.count = 0
         self.head = 0  # where the next row goes
-        self.moments: _Moments | None = None
+        self.moments: Any = None  # _Moments once the first batch is in
         self._additions = 0
 
     def oldest(self, k: int) -> torch.Tensor:
@@ -223,7 +224,7 @@ class _PopulationQueue:
                 "comoment": self.moments.comoment.clone(), "additions": self._additions}
 
     def restore(self, state: dict) -> None:
-        self.__init__(self.capacity, self.refresh_every)
+        type(self).__init__(self, self.capacity, self.refresh_every)  # empty, then filled from the state
         if not state:
             return
         features = state["features"]
@@ -304,7 +305,7 @@ class FrechetLoss(torch.nn.Module):
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:
         batches = self._batches(features)
-        total = None
+        total: Any = None
         distances = []
         for i, (queue, batch, weight) in enumerate(zip(self._queues, batches, self.weights)):
             batch = _gather(batch)

@@ -5,20 +5,26 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from typing import Any, Callable, ParamSpec, TypeVar
 
 import numpy as np
 
 from fastfid import _core, _device, _threads
 from fastfid._arrays import as_features, as_mean, as_covariance
+from fastfid._typing import Array
 
 
-def _locked(method):
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Runs the method under the object's lock: the native update takes the count and the arrays
     without the GIL, so two threads updating one object at once would lose samples."""
     @functools.wraps(method)
-    def run(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with args[0]._lock:  # type: ignore[attr-defined]  # args[0] is the FeatureStats
+            return method(*args, **kwargs)
     return run
 
 
@@ -43,6 +49,16 @@ class FeatureStats:
 
     One object may be updated from several threads: each call holds the object's lock.
     """
+
+    # The state: count (None for a count-less summary), and on the host the mean and the upper
+    # co-moment (None while a device state holds them). Typed loosely: which is set depends on
+    # where the statistics live, checked at run time.
+    _count: Any  # int, or None for a count-less summary
+    _mean: Any
+    _comoment: Any
+    _sigma: Any
+    _pending: Any
+    _device_state: Any
 
     __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state",
                  "feature_space", "_lock")
@@ -74,7 +90,7 @@ class FeatureStats:
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
-    def from_features(cls, features) -> "FeatureStats":
+    def from_features(cls, features: Array) -> "FeatureStats":
         """Statistics of one (n, d) array of features, on the features' device."""
         if _device.is_device_tensor(features):
             if features.dim() != 2:
@@ -133,7 +149,7 @@ class FeatureStats:
 
     # --- accumulation --------------------------------------------------------------------------
     @_locked
-    def update(self, features) -> "FeatureStats":
+    def update(self, features: Array) -> "FeatureStats":
         """Add a batch of (n, d) features (numpy or torch, float16/32/64 or bfloat16, any strides).
 
         On the CPU: one fused native pass, GIL released; batches smaller than a panel are gathered
@@ -337,7 +353,7 @@ class FeatureStats:
         if self._sigma is not None:
             return self._sigma.copy()
         self._flush()
-        count = self.count
+        count: int = self.count  # type: ignore[assignment]  # a count-less summary returned above
         if count < 2:
             raise ValueError(f"a covariance needs at least 2 samples, the statistics have {count}")
         full = self.comoment

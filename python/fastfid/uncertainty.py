@@ -46,7 +46,7 @@ def split_into_shards(features, groups: int, *, seed: int | None = 0, progress: 
         raise ValueError(f"{x.shape[0]} samples cannot make {groups} shards of at least 2 samples")
     if seed is None:  # contiguous slices: views, so a memory-mapped file streams shard by shard
         bounds = np.linspace(0, x.shape[0], groups + 1).round().astype(int)
-        rows = [slice(begin, end) for begin, end in zip(bounds[:-1], bounds[1:])]
+        rows: list = [slice(begin, end) for begin, end in zip(bounds[:-1], bounds[1:])]
     else:
         order = np.random.default_rng(seed).permutation(x.shape[0])
         rows = [np.sort(part) for part in np.array_split(order, groups)]
@@ -322,13 +322,14 @@ def read_panels(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if sample in seeds:
             raise ValueError(f"{path}: model {model!r}, train seed {train}, sample seed {sample} appears twice")
         seeds[sample] = value
-    panels = {}
-    for model, seeds in cells.items():
-        counts = {len(samples) for samples in seeds.values()}
+    panels: dict[str, np.ndarray] = {}
+    for model, by_train_seed in cells.items():
+        counts = {len(samples) for samples in by_train_seed.values()}
         if len(counts) != 1:
             raise ValueError(f"{path}: model {model!r} is unbalanced: training seeds have {sorted(counts)} "
                              "sampling seeds; each needs the same number")
-        panels[model] = np.array([[samples[s] for s in sorted(samples)] for _, samples in sorted(seeds.items())])
+        panels[model] = np.array([[samples[s] for s in sorted(samples)]
+                                  for _, samples in sorted(by_train_seed.items())])
     return panels
 
 
