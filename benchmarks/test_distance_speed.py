@@ -81,7 +81,7 @@ def test_torchmetrics_eigvals(benchmark, statistics, exact, medians):
 
 
 # Floors measured on the 2-core development machine (README, "Performance") with a margin for its
-# noise: fastfid ≈ 0.6 s, Reference ≈ 0.46 s, sqrtm ≈ 10.4 s, eigvals ≈ 2.9–3.5 s at d = 2048.
+# noise: fastfid ≈ 0.46 s, Reference ≈ 0.39 s, sqrtm ≈ 9.4 s, eigvals ≈ 3.0 s at d = 2048 (2026-11-23).
 SPEEDUP_FLOORS = {("sqrtm", "fastfid"): 12, ("sqrtm", "reference"): 15, ("eigvals", "fastfid"): 4}
 
 
