@@ -312,3 +312,11 @@ def test_a_spectrum_over_six_hundred_decades_is_not_nan(rng):
 def test_overflowing_means_raise_instead_of_returning_inf():
     with pytest.raises(ValueError, match="too large"):
         fastfid.frechet_distance(np.full(4, 1e200), np.eye(4), np.full(4, -1e200), np.eye(4))
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_huge_and_tiny_identity_covariances(scale):
+    # FD(N(0, s·I), N(1, 4s·I)) = d + d·s·(1 + 4 − 2·2) exactly; LAPACK once failed to converge here.
+    d = 64
+    value = fastfid.frechet_distance(np.zeros(d), scale * np.eye(d), np.ones(d), 4 * scale * np.eye(d))
+    assert value == pytest.approx(d + d * scale, rel=1e-12)
