@@ -18,6 +18,7 @@ import json
 import sys
 from pathlib import Path
 
+from fastfid import __version__
 from fastfid.distance import METHODS
 from fastfid.io import check_writable, load_stats, open_features, state_digest
 from fastfid.resize_modes import RESIZE_MODES
@@ -251,7 +252,7 @@ def _number_or_path(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastfid", description="Fast, exact Fréchet distances (FID).")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("fid", help="FID between two image folders, zips, feature (.npy) or statistics "
@@ -313,12 +314,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"fastfid: warning: {message}\n"
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("fastfid")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import hashlib
 import os
 import stat
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastfid.io import file_fingerprint
+from fastfid.io import file_fingerprint, stream_sha256
 from fastfid.resize_modes import RESIZE_MODES, check_resize  # noqa: F401  (part of this module's interface)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -136,7 +137,7 @@ class ImageFiles:
                            if info.filename.lower().endswith(IMAGE_EXTENSIONS) and not info.filename.startswith("__MACOSX/")
                            and not Path(info.filename).name.startswith(".")]
             names = [info.filename for info in members]
-            repeated = sorted({name for name in names if names.count(name) > 1}) if len(set(names)) < len(names) else []
+            repeated = sorted(name for name, times in Counter(names).items() if times > 1)
             if repeated:
                 raise ValueError(f"{self.path} holds several members named {repeated[0]!r} ({len(repeated)} names "
                                  "repeated): only the last of each could be read; rebuild the archive")
@@ -154,6 +155,8 @@ class ImageFiles:
     def description(self) -> str:
         return str(self.path.resolve())
 
+    checks_items = True  # see item_identity
+
     def fingerprint(self, content: bool = False) -> str:
         """Identifies the listing (the names, in order), so that a resumed job knows the folder did not
         change under it; what each file holds is :meth:`item_identity`'s."""
@@ -163,15 +166,15 @@ class ImageFiles:
         """What determines item ``index``'s features: the file's size and modification time (in an
         archive: size and CRC), or with ``content`` its SHA-256 (which reads it)."""
         name = self.names[index]
+        if content and self.archive:
+            with zipfile.ZipFile(self.path) as archive, archive.open(name) as member:
+                return stream_sha256(member)
         if content:
-            file_hash = hashlib.sha256()
             try:
-                with (zipfile.ZipFile(self.path).open(name) if self.archive else open(self.path / name, "rb")) as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        file_hash.update(chunk)
+                with open(self.path / name, "rb") as handle:
+                    return stream_sha256(handle)
             except OSError as error:
                 return f"unreadable: {error.strerror}"
-            return file_hash.hexdigest()
         if self.archive:
             return "%d %d" % self._zip_identity[name]
         try:
@@ -253,8 +256,10 @@ class _DecodedImages(torch.utils.data.Dataset):
         return resize_image(rgb, self.size, self.mode)
 
 
-# Pillow's modes of more than 8 bits per channel, which convert("RGB") clips instead of scaling.
-_WIDE_INTEGER_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
+# Pillow's modes of more than 8 bits per channel, which convert("RGB") clips instead of scaling;
+# PNG and TIFF store at most 16 bits per integer sample.
+_WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_SIXTEEN_BIT_FULL_SCALE = 65535
 
 
 def as_rgb(image) -> np.ndarray:
@@ -269,7 +274,7 @@ def as_rgb(image) -> np.ndarray:
                                  "in [0, 1]; rescale it or save it as 8- or 16-bit")
             gray = values
         else:
-            full_scale = _WIDE_INTEGER_MODES[image.mode]
+            full_scale = _SIXTEEN_BIT_FULL_SCALE
             if low < 0 or high > full_scale:
                 raise ValueError(f"a {image.mode} image with values in [{low:g}, {high:g}], beyond 16 bits: "
                                  "save it as 8- or 16-bit")
@@ -320,8 +325,7 @@ class ImageArray:
     def fingerprint(self, content: bool = False) -> str:
         return file_fingerprint(self._description, f"{tuple(self.images.shape)} {self.images.dtype}", content)
 
-    def item_identity(self, index: int, content: bool = False) -> str:
-        return ""  # the whole array's fingerprint covers every item
+    checks_items = False  # the whole array's fingerprint covers every item
 
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):
@@ -348,8 +352,7 @@ class ImageGenerator:
     def fingerprint(self, content: bool = False) -> str:
         return str(self.num_samples)
 
-    def item_identity(self, index: int, content: bool = False) -> str:
-        return ""  # a generator's output cannot be checked
+    checks_items = False  # a generator's output cannot be checked
 
     def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
         for first in range(start, stop, batch_size):

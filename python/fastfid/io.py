@@ -323,6 +323,14 @@ def _exact_stats(arrays: dict, mean_key: str) -> FeatureStats:
 
 
 # --- feature and image arrays ----------------------------------------------------------------------
+def stream_sha256(handle) -> str:
+    """SHA-256 of what is left in a binary stream, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_fingerprint(description: str, shape: str, content: bool) -> str:
     """An array's shape, and when it comes from a file, the file's size and modification time (or
     with ``content`` its SHA-256)."""
@@ -330,11 +338,8 @@ def file_fingerprint(description: str, shape: str, content: bool) -> str:
     if not path.is_file():
         return shape
     if content:
-        digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"{shape} {digest.hexdigest()}"
+            return f"{shape} {stream_sha256(handle)}"
     info = path.stat()
     return f"{shape} {info.st_size} {info.st_mtime_ns}"
 

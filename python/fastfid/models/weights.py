@@ -112,8 +112,7 @@ def load_fid_weights(model, weights=None) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    from fastfid.io import stream_sha256
+
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_sha256(handle)
