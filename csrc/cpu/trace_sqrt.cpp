@@ -235,9 +235,6 @@ TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& oth
     if (other.dim != factor.dim)
         throw std::invalid_argument("sigma1 is " + std::to_string(factor.dim) + "x" + std::to_string(factor.dim) +
                                     " but sigma2 is " + std::to_string(other.dim) + "x" + std::to_string(other.dim));
-    // Newton–Schulz cannot tell an indefinite Σ₂ from a slowly converging one; a pivoted Cholesky
-    // of Σ₂ can, for a few per cent of the iteration's cost. (eigh sees it in the eigenvalues.)
-    if (options.method == TraceMethod::newton_schulz) PsdFactor::compute(other, "sigma2");
     std::vector<double> a;
     if (factor.rank == 0) return TraceResult{};
     // Both sides are divided by powers of two near their largest variance, so that LAPACK meets

@@ -58,6 +58,9 @@ struct TraceResult {
 };
 
 // Both covariances must already have passed validate_covariance (the factor's at compute time).
+// eigh sees an indefinite Σ₂ in the eigenvalues; Newton–Schulz cannot tell it from a slowly
+// converging one, so for it the caller must have factored Σ₂ too (PsdFactor::compute refuses an
+// indefinite matrix), as fastfid.distance does for both sides to pick the one of lower rank.
 TraceResult trace_sqrt_product(const PsdFactor& factor, const SymmetricView& other, const TraceOptions& options);
 
 // The optimal-transport map T from N(0, Σ₁) to N(0, Σ₂): the symmetric positive definite T with

@@ -68,12 +68,12 @@ def allowed_cores() -> int:
     return max(1, min(cores, math.ceil(limit))) if limit else cores
 
 
-def busy_elsewhere() -> int:
+def busy_elsewhere(allowed: int) -> int:
     """Threads that would compete with the core's BLAS pool now: the kernel's instantaneous count of
     runnable threads, less the calling thread and the pool's own (spinning) workers. Other
     processes count, and so do this process's other threads (numpy's pool spinning after a GEMM).
-    0 when this process may not use every core: the count then covers cores it cannot run on."""
-    if allowed_cores() != (os.cpu_count() or 1):
+    0 when this process may not use every core (``allowed``, from allowed_cores): the count then covers cores it cannot run on."""
+    if allowed != (os.cpu_count() or 1):
         return 0
     # The least of a few samples: a thread that runs for a moment (a kernel worker, a shell) is
     # not a competitor for work that lasts tens of milliseconds; a busy process is in every sample.
@@ -102,7 +102,8 @@ def usable_threads() -> int:
     fixed = os.environ.get("FASTFID_NUM_THREADS")
     if fixed:
         return max(1, int(fixed))
-    threads = max(1, allowed_cores() - busy_elsewhere())
+    allowed = allowed_cores()
+    threads = max(1, allowed - busy_elsewhere(allowed))
     cap = os.environ.get("OPENBLAS_NUM_THREADS")
     return min(threads, int(cap)) if cap and cap.isdigit() and int(cap) > 0 else threads
 
