@@ -58,3 +58,28 @@ def bicubic_reference(channel: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return weights
 
     return matrix(channel.shape[0], size[0]) @ channel @ matrix(channel.shape[1], size[1]).T
+
+
+@pytest.fixture(scope="session")
+def peer_weights(tmp_path_factory):
+    """One random weight file under every name the peers download (pytorch-fid's, torch-fidelity's),
+    in a private torch hub cache that TORCH_HOME points at for the session; returns its path."""
+    import os
+
+    import torch
+
+    from peers import calibrated_state_dict
+
+    home = tmp_path_factory.mktemp("torch_home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = calibrated_state_dict()
+    for name in ("pt_inception-2015-12-05-6726825d.pth", "weights-inception-2015-12-05-6726825d.pth"):
+        torch.save(state, checkpoints / name)
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    yield checkpoints / "pt_inception-2015-12-05-6726825d.pth"
+    if previous is None:
+        os.environ.pop("TORCH_HOME", None)
+    else:
+        os.environ["TORCH_HOME"] = previous

@@ -37,12 +37,21 @@ void register_metrics(py::module_& m) {
         "(per query: centres whose ball holds it, per centre: distance to its nearest query).");
     m.def(
         "polynomial_mmd",
-        [](const py::array& x, const py::array& y) {
+        [](const py::array& x, const py::array& y, int degree, double gamma, double coef0) {
             const FeatureMatrix a = feature_matrix(x), b = feature_matrix(y);
             py::gil_scoped_release release;
-            return cpu::polynomial_mmd(a, b);
+            return cpu::polynomial_mmd(a, b, degree, gamma, coef0);
         },
-        py::arg("x"), py::arg("y"), "Unbiased MMD^2 with the kernel (a^T b / d + 1)^3 (KID).");
+        py::arg("x"), py::arg("y"), py::arg("degree") = 3, py::arg("gamma") = 0.0, py::arg("coef0") = 1.0,
+        "Unbiased MMD^2 with the kernel (gamma a^T b + coef0)^degree; gamma 0 means 1 / dim (KID: the defaults).");
+    m.def(
+        "gaussian_mmd",
+        [](const py::array& x, const py::array& y, double sigma) {
+            const FeatureMatrix a = feature_matrix(x), b = feature_matrix(y);
+            py::gil_scoped_release release;
+            return cpu::gaussian_mmd(a, b, sigma);
+        },
+        py::arg("x"), py::arg("y"), py::arg("sigma"), "Unbiased MMD^2 with the kernel exp(-|a - b|^2 / (2 sigma^2)).");
 }
 
 }  // namespace fastfid::bindings

@@ -120,29 +120,57 @@ BallMembership ball_membership(const FeatureMatrix& queries, const FeatureMatrix
 
 namespace {
 
-// Σ over the pairs (i, j) of two row sets, i ≠ j when `same`, of (aᵢᵀbⱼ / d + 1)³.
-double kernel_sum(const FeatureMatrix& a, const FeatureMatrix& b, bool same) {
-    const double d = static_cast<double>(a.cols);
+// Σ over the pairs (i, j) of two row sets, i ≠ j when `same`, of k(aᵢ, bⱼ) = kernel(aᵢᵀbⱼ, i, j).
+template <typename Kernel>
+double kernel_sum(const FeatureMatrix& a, const FeatureMatrix& b, bool same, const Kernel& kernel) {
     double total = 0;
     for_each_product_block(a, b, [&](const RowBlock& p, const RowBlock& q, const std::vector<double>& products) {
         for (int64_t i = 0; i < p.rows; ++i)
             for (int64_t j = 0; j < q.rows; ++j) {
                 if (same && p.first + i == q.first + j) continue;
-                const double k = products[i * q.rows + j] / d + 1.0;
-                total += k * k * k;
+                total += kernel(products[i * q.rows + j], p.first + i, q.first + j);
             }
     });
     return total;
 }
 
-}  // namespace
-
-double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y) {
+// The unbiased within-set terms and the cross term of every KID implementation (Bińkowski et al.).
+template <typename Kernel>
+double unbiased_mmd(const FeatureMatrix& x, const FeatureMatrix& y, const Kernel& kernel) {
     if (x.cols != y.cols) throw std::invalid_argument("the two feature sets have different dims");
     if (x.rows < 2 || y.rows < 2) throw std::invalid_argument("an unbiased MMD needs at least 2 samples per set");
     const double m = static_cast<double>(x.rows), n = static_cast<double>(y.rows);
-    return kernel_sum(x, x, true) / (m * (m - 1)) + kernel_sum(y, y, true) / (n * (n - 1)) -
-           2.0 * kernel_sum(x, y, false) / (m * n);
+    return kernel_sum(x, x, true, kernel) / (m * (m - 1)) + kernel_sum(y, y, true, kernel) / (n * (n - 1)) -
+           2.0 * kernel_sum(x, y, false, kernel) / (m * n);
+}
+
+}  // namespace
+
+double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y, int degree, double gamma, double coef0) {
+    if (degree < 1) throw std::invalid_argument("the kernel degree must be a positive integer");
+    if (!(gamma > 0) && gamma != 0) throw std::invalid_argument("gamma must be positive (0: 1 / dim)");
+    const double scale = gamma > 0 ? gamma : 1.0 / static_cast<double>(x.cols);
+    if (degree == 3)  // KID's kernel: two multiplications instead of a pow per pair
+        return unbiased_mmd(x, y, [&](double dot, int64_t, int64_t) { const double k = dot * scale + coef0; return k * k * k; });
+    return unbiased_mmd(x, y, [&](double dot, int64_t, int64_t) { return std::pow(dot * scale + coef0, degree); });
+}
+
+double gaussian_mmd(const FeatureMatrix& x, const FeatureMatrix& y, double sigma) {
+    if (!(sigma > 0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be positive and finite");
+    if (x.cols != y.cols) throw std::invalid_argument("the two feature sets have different dims");
+    if (x.rows < 2 || y.rows < 2) throw std::invalid_argument("an unbiased MMD needs at least 2 samples per set");
+    const double scale = -0.5 / (sigma * sigma);
+    const auto sum = [scale](const FeatureMatrix& a, const FeatureMatrix& b, bool same) {
+        double total = 0;
+        for_each_distance_block(a, b, [&](const RowBlock& p, const RowBlock& q, const std::vector<double>& squared) {
+            for (int64_t i = 0; i < p.rows; ++i)
+                for (int64_t j = 0; j < q.rows; ++j)
+                    if (!(same && p.first + i == q.first + j)) total += std::exp(scale * squared[i * q.rows + j]);
+        });
+        return total;
+    };
+    const double m = static_cast<double>(x.rows), n = static_cast<double>(y.rows);
+    return sum(x, x, true) / (m * (m - 1)) + sum(y, y, true) / (n * (n - 1)) - 2.0 * sum(x, y, false) / (m * n);
 }
 
 }  // namespace fastfid::cpu

@@ -21,7 +21,12 @@ struct BallMembership {
 BallMembership ball_membership(const FeatureMatrix& queries, const FeatureMatrix& centres,
                                const std::vector<double>& radii);
 
-// Unbiased MMD² between x and y with the polynomial kernel k(a, b) = (aᵀb / d + 1)³ (KID).
-double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y);
+// Unbiased MMD² between x and y with the polynomial kernel k(a, b) = (γ aᵀb + c)^degree; γ = 0 means
+// 1 / d. KID is degree 3, γ = 1 / d, c = 1.
+double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y, int degree = 3, double gamma = 0,
+                      double coef0 = 1);
+
+// The same with the Gaussian kernel k(a, b) = exp(−‖a − b‖² / (2σ²)).
+double gaussian_mmd(const FeatureMatrix& x, const FeatureMatrix& y, double sigma);
 
 }  // namespace fastfid::cpu

@@ -5,12 +5,17 @@ Every source yields :class:`Batch` objects for a range of its items, in order: f
 [0, 1], NCHW, at the requested size. Files are decoded and resized by DataLoader workers; an image
 that cannot be read is reported by name (or skipped and counted).
 
-Resize modes, as the published numbers were made:
+Resize modes, as the published numbers were made (fastfid.resize_modes has the table):
 
 - ``"pytorch-fid"``: bilinear with half-pixel centres and no antialiasing, on [0, 1] floats
   (``F.interpolate(..., mode="bilinear", align_corners=False)``), as pytorch-fid's network does.
+- ``"torch-fidelity"`` and ``"legacy_tensorflow"``: TensorFlow 1's ``resize_bilinear``: output pixel
+  i samples the input at i·in/out (no half-pixel centres), clamped at the last pixel, on [0, 255].
+- ``"torchmetrics"``: torchmetrics' default, bilinear with half-pixel centres and antialiasing, on [0, 255].
 - ``"clean"``: clean-fid's: each channel as a float image in [0, 255], PIL bicubic (antialiased
   when shrinking), clipped to [0, 255].
+
+Every mode returns [0, 1] floats; the network scales them as its mode says (resize_modes.input_scaling).
 """
 
 from __future__ import annotations
@@ -53,9 +58,7 @@ def resize_image(rgb: np.ndarray, size: tuple[int, int] | None, mode: str) -> to
     if mode == "clean" and size is not None:
         return torch.from_numpy(_clean_resize(rgb.astype(np.float32) * (255 / unit), size) / np.float32(255))
     image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(float(unit))
-    if size is not None and tuple(image.shape[1:]) != tuple(size):
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    return image
+    return resize_batch(image[None], size, mode)[0]
 
 
 def _clean_resize(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -114,11 +117,37 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int] | None, mode: str) 
     """float NCHW [0, 1] → the same at ``size``, by ``mode`` (``"clean"`` goes through PIL on the CPU)."""
     if size is None or tuple(images.shape[-2:]) == tuple(size):
         return images
+    size = (int(size[0]), int(size[1]))
     if mode == "pytorch-fid":
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    host = images.permute(0, 2, 3, 1).cpu().numpy() * np.float32(255)
-    resized = np.stack([_clean_resize(image, size) for image in host]) / np.float32(255)
-    return torch.from_numpy(resized).to(images.device)
+    # The other modes resize pixel values 0–255, as their libraries do, so that rounding matches theirs.
+    pixels = images * 255
+    if mode == "torchmetrics":
+        resized = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
+    elif mode in ("torch-fidelity", "legacy_tensorflow"):
+        resized = tf1_bilinear(pixels, size)
+    else:
+        host = pixels.permute(0, 2, 3, 1).cpu().numpy()
+        resized = torch.from_numpy(np.stack([_clean_resize(image, size) for image in host])).to(images.device)
+    return resized / 255
+
+
+def tf1_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """TensorFlow 1's ``resize_bilinear`` (align_corners=False): output pixel i samples the input at
+    x = i·in/out in float32 (not at half-pixel centres), between floor(x) and its right neighbour
+    clamped to the image, weighted by x − floor(x); rows after columns, as TensorFlow."""
+    def axis(n_in: int, n_out: int):
+        position = torch.arange(n_out, dtype=torch.float32, device=images.device) * torch.tensor(
+            n_in / n_out, dtype=torch.float32)
+        low = position.long()
+        return low, (low + 1).clamp_max(n_in - 1), (position - low.float()).to(images.dtype)
+
+    top, bottom, dy = axis(images.shape[-2], size[0])
+    left, right, dx = axis(images.shape[-1], size[1])
+    upper, lower = images[..., top, :], images[..., bottom, :]
+    upper = upper[..., left] + (upper[..., right] - upper[..., left]) * dx
+    lower = lower[..., left] + (lower[..., right] - lower[..., left]) * dx
+    return upper + (lower - upper) * dy[:, None]
 
 
 # --- sources -----------------------------------------------------------------------------------

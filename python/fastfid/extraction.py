@@ -85,7 +85,7 @@ class FeatureExtractor:
     def __init__(self, model=2048, *, weights=None, device=None, resize: str = "pytorch-fid", image_size="auto"):
         import torch
 
-        from fastfid.resize_modes import check_resize
+        from fastfid.resize_modes import check_resize, input_scaling
 
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -95,7 +95,7 @@ class FeatureExtractor:
         if isinstance(model, (int, np.integer)) and not isinstance(model, bool):
             from fastfid.models import FIDInceptionV3
 
-            model = FIDInceptionV3(int(model), weights=weights)
+            model = FIDInceptionV3(int(model), weights=weights, scaling=input_scaling(resize))
         elif not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a dims (64, 192, 768, 2048) or a torch.nn.Module, got {type(model).__name__}")
         self.model = model.to(self.device).eval()

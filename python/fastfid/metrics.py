@@ -11,8 +11,8 @@ import numpy as np
 from fastfid import _core
 from fastfid._arrays import as_features
 
-__all__ = ["ClassScores", "DensityCoverage", "InceptionScore", "KID", "PrecisionRecall", "density_coverage",
-           "inception_score_from_logits", "kid", "precision_recall"]
+__all__ = ["ClassScores", "DensityCoverage", "InceptionScore", "KID", "Kernel", "PrecisionRecall", "density_coverage",
+           "inception_score_from_logits", "kid", "kid_of_subsets", "precision_recall"]
 
 
 def _pair(real, fake):
@@ -29,25 +29,82 @@ class KID:
     mean: float
     """The mean over subsets of the unbiased MMD² (KID; often reported × 1000)."""
     std: float
+    """Their standard deviation (divisor: the number of subsets, as every peer)."""
     subsets: int
     subset_size: int
 
 
-def kid(real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int | None = 0) -> KID:
+@dataclass(frozen=True)
+class Kernel:
+    """KID's kernel: ``"poly"``, k(x, y) = (γ xᵀy + coef0)^degree with γ = 1/d unless given, or ``"rbf"``,
+    k(x, y) = exp(−‖x − y‖² / (2σ²)). The defaults are KID's."""
+
+    kind: str = "poly"
+    degree: int = 3
+    gamma: float | None = None
+    coef0: float = 1.0
+    sigma: float = 10.0
+
+    def __post_init__(self):
+        if self.kind not in ("poly", "rbf"):
+            raise ValueError(f"kernel must be 'poly' or 'rbf', got {self.kind!r}")
+        if not isinstance(self.degree, (int, np.integer)) or isinstance(self.degree, bool) or self.degree < 1:
+            raise ValueError(f"degree must be a positive integer, got {self.degree!r}")
+        if self.gamma is not None and not self.gamma > 0:
+            raise ValueError(f"gamma must be None (1 / dim) or positive, got {self.gamma!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma!r}")
+
+    def mmd(self, x: np.ndarray, y: np.ndarray) -> float:
+        """The unbiased MMD² between two sets (the cross term over all m·n pairs)."""
+        if self.kind == "rbf":
+            return _core.gaussian_mmd(x, y, float(self.sigma))
+        return _core.polynomial_mmd(x, y, int(self.degree), float(self.gamma or 0.0), float(self.coef0))
+
+
+def kid(real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int | None = 0,
+        kernel: Kernel = Kernel(), shrink_subsets: bool = False) -> KID:
     """Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD² with the kernel
-    k(x, y) = (xᵀy / d + 1)³, over ``subsets`` random subsets of m = min(n, ``subset_size``)
-    samples of each set (without replacement within a subset)."""
+    k(x, y) = (xᵀy / d + 1)³, over ``subsets`` random subsets of ``subset_size`` samples of each set
+    (without replacement within a subset).
+
+    A set smaller than ``subset_size`` is refused, as every peer does (a KID over smaller subsets is
+    biased differently and not comparable); ``shrink_subsets=True`` uses subsets of the smaller
+    set's size instead."""
     real, fake = _pair(real, fake)
-    if not isinstance(subsets, int) or subsets < 1:
+    if not isinstance(subsets, (int, np.integer)) or isinstance(subsets, bool) or subsets < 1:
         raise ValueError(f"subsets must be a positive integer, got {subsets!r}")
-    m = min(real.shape[0], fake.shape[0], subset_size)
+    if not isinstance(subset_size, (int, np.integer)) or isinstance(subset_size, bool) or subset_size < 2:
+        raise ValueError(f"subset_size must be an integer of at least 2, got {subset_size!r}")
+    smaller = min(real.shape[0], fake.shape[0])
+    if smaller < subset_size and not shrink_subsets:
+        raise ValueError(f"subset_size {subset_size} is larger than the samples ({real.shape[0]} real, "
+                         f"{fake.shape[0]} fake): lower subset_size, or pass shrink_subsets=True")
+    m = min(smaller, subset_size)
     if m < 2:
         raise ValueError("KID needs at least 2 samples in each set")
     rng = np.random.default_rng(seed)
-    values = np.array([_core.polynomial_mmd(real[np.sort(rng.choice(real.shape[0], m, replace=False))],
-                                            fake[np.sort(rng.choice(fake.shape[0], m, replace=False))])
-                       for _ in range(subsets)])
-    return KID(float(values.mean()), float(values.std()), subsets, m)
+    draws = [(np.sort(rng.choice(real.shape[0], m, replace=False)), np.sort(rng.choice(fake.shape[0], m, replace=False)))
+             for _ in range(subsets)]
+    return kid_of_subsets(real, fake, draws, kernel=kernel)
+
+
+def kid_of_subsets(real, fake, draws, *, kernel: Kernel = Kernel()) -> KID:
+    """KID over given subsets: ``draws`` is a sequence of (real indices, fake indices) of one size.
+    The drop-ins use it to draw subsets exactly as each peer does."""
+    real, fake = _pair(real, fake)
+    values, size = [], None
+    for real_index, fake_index in draws:
+        real_index, fake_index = np.asarray(real_index), np.asarray(fake_index)
+        if size is None:
+            size = len(real_index)
+        if len(real_index) != size or len(fake_index) != size:
+            raise ValueError("every KID subset must have the same size")
+        values.append(kernel.mmd(real[real_index], fake[fake_index]))
+    if not values:
+        raise ValueError("KID needs at least one subset")
+    array = np.array(values)
+    return KID(float(array.mean()), float(array.std()), len(values), int(size))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ pools that leave the zero padding out of their count, a max pool in the last blo
 Module and parameter names follow torchvision's Inception3, so pytorch-fid's weight file
 ``pt_inception-2015-12-05-6726825d.pth`` loads into it unchanged. Input: float images in [0, 1],
 NCHW; they are resized to 299 × 299 (bilinear, half-pixel centres, no antialiasing) unless they
-already have that size, and scaled to [−1, 1].
+already have that size, and scaled to [−1, 1]: as 2x − 1 (pytorch-fid) or, with
+``scaling="tensorflow"``, as (255x − 128)/128 (the 2015 graph, torch-fidelity, torchmetrics, clean-fid).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 FEATURE_DIMS = (64, 192, 768, 2048)
+SCALINGS = ("pytorch-fid", "tensorflow")
 INPUT_SIZE = (299, 299)
 NUM_CLASSES = 1008
 
@@ -162,16 +164,20 @@ class FIDInceptionV3(nn.Module):
     768 (pre-auxiliary, Mixed_6e) or 2048 (pool3, the FID standard); the spatial maps of the first
     three are averaged. ``weights``: ``None`` finds pytorch-fid's file (``FASTFID_WEIGHTS``, the torch
     hub cache, else a download checked by SHA-256), a path loads that file, ``False`` leaves the
-    network randomly initialised (tests, timing). The network stays in eval mode and needs no gradients.
+    network randomly initialised (tests, timing). ``scaling``: "pytorch-fid" or "tensorflow" (see the
+    module). The network stays in eval mode and needs no gradients.
     """
 
     input_size = INPUT_SIZE
 
-    def __init__(self, dims: int = 2048, weights=None):
+    def __init__(self, dims: int = 2048, weights=None, scaling: str = "pytorch-fid"):
         super().__init__()
         if dims not in FEATURE_DIMS:
             raise ValueError(f"dims must be one of {FEATURE_DIMS} (pytorch-fid's layers), got {dims!r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         self.dims = dims
+        self.scaling = scaling
         self.Conv2d_1a_3x3 = ConvBatchNormReLU(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = ConvBatchNormReLU(32, 32, 3)
         self.Conv2d_2b_3x3 = ConvBatchNormReLU(32, 64, 3, padding=1)
@@ -243,6 +249,8 @@ class FIDInceptionV3(nn.Module):
         images = images.to(self.fc.weight.dtype)
         if tuple(images.shape[-2:]) != INPUT_SIZE:
             images = F.interpolate(images, size=INPUT_SIZE, mode="bilinear", align_corners=False)
+        if self.scaling == "tensorflow":
+            return (images * 255 - 128) / 128
         return 2 * images - 1
 
 
