@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from fastfid.io import file_fingerprint, stream_sha256
 from fastfid.resize_modes import RESIZE_MODES, check_resize  # noqa: F401  (part of this module's interface)
 
-IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 _CHANNELS = (1, 3, 4)
 
 
@@ -176,6 +176,21 @@ class ImageFiles:
             raise ValueError(f"{self.path} is neither a folder nor a zip archive of images")
         if not self.names:
             raise ValueError(f"{self.path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+
+    @classmethod
+    def from_paths(cls, paths) -> "ImageFiles":
+        """Given image files, in the given order (pytorch-fid's functions take a list of paths)."""
+        paths = [Path(p).resolve() for p in paths]
+        if not paths:
+            raise ValueError("no image files were given")
+        missing = next((p for p in paths if not p.is_file()), None)
+        if missing is not None:
+            raise FileNotFoundError(f"image file {missing} does not exist")
+        files = cls.__new__(cls)
+        files.path = Path(os.path.commonpath([p.parent for p in paths]))
+        files.archive = None
+        files.names = [str(p.relative_to(files.path)) for p in paths]
+        return files
 
     def __len__(self) -> int:
         return len(self.names)

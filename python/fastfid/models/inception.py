@@ -221,7 +221,19 @@ class FIDInceptionV3(nn.Module):
         return self._run(images, logits=True)
 
     def _run(self, images: torch.Tensor, logits: bool):
-        x = self._prepare(images)
+        features = None
+        for width, x in self.block_maps(self._prepare(images)):
+            if width == self.dims:
+                features = x.mean(dim=(2, 3))  # pytorch-fid's adaptive average pool to 1 × 1
+                if not logits:
+                    return features, None
+        pool3 = x.mean(dim=(2, 3))
+        return features, pool3 @ self.fc.weight.t()
+
+    def block_maps(self, x: torch.Tensor, last: int = 2048):
+        """The spatial maps after each of pytorch-fid's four blocks (first max pool: 64 channels,
+        second max pool: 192, Mixed_6e: 768, Mixed_7c: 2048), as (width, map), up to ``last``, from an
+        input already at 299 × 299 and scaled to [−1, 1]."""
         stages = (
             (64, (self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, _max_pool_3x3_stride_2)),
             (192, (self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, _max_pool_3x3_stride_2)),
@@ -229,16 +241,12 @@ class FIDInceptionV3(nn.Module):
                    self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e)),
             (2048, (self.Mixed_7a, self.Mixed_7b, self.Mixed_7c)),
         )
-        features = None
         for width, layers in stages:
             for layer in layers:
                 x = layer(x)
-            if width == self.dims:
-                features = x.mean(dim=(2, 3))  # pytorch-fid's adaptive average pool to 1 × 1
-                if not logits:
-                    return features, None
-        pool3 = x.mean(dim=(2, 3))
-        return features, pool3 @ self.fc.weight.t()
+            yield width, x
+            if width == last:
+                return
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:

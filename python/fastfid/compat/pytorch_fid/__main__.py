@@ -1,0 +1,3 @@
+from fastfid.compat.pytorch_fid.fid_score import main
+
+main()
