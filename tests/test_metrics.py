@@ -94,3 +94,35 @@ def test_metric_inputs_are_checked(sets):
         metrics.precision_recall(real, bad)
     with pytest.raises(ValueError, match="more than k samples"):
         metrics.density_coverage(real[:4], fake, k=5)
+
+
+def test_kid_refuses_subsets_larger_than_the_samples(sets):
+    real, fake = sets  # 300 and 250 samples
+    with pytest.raises(ValueError, match="subset_size 1000 is larger than the samples"):
+        metrics.kid(real, fake)
+    shrunk = metrics.kid(real, fake, subsets=3, shrink_subsets=True)
+    assert shrunk.subset_size == 250
+
+
+def test_kid_kernels_match_numpy(sets):
+    real, fake = sets
+    x, y = real[:60], fake[:50]
+
+    def mmd(kernel):
+        kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+        m, n = len(x), len(y)
+        return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                - 2 * kxy.mean())
+
+    poly = metrics.Kernel(degree=2, gamma=0.05, coef0=0.5)
+    assert poly.mmd(x, y) == pytest.approx(mmd(lambda a, b: (0.05 * a @ b.T + 0.5) ** 2), rel=1e-10)
+    rbf = metrics.Kernel(kind="rbf", sigma=3.0)
+    squared = lambda a, b: ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)  # noqa: E731
+    assert rbf.mmd(x, y) == pytest.approx(mmd(lambda a, b: np.exp(-squared(a, b) / 18)), rel=1e-9)
+    draws = [(np.arange(40), np.arange(40)), (np.arange(10, 50), np.arange(5, 45))]
+    result = metrics.kid_of_subsets(x, y, draws, kernel=poly)
+    assert result.mean == pytest.approx(np.mean([poly.mmd(x[a], y[b]) for a, b in draws]), rel=1e-12)
+    with pytest.raises(ValueError, match="kernel must be"):
+        metrics.Kernel(kind="laplace")
+    with pytest.raises(ValueError, match="same size"):
+        metrics.kid_of_subsets(x, y, [(np.arange(4), np.arange(5))])

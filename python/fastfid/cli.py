@@ -1,7 +1,7 @@
 """The ``fastfid`` command line: thin over the Python API.
 
     fastfid fid PATH1 PATH2 [--dims 2048] [--batch-size 50] [--device cuda] [--num-workers 8]
-                            [--resize pytorch-fid|clean] [--isc] [--skip-bad] [--save-stats] [--json]
+                            [--resize MODE] [--isc] [--skip-bad] [--save-stats] [--json]
         PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics
     torchrun --nproc_per_node=K -m fastfid fid PATH1 PATH2 ...   (each rank takes a share, exact merge)
     fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
@@ -180,7 +180,8 @@ def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str) -> No
                                     "under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
     p.add_argument("--resize", choices=RESIZE_MODES, default="pytorch-fid",
-                   help="pytorch-fid: bilinear as in published FIDs (default); clean: clean-fid's PIL bicubic")
+                   help="preprocessing, named after the library it reproduces: pytorch-fid (default), torch-fidelity, "
+                        "torchmetrics, clean, legacy_tensorflow (see the README's table)")
     p.add_argument("--weights", help="FID Inception weights file (default: $FASTFID_WEIGHTS, the torch hub cache, "
                                      "or a download)")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and count them")

@@ -93,10 +93,11 @@ def kid_of_subsets(real, fake, draws, *, kernel: Kernel = Kernel()) -> KID:
     """KID over given subsets: ``draws`` is a sequence of (real indices, fake indices) of one size.
     The drop-ins use it to draw subsets exactly as each peer does."""
     real, fake = _pair(real, fake)
-    values, size = [], None
+    values: list[float] = []
+    size = -1
     for real_index, fake_index in draws:
         real_index, fake_index = np.asarray(real_index), np.asarray(fake_index)
-        if size is None:
+        if size < 0:
             size = len(real_index)
         if len(real_index) != size or len(fake_index) != size:
             raise ValueError("every KID subset must have the same size")
@@ -104,7 +105,7 @@ def kid_of_subsets(real, fake, draws, *, kernel: Kernel = Kernel()) -> KID:
     if not values:
         raise ValueError("KID needs at least one subset")
     array = np.array(values)
-    return KID(float(array.mean()), float(array.std()), len(values), int(size))
+    return KID(float(array.mean()), float(array.std()), len(values), size)
 
 
 @dataclass(frozen=True)

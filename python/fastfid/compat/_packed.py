@@ -80,7 +80,7 @@ def to_stats(packed: torch.Tensor, feature_space: str | None = None) -> FeatureS
     return stats
 
 
-def _host_parts(packed: torch.Tensor, dim: int):
+def _host_parts(packed: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray]:
     array = packed.numpy()
     return array[1:1 + dim], array[1 + dim:].reshape(dim, dim)
 

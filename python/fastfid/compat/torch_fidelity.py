@@ -104,7 +104,8 @@ def _features(which: int, options: dict, network, device, layers: set, keep: set
     precision/recall and IS."""
     from fastfid.data import resize_batch
 
-    collected, parts = _Collected(), {layer: [] for layer in keep}
+    collected = _Collected()
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in keep}
     for images in _batches(which, options, device):
         _vassert(images.dtype == torch.uint8 and images.dim() == 4 and images.shape[1] == 3,
                  f"Input {which} must give uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")

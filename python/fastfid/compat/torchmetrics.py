@@ -51,6 +51,8 @@ class _Network(Module):
     """The FID Inception-v3 as torchmetrics feeds it: uint8 NCHW images, resized to 299 × 299
     (antialiased bilinear, or TensorFlow 1's bilinear with ``antialias=False``), then (x − 128)/128."""
 
+    num_features: int
+
     def __init__(self, output: int | str, weights_path: str | None, antialias: bool):
         super().__init__()
         from fastfid.models import FIDInceptionV3
@@ -115,6 +117,9 @@ class FrechetInceptionDistance(Metric):
     is_differentiable: bool = False
     full_state_update: bool = False
     plot_lower_bound: float = 0.0
+    inception: Module
+    real_stats: Tensor
+    fake_stats: Tensor
 
     def __init__(self, feature: int | Module = 2048, reset_real_features: bool = True, normalize: bool = False,
                  input_img_size: tuple[int, int, int] = (3, 299, 299),
@@ -122,7 +127,7 @@ class FrechetInceptionDistance(Metric):
         super().__init__(**kwargs)
         self.normalize = _check_bool(normalize, "normalize")
         self.inception, self.used_custom_model = _network_for(feature, feature_extractor_weights_path, antialias)
-        num_features = _feature_count(self.inception, self.used_custom_model, normalize, input_img_size)
+        num_features = _feature_count(self.inception, normalize, input_img_size)
         self.reset_real_features = _check_bool(reset_real_features, "reset_real_features")
         self.num_features = num_features
         self.orig_dtype = torch.float32
@@ -144,6 +149,7 @@ class FrechetInceptionDistance(Metric):
             raise RuntimeError("More than one sample is required for both the real and fake distributed to compute FID")
         space = getattr(self.inception, "feature_space", None)
         real, fake = _packed.to_stats(self.real_stats, space), _packed.to_stats(self.fake_stats, space)
+        assert real is not None and fake is not None  # both counts are at least 2
         return torch.tensor(fid(real, fake), dtype=self.orig_dtype, device=self.device)
 
     def reset(self) -> None:
@@ -173,6 +179,9 @@ class KernelInceptionDistance(Metric):
     is_differentiable: bool = False
     full_state_update: bool = False
     plot_lower_bound: float = 0.0
+    inception: Module
+    real_features: list[Tensor]
+    fake_features: list[Tensor]
 
     def __init__(self, feature: int | Module = 2048, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
                  gamma: float | None = None, coef: float = 1.0, reset_real_features: bool = True,
@@ -237,6 +246,8 @@ class InceptionScore(Metric):
     higher_is_better: bool = True
     full_state_update: bool = False
     plot_lower_bound: float = 0.0
+    inception: Module
+    features: list[Tensor]
 
     def __init__(self, feature: str | int | Module = "logits_unbiased", splits: int = 10, normalize: bool = False,
                  **kwargs: Any) -> None:
@@ -262,8 +273,8 @@ class InceptionScore(Metric):
                 torch.tensor(std, dtype=features.dtype, device=self.device))
 
 
-def _feature_count(network: Module, custom: bool, normalize: bool, input_img_size) -> int:
-    if not custom:
+def _feature_count(network: Module, normalize: bool, input_img_size) -> int:
+    if isinstance(network, _Network):
         return network.num_features
     count = getattr(network, "num_features", None)
     if isinstance(count, int):
