@@ -1,6 +1,13 @@
 import numpy as np
 import pytest
 
+try:  # before any test imports a peer or torchmetrics (the README's examples too): see peers.py
+    from peers import declare_torchvision_ops
+
+    declare_torchvision_ops()
+except ImportError:  # no torch: the torch tests skip
+    pass
+
 
 def pytest_report_header(config):
     import fastfid

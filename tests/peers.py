@@ -17,12 +17,17 @@ _TORCHVISION_OPS = ("nms(Tensor dets, Tensor scores, float iou_threshold) -> Ten
 _shim_library = None
 
 
-def _declare_torchvision_ops() -> None:
+def declare_torchvision_ops() -> None:
+    """Make the registry's torchvision importable beside a CPU torch (see above); a no-op where it
+    imports as it is (a matching torch and torchvision) or is not installed."""
     global _shim_library
     if _shim_library is not None:
         return
     try:
         importlib.import_module("torchvision")
+        _shim_library = False
+        return
+    except ImportError:
         _shim_library = False
         return
     except RuntimeError:
@@ -36,11 +41,7 @@ def _declare_torchvision_ops() -> None:
 
 def peer(module: str):
     """Import a peer's module, or skip the test with the reason."""
-    if _shim_library is None:
-        try:
-            _declare_torchvision_ops()
-        except ImportError:
-            pass
+    declare_torchvision_ops()
     return pytest.importorskip(module, reason=f"{module.split('.')[0]} is not installed")
 
 

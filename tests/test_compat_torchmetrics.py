@@ -145,3 +145,29 @@ def test_inception_score_equals_torchmetrics(batches):
         values.append([float(v) for v in metric.compute()])
     assert values[1][0] == pytest.approx(values[0][0], rel=1e-5)
     assert values[1][1] == pytest.approx(values[0][1], rel=1e-3, abs=1e-6)
+
+
+def test_ranks_merge_exactly(tmp_path):
+    """Two gloo processes each update a share; compute() on every rank gives one process's FID, and
+    the synced state is the exact merge (features with a large mean, where raw sums lose digits)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fastfid import FeatureStats, fid
+
+    rng = np.random.default_rng(0)
+    real, fake = 1000 + rng.normal(size=(101, 6)), 1000.3 + rng.normal(size=(80, 6))
+    np.savez(tmp_path / "inputs.npz", real=real, fake=fake)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(Path(__file__).with_name("distributed_compat_worker.py")), str(tmp_path)],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    whole = FeatureStats.from_features(real)
+    expected = fid(whole, FeatureStats.from_features(fake))
+    for rank in range(2):
+        result = np.load(tmp_path / f"rank_{rank}.npz")
+        assert int(result["count"]) == 101
+        np.testing.assert_allclose(result["mean"], whole.mean, rtol=1e-12)
+        np.testing.assert_allclose(result["cov"], whole.cov, rtol=0, atol=1e-10 * np.abs(whole.cov).max())
+        assert float(result["fid"]) == pytest.approx(expected, rel=1e-6)  # returned as float32, as torchmetrics
