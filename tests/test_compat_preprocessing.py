@@ -108,3 +108,33 @@ def test_tf1_bilinear_against_float64_formula():
                 + wy * ((1 - wx) * a[np.ix_(y1, x0)] + wx * a[np.ix_(y1, x1)]))
     ours = tf1_bilinear(torch.from_numpy(image).float(), (out_h, out_w))[0, 0].double().numpy()
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-4)  # float32 positions and weights on 0–255 values
+
+
+def test_drop_ins_import_without_their_peers():
+    """Only the torchmetrics drop-in needs its peer (it subclasses Metric); the others import with
+    pytorch-fid, clean-fid, torch-fidelity, torchmetrics and torchvision made unimportable."""
+    import subprocess
+    import sys
+
+    blocked = ["pytorch_fid", "cleanfid", "torch_fidelity", "torchmetrics", "torchvision"]
+    code = (f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+            "import fastfid.compat.pytorch_fid, fastfid.compat.cleanfid, fastfid.compat.torch_fidelity\n"
+            "try:\n    import fastfid.compat.torchmetrics\nexcept ImportError as error:\n    print(error)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "pip install torchmetrics" in run.stdout
+
+
+def test_fastfid_fid_gives_torchmetrics_numbers_in_its_mode(peer_weights):
+    """fastfid.FID with resize="torchmetrics" on uint8 images: torchmetrics' FID (the 1 % gap the
+    default pytorch-fid preprocessing shows against torchmetrics is preprocessing, not arithmetic)."""
+    import fastfid
+
+    fid = peer("torchmetrics.image.fid")
+    # more images than the 64 features: torchmetrics' eigenvalue route is well conditioned, a fair reference
+    real, fake = uint8_images((40, 40), n=90, seed=1), uint8_images((40, 40), n=80, seed=2) // 2
+    theirs, ours = fid.FrechetInceptionDistance(feature=64), fastfid.FID(feature=64, resize="torchmetrics")
+    for metric in (theirs, ours):
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+    assert float(ours.compute()) == pytest.approx(float(theirs.compute()), rel=1e-4)

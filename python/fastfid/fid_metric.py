@@ -17,10 +17,13 @@ class FID(torch.nn.Module):
 
     ``feature``: 64, 192, 768 or 2048 (the FID Inception-v3's layers) or a ``torch.nn.Module``, which
     receives the batches exactly as given and returns (N, d) features. With the Inception, images are
-    uint8 (0–255, NCHW or NHWC) or, with ``normalize=True``, float in [0, 1]; they are resized by
-    ``resize`` ("pytorch-fid" bilinear or "clean" PIL bicubic) to 299 × 299. Unlike torchmetrics,
-    floats are not quantised to uint8 and the statistics are float64 (n, μ, C) merged exactly, never
-    raw sums of squares nor stored features: memory is O(d²) however many images.
+    uint8 (0–255, NCHW or NHWC) or, with ``normalize=True``, float in [0, 1]; they are prepared by
+    ``resize`` (fastfid.resize_modes: "pytorch-fid", "torch-fidelity", "torchmetrics" for torchmetrics'
+    numbers, "clean", "legacy_tensorflow") at 299 × 299. Unlike torchmetrics, floats are not
+    quantised to uint8 and the statistics are float64 (n, μ, C) merged exactly, never raw sums of
+    squares nor stored features: memory is O(d²) however many images. For torchmetrics' exact
+    interface (a real ``Metric``, float32 results, its 8-bit quantisation) use
+    fastfid.compat.torchmetrics.
 
     Under torch.distributed every rank updates with its own batches and ``compute()`` merges all
     ranks exactly (every rank must call it; each gets the same value). ``.to(device)`` moves the network;

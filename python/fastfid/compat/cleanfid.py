@@ -32,8 +32,8 @@ from fastfid.models import FIDInceptionV3
 from fastfid.resize_modes import input_scaling
 from fastfid.stats import FeatureStats
 
-__all__ = ["compute_fid", "compute_kid", "make_custom_stats", "remove_custom_stats", "stats_folder",
-           "test_stats_exists"]
+__all__ = ["compute_fid", "compute_kid", "frechet_distance", "get_folder_features", "kernel_distance",
+           "make_custom_stats", "remove_custom_stats", "stats_folder", "test_stats_exists"]
 
 # clean-fid's modes, as fastfid's preprocessing names.
 MODES = {"clean": "clean", "legacy_pytorch": "pytorch-fid", "legacy_tensorflow": "legacy_tensorflow"}
@@ -165,6 +165,17 @@ def _generator_batches(gen, features: _Features, num_gen: int, z_dim: int, batch
             raise ValueError(f"the generator must return (N, 3, H, W) images in [0, 255], got {tuple(images.shape)}")
         host = images.detach().float().cpu().permute(0, 2, 3, 1).numpy().clip(0, 255)
         yield features(torch.stack([features.prepare(image) for image in host])).double().cpu().numpy()
+
+
+def get_folder_features(fdir, model=None, num_workers=12, num=None, shuffle=False, seed=0, batch_size=128,
+                        device=torch.device("cuda"), mode="clean", custom_fn_resize=None, description="", verbose=True,
+                        custom_image_tranform=None) -> np.ndarray:
+    """The (n, d) features of a folder or zip, as clean-fid's: ``model`` is a callable on float NCHW
+    0–255 batches at 299 × 299 (None: the FID Inception for ``mode``)."""
+    features = _Features(mode, device, model, custom_image_tranform, custom_fn_resize)
+    if verbose:
+        print(f"{description}computing features of {fdir}")
+    return np.concatenate(list(_folder_batches(fdir, features, batch_size, num_workers, num, shuffle, seed)))
 
 
 def _statistics(batches, feature_space, keep: bool = False):

@@ -104,6 +104,7 @@ def _features(which: int, options: dict, network, device, layers: set, keep: set
     precision/recall and IS."""
     from fastfid.data import resize_batch
 
+    last = max(2048 if layer == "logits_unbiased" else int(layer) for layer in layers)  # the deepest block needed
     collected = _Collected()
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in keep}
     for images in _batches(which, options, device):
@@ -111,11 +112,10 @@ def _features(which: int, options: dict, network, device, layers: set, keep: set
                  f"Input {which} must give uint8 images (N, 3, H, W), got {images.dtype} {tuple(images.shape)}")
         pixels = resize_batch(images.to(device, torch.float32) / 255, network.input_size, "torch-fidelity")
         with torch.no_grad():
-            x = network._prepare(pixels)
-            outputs = {}
-            for width, block in network.block_maps(x):
-                outputs[str(width)] = block.mean(dim=(2, 3))
-            outputs["logits_unbiased"] = outputs["2048"] @ network.fc.weight.t()
+            outputs = {str(width): block.mean(dim=(2, 3))
+                       for width, block in network.block_maps(network._prepare(pixels), last)}
+            if "logits_unbiased" in layers:
+                outputs["logits_unbiased"] = outputs["2048"] @ network.fc.weight.t()
         for layer in layers:
             values = outputs[layer].double().cpu().numpy()
             stats = collected.stats.setdefault(layer, FeatureStats(values.shape[1]))
