@@ -1,6 +1,8 @@
-"""fastfid.compat.cleanfid against clean-fid itself (its legacy_pytorch mode runs here: its weights
-come from the torch hub cache; "clean" and "legacy_tensorflow" need NVIDIA's TorchScript network,
-which cannot be downloaded, so their preprocessing is checked in test_compat_preprocessing)."""
+"""fastfid.compat.cleanfid against clean-fid itself. Its legacy_pytorch mode loads pytorch-fid's
+weights from the torch hub cache; its "clean" mode runs NVIDIA's TorchScript network, which cannot be
+downloaded here: a TorchScript file of the same network with the test weights stands in for it, so
+that clean-fid's own loading, resizing and scaling run. ("legacy_tensorflow" resizes inside that
+file, so only its preprocessing is checked, in test_compat_preprocessing.)"""
 
 import numpy as np
 import pytest
@@ -16,7 +18,9 @@ from fastfid.compat import cleanfid  # noqa: E402
 # and torchvision's deprecated `pretrained` argument.
 pytestmark = [pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:The parameter 'pretrained' is deprecated:UserWarning"),
-              pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning")]
+              pytest.mark.filterwarnings("ignore:Arguments other than a weight enum:UserWarning"),
+              # clean-fid loads NVIDIA's network with torch.jit, which torch 2.13 deprecates.
+              pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +46,84 @@ def test_legacy_pytorch_fid_and_kid_equal_clean_fids(folders):
                             batch_size=16, verbose=False)
     mine = cleanfid.compute_fid(folders[0], folders[1], mode="legacy_pytorch", device="cpu", num_workers=0,
                                 batch_size=16, verbose=False)
-    # 2048 features from 40 images: both covariances are singular, where clean-fid's sqrtm is the less
-    # exact side (fastfid's trace term is exact to ~1e-12 here, see test_distance); they still agree to 1e-3.
-    assert mine == pytest.approx(theirs, rel=1e-3)
+    # 2048 features from 40 images: both covariances are singular, where sqrtm can lose digits; here
+    # clean-fid's still agrees to ~1e-8.
+    assert mine == pytest.approx(theirs, rel=1e-4)
     np.random.seed(4)
     theirs_kid = cf.compute_kid(folders[0], folders[1], mode="legacy_pytorch", device=torch.device("cpu"),
                                 num_workers=0, batch_size=16, verbose=False)
     np.random.seed(4)
     mine_kid = cleanfid.compute_kid(folders[0], folders[1], mode="legacy_pytorch", device="cpu", num_workers=0,
                                     batch_size=16, verbose=False)
-    # Same subsets (numpy's global generator, clean-fid's order); clean-fid's kernel sums are float32.
-    assert mine_kid == pytest.approx(theirs_kid, rel=1e-3, abs=1e-6)
+    # Same subsets (numpy's global generator, clean-fid's order); ~2e-7 apart (clean-fid's float32 features).
+    assert mine_kid == pytest.approx(theirs_kid, rel=1e-4)
+
+
+class _Pool3Layers(torch.nn.Module):
+    """The FID Inception from scaled 299 × 299 input to pool3 as (N, 2048, 1, 1): what clean-fid calls
+    as ``base.layers`` of NVIDIA's file."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        *_, (_, last) = self.network.block_maps(x)
+        return last.mean(dim=(2, 3), keepdim=True)
+
+
+class _TorchScriptInception(torch.nn.Module):
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@pytest.fixture
+def nvidia_stand_in(tmp_path, monkeypatch, peer_weights):
+    """clean-fid's InceptionV3W reading a TorchScript file of the test network from tmp_path (clean-fid
+    itself would download NVIDIA's file to /tmp)."""
+    from fastfid.models import FIDInceptionV3
+
+    inception_torchscript = peer("cleanfid.inception_torchscript")
+    features = peer("cleanfid.features")
+    network = FIDInceptionV3(weights=peer_weights)
+    layers = torch.jit.trace(_Pool3Layers(network), torch.zeros(1, 3, 299, 299))
+    torch.jit.save(torch.jit.script(_TorchScriptInception(layers)), tmp_path / "inception-2015-12-05.pt")
+    original = inception_torchscript.InceptionV3W
+
+    def from_tmp(path, download, resize_inside=False):
+        return original(str(tmp_path), download=False, resize_inside=resize_inside)
+
+    monkeypatch.setattr(features, "InceptionV3W", from_tmp)
+
+
+def test_clean_mode_features_and_fid_equal_clean_fids(folders, nvidia_stand_in):
+    """clean-fid's own pipeline (its file listing, PIL bicubic resize, (x − 128)/128, its batches)
+    against the drop-in's, feature by feature; then the FID, whose only difference is the trace term."""
+    from fastfid import FeatureStats, fid
+
+    device = torch.device("cpu")
+    for folder in folders:
+        theirs = cf.get_folder_features(folder, cf.build_feature_extractor("clean", device, use_dataparallel=False),
+                                        num_workers=0, batch_size=16, device=device, mode="clean", verbose=False)
+        mine = cleanfid.get_folder_features(folder, num_workers=0, batch_size=16, device="cpu", mode="clean",
+                                            verbose=False)
+        # float32 network outputs of order 10: the same arithmetic up to float32 rounding of the resize.
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)
+    with pytest.warns(Warning, match="singular"):  # 40 images, 2048 features: clean-fid's sqrtm warns
+        theirs = cf.compute_fid(folders[0], folders[1], mode="clean", device=device, num_workers=0, batch_size=16,
+                                verbose=False, use_dataparallel=False)
+    mine = cleanfid.compute_fid(folders[0], folders[1], mode="clean", device="cpu", num_workers=0, batch_size=16,
+                                verbose=False)
+    exact = fid(*(FeatureStats.from_features(cf.get_folder_features(
+        f, cf.build_feature_extractor("clean", device, use_dataparallel=False), num_workers=0, batch_size=16,
+        device=device, mode="clean", verbose=False)) for f in folders))
+    assert mine == pytest.approx(exact, rel=1e-6)  # the exact FD of clean-fid's own features
+    # clean-fid's sqrtm warns about the singular covariances yet agrees to ~1e-7 here.
+    assert mine == pytest.approx(theirs, rel=1e-4)
 
 
 def test_custom_stats_round_trip(folders, tmp_path, monkeypatch):

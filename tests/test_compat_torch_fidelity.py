@@ -39,9 +39,10 @@ def test_all_metrics_equal_torch_fidelitys(folders, tmp_path):
     assert mine["frechet_inception_distance"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
     # IS: same permutation and splits; torch-fidelity computes it in float64 too.
     assert mine["inception_score_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-5)
-    assert mine["inception_score_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-3, abs=1e-7)
-    # KID: same subsets (RandomState(rng_seed)); torch-fidelity's kernel sums are float32.
-    assert mine["kernel_inception_distance_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-3)
+    assert mine["inception_score_std"] == pytest.approx(theirs["inception_score_std"], rel=1e-4)
+    # KID: same subsets (RandomState(rng_seed)); torch-fidelity's kernel sums are float32 (~1e-6 apart here).
+    assert mine["kernel_inception_distance_mean"] == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-4)
+    assert mine["kernel_inception_distance_std"] == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-4)
     for key in ("precision", "recall", "f_score"):
         assert mine[key] == pytest.approx(theirs[key], abs=1e-12)
 

@@ -127,9 +127,9 @@ def test_kid_equals_torchmetrics_with_the_same_subsets(batches):
         metric = _fill(cls(subsets=5, subset_size=15), batches)
         torch.manual_seed(7)
         values.append([float(v) for v in metric.compute()])
-    # torchmetrics sums the cubed kernel in float32; the difference of three such sums loses digits.
-    assert values[1][0] == pytest.approx(values[0][0], rel=1e-3, abs=1e-5)
-    assert values[1][1] == pytest.approx(values[0][1], rel=1e-2, abs=1e-5)
+    # torchmetrics sums the cubed kernel in float32 (~3e-6 apart here; the mean ~1e-7).
+    assert values[1][0] == pytest.approx(values[0][0], rel=1e-4)
+    assert values[1][1] == pytest.approx(values[0][1], rel=1e-4)
     with pytest.raises(ValueError, match="smaller than the number of samples"):
         _fill(ours.KernelInceptionDistance(subset_size=50), batches).compute()
 
@@ -144,7 +144,8 @@ def test_inception_score_equals_torchmetrics(batches):
         torch.manual_seed(3)
         values.append([float(v) for v in metric.compute()])
     assert values[1][0] == pytest.approx(values[0][0], rel=1e-5)
-    assert values[1][1] == pytest.approx(values[0][1], rel=1e-3, abs=1e-6)
+    # The std over 3 splits is a difference of nearly equal float32 scores in torchmetrics: ~2e-5 apart.
+    assert values[1][1] == pytest.approx(values[0][1], rel=1e-4)
 
 
 def test_ranks_merge_exactly(tmp_path):
