@@ -172,3 +172,20 @@ def test_ranks_merge_exactly(tmp_path):
         np.testing.assert_allclose(result["mean"], whole.mean, rtol=1e-12)
         np.testing.assert_allclose(result["cov"], whole.cov, rtol=0, atol=1e-10 * np.abs(whole.cov).max())
         assert float(result["fid"]) == pytest.approx(expected, rel=1e-6)  # returned as float32, as torchmetrics
+
+
+def test_non_finite_features_are_refused_and_change_nothing():
+    class Passthrough(torch.nn.Module):
+        num_features = 3
+
+        def forward(self, x):
+            return x
+
+    metric = ours.FrechetInceptionDistance(feature=Passthrough())
+    metric.update(torch.ones(4, 3) * torch.arange(4.0)[:, None], real=True)
+    before = metric.real_stats.clone()
+    bad = torch.ones(2, 3)
+    bad[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        metric.update(bad, real=True)
+    assert torch.equal(metric.real_stats, before)

@@ -86,13 +86,18 @@ def kid(real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int | 
     rng = np.random.default_rng(seed)
     draws = [(np.sort(rng.choice(real.shape[0], m, replace=False)), np.sort(rng.choice(fake.shape[0], m, replace=False)))
              for _ in range(subsets)]
-    return kid_of_subsets(real, fake, draws, kernel=kernel)
+    return _kid_of_checked_subsets(real, fake, draws, kernel)
 
 
 def kid_of_subsets(real, fake, draws, *, kernel: Kernel = Kernel()) -> KID:
     """KID over given subsets: ``draws`` is a sequence of (real indices, fake indices) of one size.
     The drop-ins use it to draw subsets exactly as each peer does."""
     real, fake = _pair(real, fake)
+    return _kid_of_checked_subsets(real, fake, draws, kernel)
+
+
+def _kid_of_checked_subsets(real: np.ndarray, fake: np.ndarray, draws, kernel: Kernel) -> KID:
+    """kid_of_subsets on features that _pair has already checked (each is checked once)."""
     values: list[float] = []
     size = -1
     for real_index, fake_index in draws:

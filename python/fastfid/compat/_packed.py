@@ -34,9 +34,8 @@ def add(packed: torch.Tensor, features: torch.Tensor) -> None:
     if features.dim() != 2 or features.shape[1] != dim:
         raise ValueError(f"features must be (n, {dim}), got shape {tuple(features.shape)}")
     if packed.device.type == "cpu":
-        host = features.detach().cpu().numpy()
-        _core.require_finite(host)
-        packed[0] = _core.accumulate(host, count(packed), *_host_parts(packed, dim))
+        # accumulate refuses NaN/Inf itself, leaving the state unchanged.
+        packed[0] = _core.accumulate(features.detach().cpu().numpy(), count(packed), *_host_parts(packed, dim))
         return
     if not bool(torch.isfinite(features).all()):
         raise ValueError("features contain NaN or Inf values")
