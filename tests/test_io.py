@@ -85,8 +85,27 @@ def test_plain_mu_sigma_file_reads_but_does_not_merge(stats, tmp_path):
         stats.merge(plain)
     with pytest.raises(ValueError, match="sample count is unknown"):
         plain.update(np.zeros((3, stats.dim)))
-    plain.save(tmp_path / "again.npz")  # a summary saves back as a summary
-    assert fastfid.FeatureStats.load(tmp_path / "again.npz").count is None
+    plain.save(tmp_path / "again.npz")  # a summary saves back as a summary, its mean and covariance intact
+    again = fastfid.FeatureStats.load(tmp_path / "again.npz")
+    assert again.count is None
+    assert np.array_equal(again.mean, stats.mean) and np.array_equal(again.cov, plain.cov)
+
+
+def test_statistics_read_from_a_stream_and_written_as_a_state(stats, tmp_path):
+    import io
+
+    from fastfid.io import write_state
+
+    buffer = io.BytesIO()
+    write_state(stats, buffer)  # no sigma: what fastfid.client sends
+    with np.load(io.BytesIO(buffer.getvalue())) as data:
+        assert "sigma" not in data.files
+    loaded = fastfid.FeatureStats.load(buffer)
+    assert loaded.count == stats.count and np.array_equal(loaded.comoment, stats.comoment)
+    with pytest.raises(OSError, match="upload is not a readable .npz"):
+        fastfid.io.load_stats(io.BytesIO(buffer.getvalue()[:200]))
+    with pytest.raises(ValueError, match="at least one sample"):
+        write_state(fastfid.FeatureStats(3), io.BytesIO())
 
 
 def test_clean_fid_compressed_file_reads(stats, tmp_path):

@@ -9,6 +9,10 @@
     fastfid merge a.npz b.npz ... -o total.npz [--allow-partial]
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
+    fastfid serve [--store DIR] [--database URL] [--host 127.0.0.1] [--port 8000] [--workers 1] [--canary-every 1h]
+    fastfid token create NAME --scope read|write [--store DIR] [--database URL]
+    fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
+    --log mlflow|wandb|tensorboard (fid, submit): also record the result in that tracker
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def _fid(args) -> int:
     result = compute_fid(args.path1, args.path2, method=args.method, isc=args.isc, splits=args.splits, **options)
     if not _is_lead_rank():
         return 0
+    _log_to_trackers(args, result)
     if args.json:
         d = result.distance
         score = result.inception_score
@@ -89,6 +94,7 @@ def _fid_with_error(args) -> int:
         else load_stats(args.path2, allow_partial=args.allow_partial)
     result = fid_with_error(split_into_shards(generated, args.groups, seed=None, progress=progress), reference,
                             progress=progress)
+    _log_to_trackers(args, result, reference_sha256=state_digest(reference))
     if args.plot:
         from fastfid.plots import plot_jackknife
 
@@ -103,6 +109,79 @@ def _fid_with_error(args) -> int:
         print(f"FID: {result.value:.6f} (all {result.groups} groups); jackknife standard error "
               f"{result.standard_error:.6f}; bias-corrected FID {result.bias_corrected:.6f}, "
               f"{100 * result.confidence:g}% interval [{low:.6f}, {high:.6f}]")
+    return 0
+
+
+def _log_to_trackers(args, result, **details) -> None:
+    """--log: the result in each named tracker (a run opened and closed around it)."""
+    from fastfid import tracking
+
+    for tracker in args.log or ():
+        run, close = tracking.open_run(tracker)
+        try:
+            tracking.log(result, run, **details)
+        finally:
+            close()
+        print(f"fastfid: logged to {tracker}", file=sys.stderr)
+
+
+def _serve(args) -> int:
+    from fastfid.service.app import ServiceConfig, default_store
+    from fastfid.service.server import parse_duration, serve
+
+    config = ServiceConfig(store=str(args.store or default_store()), database_url=args.database,
+                           public_read=args.public_read, max_upload_mb=args.max_upload_mb, cache_size=args.cache_size,
+                           webhook=args.webhook, canary_every=parse_duration(args.canary_every) if args.canary_every
+                           else None)
+    serve(config, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _token(args) -> int:
+    import secrets
+
+    from fastfid.service.app import default_store
+    from fastfid.service.store import Store
+
+    store = Store(args.store or default_store(), args.database)
+    try:
+        token = secrets.token_urlsafe(32)
+        store.add_token(args.name, args.scope, token)
+    finally:
+        store.close()
+    print(token)  # shown once: the store keeps only its SHA-256
+    print(f"fastfid: {args.scope} token {args.name!r} created; it is not stored and cannot be shown again",
+          file=sys.stderr)
+    return 0
+
+
+def _submit(args) -> int:
+    from fastfid.client import Service
+
+    paths = [Path(p) for p in args.files]
+    suffixes = {p.suffix for p in paths}
+    if suffixes == {".npy"} and len(paths) == 1:
+        inputs = {"features": paths[0]}
+    elif suffixes == {".npz"}:
+        inputs = {"stats": paths[0]} if len(paths) == 1 else {"shards": paths}
+    else:
+        raise ValueError("submit one .npy of features, or one or more .npz statistics files (several are shards)")
+    service = Service(args.url, args.token, retries=args.retries)
+    result = service.evaluate(model=args.model, checkpoint=args.checkpoint, reference=args.reference,
+                              train_seed=args.train_seed, sample_seed=args.sample_seed, baseline=args.baseline,
+                              feature_space=args.feature_space, **inputs)
+    _log_to_trackers(args, result)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    error = "" if result["standard_error"] is None else f" ± {result['standard_error']:.4f} (jackknife SE)"
+    print(f"FID {result['fid']:.6f}{error}  [{args.model} @ {args.checkpoint} vs {result['reference']} "
+          f"v{result['reference_version']}; evaluation {result['id']}]")
+    verdict = result.get("verdict")
+    if verdict:
+        against = verdict["against"]
+        print(f"against {against['model']} @ {against['checkpoint']}: {verdict['verdict'] or 'no verdict'} — "
+              f"{verdict['reason']}")
     return 0
 
 
@@ -273,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="with --error-bars: write the jackknife distribution to this PNG")
     p.add_argument("--allow-partial", action="store_true",
                    help="accept a statistics file of an unfinished (interrupted) job as it is")
+    _add_log_argument(p)
     p.set_defaults(run=_fid)
 
     p = commands.add_parser("stats", help="statistics of images (folder, zip, .npy) or of a .npy feature matrix")
@@ -310,7 +390,58 @@ def build_parser() -> argparse.ArgumentParser:
                    help="statistics files of one space; VALIDATION is held-out real statistics or a valFD number")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=_fdr)
+
+    p = commands.add_parser("serve", help="run the evaluation service (references, evaluations, canaries, history)")
+    _add_store_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing the store (default 1)")
+    p.add_argument("--public-read", action="store_true", help="let requests without a token read (writes still "
+                                                              "need a write token)")
+    p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload (default 1024 MiB)")
+    p.add_argument("--cache-size", type=int, default=8, help="factorised references kept in memory (default 8)")
+    p.add_argument("--webhook", help="URL that receives every alert as JSON (retried with backoff)")
+    p.add_argument("--canary-every", metavar="DURATION", help="run every canary this often, e.g. 1h or 30m")
+    p.set_defaults(run=_serve)
+
+    p = commands.add_parser("token", help="create a bearer token of the service (printed once, stored hashed)")
+    p.add_argument("action", choices=("create",))
+    p.add_argument("name", help="who the token is for (recorded as uploader / submitter)")
+    p.add_argument("--scope", choices=("read", "write"), required=True)
+    _add_store_arguments(p)
+    p.set_defaults(run=_token)
+
+    p = commands.add_parser("submit", help="post statistics (.npz; several are shards) or features (.npy) to the "
+                                           "service as one evaluation")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    p.add_argument("--token", help="a write token (default: $FASTFID_TOKEN)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--reference", required=True, help="the reference's name in the service")
+    p.add_argument("--train-seed", type=int)
+    p.add_argument("--sample-seed", type=int)
+    p.add_argument("--baseline", help="compare with MODEL or MODEL@CHECKPOINT instead of the previous checkpoint")
+    p.add_argument("--feature-space", help="for files that name none (pytorch-fid's, clean-fid's)")
+    p.add_argument("--retries", type=int, default=5, help="tries after a connection failure or 502/503/504")
+    p.add_argument("--json", action="store_true", help="print the stored evaluation as JSON")
+    _add_log_argument(p)
+    p.set_defaults(run=_submit)
     return parser
+
+
+def _add_store_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", help="the service's folder: SQLite database and statistics files "
+                                   "(default $FASTFID_HOME/service, else ~/.fastfid/service)")
+    p.add_argument("--database", help="a PostgreSQL URL shared by several hosts (records and statistics live there)")
+
+
+def _add_log_argument(p: argparse.ArgumentParser) -> None:
+    from fastfid.tracking import TRACKERS
+
+    p.add_argument("--log", action="append", choices=TRACKERS,
+                   help="also record the result in MLflow ($MLFLOW_TRACKING_URI), W&B ($WANDB_*) or TensorBoard "
+                        "(./runs); repeatable")
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class FIDResult:
     inception_score: InceptionScore | None
     distance: FrechetResult
     """The distance's diagnostics (trace term, method, rank, ...)."""
+    statistics: tuple[FeatureStats, FeatureStats] | None = field(default=None, repr=False, compare=False)
+    """The two sides' statistics, to save, merge, post to the service or log (fastfid.tracking)."""
 
     def __float__(self) -> float:
         return self.value
@@ -307,7 +309,7 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
     distance = fid(sides[0], sides[1], method=method, return_info=True)
     return FIDResult(distance.value, sides[0].feature_space or sides[1].feature_space,
                      extractor.resize if extractor is not None else None, (sides[0].count, sides[1].count),
-                     tuple(skipped), None if scores is None else scores.result(), distance)
+                     tuple(skipped), None if scores is None else scores.result(), distance, (sides[0], sides[1]))
 
 
 def _extractor_for(model, weights, device, resize, image_size, opened):

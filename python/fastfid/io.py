@@ -18,7 +18,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -53,7 +53,8 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike, progress: dict | No
 
 def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict[str, Any]:
     count = stats.count or 0  # None (a count-less summary) is handled below
-    mean = stats.mean if count else np.zeros(stats.dim)
+    # Only exact statistics of 0 samples (a job saved before its first) have no mean yet.
+    mean = stats.mean if count or not stats.mergeable else np.zeros(stats.dim)
     arrays: dict[str, Any] = {_PARTIAL_MEAN if partial else "mu": mean}
     if stats.feature_space:
         arrays[_FEATURE_SPACE] = np.str_(stats.feature_space)
@@ -71,6 +72,21 @@ def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dic
         comoment /= max(count - 1, 1)  # in place: sigma costs no second d × d array
         arrays["sigma"] = comoment if count > 1 else np.zeros_like(comoment)
     return arrays
+
+
+def write_state(stats: FeatureStats, stream: BinaryIO) -> None:
+    """The exact state alone (count, mean, packed co-moment, feature space; no ``sigma``: a third of a
+    statistics file's bytes) as an .npz on a binary stream, for sending statistics over a network
+    (fastfid's service). :func:`load_stats` reads it; the peers, which need ``sigma``, do not."""
+    if stats.device != "cpu":
+        stats = stats.to("cpu")
+    if not stats.mergeable or not stats.count:
+        raise ValueError("only exact statistics of at least one sample can be written as a state")
+    arrays: dict[str, Any] = {"mu": stats.mean, _COUNT: np.int64(stats.count),
+                              _COMOMENT: _pack_upper(stats.comoment), _FORMAT: np.int64(FORMAT_VERSION)}
+    if stats.feature_space:
+        arrays[_FEATURE_SPACE] = np.str_(stats.feature_space)
+    np.savez(stream, **arrays)
 
 
 def _pack_upper(matrix: np.ndarray) -> np.ndarray:
@@ -165,12 +181,13 @@ def check_writable(path: str | os.PathLike, inputs=()) -> Path:
 _CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error, KeyError)
 
 
-def load_stats(path: str | os.PathLike, *, allow_partial: bool = False) -> FeatureStats:
-    """Read a statistics .npz; raises OSError for unreadable or corrupt files, ValueError for bad contents
-    (:class:`PartialStatisticsError` for an unfinished job's checkpoint, unless ``allow_partial``),
-    MemoryError when its declared size exceeds the memory available."""
-    path = Path(path)
-    with _open_npz(path) as data:
+def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = False) -> FeatureStats:
+    """Read a statistics .npz (a path, or a seekable binary stream such as an upload); raises OSError for
+    unreadable or corrupt files, ValueError for bad contents (:class:`PartialStatisticsError` for an
+    unfinished job's checkpoint, unless ``allow_partial``), MemoryError when its declared size exceeds
+    the memory available."""
+    source, path = path, _name_of(path)
+    with _open_npz(source) as data:
         headers = _headers(path, data)
         progress = _progress(path, data) if _PROGRESS in headers else None
         if progress is not None and not progress.get("complete", False) and not allow_partial:
@@ -216,11 +233,41 @@ def _done(progress: dict) -> str:
         return "not complete"
 
 
+def _is_stream(source) -> bool:
+    return hasattr(source, "read") and hasattr(source, "seek")
+
+
+def _name_of(source) -> Path:
+    """What messages call a file: its path, or a stream's name ("upload" when it has none)."""
+    if _is_stream(source):
+        name = getattr(source, "name", None)
+        return Path(name if isinstance(name, str) and name else "upload")
+    return Path(source)
+
+
 @contextlib.contextmanager
-def _open_npz(path: Path):
+def _opened(source):
+    """A path opened here (and closed whatever fails), or a caller's stream rewound and left open."""
+    if _is_stream(source):
+        source.seek(0)
+        yield source
+        return
+    with open(source, "rb") as handle:
+        yield handle
+
+
+def _stream_size(handle) -> int:
+    position = handle.seek(0, os.SEEK_END)
+    handle.seek(0)
+    return position
+
+
+@contextlib.contextmanager
+def _open_npz(source):
     # The file is opened here, not by np.load, so that it is closed even when numpy fails midway.
-    with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
+    path = _name_of(source)
+    with _opened(source) as handle:
+        if _stream_size(handle) == 0:
             raise OSError(f"{path} is empty (0 bytes), not a statistics .npz file")
         try:
             data = np.load(handle, allow_pickle=False)

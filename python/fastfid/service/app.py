@@ -1,0 +1,563 @@
+"""The ASGI app (Starlette): REST resources under /references, /evaluations, /canaries and
+/models, plus /healthz and /metrics.
+
+Requests carry ``Authorization: Bearer TOKEN``; a token has the scope "read" or "write" (write
+includes read) and is stored hashed. Reads need a read token unless the service was started with
+``public_read``; writes always need a write token. Uploads are multipart forms whose files are
+statistics ``.npz`` (read without pickle) or feature ``.npy``; every refusal is a 4xx with
+``{"error": "..."}`` naming the problem, and changes nothing in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Match, Route
+
+from fastfid import __version__
+from fastfid.io import load_stats, stream_sha256
+from fastfid.service import history
+from fastfid.service.canaries import Alerts, run_all, run_canary
+from fastfid.service.evaluation import ReferenceCache, ServiceError, Submission, evaluate
+from fastfid.service.metrics import CONTENT_TYPE, Metrics
+from fastfid.service.store import CorruptFile, NotFound, Store, jsonable
+from fastfid.stats import FeatureStats
+
+log = logging.getLogger("fastfid.service")
+CONFIG_VARIABLE = "FASTFID_SERVICE_CONFIG"
+_MAX_FILES = 1000  # shards in one post
+
+
+@dataclass
+class ServiceConfig:
+    store: str
+    database_url: str | None = None
+    public_read: bool = False
+    max_upload_mb: float = 1024.0
+    cache_size: int = 8
+    webhook: str | None = None
+    webhook_attempts: int = 5
+    webhook_backoff: float = 1.0
+    canary_every: float | None = None  # seconds
+
+
+# --- logging -------------------------------------------------------------------------------------
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                 "message": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(stream=None) -> None:
+    """JSON lines on stderr for the service's logger (once per process)."""
+    if any(getattr(handler, "_fastfid", False) for handler in log.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    handler._fastfid = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+# --- middleware ----------------------------------------------------------------------------------
+class _TooLarge(Exception):
+    pass
+
+
+class UploadLimit:
+    """413 for a body over ``limit`` bytes: by its Content-Length before anything is read, or as
+    the bytes arrive when it declares none."""
+
+    def __init__(self, app, limit_mb: float):
+        self.app, self.limit_mb, self.limit = app, limit_mb, int(limit_mb * 2**20)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send)
+        received = 0
+        started = False
+
+        async def counting_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope, receive, send):
+        response = JSONResponse({"error": f"upload too large: the limit is {self.limit_mb:g} MiB "
+                                          "(fastfid serve --max-upload-mb)"}, status_code=413)
+        await response(scope, receive, send)
+
+
+class Observe:
+    """Counts and times every request (Prometheus) and logs it as one JSON line."""
+
+    def __init__(self, app, metrics: Metrics, routes: list[Route]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = 500
+
+        async def recording_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = self._route(scope)
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            log.info("request", extra={"fields": {"method": scope["method"], "path": scope["path"], "route": route,
+                                                  "status": status, "ms": round(1000 * elapsed, 2),
+                                                  "client": (scope.get("client") or ("", 0))[0]}})
+
+    def _route(self, scope) -> str:
+        for route in self.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return route.path
+        return "unmatched"
+
+
+# --- the app -------------------------------------------------------------------------------------
+class Service:
+    """The handlers, over one store, one reference cache, one alerter and one set of metrics."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.store = Store(config.store, config.database_url)
+        self.metrics = Metrics(self.store)
+        self.cache = ReferenceCache(self.store, config.cache_size, on_lookup=self.metrics.cache_lookup)
+        self.alerts = Alerts(self.store, config.webhook, attempts=config.webhook_attempts,
+                             backoff=config.webhook_backoff,
+                             on_alert=lambda alert: self.metrics.alerts.labels(alert["kind"]).inc())
+
+    # --- access -------------------------------------------------------------------------------------
+    async def authorise(self, request: Request, scope: str) -> str:
+        """The token's name, or 401/403."""
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if not token or kind.lower() != "bearer":
+            if scope == "read" and self.config.public_read:
+                return "anonymous"
+            raise ServiceError(401, f"missing token: send 'Authorization: Bearer TOKEN' with a {scope} token "
+                                    "(fastfid token create NAME --scope ...)")
+        record = await run_in_threadpool(self.store.token, token.strip())
+        if record is None:
+            raise ServiceError(401, "unknown token")
+        if scope == "write" and record["scope"] != "write":
+            raise ServiceError(403, f"token {record['name']!r} has the read scope; this needs a write token")
+        return record["name"]
+
+    # --- handlers -----------------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        await run_in_threadpool(self.store.ping)
+        return JSONResponse({"status": "ok", "version": __version__,
+                             "store": "sqlite" if self.store.embedded else "postgresql",
+                             "cached_references": len(self.cache)})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(await run_in_threadpool(self.metrics.render), media_type=CONTENT_TYPE)
+
+    async def list_references(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        return _json(await run_in_threadpool(self.store.current_references))
+
+    async def get_reference(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        version = _optional_int(request.query_params.get("version"), "version")
+        return _json(await run_in_threadpool(self.store.reference, request.path_params["name"], version))
+
+    async def reference_versions(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        return _json(await run_in_threadpool(self.store.reference_versions, request.path_params["name"]))
+
+    async def put_reference(self, request: Request) -> Response:
+        uploader = await self.authorise(request, "write")
+        name = _name(request.path_params["name"], "reference name")
+        async with _form(request) as form:
+            stats, _ = await run_in_threadpool(_one_stats, form)
+            space = _field(form, "feature_space") or stats.feature_space
+            if not space:
+                raise ServiceError(422, "the uploaded statistics name no feature space (files from pytorch-fid or "
+                                        "clean-fid carry none): pass the feature_space field")
+            record, created = await run_in_threadpool(
+                lambda: self.store.add_reference(name, stats, feature_space=space, uploader=uploader,
+                                                 fastfid_version=__version__))
+        return _json(record, 201 if created else 200)
+
+    async def post_evaluation(self, request: Request) -> Response:
+        submitter = await self.authorise(request, "write")
+        async with _form(request) as form:
+            submission = await run_in_threadpool(_submission, form, request.headers.get("idempotency-key"))
+            try:
+                record, created = await run_in_threadpool(evaluate, self.store, self.cache, submission, submitter)
+            except ServiceError:
+                self.metrics.evaluations.labels("refused").inc()
+                raise
+        self.metrics.evaluations.labels("created" if created else "replayed").inc()
+        return _json(record | {"replayed": not created}, 201 if created else 200)
+
+    async def list_evaluations(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        query = request.query_params
+        rows = await run_in_threadpool(lambda: self.store.evaluations(
+            model=query.get("model"), reference=query.get("reference"), checkpoint=query.get("checkpoint"),
+            limit=_optional_int(query.get("limit"), "limit")))
+        return _json(rows)
+
+    async def get_evaluation(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        evaluation_id = _optional_int(request.path_params["id"], "evaluation id")
+        assert evaluation_id is not None
+        return _json(await run_in_threadpool(self.store.evaluation, evaluation_id))
+
+    async def model_history(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        model, reference, points = await self._points(request)
+        if request.query_params.get("format", "json") == "csv":
+            return PlainTextResponse(history.as_csv(points), media_type="text/csv")
+        return _json({"model": model, "reference": reference, "checkpoints": points})
+
+    async def model_page(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        model, reference, points = await self._points(request)
+        return HTMLResponse(history.page(model, reference, points))
+
+    async def _points(self, request: Request) -> tuple[str, str, list[dict]]:
+        model = request.path_params["model"]
+        reference = request.query_params.get("reference")
+        rows = await run_in_threadpool(lambda: self.store.evaluations(model=model, reference=reference))
+        if not rows:
+            raise NotFound(f"no evaluations of model {model!r}" + (f" against {reference!r}" if reference else ""))
+        references = sorted({row["reference"] for row in rows})
+        if reference is None and len(references) > 1:
+            raise ServiceError(400, f"model {model!r} was evaluated against {references}: name one with ?reference=")
+        return model, references[0], history.checkpoints(rows)
+
+    async def put_canary(self, request: Request) -> Response:
+        await self.authorise(request, "write")
+        name = _name(request.path_params["name"], "canary name")
+        async with _form(request) as form:
+            stats, _ = await run_in_threadpool(_one_stats, form)
+            reference_name = _required(form, "reference")
+            low, high = _float(form, "low"), _float(form, "high")
+            if not low <= high:
+                raise ServiceError(422, f"the band must have low ≤ high, got [{low}, {high}]")
+
+            def create() -> dict:
+                reference = self.store.reference(reference_name)
+                assert reference is not None
+                if stats.dim != reference["dim"]:
+                    raise ServiceError(422, f"the canary's statistics have dim {stats.dim}, reference "
+                                            f"{reference_name!r} has dim {reference['dim']}")
+                state, file_hash = self.store.put_stats(stats)
+                return self.store.put_canary(dict(
+                    name=name, reference=reference_name, reference_sha256=reference["state_sha256"],
+                    stats_sha256=state, stats_file_sha256=file_hash, low=low, high=high, created=time.time()))
+
+            record = await run_in_threadpool(create)
+        return _json(record, 201)
+
+    async def list_canaries(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        return _json(await run_in_threadpool(self.store.all_canaries))
+
+    async def get_canary(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        name = request.path_params["name"]
+        canary = await run_in_threadpool(self.store.canary, name)
+        return _json(canary | {"alerts": await run_in_threadpool(self.store.all_alerts, name)})
+
+    async def run_canary(self, request: Request) -> Response:
+        await self.authorise(request, "write")
+        outcome = await run_in_threadpool(run_canary, self.store, self.cache, self.alerts, request.path_params["name"])
+        return _json(outcome)
+
+    async def list_alerts(self, request: Request) -> Response:
+        await self.authorise(request, "read")
+        return _json(await run_in_threadpool(self.store.all_alerts, request.query_params.get("canary")))
+
+    # --- background ---------------------------------------------------------------------------------
+    async def canary_loop(self, every: float) -> None:
+        """Every ``every`` seconds one process of all that share the store runs every canary."""
+        while True:
+            try:
+                if await run_in_threadpool(self.store.claim, "canaries", every):
+                    await run_in_threadpool(run_all, self.store, self.cache, self.alerts)
+            except Exception as error:  # the loop outlives a failed round (a database that was away)
+                log.error("canary round failed", extra={"fields": {"error": str(error)}})
+            await asyncio.sleep(min(every, 30.0))
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/healthz", self.healthz),
+            Route("/metrics", self.prometheus),
+            Route("/references", self.list_references),
+            Route("/references/{name}", self.get_reference, methods=["GET"]),
+            Route("/references/{name}", self.put_reference, methods=["PUT"]),
+            Route("/references/{name}/versions", self.reference_versions),
+            Route("/evaluations", self.list_evaluations, methods=["GET"]),
+            Route("/evaluations", self.post_evaluation, methods=["POST"]),
+            Route("/evaluations/{id}", self.get_evaluation),
+            Route("/models/{model}", self.model_page),
+            Route("/models/{model}/history", self.model_history),
+            Route("/canaries", self.list_canaries),
+            Route("/canaries/{name}", self.get_canary, methods=["GET"]),
+            Route("/canaries/{name}", self.put_canary, methods=["PUT"]),
+            Route("/canaries/{name}/run", self.run_canary, methods=["POST"]),
+            Route("/alerts", self.list_alerts),
+        ]
+
+
+def create_app(config: ServiceConfig) -> Starlette:
+    """The service over ``config.store`` (and ``config.database_url``, if given)."""
+    configure_logging()
+    service = Service(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        task = asyncio.create_task(service.canary_loop(config.canary_every)) if config.canary_every else None
+        log.info("started", extra={"fields": {"store": str(config.store), "version": __version__, "pid": os.getpid()}})
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            service.alerts.wait(timeout=5)
+            service.store.close()
+
+    routes = service.routes()
+    # Exception itself goes to Starlette's last-resort handler (a 500, logged); the rest are refusals.
+    handled = (ServiceError, LookupError, ValueError, TypeError, OSError, MemoryError, Exception)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys(handled, _error_response))
+    app.add_middleware(UploadLimit, limit_mb=config.max_upload_mb)
+    app.add_middleware(Observe, metrics=service.metrics, routes=routes)
+    app.state.service = service
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The app factory uvicorn's workers call: the configuration comes from FASTFID_SERVICE_CONFIG."""
+    return create_app(ServiceConfig(**json.loads(os.environ[CONFIG_VARIABLE])))
+
+
+def config_to_environment(config: ServiceConfig) -> None:
+    os.environ[CONFIG_VARIABLE] = json.dumps(asdict(config))
+
+
+# --- requests and responses ----------------------------------------------------------------------
+async def _error_response(request: Request, error: Exception) -> Response:
+    status, message = _status_of(error)
+    if status >= 500:
+        log.error("error", extra={"fields": {"path": request.url.path, "error": message}}, exc_info=error)
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _status_of(error: Exception) -> tuple[int, str]:
+    from starlette.exceptions import HTTPException
+
+    if isinstance(error, ServiceError):
+        return error.status, error.message
+    if isinstance(error, HTTPException):
+        return error.status_code, str(error.detail)
+    if isinstance(error, NotFound):
+        return 404, str(error)
+    if isinstance(error, CorruptFile):
+        return 500, f"the store is damaged: {error}"
+    if isinstance(error, MemoryError):
+        return 413, f"too large for this server's memory: {error}"
+    if isinstance(error, (ValueError, TypeError)):
+        return 422, str(error)
+    if isinstance(error, OSError):
+        return 400, str(error)
+    return 500, f"internal error: {type(error).__name__}: {error}"
+
+
+def _json(payload, status: int = 200) -> Response:
+    if isinstance(payload, list):
+        payload = [jsonable(item) for item in payload]
+    elif isinstance(payload, dict):
+        payload = jsonable(payload)
+    return JSONResponse(payload, status_code=status)
+
+
+@contextlib.asynccontextmanager
+async def _form(request: Request):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ServiceError(415, f"send a multipart/form-data upload, not {content_type or 'no content type'!r}")
+    try:
+        form = await request.form(max_files=_MAX_FILES, max_fields=100)
+    except _TooLarge:
+        raise
+    except Exception as error:  # the multipart parser's own errors: a malformed body
+        raise ServiceError(400, f"malformed multipart upload: {error}") from error
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+def _files(form, name: str) -> list[UploadFile]:
+    return [item for item in form.getlist(name) if isinstance(item, UploadFile)]
+
+
+def _field(form, name: str) -> str | None:
+    value = form.get(name)
+    if isinstance(value, UploadFile):
+        raise ServiceError(422, f"{name} is a field, not a file")
+    return value or None
+
+
+def _required(form, name: str) -> str:
+    value = _field(form, name)
+    if value is None:
+        raise ServiceError(422, f"the field {name!r} is required")
+    return value
+
+
+def _name(value: str, what: str) -> str:
+    if not value or len(value) > 200 or any(c in value for c in "\0\n\r"):
+        raise ServiceError(422, f"invalid {what} {value!r}: 1–200 characters, no control characters")
+    return value
+
+
+def _float(form, name: str) -> float:
+    text = _required(form, name)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ServiceError(422, f"{name} must be a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise ServiceError(422, f"{name} must be finite, got {text!r}")
+    return value
+
+
+def _optional_int(text: str | None, name: str) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ServiceError(422, f"{name} must be an integer, got {text!r}") from None
+
+
+def _read_stats(upload: UploadFile) -> tuple[FeatureStats, str]:
+    """Statistics from an uploaded .npz (read without pickle), and the SHA-256 of its bytes."""
+    digest = stream_sha256(_rewound(upload))
+    try:
+        return load_stats(_rewound(upload)), digest
+    except (OSError, ValueError) as error:
+        raise type(error)(str(error).replace("upload", f"the upload {upload.filename!r}", 1)) from error
+
+
+def _read_features(upload: UploadFile) -> tuple[np.ndarray, str]:
+    digest = stream_sha256(_rewound(upload))
+    try:
+        features = np.load(_rewound(upload), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as error:
+        raise ServiceError(400, f"the upload {upload.filename!r} is not a readable .npy array (pickled, truncated "
+                                f"or corrupt): {error}") from error
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.dtype.kind not in "fiu":
+        raise ServiceError(422, f"features are a 2-D numeric array (samples × dim); the upload "
+                                f"{upload.filename!r} has shape {getattr(features, 'shape', None)}")
+    return features, digest
+
+
+def _rewound(upload: UploadFile):
+    upload.file.seek(0)
+    return upload.file
+
+
+def _one_stats(form) -> tuple[FeatureStats, str]:
+    """The statistics of a reference or canary upload: a ``stats`` .npz or a ``features`` .npy."""
+    stats_files, feature_files = _files(form, "stats"), _files(form, "features")
+    if len(stats_files) + len(feature_files) != 1:
+        raise ServiceError(422, "upload exactly one file: 'stats' (a statistics .npz) or 'features' (a .npy)")
+    if stats_files:
+        return _read_stats(stats_files[0])
+    features, digest = _read_features(feature_files[0])
+    return FeatureStats.from_features(features), digest
+
+
+def _submission(form, idempotency_key: str | None) -> Submission:
+    stats_files, shard_files, feature_files = _files(form, "stats"), _files(form, "shard"), _files(form, "features")
+    kinds = [kind for kind, files in (("stats", stats_files), ("shards", shard_files), ("features", feature_files))
+             if files]
+    if len(kinds) != 1 or (kinds[0] != "shards" and len(stats_files) + len(feature_files) != 1):
+        raise ServiceError(422, "post one of: a 'stats' file (.npz), one or more 'shard' files (.npz), or a "
+                                "'features' file (.npy)")
+    submission = Submission(
+        model=_name(_required(form, "model"), "model"), checkpoint=_name(_required(form, "checkpoint"), "checkpoint"),
+        reference=_required(form, "reference"), kind=kinds[0], inputs_sha256=[],
+        feature_space=_field(form, "feature_space"),
+        reference_version=_optional_int(_field(form, "reference_version"), "reference_version"),
+        train_seed=_optional_int(_field(form, "train_seed"), "train_seed"),
+        sample_seed=_optional_int(_field(form, "sample_seed"), "sample_seed"),
+        baseline=_field(form, "baseline"), idempotency_key=idempotency_key or None)
+    if submission.kind == "features":
+        submission.features, digest = _read_features(feature_files[0])
+        submission.inputs_sha256 = [digest]
+    else:
+        loaded = [_read_stats(upload) for upload in (stats_files or shard_files)]
+        submission.inputs_sha256 = [digest for _, digest in loaded]
+        if submission.kind == "stats":
+            submission.stats = loaded[0][0]
+        else:
+            submission.shards = [stats for stats, _ in loaded]
+            dims = {s.dim for s in submission.shards}
+            if len(dims) > 1:
+                raise ServiceError(422, f"the shards have different dims: {sorted(dims)}")
+    return submission
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("FASTFID_HOME", Path.home() / ".fastfid")) / "service"

@@ -1,0 +1,232 @@
+"""Evaluations: FID against a stored reference (factorised once and cached), its error bar when
+shards or features allow one, the feature-space check, and a verdict against the model's previous
+checkpoint or a named baseline. The numbers are fastfid's own: ``Reference.distance``,
+``fid_with_error`` and ``compare``; nothing here computes a distance of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastfid import __version__
+from fastfid.distance import Reference
+from fastfid.service.store import Store
+from fastfid.stats import FeatureStats
+from fastfid.uncertainty import _merged, compare, fid_with_error
+
+ERROR_BAR_GROUPS = 20  # jackknife groups when features are posted (fastfid fid --error-bars' default)
+_Z95 = 1.959963984540054  # the normal 97.5 % quantile: a 95 % interval from two standard errors
+
+
+class ServiceError(Exception):
+    """A request the service refuses: an HTTP status and a message that names the problem."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Submission:
+    """What a client posted: one of stats, shards or features, and what they are of."""
+
+    model: str
+    checkpoint: str
+    reference: str
+    kind: str  # "stats", "shards" or "features"
+    inputs_sha256: list[str]
+    stats: FeatureStats | None = None
+    shards: list[FeatureStats] = field(default_factory=list)
+    features: np.ndarray | None = None
+    feature_space: str | None = None
+    reference_version: int | None = None
+    train_seed: int | None = None
+    sample_seed: int | None = None
+    baseline: str | None = None
+    idempotency_key: str | None = None
+
+    def dim(self) -> int:
+        if self.features is not None:
+            return int(self.features.shape[1])
+        return (self.stats or self.shards[0]).dim
+
+    def declared_space(self) -> str | None:
+        if self.feature_space:
+            return self.feature_space
+        spaces = {s.feature_space for s in ([self.stats] if self.stats else self.shards) if s.feature_space}
+        if len(spaces) > 1:
+            raise ServiceError(422, f"the shards come from different feature spaces: {sorted(spaces)}")
+        return spaces.pop() if spaces else None
+
+
+class ReferenceCache:
+    """Factorised references by the SHA-256 of their state, the least recently used dropped first."""
+
+    def __init__(self, store: Store, size: int = 8, on_lookup: Callable[[bool], None] | None = None):
+        if size < 1:
+            raise ValueError(f"the reference cache holds at least 1 reference, got {size}")
+        self._store, self._size, self._on_lookup = store, size, on_lookup
+        self._entries: OrderedDict[str, Reference] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, record: dict) -> Reference:
+        key = record["state_sha256"]
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                self._report(True)
+                return self._entries[key]
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:  # one factorisation per reference, however many requests wait for it
+            with self._lock:
+                if key in self._entries:
+                    self._report(True)
+                    return self._entries[key]
+            reference = Reference(self._store.load_stats(key, record["file_sha256"]))
+            with self._lock:
+                self._entries[key] = reference
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+                self._loading.pop(key, None)
+                self._report(False)
+        return reference
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _report(self, hit: bool) -> None:
+        if self._on_lookup is not None:
+            self._on_lookup(hit)
+
+
+def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
+    """Compute and store one evaluation; returns (record, created). A retried post (same
+    idempotency key) returns the stored record without computing again."""
+    if submission.idempotency_key:
+        stored = store.find_evaluation(submission.idempotency_key)
+        if stored is not None:
+            return stored, False
+    reference = store.reference(submission.reference, submission.reference_version)
+    assert reference is not None
+    space = _checked_space(submission, reference)
+    if submission.dim() != reference["dim"]:
+        raise ServiceError(422, f"the {submission.kind} have dim {submission.dim()}, but reference "
+                                f"{reference['name']!r} has dim {reference['dim']}")
+    result = _fid(cache.get(reference), submission)
+    verdict = _verdict(store, submission, result)
+    record = dict(
+        idempotency_key=submission.idempotency_key, model=submission.model, checkpoint=submission.checkpoint,
+        train_seed=submission.train_seed, sample_seed=submission.sample_seed, reference=reference["name"],
+        reference_version=reference["version"], reference_sha256=reference["state_sha256"], feature_space=space,
+        dim=reference["dim"], input_kind=submission.kind, inputs_sha256=submission.inputs_sha256,
+        verdict=verdict, fastfid_version=__version__, submitter=submitter, created=time.time(), **result)
+    return store.add_evaluation(record)
+
+
+def _checked_space(submission: Submission, reference: dict) -> str:
+    space = submission.declared_space()
+    if space is None:
+        raise ServiceError(422, f"the posted {submission.kind} name no feature space (features, shards and the files "
+                                f"of pytorch-fid or clean-fid carry none): pass feature_space, e.g. the reference's {reference['feature_space']!r}, "
+                                "if that is what they are")
+    if space != reference["feature_space"]:
+        raise ServiceError(422, f"feature-space mismatch: the posted {submission.kind} are {space!r}, reference "
+                                f"{reference['name']!r} is {reference['feature_space']!r}; their FID would not be "
+                                "comparable, so none was computed")
+    return space
+
+
+def _fid(reference: Reference, submission: Submission) -> dict:
+    """FID, and with shards or enough features a jackknife error bar."""
+    if submission.kind == "features":
+        features = submission.features
+        assert features is not None
+        if features.shape[0] >= 2 * ERROR_BAR_GROUPS:
+            return _with_error(fid_with_error(features, reference, groups=ERROR_BAR_GROUPS), features.shape[0])
+        stats = FeatureStats.from_features(features)
+    elif submission.kind == "shards" and len(submission.shards) >= 2:
+        return _with_error(fid_with_error(submission.shards, reference), sum(s.count or 0 for s in submission.shards))
+    else:
+        stats = submission.stats if submission.kind == "stats" else _merged(submission.shards)
+    assert stats is not None
+    if stats.count is not None and stats.count < 2:
+        raise ServiceError(422, f"FID needs statistics of at least 2 samples, got {stats.count}")
+    return dict(fid=reference.distance(stats), standard_error=None, interval_low=None, interval_high=None,
+                groups=None, count=stats.count)
+
+
+def _with_error(result, count: int) -> dict:
+    return dict(fid=result.value, standard_error=result.standard_error, interval_low=result.interval[0],
+                interval_high=result.interval[1], groups=result.groups, count=count)
+
+
+# --- verdicts ------------------------------------------------------------------------------------
+def _verdict(store: Store, submission: Submission, result: dict) -> dict | None:
+    """The new result against the model's previous checkpoint (or the named baseline): seed panels
+    through fastfid.compare when both sides have two or more training seeds, else the two error
+    bars; None when there is nothing to compare with."""
+    against = _baseline(store, submission)
+    if against is None:
+        return None
+    other_model, other_checkpoint, earlier = against
+    if other_model == submission.model and other_checkpoint == submission.checkpoint:
+        return None
+    current = store.evaluations(model=submission.model, reference=submission.reference,
+                                checkpoint=submission.checkpoint)
+    mine = [dict(train_seed=submission.train_seed, fid=result["fid"], standard_error=result["standard_error"])]
+    panel_a, panel_b = _seed_means(earlier), _seed_means(current + mine)
+    base = {"against": {"model": other_model, "checkpoint": other_checkpoint}}
+    if len(panel_a) >= 2 and len(panel_b) >= 2:
+        verdict = compare(panel_a, panel_b)
+        word = {"A better": "worse", "B better": "better"}.get(verdict.verdict, "inconclusive")
+        return base | dict(verdict=word, gap=-verdict.gap, interval=[-verdict.interval[1], -verdict.interval[0]],
+                           method="seed panels", reason=verdict.reason.replace("B − A", "previous − current"))
+    previous = earlier[-1]
+    if previous["standard_error"] is None or result["standard_error"] is None:
+        return base | dict(verdict=None, gap=result["fid"] - previous["fid"], interval=None, method=None,
+                           reason="no error bars on both sides: post shards or features (a jackknife error bar), "
+                                  "or two or more training seeds per checkpoint, for a verdict")
+    gap = result["fid"] - previous["fid"]
+    half = _Z95 * math.hypot(result["standard_error"], previous["standard_error"])
+    interval = [gap - half, gap + half]
+    word = "inconclusive" if interval[0] <= 0 <= interval[1] else ("better" if gap < 0 else "worse")
+    return base | dict(verdict=word, gap=gap, interval=interval, method="error bars",
+                       reason=f"current − previous FID is {gap:+.4g}, 95% interval [{interval[0]:.4g}, "
+                              f"{interval[1]:.4g}] from the two jackknife error bars (sampling error only; "
+                              "training-seed variance needs seed panels)")
+
+
+def _baseline(store: Store, submission: Submission) -> tuple[str, str, list[dict]] | None:
+    """(model, checkpoint, its evaluations) to compare with: ``baseline`` ("model" or
+    "model@checkpoint"), else the model's latest other checkpoint on this reference."""
+    if submission.baseline:
+        model, _, checkpoint = submission.baseline.partition("@")
+        rows = store.evaluations(model=model, reference=submission.reference, checkpoint=checkpoint or None)
+        if not rows:
+            raise ServiceError(404, f"baseline {submission.baseline!r} has no evaluations against reference "
+                                    f"{submission.reference!r}")
+        checkpoint = checkpoint or rows[-1]["checkpoint"]
+        return model, checkpoint, [row for row in rows if row["checkpoint"] == checkpoint]
+    for row in store.evaluations(model=submission.model, reference=submission.reference, descending=True, limit=1000):
+        if row["checkpoint"] != submission.checkpoint:
+            return submission.model, row["checkpoint"], store.evaluations(
+                model=submission.model, reference=submission.reference, checkpoint=row["checkpoint"])
+    return None
+
+
+def _seed_means(rows: list[dict]) -> np.ndarray:
+    """FID per training seed (averaged over sampling seeds); rows without a training seed are left out."""
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        if row["train_seed"] is not None:
+            by_seed.setdefault(row["train_seed"], []).append(row["fid"])
+    return np.array([np.mean(values) for values in by_seed.values()])

@@ -1,0 +1,446 @@
+"""The service's store: a database of records (SQLite in WAL mode by default, PostgreSQL by URL)
+and content-addressed statistics files (a folder beside the SQLite file; a table of the database
+when several hosts share a PostgreSQL server, so that no shared file system is needed).
+
+Durability: a statistics file is written and fsynced before the record that names it is
+committed, and SQLite runs with ``synchronous=FULL``, so what was acknowledged survives a kill
+of the process. Records are only ever added (a reference name gains versions; nothing is
+overwritten), except canaries' last-run fields and alerts' delivery fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.exc import IntegrityError
+
+from fastfid.io import load_stats, save_stats, state_digest
+from fastfid.stats import FeatureStats
+
+_metadata = sa.MetaData()
+
+references = sa.Table(
+    "references", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("state_sha256", sa.String(64), nullable=False),
+    sa.Column("file_sha256", sa.String(64), nullable=False),
+    sa.Column("feature_space", sa.Text, nullable=False),
+    sa.Column("count", sa.BigInteger),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("fastfid_version", sa.String(40), nullable=False),
+    sa.Column("uploader", sa.String(200), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+evaluations = sa.Table(
+    "evaluations", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(200), unique=True),
+    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("checkpoint", sa.String(200), nullable=False),
+    sa.Column("train_seed", sa.BigInteger),
+    sa.Column("sample_seed", sa.BigInteger),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("reference_version", sa.Integer, nullable=False),
+    sa.Column("reference_sha256", sa.String(64), nullable=False),
+    sa.Column("feature_space", sa.Text, nullable=False),
+    sa.Column("fid", sa.Float, nullable=False),
+    sa.Column("standard_error", sa.Float),
+    sa.Column("interval_low", sa.Float),
+    sa.Column("interval_high", sa.Float),
+    sa.Column("groups", sa.Integer),
+    sa.Column("count", sa.BigInteger),
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("input_kind", sa.String(20), nullable=False),
+    sa.Column("inputs_sha256", sa.Text, nullable=False),
+    sa.Column("verdict", sa.Text),
+    sa.Column("fastfid_version", sa.String(40), nullable=False),
+    sa.Column("submitter", sa.String(200), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+canaries = sa.Table(
+    "canaries", _metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("reference", sa.String(200), nullable=False),
+    sa.Column("reference_sha256", sa.String(64), nullable=False),
+    sa.Column("stats_sha256", sa.String(64), nullable=False),
+    sa.Column("stats_file_sha256", sa.String(64), nullable=False),
+    sa.Column("low", sa.Float, nullable=False),
+    sa.Column("high", sa.Float, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("last_run", sa.Float),
+    sa.Column("last_fid", sa.Float),
+    sa.Column("last_status", sa.String(40)),
+)
+
+alerts = sa.Table(
+    "alerts", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("canary", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("webhook_attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("webhook_delivered", sa.Boolean, nullable=False, default=False),
+    sa.Column("webhook_error", sa.Text),
+)
+
+tokens = sa.Table(
+    "tokens", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(10), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+schedule = sa.Table(
+    "schedule", _metadata,
+    sa.Column("task", sa.String(40), primary_key=True),
+    sa.Column("next_run", sa.Float, nullable=False),
+)
+
+blobs = sa.Table(  # statistics files, when the database is shared (PostgreSQL)
+    "blobs", _metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+SCOPES = ("read", "write")
+
+
+class NotFound(LookupError):
+    """A named record that the store does not hold."""
+
+
+class CorruptFile(OSError):
+    """A stored statistics file whose bytes no longer match the hash recorded for them."""
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def database_url(store: Path, url: str | None) -> str:
+    """The SQLAlchemy URL: the embedded SQLite file under ``store``, or ``url`` with psycopg as
+    PostgreSQL's driver."""
+    if url is None:
+        return f"sqlite:///{store / 'fastfid.db'}"
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Store:
+    """Records and statistics files. ``directory`` holds the SQLite file and the statistics folder
+    (and temporary files); with ``url`` (PostgreSQL) the records and files live in that database."""
+
+    def __init__(self, directory: str | os.PathLike, url: str | None = None):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.url = database_url(self.directory, url)
+        self.embedded = self.url.startswith("sqlite")
+        if self.embedded:
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": 30})
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+        self.files = self.directory / "statistics"
+        self.files.mkdir(exist_ok=True)
+        _metadata.create_all(self.engine, checkfirst=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    # --- statistics files ---------------------------------------------------------------------------
+    def put_stats(self, stats: FeatureStats) -> tuple[str, str]:
+        """Store statistics under the SHA-256 of their exact state; returns (state hash, file hash).
+        A stored file of the same state is kept (its hash is the one older records hold), unless it
+        no longer reads as that state, when it is written anew."""
+        state = state_digest(stats)
+        with contextlib.suppress(OSError, ValueError):
+            stored = self._stored_bytes(state)
+            if state_digest(load_stats(io.BytesIO(stored))) == state:
+                return state, file_sha256(stored)
+        data = _npz_bytes(stats)
+        if self.embedded:
+            _write_durably(self.files / f"{state}.npz", data)
+        else:
+            statement = postgresql_insert(blobs).values(sha256=state, data=data)
+            with self.engine.begin() as connection:
+                connection.execute(statement.on_conflict_do_update(index_elements=[blobs.c.sha256],
+                                                                   set_={"data": statement.excluded.data}))
+        return state, file_sha256(data)
+
+    def _stored_bytes(self, state: str) -> bytes:
+        if self.embedded:
+            path = self.files / f"{state}.npz"
+            try:
+                return path.read_bytes()
+            except FileNotFoundError as error:
+                raise CorruptFile(f"the statistics file {path.name} is missing from the store") from error
+        with self.engine.connect() as connection:
+            data = connection.execute(sa.select(blobs.c.data).where(blobs.c.sha256 == state)).scalar()
+        if data is None:
+            raise CorruptFile(f"the statistics {state} are missing from the store")
+        return bytes(data)
+
+    def load_stats(self, state: str, expected_file_sha256: str) -> FeatureStats:
+        """Stored statistics, after checking that their bytes still hash as recorded."""
+        return load_stats(io.BytesIO(self.verified_bytes(state, expected_file_sha256)))
+
+    def verified_bytes(self, state: str, expected_file_sha256: str) -> bytes:
+        """A stored file's bytes; CorruptFile if they no longer hash as recorded."""
+        data = self._stored_bytes(state)
+        actual = file_sha256(data)
+        if actual != expected_file_sha256:
+            raise CorruptFile(f"the stored statistics file {state[:12]}… has SHA-256 {actual[:12]}…, but "
+                              f"{expected_file_sha256[:12]}… was recorded when it was stored: it changed")
+        return data
+
+    # --- references ---------------------------------------------------------------------------------
+    def add_reference(self, name: str, stats: FeatureStats, *, feature_space: str, uploader: str,
+                      fastfid_version: str) -> tuple[dict, bool]:
+        """A new version of ``name`` (or the current one, unchanged, when it holds the same state);
+        returns (record, created)."""
+        state, file_hash = self.put_stats(stats)
+        for _ in range(20):  # two uploads racing for the same version number: the loser retries
+            current = self.reference(name, missing_ok=True)
+            if current is not None and current["state_sha256"] == state and current["feature_space"] == feature_space:
+                return current, False
+            record = dict(name=name, version=1 if current is None else current["version"] + 1, state_sha256=state,
+                          file_sha256=file_hash, feature_space=feature_space, count=stats.count, dim=stats.dim,
+                          fastfid_version=fastfid_version, uploader=uploader, created=time.time())
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(references.insert().values(**record))
+                return self.reference(name, record["version"]), True
+            except IntegrityError:
+                continue
+        raise RuntimeError(f"could not add a version of reference {name!r}: too many concurrent uploads")
+
+    def reference(self, name: str, version: int | None = None, *, missing_ok: bool = False) -> dict | None:
+        """The current (highest) version of a reference name, or the given version."""
+        query = sa.select(references).where(references.c.name == name)
+        query = query.where(references.c.version == version) if version is not None else \
+            query.order_by(references.c.version.desc()).limit(1)
+        row = self._one(query)
+        if row is None and not missing_ok:
+            what = f"version {version} of reference {name!r}" if version is not None else f"reference {name!r}"
+            raise NotFound(f"no {what}; upload it with PUT /references/{name}")
+        return row
+
+    def reference_versions(self, name: str) -> list[dict]:
+        rows = self._all(sa.select(references).where(references.c.name == name).order_by(references.c.version))
+        if not rows:
+            raise NotFound(f"no reference {name!r}")
+        return rows
+
+    def current_references(self) -> list[dict]:
+        latest = sa.select(references.c.name, sa.func.max(references.c.version).label("version")) \
+            .group_by(references.c.name).subquery()
+        query = sa.select(references).join(latest, sa.and_(references.c.name == latest.c.name,
+                                                            references.c.version == latest.c.version))
+        return self._all(query.order_by(references.c.name))
+
+    # --- evaluations --------------------------------------------------------------------------------
+    def add_evaluation(self, record: dict) -> tuple[dict, bool]:
+        """Insert an evaluation; with an idempotency key already stored, the stored one instead (a
+        retried post). Returns (record, created)."""
+        record = dict(record, verdict=json.dumps(record.get("verdict")), inputs_sha256=json.dumps(record["inputs_sha256"]))
+        key = record.get("idempotency_key")
+        try:
+            with self.engine.begin() as connection:
+                new_id = connection.execute(evaluations.insert().values(**record)).inserted_primary_key[0]
+        except IntegrityError:
+            if key is None:
+                raise
+            existing = self._one(sa.select(evaluations).where(evaluations.c.idempotency_key == key))
+            if existing is None:
+                raise
+            return _evaluation(existing), False
+        return self.evaluation(new_id), True
+
+    def find_evaluation(self, key: str) -> dict | None:
+        row = self._one(sa.select(evaluations).where(evaluations.c.idempotency_key == key))
+        return None if row is None else _evaluation(row)
+
+    def evaluation(self, evaluation_id: int) -> dict:
+        row = self._one(sa.select(evaluations).where(evaluations.c.id == evaluation_id))
+        if row is None:
+            raise NotFound(f"no evaluation {evaluation_id}")
+        return _evaluation(row)
+
+    def evaluations(self, *, model: str | None = None, reference: str | None = None, checkpoint: str | None = None,
+                    limit: int | None = None, before_id: int | None = None, descending: bool = False) -> list[dict]:
+        query = sa.select(evaluations)
+        for column, value in ((evaluations.c.model, model), (evaluations.c.reference, reference),
+                              (evaluations.c.checkpoint, checkpoint)):
+            if value is not None:
+                query = query.where(column == value)
+        if before_id is not None:
+            query = query.where(evaluations.c.id < before_id)
+        query = query.order_by(evaluations.c.id.desc() if descending else evaluations.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        return [_evaluation(row) for row in self._all(query)]
+
+    def count_evaluations(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(sa.select(sa.func.count()).select_from(evaluations)).scalar() or 0)
+
+    # --- canaries and alerts ------------------------------------------------------------------------
+    def put_canary(self, record: dict) -> dict:
+        with self.engine.begin() as connection:
+            connection.execute(canaries.delete().where(canaries.c.name == record["name"]))
+            connection.execute(canaries.insert().values(**record))
+        return self.canary(record["name"])
+
+    def canary(self, name: str) -> dict:
+        row = self._one(sa.select(canaries).where(canaries.c.name == name))
+        if row is None:
+            raise NotFound(f"no canary {name!r}; create it with PUT /canaries/{name}")
+        return row
+
+    def all_canaries(self) -> list[dict]:
+        return self._all(sa.select(canaries).order_by(canaries.c.name))
+
+    def record_canary_run(self, name: str, fid: float | None, status: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(canaries.update().where(canaries.c.name == name)
+                               .values(last_run=time.time(), last_fid=fid, last_status=status))
+
+    def add_alert(self, canary: str, kind: str, message: str) -> dict:
+        with self.engine.begin() as connection:
+            new_id = connection.execute(alerts.insert().values(
+                canary=canary, kind=kind, message=message, created=time.time(), webhook_attempts=0,
+                webhook_delivered=False)).inserted_primary_key[0]
+        return self.alert(new_id)
+
+    def alert(self, alert_id: int) -> dict:
+        row = self._one(sa.select(alerts).where(alerts.c.id == alert_id))
+        if row is None:
+            raise NotFound(f"no alert {alert_id}")
+        return row
+
+    def record_delivery(self, alert_id: int, attempts: int, delivered: bool, error: str | None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(alerts.update().where(alerts.c.id == alert_id).values(
+                webhook_attempts=attempts, webhook_delivered=delivered, webhook_error=error))
+
+    def all_alerts(self, canary: str | None = None) -> list[dict]:
+        query = sa.select(alerts)
+        if canary is not None:
+            query = query.where(alerts.c.canary == canary)
+        return self._all(query.order_by(alerts.c.id))
+
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        query = sa.select(alerts.c.canary, alerts.c.kind, sa.func.count()).group_by(alerts.c.canary, alerts.c.kind)
+        with self.engine.connect() as connection:
+            return {(canary, kind): int(n) for canary, kind, n in connection.execute(query)}
+
+    def claim(self, task: str, every: float) -> bool:
+        """True for the one process (of all workers and hosts) that should run ``task`` now; it
+        then is not due again for ``every`` seconds."""
+        now = time.time()
+        with self.engine.begin() as connection:
+            with contextlib.suppress(IntegrityError):
+                with connection.begin_nested():
+                    connection.execute(schedule.insert().values(task=task, next_run=now + every))
+                    return True
+            updated = connection.execute(schedule.update().where(schedule.c.task == task)
+                                         .where(schedule.c.next_run <= now).values(next_run=now + every))
+            return updated.rowcount == 1
+
+    # --- tokens -------------------------------------------------------------------------------------
+    def add_token(self, name: str, scope: str, token: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        with self.engine.begin() as connection:
+            connection.execute(tokens.insert().values(name=name, scope=scope, token_sha256=token_hash(token),
+                                                      created=time.time()))
+
+    def token(self, token: str) -> dict | None:
+        return self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _one(self, query) -> dict | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else dict(row)
+
+    def _all(self, query) -> list[dict]:
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _evaluation(row: dict) -> dict:
+    row = dict(row)
+    row["verdict"] = json.loads(row["verdict"]) if row.get("verdict") else None
+    row["inputs_sha256"] = json.loads(row["inputs_sha256"])
+    return row
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    # WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _npz_bytes(stats: FeatureStats) -> bytes:
+    """fastfid's statistics file (readable by the peers too), as bytes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "stats.npz"
+        save_stats(stats, path)
+        return path.read_bytes()
+
+
+def _write_durably(target: Path, data: bytes) -> None:
+    """Write, fsync, rename, fsync the folder: the file exists whole, or not at all."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with its float NaNs as null (JSON has no NaN)."""
+    return {key: (None if isinstance(value, float) and value != value else value) for key, value in record.items()}

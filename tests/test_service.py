@@ -1,0 +1,396 @@
+"""The evaluation service end to end: a real `fastfid serve` process on loopback, driven by
+fastfid.client.Service and raw HTTP, its numbers checked against fastfid's functions called
+directly (whose own accuracy tests/test_distance.py checks against scipy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+import fastfid  # noqa: E402
+from fastfid.client import Service, ServiceError  # noqa: E402
+from fastfid.uncertainty import compare, fid_with_error, split_into_shards  # noqa: E402
+from service_support import Server, Webhook, features, make_token, saved, stats_of, wait_for  # noqa: E402
+
+D = 24
+SPACE = "test-space"
+# Evaluations go through the same float64 code as these direct calls; what differs is the order of
+# a few O(d²) sums (the file round trip is exact), so 1e-9 relative is ample and still catches a
+# wrong reference, a wrong side or a lost sample.
+RTOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    store = tmp_path_factory.mktemp("service") / "store"
+    write, read = make_token(store, "ci-writer", "write"), make_token(store, "ci-reader", "read")
+    with Server(store) as server:
+        rng = np.random.default_rng(7)
+        reference = stats_of(rng, 3000, D)
+        writer = Service(server.url, write)
+        writer.upload_reference("golden", reference)
+        yield dict(server=server, writer=writer, reader=Service(server.url, read), reference=reference,
+                   write_token=write, store=store)
+
+
+def stored_count(service) -> int:
+    return len(service["writer"].evaluations())
+
+
+def test_reference_versions_are_content_addressed_and_kept(service, tmp_path, rng):
+    writer = service["writer"]
+    first = writer.upload_reference("versions", stats_of(rng, 200, D))
+    stats = stats_of(rng, 300, D)
+    second = writer.upload_reference("versions", stats)
+    same = writer.upload_reference("versions", saved(stats, tmp_path / "same.npz"))  # the same state, as a file
+    assert (first["version"], second["version"], same["version"]) == (1, 2, 2)
+    assert same["state_sha256"] == second["state_sha256"] == fastfid.io.state_digest(stats)
+    assert second["uploader"] == "ci-writer" and second["count"] == 300 and second["dim"] == D
+    assert service["reader"].reference("versions")["version"] == 2
+    assert service["reader"].reference("versions", version=1)["state_sha256"] == first["state_sha256"]
+
+
+def test_peer_files_and_features_as_references(service, tmp_path, rng):
+    writer = service["writer"]
+    x = features(rng, 500, D)
+    mu, sigma = x.mean(axis=0), np.cov(x, rowvar=False)
+    np.savez(tmp_path / "pytorch_fid.npz", mu=mu, sigma=sigma)  # pytorch-fid's and clean-fid's layout
+    with pytest.raises(ServiceError, match="name no feature space") as refused:
+        writer.upload_reference("peer", tmp_path / "pytorch_fid.npz")
+    assert refused.value.status == 422
+    peer = writer.upload_reference("peer", tmp_path / "pytorch_fid.npz", feature_space=SPACE)
+    assert peer["count"] is None and peer["dim"] == D
+    np.save(tmp_path / "features.npy", x)
+    from_features = writer.upload_reference("from-features", features=tmp_path / "features.npy", feature_space=SPACE)
+    assert from_features["count"] == 500
+    generated = stats_of(rng, 400, D, shift=0.1)
+    both = [writer.evaluate(model="peer-check", checkpoint="1", reference=name, stats=generated)["fid"]
+            for name in ("peer", "from-features")]
+    expected = fastfid.frechet_distance(generated.mean, generated.cov, mu, sigma)
+    np.testing.assert_allclose(both, [expected, expected], rtol=RTOL)
+
+
+def test_evaluation_of_statistics(service, rng):
+    generated = stats_of(rng, 800, D, shift=0.05)
+    result = service["writer"].evaluate(model="stats-model", checkpoint="1000", reference="golden", stats=generated)
+    np.testing.assert_allclose(result["fid"], fastfid.fid(generated, service["reference"]), rtol=RTOL)
+    assert result["standard_error"] is None and result["verdict"] is None and not result["replayed"]
+    assert result["reference_sha256"] == fastfid.io.state_digest(service["reference"])
+    assert result["feature_space"] == SPACE and result["count"] == 800 and result["submitter"] == "ci-writer"
+    assert result["fastfid_version"] == fastfid.__version__ and len(result["inputs_sha256"][0]) == 64
+    assert service["reader"].evaluation(result["id"])["fid"] == result["fid"]
+
+
+def test_shards_and_features_give_the_jackknife_error_bar(service, rng):
+    x = features(rng, 1200, D, shift=0.05)
+    shards = split_into_shards(x, 6, seed=None)
+    posted = service["writer"].evaluate(model="shards", checkpoint="1", reference="golden", shards=shards,
+                                        feature_space=SPACE)
+    expected = fid_with_error(shards, service["reference"])
+    np.testing.assert_allclose([posted["fid"], posted["standard_error"], posted["interval_low"]],
+                               [expected.value, expected.standard_error, expected.interval[0]], rtol=RTOL)
+    assert posted["groups"] == 6 and posted["count"] == 1200 and len(posted["inputs_sha256"]) == 6
+    posted = service["writer"].evaluate(model="features", checkpoint="1", reference="golden", features=x,
+                                        feature_space=SPACE)
+    expected = fid_with_error(x, service["reference"], groups=20)
+    np.testing.assert_allclose([posted["fid"], posted["standard_error"]], [expected.value, expected.standard_error],
+                               rtol=RTOL)
+
+
+def test_verdicts_against_the_previous_checkpoint_and_a_baseline(service, rng):
+    writer = service["writer"]
+    fids: dict[str, list[float]] = {"1": [], "2": []}
+    for checkpoint, shift in (("1", 0.3), ("2", 0.05)):
+        for seed in range(3):
+            generated = stats_of(np.random.default_rng(100 * seed + len(checkpoint)), 2000, D, shift=shift)
+            result = writer.evaluate(model="panel", checkpoint=checkpoint, reference="golden", stats=generated,
+                                     train_seed=seed, sample_seed=0)
+            fids[checkpoint].append(result["fid"])
+    verdict = result["verdict"]
+    expected = compare(fids["1"], fids["2"])  # A = previous, B = current
+    assert expected.verdict == "B better" and verdict["verdict"] == "better" and verdict["method"] == "seed panels"
+    assert verdict["against"] == {"model": "panel", "checkpoint": "1"}
+    np.testing.assert_allclose(verdict["gap"], -expected.gap, rtol=1e-12)
+    # A single evaluation with error bars on both sides: the normal interval of the two jackknife SEs.
+    x = features(rng, 2000, D, shift=0.3)
+    first = writer.evaluate(model="bars", checkpoint="1", reference="golden", features=x, feature_space=SPACE)
+    second = writer.evaluate(model="bars", checkpoint="2", reference="golden", features=x[:1000],
+                             feature_space=SPACE, baseline="bars@1")
+    gap = second["fid"] - first["fid"]
+    half = 1.959963984540054 * np.hypot(first["standard_error"], second["standard_error"])
+    assert second["verdict"]["method"] == "error bars"
+    np.testing.assert_allclose(second["verdict"]["interval"], [gap - half, gap + half], rtol=1e-12)
+    assert second["verdict"]["verdict"] == ("inconclusive" if abs(gap) <= half else "worse" if gap > 0 else "better")
+    with pytest.raises(ServiceError, match="baseline 'nobody' has no evaluations") as missing:
+        writer.evaluate(model="bars", checkpoint="3", reference="golden", features=x, feature_space=SPACE,
+                        baseline="nobody")
+    assert missing.value.status == 404
+
+
+def test_history_as_json_csv_and_page(service, rng):
+    writer = service["writer"]
+    for checkpoint in ("100", "200", "300"):
+        writer.evaluate(model="history", checkpoint=checkpoint, reference="golden",
+                        shards=split_into_shards(features(rng, 600, D, shift=0.1), 4), feature_space=SPACE)
+    history = service["reader"].history("history")
+    assert [p["checkpoint"] for p in history["checkpoints"]] == ["100", "200", "300"]
+    assert all(p["low"] < p["fid"] < p["high"] and p["error_bar"] == "jackknife" for p in history["checkpoints"])
+    csv = get(service, "/models/history/history?format=csv", service["write_token"]).decode()
+    assert csv.splitlines()[0].startswith("checkpoint,fid,low,high") and len(csv.splitlines()) == 4
+    page = get(service, "/models/history", service["write_token"]).decode()
+    assert "<svg" in page and "FID of history against golden" in page and "polyline" in page
+
+
+def test_refusals_change_nothing(service, tmp_path, rng):
+    writer, before = service["writer"], stored_count(service)
+    other_space = stats_of(rng, 100, D, space="other-network")
+    cases = [
+        (dict(stats=other_space), 422, "feature-space mismatch.*'other-network'.*'test-space'"),
+        (dict(stats=stats_of(rng, 100, D + 1)), 422, f"dim {D + 1}.*dim {D}"),
+        (dict(stats=stats_of(rng, 100, D), reference_version=99), 404, "no version 99"),
+        (dict(stats=stats_of(rng, 1, D)), 422, "at least 2 samples"),
+    ]
+    for options, status, message in cases:
+        with pytest.raises(ServiceError, match=message) as refused:
+            writer.evaluate(model="refused", checkpoint="1", reference="golden", **options)
+        assert refused.value.status == status
+    with pytest.raises(ServiceError, match="no reference 'missing'") as refused:
+        writer.evaluate(model="refused", checkpoint="1", reference="missing", stats=stats_of(rng, 10, D))
+    assert refused.value.status == 404
+    (tmp_path / "corrupt.npz").write_bytes(saved(stats_of(rng, 50, D), tmp_path / "good.npz").read_bytes()[:300])
+    with pytest.raises(ServiceError, match="not a readable .npz") as refused:
+        writer.evaluate(model="refused", checkpoint="1", reference="golden", stats=tmp_path / "corrupt.npz")
+    assert refused.value.status == 400
+    np.savez(tmp_path / "pickled.npz", mu=np.zeros(D), sigma=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ServiceError, match="Python objects") as refused:
+        writer.evaluate(model="refused", checkpoint="1", reference="golden", stats=tmp_path / "pickled.npz")
+    assert refused.value.status == 422
+    with pytest.raises(ServiceError, match="NaN or Inf") as refused:
+        writer.evaluate(model="refused", checkpoint="1", reference="golden", features=np.full((50, D), np.nan),
+                        feature_space=SPACE)
+    assert refused.value.status == 422
+    assert stored_count(service) == before
+
+
+def test_tokens_and_scopes(service, rng):
+    stats = stats_of(rng, 50, D)
+    anonymous = Service(service["server"].url, token="")
+    for client, status, message in ((anonymous, 401, "missing token"), (Service(service["server"].url, "forged"),
+                                                                          401, "unknown token"),
+                                    (service["reader"], 403, "read scope")):
+        with pytest.raises(ServiceError, match=message) as refused:
+            client.evaluate(model="auth", checkpoint="1", reference="golden", stats=stats)
+        assert refused.value.status == status
+    with pytest.raises(ServiceError, match="missing token"):
+        anonymous.history("stats-model")  # reads need a token too, unless --public-read
+    assert service["reader"].reference("golden")["version"] == 1
+    assert anonymous.health()["status"] == "ok"  # health and metrics are open
+    text = (service["store"] / "fastfid.db").read_bytes()
+    assert service["write_token"].encode() not in text  # stored hashed
+
+
+def test_retried_posts_are_stored_once_and_concurrent_posts_all_land(service, rng):
+    url, token = service["server"].url, service["write_token"]
+    stats = stats_of(rng, 100, D)
+    body = post_raw(url, token, stats, model="retry", checkpoint="1", key="the-same-key")
+    again = post_raw(url, token, stats, model="retry", checkpoint="1", key="the-same-key")
+    assert again["id"] == body["id"] and again["replayed"] and not body["replayed"]
+    results, errors = [], []
+
+    def post(index: int) -> None:
+        try:
+            results.append(service["writer"].evaluate(model="concurrent", checkpoint=str(index % 4),
+                                                      reference="golden", stats=stats_of(
+                                                          np.random.default_rng(index), 100, D)))
+        except Exception as error:  # collected: the test fails below with it
+            errors.append(error)
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    stored = service["reader"].evaluations(model="concurrent")
+    assert sorted(r["id"] for r in stored) == sorted(r["id"] for r in results) and len(stored) == 24
+
+
+def test_upload_limit(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "write")
+    with Server(store, "--max-upload-mb", "0.05") as server:
+        client = Service(server.url, token)
+        client.upload_reference("small", stats_of(rng, 100, 8))
+        with pytest.raises(ServiceError, match="upload too large: the limit is 0.05 MiB") as refused:
+            client.upload_reference("large", stats_of(rng, 100, 128))  # 128 · 129 / 2 · 8 bytes > 50 KiB
+        assert refused.value.status == 413
+        with pytest.raises(ServiceError, match="no reference 'large'"):
+            client.reference("large")
+
+
+def test_metrics_and_json_logs(service):
+    text = get(service, "/metrics").decode()
+    assert 'fastfid_requests_total{method="POST",route="/evaluations",status="201"}' in text
+    assert "fastfid_request_seconds_bucket" in text and "fastfid_evaluations_total" in text
+    assert "fastfid_reference_cache_lookups_total{result=\"hit\"}" in text
+    assert 'fastfid_stored_evaluations' in text
+    records = service["server"].log_records()
+    requests = [r for r in records if r["message"] == "request"]
+    assert requests and {"method", "path", "status", "ms"} <= set(requests[-1])
+
+
+def test_canaries_alert_on_band_reference_change_and_corruption(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "write")
+    with Webhook(failures=2) as hook, Server(store, "--webhook", hook.url) as server:
+        client = Service(server.url, token)
+        reference = stats_of(rng, 1000, D)
+        client.upload_reference("golden", reference)
+        canary_stats = stats_of(rng, 500, D, shift=0.1)
+        value = fastfid.fid(canary_stats, reference)
+        client.set_canary("in-band", canary_stats, reference="golden", low=value * 0.99, high=value * 1.01)
+        client.set_canary("too-tight", canary_stats, reference="golden", low=value * 1.1, high=value * 1.2)
+        ok = client.run_canary("in-band")
+        assert ok["status"] == "ok" and ok["alerts"] == []
+        np.testing.assert_allclose(ok["fid"], value, rtol=RTOL)
+        out = client.run_canary("too-tight")
+        assert [a["kind"] for a in out["alerts"]] == ["out_of_band"] and "outside the expected band" in \
+            out["alerts"][0]["message"]
+        # The webhook failed twice, then took it: three attempts, recorded (backoff 1 s, 2 s).
+        alert = wait_for(lambda: next((a for a in client.alerts("too-tight") if a["webhook_delivered"]), None))
+        assert alert["webhook_attempts"] == 3 and hook.bodies[0]["alert"]["kind"] == "out_of_band"
+        text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+        assert 'fastfid_canary_in_band{canary="in-band"} 1.0' in text
+        assert 'fastfid_canary_in_band{canary="too-tight"} 0.0' in text
+        assert 'fastfid_alerts_total{kind="out_of_band"} 1.0' in text
+        client.upload_reference("golden", stats_of(rng, 1000, D))  # a new version under the same name
+        changed = client.run_canary("in-band")
+        assert "reference_changed" in [a["kind"] for a in changed["alerts"]]
+        version = client.reference("golden")
+        path = store / "statistics" / f"{version['state_sha256']}.npz"
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 0xFF  # one flipped byte on disk
+        path.write_bytes(bytes(data))
+        corrupt = client.run_canary("in-band")
+        assert [a["kind"] for a in corrupt["alerts"]] == ["reference_corrupt"] and corrupt["fid"] is None
+        assert any(r.get("kind") == "reference_corrupt" and r["level"] == "warning" for r in server.log_records())
+
+
+def test_scheduled_canaries(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "write")
+    with Server(store, "--canary-every", "1s") as server:
+        client = Service(server.url, token)
+        reference = stats_of(rng, 300, D)
+        client.upload_reference("golden", reference)
+        client.set_canary("nightly", stats_of(rng, 300, D), reference="golden", low=0, high=1e9)
+        canary = wait_for(lambda: (lambda c: c if c["last_run"] else None)(
+            json.loads(get_url(server.url + "/canaries/nightly", token))))
+        assert canary["last_status"] == "ok"
+
+
+def test_sigkill_mid_write_loses_nothing_acknowledged(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "write")
+    server = Server(store).start()
+    client = Service(server.url, token, retries=0)
+    client.upload_reference("golden", stats_of(rng, 500, D))
+    acknowledged, stop = [], threading.Event()
+
+    def post_until_killed(worker: int) -> None:
+        local = np.random.default_rng(worker)
+        while not stop.is_set():
+            try:
+                acknowledged.append(client.evaluate(model="killed", checkpoint=str(worker), reference="golden",
+                                                    stats=stats_of(local, 50, D)))
+            except (ServiceError, ConnectionError, OSError):
+                return
+
+    threads = [threading.Thread(target=post_until_killed, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(acknowledged) >= 20, timeout=60, every=0.01)
+    server.kill()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    with Server(store, port=server.port) as restarted:
+        stored = {r["id"]: r for r in Service(restarted.url, token).evaluations(model="killed")}
+        assert len(acknowledged) >= 20
+        for result in acknowledged:
+            assert stored[result["id"]]["fid"] == result["fid"]
+        # And the store takes new work after the kill.
+        Service(restarted.url, token).evaluate(model="killed", checkpoint="after", reference="golden",
+                                               stats=stats_of(rng, 50, D))
+
+
+def test_several_workers_share_one_store(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "write")
+    with Server(store, "--workers", "2") as server:
+        client = Service(server.url, token)
+        client.upload_reference("golden", stats_of(rng, 500, D))
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(client.evaluate(
+            model="workers", checkpoint=str(i), reference="golden", stats=stats_of(np.random.default_rng(i), 50, D))))
+            for i in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(client.evaluations(model="workers")) == 16 == len({r["id"] for r in results})
+        text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+        assert "fastfid_requests_total" in text and "fastfid_stored_evaluations 16.0" in text
+
+
+def test_submit_on_the_command_line(service, tmp_path, rng):
+    paths = [saved(shard, tmp_path / f"shard{i}.npz")
+             for i, shard in enumerate(split_into_shards(features(rng, 400, D), 4))]
+    done = subprocess.run(
+        [sys.executable, "-m", "fastfid", "submit", *map(str, paths), "--url", service["server"].url, "--token",
+         service["write_token"], "--model", "cli", "--checkpoint", "7", "--reference", "golden", "--feature-space", SPACE, "--json"],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["groups"] == 4 and result["model"] == "cli"
+    done = subprocess.run(
+        [sys.executable, "-m", "fastfid", "submit", str(paths[0]), "--url", service["server"].url, "--model", "cli",
+         "--checkpoint", "8", "--reference", "golden"], capture_output=True, text=True,
+        env={k: v for k, v in __import__("os").environ.items() if k != "FASTFID_TOKEN"})
+    assert done.returncode == 1 and "401: missing token" in done.stderr
+
+
+# --- raw HTTP ------------------------------------------------------------------------------------
+def get_url(url: str, token: str | None = None) -> bytes:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request) as response:
+        return response.read()
+
+
+def get(service, path: str, token: str | None = None) -> bytes:
+    return get_url(service["server"].url + path, token)
+
+
+def post_raw(url: str, token: str, stats, *, model: str, checkpoint: str, key: str) -> dict:
+    from fastfid.client import _multipart, _stats_part
+
+    body, content_type = _multipart({"model": model, "checkpoint": checkpoint, "reference": "golden"},
+                                    [_stats_part("stats", stats)])
+    request = urllib.request.Request(url + "/evaluations", data=body, method="POST", headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {token}", "Idempotency-Key": key})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise AssertionError(error.read()) from None
+
