@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fastfid import __version__
 from fastfid.distance import METHODS
@@ -160,6 +161,7 @@ def _submit(args) -> int:
 
     paths = [Path(p) for p in args.files]
     suffixes = {p.suffix for p in paths}
+    inputs: dict[str, Any]
     if suffixes == {".npy"} and len(paths) == 1:
         inputs = {"features": paths[0]}
     elif suffixes == {".npz"}:

@@ -61,9 +61,11 @@ def record_of(result: Any, *, feature_space: str | None = None, reference_sha256
                       feature_space or result.get("feature_space"),
                       {"generated": result["count"]} if result.get("count") else {},
                       reference_sha256 or result.get("reference_sha256"), result.get("input_kind"))
-    record = Record(float(result), feature_space=feature_space, reference_sha256=reference_sha256)
+    record = Record(float(getattr(result, "value", result)), feature_space=feature_space,
+                    reference_sha256=reference_sha256)
     if hasattr(result, "standard_error"):  # FIDWithError
-        record.standard_error, record.interval, record.method = result.standard_error, result.interval, result.method
+        record.standard_error, record.method = float(result.standard_error), result.method
+        record.interval = (float(result.interval[0]), float(result.interval[1]))
     if hasattr(result, "distance"):  # FIDResult
         record.feature_space = feature_space or result.feature_space
         record.method = result.distance.method
@@ -102,12 +104,12 @@ def _log_mlflow(record: Record, run, name: str, step: int | None, statistics) ->
 
     client = MlflowClient()
     run_id = run.info.run_id
-    for key, value in record.metrics(name).items():
-        client.log_metric(run_id, key, value, step=step)
+    for metric, number in record.metrics(name).items():
+        client.log_metric(run_id, metric, number, step=step)
     existing = client.get_run(run_id).data.params
-    for key, value in record.params().items():
-        if existing.get(key) != value:  # MLflow's params are write-once: a changed one is an error
-            client.log_param(run_id, key, value)
+    for param, text in record.params().items():
+        if existing.get(param) != text:  # MLflow's params are write-once: a changed one is an error
+            client.log_param(run_id, param, text)
     if statistics is not None:
         _with_file(statistics, lambda path: client.log_artifact(run_id, str(path), artifact_path="fastfid"))
 
@@ -140,7 +142,7 @@ def _log_tensorboard(record: Record, writer, name: str, step: int | None) -> Non
     writer.flush()
 
 
-def open_run(tracker: str, *, directory: str | os.PathLike | None = None):
+def open_run(tracker: str, *, directory: str | os.PathLike | None = None) -> tuple[Any, Any]:
     """A run of ``tracker`` for the command line's ``--log``: MLflow's active (or a new) run under
     $MLFLOW_TRACKING_URI, a wandb run as $WANDB_* configure it, a SummaryWriter under ``directory``
     (default ./runs). Returns (run, close)."""
@@ -148,13 +150,12 @@ def open_run(tracker: str, *, directory: str | os.PathLike | None = None):
         import mlflow
 
         active = mlflow.active_run()
-        run = active or mlflow.start_run()
-        return run, (lambda: None) if active else mlflow.end_run
+        return (active, lambda: None) if active else (mlflow.start_run(), mlflow.end_run)
     if tracker == "wandb":
         import wandb
 
-        run = wandb.init(job_type="fid")
-        return run, run.finish
+        wandb_run = wandb.init(job_type="fid")
+        return wandb_run, wandb_run.finish
     if tracker == "tensorboard":
         try:
             from torch.utils.tensorboard import SummaryWriter

@@ -292,7 +292,6 @@ class Service:
 
             def create() -> dict:
                 reference = self.store.reference(reference_name)
-                assert reference is not None
                 if stats.dim != reference["dim"]:
                     raise ServiceError(422, f"the canary's statistics have dim {stats.dim}, reference "
                                             f"{reference_name!r} has dim {reference['dim']}")

@@ -74,7 +74,6 @@ def run_canary(store: Store, cache: ReferenceCache, alerts: Alerts, name: str) -
     """Run one canary; returns its outcome (status "ok" or "alert", the FID, the alerts raised)."""
     canary = store.canary(name)
     reference = store.reference(canary["reference"])
-    assert reference is not None
     raised = []
     fid = None
     try:

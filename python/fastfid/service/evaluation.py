@@ -116,7 +116,6 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
         if stored is not None:
             return stored, False
     reference = store.reference(submission.reference, submission.reference_version)
-    assert reference is not None
     space = _checked_space(submission, reference)
     if submission.dim() != reference["dim"]:
         raise ServiceError(422, f"the {submission.kind} have dim {submission.dim()}, but reference "
@@ -147,6 +146,7 @@ def _checked_space(submission: Submission, reference: dict) -> str:
 
 def _fid(reference: Reference, submission: Submission) -> dict:
     """FID, and with shards or enough features a jackknife error bar."""
+    stats: FeatureStats | None
     if submission.kind == "features":
         features = submission.features
         assert features is not None

@@ -224,30 +224,32 @@ class Store:
         returns (record, created)."""
         state, file_hash = self.put_stats(stats)
         for _ in range(20):  # two uploads racing for the same version number: the loser retries
-            current = self.reference(name, missing_ok=True)
+            current = self._latest_reference(name)
             if current is not None and current["state_sha256"] == state and current["feature_space"] == feature_space:
                 return current, False
-            record = dict(name=name, version=1 if current is None else current["version"] + 1, state_sha256=state,
-                          file_sha256=file_hash, feature_space=feature_space, count=stats.count, dim=stats.dim,
+            version = 1 if current is None else int(current["version"]) + 1
+            record = dict(name=name, version=version, state_sha256=state, file_sha256=file_hash, feature_space=feature_space, count=stats.count, dim=stats.dim,
                           fastfid_version=fastfid_version, uploader=uploader, created=time.time())
             try:
                 with self.engine.begin() as connection:
                     connection.execute(references.insert().values(**record))
-                return self.reference(name, record["version"]), True
+                return self.reference(name, version), True
             except IntegrityError:
                 continue
         raise RuntimeError(f"could not add a version of reference {name!r}: too many concurrent uploads")
 
-    def reference(self, name: str, version: int | None = None, *, missing_ok: bool = False) -> dict | None:
+    def reference(self, name: str, version: int | None = None) -> dict:
         """The current (highest) version of a reference name, or the given version."""
-        query = sa.select(references).where(references.c.name == name)
-        query = query.where(references.c.version == version) if version is not None else \
-            query.order_by(references.c.version.desc()).limit(1)
-        row = self._one(query)
-        if row is None and not missing_ok:
+        row = self._latest_reference(name) if version is None else self._one(
+            sa.select(references).where(references.c.name == name).where(references.c.version == version))
+        if row is None:
             what = f"version {version} of reference {name!r}" if version is not None else f"reference {name!r}"
             raise NotFound(f"no {what}; upload it with PUT /references/{name}")
         return row
+
+    def _latest_reference(self, name: str) -> dict | None:
+        return self._one(sa.select(references).where(references.c.name == name)
+                         .order_by(references.c.version.desc()).limit(1))
 
     def reference_versions(self, name: str) -> list[dict]:
         rows = self._all(sa.select(references).where(references.c.name == name).order_by(references.c.version))
@@ -269,8 +271,7 @@ class Store:
         record = dict(record, verdict=json.dumps(record.get("verdict")), inputs_sha256=json.dumps(record["inputs_sha256"]))
         key = record.get("idempotency_key")
         try:
-            with self.engine.begin() as connection:
-                new_id = connection.execute(evaluations.insert().values(**record)).inserted_primary_key[0]
+            new_id = self._insert(evaluations, record)
         except IntegrityError:
             if key is None:
                 raise
@@ -330,11 +331,8 @@ class Store:
                                .values(last_run=time.time(), last_fid=fid, last_status=status))
 
     def add_alert(self, canary: str, kind: str, message: str) -> dict:
-        with self.engine.begin() as connection:
-            new_id = connection.execute(alerts.insert().values(
-                canary=canary, kind=kind, message=message, created=time.time(), webhook_attempts=0,
-                webhook_delivered=False)).inserted_primary_key[0]
-        return self.alert(new_id)
+        return self.alert(self._insert(alerts, dict(canary=canary, kind=kind, message=message, created=time.time(),
+                                                    webhook_attempts=0, webhook_delivered=False)))
 
     def alert(self, alert_id: int) -> dict:
         row = self._one(sa.select(alerts).where(alerts.c.id == alert_id))
@@ -383,6 +381,13 @@ class Store:
         return self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
 
     # --- helpers ------------------------------------------------------------------------------------
+    def _insert(self, table: sa.Table, values: dict) -> int:
+        """Insert one row in its own transaction; its new id."""
+        with self.engine.begin() as connection:
+            key = connection.execute(table.insert().values(**values)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
     def _one(self, query) -> dict | None:
         with self.engine.connect() as connection:
             row = connection.execute(query).mappings().first()

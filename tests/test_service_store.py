@@ -1,0 +1,206 @@
+"""The service's store on both of its databases: the embedded SQLite file and a real PostgreSQL
+server that these tests start (Debian's postgresql package; skipped, with the reason, where none
+can start)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sqlalchemy")
+
+from fastfid.io import state_digest  # noqa: E402
+from fastfid.service.store import CorruptFile, NotFound, Store, blobs  # noqa: E402
+from service_support import Server, free_port, make_token, stats_of  # noqa: E402
+
+D = 10
+
+
+def _postgres_binaries() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(candidates[-1]).parent if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server of our own on loopback, for this test session."""
+    binaries = _postgres_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
+    pytest.importorskip("psycopg")
+    # Not under pytest's folder, which only root may enter: the server runs as the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="fastfid-postgres-"))
+    data, sockets = root / "data", root / "sockets"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the package's postgres user
+        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
+            pytest.skip("running as root without a 'postgres' user to start PostgreSQL as")
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    initdb = subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                            capture_output=True, text=True)
+    if initdb.returncode:
+        pytest.skip(f"initdb failed: {initdb.stderr.strip()[-300:]}")
+    start = subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
+                           capture_output=True, text=True)
+    if start.returncode:
+        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as connection:
+        connection.execute("CREATE DATABASE fastfid")
+    yield f"postgresql://postgres@127.0.0.1:{port}/fastfid"
+    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    """(folder, URL or None) of a fresh store on each database."""
+    if request.param == "sqlite":
+        return tmp_path / "store", None
+    url = request.getfixturevalue("postgres_url")
+    import sqlalchemy as sa
+
+    from fastfid.service.store import _metadata, database_url
+
+    engine = sa.create_engine(database_url(tmp_path, url))
+    _metadata.drop_all(engine)  # each test starts from an empty database
+    engine.dispose()
+    return tmp_path / "store", url
+
+
+@pytest.fixture
+def store(database):
+    store = Store(*database)
+    yield store
+    store.close()
+
+
+def test_references_are_versioned_and_content_addressed(store, rng):
+    first, second = stats_of(rng, 100, D), stats_of(rng, 120, D)
+    v1, created1 = store.add_reference("cifar", first, feature_space="s", uploader="a", fastfid_version="x")
+    again, created_again = store.add_reference("cifar", first, feature_space="s", uploader="a", fastfid_version="x")
+    v2, _ = store.add_reference("cifar", second, feature_space="s", uploader="b", fastfid_version="x")
+    assert (created1, created_again) == (True, False) and again["id"] == v1["id"]
+    assert (v1["version"], v2["version"]) == (1, 2) and v2["state_sha256"] == state_digest(second)
+    assert store.reference("cifar")["version"] == 2 and store.reference("cifar", 1)["uploader"] == "a"
+    assert [r["version"] for r in store.reference_versions("cifar")] == [1, 2]
+    assert [r["version"] for r in store.current_references()] == [2]
+    loaded = store.load_stats(v2["state_sha256"], v2["file_sha256"])
+    assert loaded.count == 120 and np.array_equal(loaded.comoment, second.comoment)
+    with pytest.raises(NotFound, match="no reference 'missing'"):
+        store.reference("missing")
+
+
+def test_a_changed_file_is_detected(store, rng):
+    record, _ = store.add_reference("r", stats_of(rng, 50, D), feature_space="s", uploader="a", fastfid_version="x")
+    if store.embedded:
+        path = store.files / f"{record['state_sha256']}.npz"
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte inside the stored arrays
+        path.write_bytes(bytes(data))
+    else:
+        with store.engine.begin() as connection:
+            connection.execute(blobs.update().values(data=b"not statistics"))
+    with pytest.raises(CorruptFile, match="it changed"):
+        store.load_stats(record["state_sha256"], record["file_sha256"])
+
+
+def evaluation(key: str | None, checkpoint: str = "1") -> dict:
+    return dict(idempotency_key=key, model="m", checkpoint=checkpoint, train_seed=None, sample_seed=None,
+                reference="r", reference_version=1, reference_sha256="0" * 64, feature_space="s", fid=1.5,
+                standard_error=None, interval_low=None, interval_high=None, groups=None, count=10, dim=D,
+                input_kind="stats", inputs_sha256=["1" * 64], verdict=None, fastfid_version="x", submitter="t",
+                created=time.time())
+
+
+def run_together(function, count: int) -> list:
+    results, errors = [None] * count, []
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = function(index)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+def test_concurrent_posts_neither_lose_nor_duplicate(store):
+    replays = run_together(lambda i: store.add_evaluation(evaluation("same-key")), 8)
+    assert len({record["id"] for record, _ in replays}) == 1 and sum(created for _, created in replays) == 1
+    distinct = run_together(lambda i: store.add_evaluation(evaluation(f"key-{i}", str(i)))[0]["id"], 16)
+    assert len(set(distinct)) == 16
+    assert store.count_evaluations() == 17
+
+
+def test_concurrent_uploads_make_consecutive_versions(store, rng):
+    stats = [stats_of(np.random.default_rng(i), 30, D) for i in range(6)]
+    run_together(lambda i: store.add_reference("raced", stats[i], feature_space="s", uploader="u",
+                                               fastfid_version="x"), 6)
+    assert [r["version"] for r in store.reference_versions("raced")] == [1, 2, 3, 4, 5, 6]
+
+
+def test_one_claimant_per_round_across_hosts(database):
+    hosts = [Store(*database) for _ in range(4)]  # four processes or hosts sharing one database
+    try:
+        claims = run_together(lambda i: hosts[i].claim("canaries", every=3600), 4)
+        assert sorted(claims) == [False, False, False, True]
+        assert not hosts[0].claim("canaries", every=3600)  # not due again for an hour
+    finally:
+        for host in hosts:
+            host.close()
+
+
+def test_tokens_are_stored_hashed(store):
+    store.add_token("ci", "write", "s3cret-token")
+    assert store.token("s3cret-token")["scope"] == "write" and store.token("wrong") is None
+    with pytest.raises(ValueError, match="scope must be one of"):
+        store.add_token("ci", "admin", "x")
+
+
+def test_two_hosts_serve_one_postgresql_store(postgres_url, tmp_path, rng):
+    from fastfid.client import Service
+
+    database = (tmp_path / "token-store", postgres_url)
+    import sqlalchemy as sa
+
+    from fastfid.service.store import _metadata, database_url
+
+    engine = sa.create_engine(database_url(tmp_path, postgres_url))
+    _metadata.drop_all(engine)
+    engine.dispose()
+    token = make_token(database[0], "ci", "write", postgres_url)
+    # Two servers with separate local folders: everything they share goes through PostgreSQL.
+    with Server(tmp_path / "host-a", "--database", postgres_url) as a, \
+            Server(tmp_path / "host-b", "--database", postgres_url) as b:
+        Service(a.url, token).upload_reference("golden", stats_of(rng, 300, D))
+        posted = Service(b.url, token).evaluate(model="m", checkpoint="1", reference="golden",
+                                                stats=stats_of(rng, 200, D, shift=0.1))
+        assert Service(a.url, token).evaluation(posted["id"])["fid"] == posted["fid"]
+        assert Service(a.url, token).health()["store"] == "postgresql"

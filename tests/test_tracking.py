@@ -1,0 +1,112 @@
+"""fastfid.tracking against the real trackers in their local modes: MLflow's file store, W&B
+offline, a TensorBoard event file read back; and `--log` on the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastfid
+from fastfid import tracking
+from fastfid.uncertainty import fid_with_error
+from service_support import features, saved, stats_of
+
+D = 12
+
+
+@pytest.fixture
+def result(rng):
+    return fastfid.compute_fid(stats_of(rng, 200, D, shift=0.2), stats_of(rng, 300, D), progress=False)
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this switch
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    yield mlflow
+    mlflow.set_tracking_uri(None)
+
+
+def test_mlflow_metrics_params_and_artifact(mlflow_store, result):
+    mlflow = mlflow_store
+    with mlflow.start_run() as run:
+        tracking.log(result, run, step=3)
+    client = mlflow.MlflowClient()
+    data = client.get_run(run.info.run_id).data
+    assert data.metrics["fid"] == result.value
+    assert data.metrics["fid_count_generated"] == 200 and data.metrics["fid_count_reference"] == 300
+    assert data.params["feature_space"] == "test-space" and data.params["method"] == "eigh"
+    assert data.params["reference_sha256"] == fastfid.io.state_digest(result.statistics[1])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "fid")] == [3]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "fastfid")]
+    assert artifacts == ["fastfid/generated_stats.npz"]
+    local = client.download_artifacts(run.info.run_id, artifacts[0])
+    assert fastfid.io.state_digest(fastfid.FeatureStats.load(local)) == fastfid.io.state_digest(result.statistics[0])
+
+
+def test_error_bars_are_logged_too(mlflow_store, rng):
+    x = features(rng, 400, D)
+    reference = stats_of(rng, 300, D)
+    with_error = fid_with_error(x, reference, groups=10)
+    with mlflow_store.start_run() as run:
+        logged = tracking.log(with_error, run, feature_space="test-space")
+    data = mlflow_store.MlflowClient().get_run(run.info.run_id).data
+    assert data.metrics["fid_standard_error"] == with_error.standard_error == logged.standard_error
+    assert (data.metrics["fid_interval_low"], data.metrics["fid_interval_high"]) == with_error.interval
+
+
+def test_wandb_offline_summary_and_config(tmp_path, monkeypatch, result):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="fastfid-test", dir=str(tmp_path))
+    try:
+        tracking.log(result, run, step=1)
+        assert run.summary["fid"] == result.value
+        assert run.config["fastfid/feature_space"] == "test-space"
+    finally:
+        run.finish()
+    # Read back what the offline run wrote: its transaction log holds each item's key and JSON value
+    # (wandb ships no reader of it any more; the file is small enough to sit in one block).
+    written = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
+    for text in ("fid_count_generated", json.dumps(result.value), "fastfid/reference_sha256",
+                 json.dumps(fastfid.io.state_digest(result.statistics[1]))):
+        assert text.encode() in written, text
+
+
+def test_tensorboard_scalars_read_back(tmp_path, result):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    tracking.log(result, writer, step=5)
+    writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (scalar,) = events.Scalars("fid")
+    assert scalar.step == 5 and scalar.value == pytest.approx(result.value, rel=1e-7)  # stored as float32
+    assert {"fid_count_generated", "fid_count_reference"} <= set(events.Tags()["scalars"])
+
+
+def test_unknown_run_is_refused(result):
+    with pytest.raises(TypeError, match="cannot log to a dict"):
+        tracking.log(result, {})
+
+
+def test_log_flag_on_the_command_line(mlflow_store, tmp_path, rng):
+    generated, reference = saved(stats_of(rng, 100, D), tmp_path / "g.npz"), saved(stats_of(rng, 100, D),
+                                                                                   tmp_path / "r.npz")
+    done = subprocess.run([sys.executable, "-m", "fastfid", "fid", str(generated), str(reference), "--log", "mlflow",
+                           "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    value = json.loads(done.stdout)["fid"]
+    (run,) = mlflow_store.search_runs(output_format="list", search_all_experiments=True)
+    assert run.data.metrics["fid"] == value and "logged to mlflow" in done.stderr
+    assert np.isfinite(value)
