@@ -88,6 +88,8 @@ def plot(points: list[dict], width: int = 720, height: int = 360) -> str:
     y_min, y_max = min(lows), max(highs)
     pad = (y_max - y_min) * 0.1 or max(abs(y_max) * 0.1, 1.0)
     y_min, y_max = y_min - pad, y_max + pad
+    if min(lows) >= 0:
+        y_min = max(y_min, 0.0)  # FID is not negative: no axis below 0
 
     def x_of(i: int) -> float:
         return left + (width - left - right) * (0.5 if len(points) == 1 else i / (len(points) - 1))
@@ -108,6 +110,8 @@ def plot(points: list[dict], width: int = 720, height: int = 360) -> str:
         if p["low"] is not None:
             parts.append(f'<line x1="{x:.1f}" y1="{y_of(p["low"]):.1f}" x2="{x:.1f}" y2="{y_of(p["high"]):.1f}" '
                          'stroke="#777" stroke-width="2"/>')
+            parts += [f'<line x1="{x - 6:.1f}" y1="{y_of(v):.1f}" x2="{x + 6:.1f}" y2="{y_of(v):.1f}" '
+                      'stroke="#777" stroke-width="2"/>' for v in (p["low"], p["high"])]
         parts.append(f'<text x="{x:.1f}" y="{height - bottom + 18}" font-size="11" text-anchor="middle">'
                      f'{html.escape(p["checkpoint"])}</text>')
     line = " ".join(f"{x_of(i):.1f},{y_of(p['fid']):.1f}" for i, p in enumerate(points))
