@@ -110,3 +110,39 @@ def test_log_flag_on_the_command_line(mlflow_store, tmp_path, rng):
     (run,) = mlflow_store.search_runs(output_format="list", search_all_experiments=True)
     assert run.data.metrics["fid"] == value and "logged to mlflow" in done.stderr
     assert np.isfinite(value)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning's advice on workers, GPUs and loggers
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # Lightning 2.6 on torch 2.13's pytree
+def test_lightning_logs_fid_as_it_logs_torchmetrics_metrics(tmp_path, rng):
+    """``self.log("val_fid", self.fid)`` in a LightningModule: Lightning computes the FID of the
+    whole epoch and resets it, as it does for torchmetrics' metrics."""
+    torch = pytest.importorskip("torch")
+    lightning = pytest.importorskip("pytorch_lightning")
+    real, fake = features(rng, 120, D), features(rng, 90, D, shift=0.3)
+
+    class Identity(torch.nn.Module):  # a feature "network" of our own: FID takes (N, d) batches as given
+        def forward(self, x):
+            return x
+
+    class Model(lightning.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.fid = fastfid.FID(feature=Identity(), reset_real_features=False)
+            self.layer = torch.nn.Linear(1, 1)
+
+        def validation_step(self, batch, index):
+            generated, reference = batch
+            self.fid.update(reference, real=True)
+            self.fid.update(generated, real=False)
+            self.log("val_fid", self.fid)
+
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(fake), torch.from_numpy(real[:90])), batch_size=30)
+    model = Model()
+    trainer = lightning.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                                enable_model_summary=False, default_root_dir=str(tmp_path), accelerator="cpu")
+    (logged,) = trainer.validate(model, loader)
+    expected = fastfid.fid(fastfid.FeatureStats.from_features(real[:90]), fastfid.FeatureStats.from_features(fake))
+    assert logged["val_fid"] == pytest.approx(expected, rel=1e-6)  # Lightning reports float32
+    assert model.fid._fake is None and model.fid._real is not None  # reset at the epoch's end

@@ -176,9 +176,9 @@ def _submit(args) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    error = "" if result["standard_error"] is None else f" ± {result['standard_error']:.4f} (jackknife SE)"
-    print(f"FID {result['fid']:.6f}{error}  [{args.model} @ {args.checkpoint} vs {result['reference']} "
-          f"v{result['reference_version']}; evaluation {result['id']}]")
+    error = "" if result["standard_error"] is None else f"; jackknife SE {result['standard_error']:.6f}"
+    print(f"FID: {result['fid']:.6f}  [{args.model} @ {args.checkpoint} vs {result['reference']} "
+          f"v{result['reference_version']}{error}; evaluation {result['id']}]")
     verdict = result.get("verdict")
     if verdict:
         against = verdict["against"]

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
+
+try:  # With torchmetrics, FID is a Metric: Lightning's self.log(name, metric) computes and resets it.
+    from torchmetrics import Metric as _Base
+
+    _IS_METRIC = True
+except ImportError:
+    _Base = torch.nn.Module  # type: ignore[misc,assignment]
+    _IS_METRIC = False
 
 from fastfid.distance import fid
 from fastfid.extraction import FeatureExtractor
 from fastfid.stats import FeatureStats
 
 
-class FID(torch.nn.Module):
+class FID(_Base):
     """FID accumulated over ``update(images, real=...)`` calls, like torchmetrics'
     ``FrechetInceptionDistance`` (switch by changing the import).
 
@@ -28,11 +37,21 @@ class FID(torch.nn.Module):
     Under torch.distributed every rank updates with its own batches and ``compute()`` merges all
     ranks exactly (every rank must call it; each gets the same value). ``.to(device)`` moves the network;
     the statistics follow it.
+
+    With torchmetrics installed, FID is a ``torchmetrics.Metric`` (``kwargs`` are Metric's), so
+    Lightning logs it as it logs torchmetrics' metrics: ``self.log("fid", self.fid)`` after
+    ``self.fid.update(...)`` computes it at the epoch's end and resets it. Its statistics are
+    fastfid's own (merged exactly by ``compute``), not Metric states: ``forward`` only updates,
+    and Metric's ``sync``/``merge_state`` do not apply (fastfid.compat.torchmetrics has those).
     """
 
+    higher_is_better = False
+    is_differentiable = False
+    full_state_update = False
+
     def __init__(self, feature=2048, reset_real_features: bool = True, normalize: bool = False, *, weights=None,
-                 resize: str = "pytorch-fid", method: str = "auto"):
-        super().__init__()
+                 resize: str = "pytorch-fid", method: str = "auto", **kwargs: Any):
+        super().__init__(**kwargs)
         self._takes_images = not isinstance(feature, torch.nn.Module)
         self._extractor = FeatureExtractor(feature, weights=weights, device="cpu", resize=resize)
         self.network = self._extractor.model  # a submodule, so that .to(device) and .cuda() move it
@@ -46,13 +65,13 @@ class FID(torch.nn.Module):
     def feature_space(self) -> str:
         return self._extractor.feature_space
 
-    def _device(self) -> torch.device:
+    def _network_device(self) -> torch.device:
         first = next(itertools.chain(self.network.parameters(), self.network.buffers()), None)
         return torch.device("cpu") if first is None else first.device
 
     def update(self, images, real: bool) -> None:
         """Add a batch of real or generated images."""
-        device = self._device()
+        device = self._network_device()
         self._extractor.device = device
         if self._takes_images:
             if not self.normalize and isinstance(images, torch.Tensor) and images.is_floating_point():
@@ -70,7 +89,13 @@ class FID(torch.nn.Module):
             stats = stats.to(device)  # the module moved since the last update
         setattr(self, name, stats.update(features))
 
-    def forward(self, images, real: bool) -> None:
+    def _wrap_compute(self, compute):
+        # Metric wraps compute with a sync of its states and a cache; FID has no Metric states (its
+        # compute merges the ranks' statistics itself) and says itself when nothing was added.
+        return compute
+
+    def forward(self, images, real: bool) -> None:  # type: ignore[override]
+        """The same as ``update`` (no per-batch FID: one batch's statistics say little)."""
         self.update(images, real)
 
     def compute(self) -> torch.Tensor:
@@ -104,3 +129,5 @@ class FID(torch.nn.Module):
         self._fake = None
         if self.reset_real_features:
             self._real = None
+        if _IS_METRIC:
+            super().reset()
