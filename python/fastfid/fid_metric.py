@@ -94,7 +94,7 @@ class FID(_Base):
         # compute merges the ranks' statistics itself) and says itself when nothing was added.
         return compute
 
-    def forward(self, images, real: bool) -> None:  # type: ignore[override]
+    def forward(self, images, real: bool) -> None:
         """The same as ``update`` (no per-batch FID: one batch's statistics say little)."""
         self.update(images, real)
 

@@ -32,6 +32,9 @@ _FEATURE_SPACE, _PROGRESS = "fastfid_feature_space", "fastfid_progress"
 # The mean of partial statistics: not "mu", which peers would read as final.
 _PARTIAL_MEAN = "fastfid_partial_mean"
 _TEMPORARY_SUFFIX = ".tmp"
+# Reads smaller than this are not checked against the free memory (reading /proc/meminfo per file
+# costs more than such a read: the service loads thousands of small files a minute).
+_ALWAYS_AFFORDABLE = 64 << 20
 
 
 class PartialStatisticsError(ValueError):
@@ -311,6 +314,8 @@ def _check_sizes(path: Path, headers: dict, mean_key: str, exact: bool) -> None:
             raise ValueError(f"{path}: {key} has shape {headers[key][0]}, expected {shape} for a mean of dim {d}")
     # Peak while reading: the stored matrix as float64 plus the full d × d state built from it.
     needed = 8 * (d * d + (d * (d + 1) // 2 if exact else d * d))
+    if needed < _ALWAYS_AFFORDABLE:
+        return
     available = available_memory()
     if available is not None and needed > available:
         raise MemoryError(f"{path} declares statistics of dim {d}, which need {needed / 2**30:.1f} GiB to read; "

@@ -40,6 +40,7 @@ from fastfid.stats import FeatureStats
 log = logging.getLogger("fastfid.service")
 CONFIG_VARIABLE = "FASTFID_SERVICE_CONFIG"
 _MAX_FILES = 1000  # shards in one post
+_TOKEN_SECONDS = 60.0
 
 
 @dataclass
@@ -173,6 +174,7 @@ class Service:
         self.store = Store(config.store, config.database_url)
         self.metrics = Metrics(self.store)
         self.cache = ReferenceCache(self.store, config.cache_size, on_lookup=self.metrics.cache_lookup)
+        self._tokens: dict[str, tuple[float, dict]] = {}
         self.alerts = Alerts(self.store, config.webhook, attempts=config.webhook_attempts,
                              backoff=config.webhook_backoff,
                              on_alert=lambda alert: self.metrics.alerts.labels(alert["kind"]).inc())
@@ -187,12 +189,26 @@ class Service:
                 return "anonymous"
             raise ServiceError(401, f"missing token: send 'Authorization: Bearer TOKEN' with a {scope} token "
                                     "(fastfid token create NAME --scope ...)")
-        record = await run_in_threadpool(self.store.token, token.strip())
+        record = await self._token(token.strip())
         if record is None:
             raise ServiceError(401, "unknown token")
         if scope == "write" and record["scope"] != "write":
             raise ServiceError(403, f"token {record['name']!r} has the read scope; this needs a write token")
         return record["name"]
+
+    async def _token(self, token: str) -> dict | None:
+        """A token's record; known ones are remembered for a minute (tokens are never changed, only
+        added), so that a request costs no database round trip for its token."""
+        now = time.monotonic()
+        known = self._tokens.get(token)
+        if known is not None and now - known[0] < _TOKEN_SECONDS:
+            return known[1]
+        record = await run_in_threadpool(self.store.token, token)
+        if record is not None:
+            if len(self._tokens) > 1000:
+                self._tokens.clear()
+            self._tokens[token] = (now, record)
+        return record
 
     # --- handlers -----------------------------------------------------------------------------------
     async def healthz(self, request: Request) -> Response:

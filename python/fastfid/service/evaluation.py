@@ -180,8 +180,7 @@ def _verdict(store: Store, submission: Submission, result: dict) -> dict | None:
     other_model, other_checkpoint, earlier = against
     if other_model == submission.model and other_checkpoint == submission.checkpoint:
         return None
-    current = store.evaluations(model=submission.model, reference=submission.reference,
-                                checkpoint=submission.checkpoint)
+    current = store.panel(submission.model, submission.reference, submission.checkpoint)
     mine = [dict(train_seed=submission.train_seed, fid=result["fid"], standard_error=result["standard_error"])]
     panel_a, panel_b = _seed_means(earlier), _seed_means(current + mine)
     base = {"against": {"model": other_model, "checkpoint": other_checkpoint}}
@@ -208,19 +207,19 @@ def _verdict(store: Store, submission: Submission, result: dict) -> dict | None:
 def _baseline(store: Store, submission: Submission) -> tuple[str, str, list[dict]] | None:
     """(model, checkpoint, its evaluations) to compare with: ``baseline`` ("model" or
     "model@checkpoint"), else the model's latest other checkpoint on this reference."""
+    model, checkpoint = submission.model, None
     if submission.baseline:
-        model, _, checkpoint = submission.baseline.partition("@")
-        rows = store.evaluations(model=model, reference=submission.reference, checkpoint=checkpoint or None)
+        model, _, named = submission.baseline.partition("@")
+        checkpoint = named or store.latest_checkpoint(model, submission.reference)
+        rows = [] if checkpoint is None else store.panel(model, submission.reference, checkpoint)
         if not rows:
             raise ServiceError(404, f"baseline {submission.baseline!r} has no evaluations against reference "
                                     f"{submission.reference!r}")
-        checkpoint = checkpoint or rows[-1]["checkpoint"]
-        return model, checkpoint, [row for row in rows if row["checkpoint"] == checkpoint]
-    for row in store.evaluations(model=submission.model, reference=submission.reference, descending=True, limit=1000):
-        if row["checkpoint"] != submission.checkpoint:
-            return submission.model, row["checkpoint"], store.evaluations(
-                model=submission.model, reference=submission.reference, checkpoint=row["checkpoint"])
-    return None
+        return model, checkpoint, rows
+    checkpoint = store.latest_checkpoint(model, submission.reference, other_than=submission.checkpoint)
+    if checkpoint is None:
+        return None
+    return model, checkpoint, store.panel(model, submission.reference, checkpoint)
 
 
 def _seed_means(rows: list[dict]) -> np.ndarray:

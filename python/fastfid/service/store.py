@@ -49,7 +49,7 @@ evaluations = sa.Table(
     "evaluations", _metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("idempotency_key", sa.String(200), unique=True),
-    sa.Column("model", sa.String(200), nullable=False, index=True),
+    sa.Column("model", sa.String(200), nullable=False),
     sa.Column("checkpoint", sa.String(200), nullable=False),
     sa.Column("train_seed", sa.BigInteger),
     sa.Column("sample_seed", sa.BigInteger),
@@ -70,6 +70,7 @@ evaluations = sa.Table(
     sa.Column("fastfid_version", sa.String(40), nullable=False),
     sa.Column("submitter", sa.String(200), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
+    sa.Index("evaluations_by_model", "model", "reference", "checkpoint"),
 )
 
 canaries = sa.Table(
@@ -271,7 +272,7 @@ class Store:
         record = dict(record, verdict=json.dumps(record.get("verdict")), inputs_sha256=json.dumps(record["inputs_sha256"]))
         key = record.get("idempotency_key")
         try:
-            new_id = self._insert(evaluations, record)
+            record["id"] = self._insert(evaluations, record)
         except IntegrityError:
             if key is None:
                 raise
@@ -279,7 +280,7 @@ class Store:
             if existing is None:
                 raise
             return _evaluation(existing), False
-        return self.evaluation(new_id), True
+        return _evaluation(record), True
 
     def find_evaluation(self, key: str) -> dict | None:
         row = self._one(sa.select(evaluations).where(evaluations.c.idempotency_key == key))
@@ -304,6 +305,22 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         return [_evaluation(row) for row in self._all(query)]
+
+    def latest_checkpoint(self, model: str, reference: str, *, other_than: str | None = None) -> str | None:
+        """The checkpoint of the model's latest evaluation on ``reference`` (other than ``other_than``)."""
+        query = sa.select(evaluations.c.checkpoint).where(evaluations.c.model == model) \
+            .where(evaluations.c.reference == reference)
+        if other_than is not None:
+            query = query.where(evaluations.c.checkpoint != other_than)
+        with self.engine.connect() as connection:
+            return connection.execute(query.order_by(evaluations.c.id.desc()).limit(1)).scalar()
+
+    def panel(self, model: str, reference: str, checkpoint: str) -> list[dict]:
+        """train_seed, fid and standard_error of a checkpoint's evaluations, oldest first."""
+        query = sa.select(evaluations.c.train_seed, evaluations.c.fid, evaluations.c.standard_error) \
+            .where(evaluations.c.model == model).where(evaluations.c.reference == reference) \
+            .where(evaluations.c.checkpoint == checkpoint).order_by(evaluations.c.id)
+        return self._all(query)
 
     def count_evaluations(self) -> int:
         with self.engine.connect() as connection:
