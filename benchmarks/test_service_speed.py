@@ -157,4 +157,5 @@ def test_soak_memory_flat_and_nothing_lost(two_workers):
     print(f"\nsoak: {SOAK_EVALUATIONS} evaluations in {seconds:.0f} s ({SOAK_EVALUATIONS / seconds:.0f}/s), p99 "
           f"{1000 * np.percentile(latencies, 99):.1f} ms; server RSS {memory[0][1] / 2**20:.0f} → "
           f"{memory[-1][1] / 2**20:.0f} MiB, {100 * growth:+.2f}% over the second half")
+    print("RSS (MiB) after each twentieth: " + " ".join(f"{rss / 2**20:.0f}" for _, rss in memory))
     assert growth < 0.05

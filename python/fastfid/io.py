@@ -86,7 +86,7 @@ def write_state(stats: FeatureStats, stream: BinaryIO) -> None:
     if not stats.mergeable or not stats.count:
         raise ValueError("only exact statistics of at least one sample can be written as a state")
     arrays: dict[str, Any] = {"mu": stats.mean, _COUNT: np.int64(stats.count),
-                              _COMOMENT: _pack_upper(stats.comoment), _FORMAT: np.int64(FORMAT_VERSION)}
+                              _COMOMENT: _pack_upper(stats._upper_comoment()), _FORMAT: np.int64(FORMAT_VERSION)}
     if stats.feature_space:
         arrays[_FEATURE_SPACE] = np.str_(stats.feature_space)
     np.savez(stream, **arrays)

@@ -346,6 +346,14 @@ class FeatureStats:
         _core.symmetrize_upper(full)
         return full
 
+    @_locked
+    def _upper_comoment(self) -> np.ndarray:
+        """The co-moment's upper triangle as the state holds it (its lower part is stale): no copy,
+        for writers that read the upper triangle only (fastfid.io.write_state)."""
+        self._require_exact("give a co-moment")
+        self._flush()
+        return self._comoment
+
     @property
     @_locked
     def cov(self) -> np.ndarray:

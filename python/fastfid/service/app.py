@@ -24,6 +24,7 @@ import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
@@ -444,13 +445,20 @@ def _json(payload, status: int = 200) -> Response:
     return JSONResponse(payload, status_code=status)
 
 
+class _Uploads(MultiPartParser):
+    # Starlette spills a file part to disk past 1 MiB and then writes each 64 KiB chunk through the
+    # thread pool (30–50 ms for a d = 2048 statistics file); the service reads every upload whole
+    # anyway, so parts up to this size stay in memory.
+    spool_max_size = 256 << 20
+
+
 @contextlib.asynccontextmanager
 async def _form(request: Request):
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ServiceError(415, f"send a multipart/form-data upload, not {content_type or 'no content type'!r}")
     try:
-        form = await request.form(max_files=_MAX_FILES, max_fields=100)
+        form = await _Uploads(request.headers, request.stream(), max_files=_MAX_FILES, max_fields=100).parse()
     except _TooLarge:
         raise
     except Exception as error:  # the multipart parser's own errors: a malformed body
