@@ -106,8 +106,11 @@ def post_concurrently(client: Service, count: int, model: str, dim: int, server_
             if index is None:
                 return
             start = time.perf_counter()
-            result = client.evaluate(model=model, checkpoint=str(index % 50), reference=f"small-{dim}",
-                                     stats=statistics[index % len(statistics)])
+            # As a training run posts: checkpoint after checkpoint, each a panel of 5 training × 2
+            # sampling seeds (so verdicts go through fastfid.compare).
+            result = client.evaluate(model=model, checkpoint=str(index // 10), reference=f"small-{dim}",
+                                     stats=statistics[index % len(statistics)], train_seed=index % 5,
+                                     sample_seed=index // 5 % 2)
             elapsed = time.perf_counter() - start
             with lock:
                 acknowledged.append(result)

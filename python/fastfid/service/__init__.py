@@ -6,7 +6,15 @@ psycopg for PostgreSQL). The numbers are fastfid's own: a stored reference is fa
 (:class:`fastfid.Reference`) and every evaluation costs one FD, or one per jackknife replicate.
 """
 
-from fastfid.service.app import ServiceConfig, create_app
-from fastfid.service.store import Store
+try:
+    import sqlalchemy  # noqa: F401
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as error:
+    raise ImportError(f"fastfid's service needs its extra ({error.name} is missing): "
+                      "pip install 'fastfid[service]'") from error
+
+from fastfid.service.app import ServiceConfig, create_app  # noqa: E402
+from fastfid.service.store import Store  # noqa: E402
 
 __all__ = ["ServiceConfig", "Store", "create_app"]

@@ -173,28 +173,30 @@ def _with_error(result, count: int) -> dict:
 def _verdict(store: Store, submission: Submission, result: dict) -> dict | None:
     """The new result against the model's previous checkpoint (or the named baseline): seed panels
     through fastfid.compare when both sides have two or more training seeds, else the two error
-    bars; None when there is nothing to compare with."""
+    bars; None when there is nothing to compare with. Each side costs the database one indexed
+    read of that checkpoint's evaluations, however long the model's history."""
     against = _baseline(store, submission)
     if against is None:
         return None
-    other_model, other_checkpoint, earlier = against
+    other_model, other_checkpoint = against
     if other_model == submission.model and other_checkpoint == submission.checkpoint:
         return None
-    current = store.panel(submission.model, submission.reference, submission.checkpoint)
-    mine = [dict(train_seed=submission.train_seed, fid=result["fid"], standard_error=result["standard_error"])]
-    panel_a, panel_b = _seed_means(earlier), _seed_means(current + mine)
+    panel_a = _seed_means(store.seed_panel(other_model, submission.reference, other_checkpoint))
+    panel_b = _seed_means(store.seed_panel(submission.model, submission.reference, submission.checkpoint),
+                          (submission.train_seed, result["fid"]))
     base = {"against": {"model": other_model, "checkpoint": other_checkpoint}}
     if len(panel_a) >= 2 and len(panel_b) >= 2:
         verdict = compare(panel_a, panel_b)
         word = {"A better": "worse", "B better": "better"}.get(verdict.verdict, "inconclusive")
         return base | dict(verdict=word, gap=-verdict.gap, interval=[-verdict.interval[1], -verdict.interval[0]],
                            method="seed panels", reason=verdict.reason.replace("B − A", "previous − current"))
-    previous = earlier[-1]
+    previous = store.latest_evaluation(other_model, submission.reference, other_checkpoint)
+    assert previous is not None  # _baseline found the checkpoint through its evaluations
+    gap = result["fid"] - previous["fid"]
     if previous["standard_error"] is None or result["standard_error"] is None:
-        return base | dict(verdict=None, gap=result["fid"] - previous["fid"], interval=None, method=None,
+        return base | dict(verdict=None, gap=gap, interval=None, method=None,
                            reason="no error bars on both sides: post shards or features (a jackknife error bar), "
                                   "or two or more training seeds per checkpoint, for a verdict")
-    gap = result["fid"] - previous["fid"]
     half = _Z95 * math.hypot(result["standard_error"], previous["standard_error"])
     interval = [gap - half, gap + half]
     word = "inconclusive" if interval[0] <= 0 <= interval[1] else ("better" if gap < 0 else "worse")
@@ -204,28 +206,24 @@ def _verdict(store: Store, submission: Submission, result: dict) -> dict | None:
                               "training-seed variance needs seed panels)")
 
 
-def _baseline(store: Store, submission: Submission) -> tuple[str, str, list[dict]] | None:
-    """(model, checkpoint, its evaluations) to compare with: ``baseline`` ("model" or
-    "model@checkpoint"), else the model's latest other checkpoint on this reference."""
-    model, checkpoint = submission.model, None
+def _baseline(store: Store, submission: Submission) -> tuple[str, str] | None:
+    """(model, checkpoint) to compare with: ``baseline`` ("model" or "model@checkpoint"), else the
+    model's latest other checkpoint on this reference."""
     if submission.baseline:
         model, _, named = submission.baseline.partition("@")
         checkpoint = named or store.latest_checkpoint(model, submission.reference)
-        rows = [] if checkpoint is None else store.panel(model, submission.reference, checkpoint)
-        if not rows:
+        if checkpoint is None or store.latest_evaluation(model, submission.reference, checkpoint) is None:
             raise ServiceError(404, f"baseline {submission.baseline!r} has no evaluations against reference "
                                     f"{submission.reference!r}")
-        return model, checkpoint, rows
-    checkpoint = store.latest_checkpoint(model, submission.reference, other_than=submission.checkpoint)
-    if checkpoint is None:
-        return None
-    return model, checkpoint, store.panel(model, submission.reference, checkpoint)
+        return model, checkpoint
+    checkpoint = store.latest_checkpoint(submission.model, submission.reference, other_than=submission.checkpoint)
+    return None if checkpoint is None else (submission.model, checkpoint)
 
 
-def _seed_means(rows: list[dict]) -> np.ndarray:
-    """FID per training seed (averaged over sampling seeds); rows without a training seed are left out."""
-    by_seed: dict[int, list[float]] = {}
-    for row in rows:
-        if row["train_seed"] is not None:
-            by_seed.setdefault(row["train_seed"], []).append(row["fid"])
-    return np.array([np.mean(values) for values in by_seed.values()])
+def _seed_means(panel: dict[int, tuple[float, int]], new: tuple[int | None, float] | None = None) -> np.ndarray:
+    """FID per training seed (the mean over its sampling seeds), with a result not yet stored."""
+    panel = dict(panel)
+    if new is not None and new[0] is not None:
+        total, count = panel.get(new[0], (0.0, 0))
+        panel[new[0]] = (total + new[1], count + 1)
+    return np.array([total / count for _, (total, count) in sorted(panel.items())])

@@ -70,7 +70,9 @@ evaluations = sa.Table(
     sa.Column("fastfid_version", sa.String(40), nullable=False),
     sa.Column("submitter", sa.String(200), nullable=False),
     sa.Column("created", sa.Float, nullable=False),
-    sa.Index("evaluations_by_model", "model", "reference", "checkpoint"),
+    # A checkpoint's panel, and the model's latest evaluation (newest first): both read by every post.
+    sa.Index("evaluations_by_checkpoint", "model", "reference", "checkpoint", "id"),
+    sa.Index("evaluations_by_time", "model", "reference", "id"),
 )
 
 canaries = sa.Table(
@@ -315,12 +317,21 @@ class Store:
         with self.engine.connect() as connection:
             return connection.execute(query.order_by(evaluations.c.id.desc()).limit(1)).scalar()
 
-    def panel(self, model: str, reference: str, checkpoint: str) -> list[dict]:
-        """train_seed, fid and standard_error of a checkpoint's evaluations, oldest first."""
-        query = sa.select(evaluations.c.train_seed, evaluations.c.fid, evaluations.c.standard_error) \
+    def seed_panel(self, model: str, reference: str, checkpoint: str) -> dict[int, tuple[float, int]]:
+        """A checkpoint's evaluations by training seed: (sum of their FIDs, how many)."""
+        query = sa.select(evaluations.c.train_seed, sa.func.sum(evaluations.c.fid), sa.func.count()) \
             .where(evaluations.c.model == model).where(evaluations.c.reference == reference) \
-            .where(evaluations.c.checkpoint == checkpoint).order_by(evaluations.c.id)
-        return self._all(query)
+            .where(evaluations.c.checkpoint == checkpoint).where(evaluations.c.train_seed.is_not(None)) \
+            .group_by(evaluations.c.train_seed)
+        with self.engine.connect() as connection:
+            return {int(seed): (float(total), int(count)) for seed, total, count in connection.execute(query)}
+
+    def latest_evaluation(self, model: str, reference: str, checkpoint: str) -> dict | None:
+        """fid and standard_error of a checkpoint's newest evaluation."""
+        query = sa.select(evaluations.c.fid, evaluations.c.standard_error).where(evaluations.c.model == model) \
+            .where(evaluations.c.reference == reference).where(evaluations.c.checkpoint == checkpoint) \
+            .order_by(evaluations.c.id.desc()).limit(1)
+        return self._one(query)
 
     def count_evaluations(self) -> int:
         with self.engine.connect() as connection:
