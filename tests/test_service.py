@@ -4,6 +4,7 @@ directly (whose own accuracy tests/test_distance.py checks against scipy)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -236,6 +237,19 @@ def test_upload_limit(tmp_path, rng):
         assert refused.value.status == 413
         with pytest.raises(ServiceError, match="no reference 'large'"):
             client.reference("large")
+        # A chunked upload declares no length: refused as its bytes pass the limit.
+        from fastfid.client import _multipart, _stats_part
+
+        body, content_type = _multipart({}, [_stats_part("stats", stats_of(rng, 100, 128))])
+        connection = http.client.HTTPConnection("127.0.0.1", server.port)
+        connection.request("PUT", "/references/chunked", body=(body[i:i + 8192] for i in range(0, len(body), 8192)),
+                           headers={"Content-Type": content_type, "Authorization": f"Bearer {token}"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 413 and "upload too large" in json.loads(response.read())["error"]
+        connection.close()
+        with pytest.raises(ServiceError, match="no reference 'chunked'"):
+            client.reference("chunked")
 
 
 def test_metrics_and_json_logs(service):
@@ -336,8 +350,8 @@ def test_sigkill_mid_write_loses_nothing_acknowledged(tmp_path, rng):
 
 def test_several_workers_share_one_store(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "ci", "write")
-    with Server(store, "--workers", "2") as server:
+    with Server(store, "--workers", "2") as server:  # on an empty store: the tables are made once
+        token = make_token(store, "ci", "write")
         client = Service(server.url, token)
         client.upload_reference("golden", stats_of(rng, 500, D))
         results = []

@@ -6,8 +6,10 @@ pytorch-fid's functions; error bars, FD∞, seed panels and verdicts (``fastfid.
 KID, precision/recall, density/coverage (``fastfid.metrics``); :func:`fdr` for FDr^k over
 several representation spaces. With torch: images to FID (:func:`compute_fid`,
 :func:`compute_stats`, :func:`inception_score`, the torchmetrics-style :class:`FID`, the FID
-Inception-v3 in ``fastfid.models``) and ``fastfid.loss`` for FD as a training loss. Importing
-fastfid does not import torch: those parts import it when first used.
+Inception-v3 in ``fastfid.models``) and ``fastfid.loss`` for FD as a training loss. The
+evaluation service (``fastfid serve``, ``fastfid.service``) and its client (``fastfid.client``),
+and logging to MLflow, W&B and TensorBoard (``fastfid.tracking``). Importing fastfid does not
+import torch: those parts import it when first used.
 """
 
 from importlib.metadata import version as _version

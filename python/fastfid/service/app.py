@@ -83,8 +83,9 @@ def configure_logging(stream=None) -> None:
 
 
 # --- middleware ----------------------------------------------------------------------------------
-class _TooLarge(Exception):
-    pass
+class _TooLarge(ServiceError):
+    def __init__(self, limit_mb: float):
+        super().__init__(413, f"upload too large: the limit is {limit_mb:g} MiB (fastfid serve --max-upload-mb)")
 
 
 class UploadLimit:
@@ -99,7 +100,7 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
+            return await _send_refusal(_TooLarge(self.limit_mb), scope, receive, send)
         received = 0
         started = False
 
@@ -109,7 +110,7 @@ class UploadLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _TooLarge
+                    raise _TooLarge(self.limit_mb)  # the app's handler answers 413
             return message
 
         async def tracking_send(message):
@@ -119,14 +120,13 @@ class UploadLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
+        except _TooLarge as error:  # read outside a handler
             if not started:
-                await self._refuse(scope, receive, send)
+                await _send_refusal(error, scope, receive, send)
 
-    async def _refuse(self, scope, receive, send):
-        response = JSONResponse({"error": f"upload too large: the limit is {self.limit_mb:g} MiB "
-                                          "(fastfid serve --max-upload-mb)"}, status_code=413)
-        await response(scope, receive, send)
+
+async def _send_refusal(error: ServiceError, scope, receive, send) -> None:
+    await JSONResponse({"error": error.message}, status_code=error.status)(scope, receive, send)
 
 
 class Observe:

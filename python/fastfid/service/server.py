@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from fastfid.service.app import ServiceConfig, config_to_environment, create_app
+from fastfid.service.store import Store
 
 LOG_CONFIG = {  # uvicorn's own lines as JSON too; the access log is replaced by the service's request lines
     "version": 1,
@@ -34,7 +35,7 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, w
 
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
-    Path(config.store).mkdir(parents=True, exist_ok=True)
+    Store(config.store, config.database_url).close()  # the tables, once, before any worker starts
     if workers == 1:
         uvicorn.run(create_app(config), host=host, port=port, log_config=LOG_CONFIG, access_log=False)
         return

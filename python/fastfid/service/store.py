@@ -165,7 +165,10 @@ class Store:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
         self.files = self.directory / "statistics"
         self.files.mkdir(exist_ok=True)
-        _metadata.create_all(self.engine, checkfirst=True)
+        try:
+            _metadata.create_all(self.engine, checkfirst=True)
+        except sa.exc.DBAPIError:  # another process created a table between the check and the create
+            _metadata.create_all(self.engine, checkfirst=True)
 
     def close(self) -> None:
         self.engine.dispose()
