@@ -200,6 +200,26 @@ def test_tokens_and_scopes(service, rng):
     assert service["write_token"].encode() not in text  # stored hashed
 
 
+def test_token_list_and_revoke(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "leaver", "write")
+    make_token(store, "stays", "read")
+
+    def command(*words):
+        return subprocess.run([sys.executable, "-m", "fastfid", "token", *words, "--store", str(store)],
+                              capture_output=True, text=True)
+
+    listed = command("list")
+    assert listed.stdout.splitlines() == ["leaver\twrite", "stays\tread"] and token not in listed.stdout
+    assert command("revoke", "leaver").returncode == 0
+    with Server(store) as server:
+        with pytest.raises(ServiceError, match="unknown token") as refused:
+            Service(server.url, token).upload_reference("r", stats_of(rng, 10, 4))
+        assert refused.value.status == 401
+    missing = command("revoke", "nobody")
+    assert missing.returncode == 1 and "no token named 'nobody'" in missing.stderr
+
+
 def test_retried_posts_are_stored_once_and_concurrent_posts_all_land(service, rng):
     url, token = service["server"].url, service["write_token"]
     stats = stats_of(rng, 100, D)

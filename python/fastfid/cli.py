@@ -10,7 +10,7 @@
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
     fastfid serve [--store DIR] [--database URL] [--host 127.0.0.1] [--port 8000] [--workers 1] [--canary-every 1h]
-    fastfid token create NAME --scope read|write [--store DIR] [--database URL]
+    fastfid token create NAME --scope read|write | revoke NAME | list  [--store DIR] [--database URL]
     fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
     --log mlflow|wandb|tensorboard (fid, submit): also record the result in that tracker
 """
@@ -146,13 +146,27 @@ def _token(args) -> int:
 
     store = Store(args.store or default_store(), args.database)
     try:
-        token = secrets.token_urlsafe(32)
-        store.add_token(args.name, args.scope, token)
+        if args.action == "create":
+            if not args.name or not args.scope:
+                raise ValueError("token create needs a NAME and --scope read|write")
+            token = secrets.token_urlsafe(32)
+            store.add_token(args.name, args.scope, token)
+            print(token)  # shown once: the store keeps only its SHA-256
+            print(f"fastfid: {args.scope} token {args.name!r} created; it is not stored and cannot be shown again",
+                  file=sys.stderr)
+        elif args.action == "revoke":
+            if not args.name:
+                raise ValueError("token revoke needs the NAME whose tokens to remove")
+            removed = store.revoke_tokens(args.name)
+            if not removed:
+                raise ValueError(f"no token named {args.name!r}")
+            print(f"fastfid: {removed} token(s) of {args.name!r} revoked (servers forget them within a minute)",
+                  file=sys.stderr)
+        else:
+            for record in store.token_names():
+                print(f"{record['name']}\t{record['scope']}")
     finally:
         store.close()
-    print(token)  # shown once: the store keeps only its SHA-256
-    print(f"fastfid: {args.scope} token {args.name!r} created; it is not stored and cannot be shown again",
-          file=sys.stderr)
     return 0
 
 
@@ -406,10 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--canary-every", metavar="DURATION", help="run every canary this often, e.g. 1h or 30m")
     p.set_defaults(run=_serve)
 
-    p = commands.add_parser("token", help="create a bearer token of the service (printed once, stored hashed)")
-    p.add_argument("action", choices=("create",))
-    p.add_argument("name", help="who the token is for (recorded as uploader / submitter)")
-    p.add_argument("--scope", choices=("read", "write"), required=True)
+    p = commands.add_parser("token", help="the service's bearer tokens: create (printed once, stored hashed), "
+                                          "revoke, list")
+    p.add_argument("action", choices=("create", "revoke", "list"))
+    p.add_argument("name", nargs="?", help="who the token is for (recorded as uploader / submitter)")
+    p.add_argument("--scope", choices=("read", "write"), help="for create: read, or write (which includes read)")
     _add_store_arguments(p)
     p.set_defaults(run=_token)
 

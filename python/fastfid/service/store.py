@@ -408,6 +408,15 @@ class Store:
             connection.execute(tokens.insert().values(name=name, scope=scope, token_sha256=token_hash(token),
                                                       created=time.time()))
 
+    def revoke_tokens(self, name: str) -> int:
+        """Remove every token of ``name``; how many there were."""
+        with self.engine.begin() as connection:
+            return int(connection.execute(tokens.delete().where(tokens.c.name == name)).rowcount)
+
+    def token_names(self) -> list[dict]:
+        """name, scope and creation time of every token (never the tokens: only their hashes are kept)."""
+        return self._all(sa.select(tokens.c.name, tokens.c.scope, tokens.c.created).order_by(tokens.c.id))
+
     def token(self, token: str) -> dict | None:
         return self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
 
