@@ -146,3 +146,26 @@ def test_lightning_logs_fid_as_it_logs_torchmetrics_metrics(tmp_path, rng):
     expected = fastfid.fid(fastfid.FeatureStats.from_features(real[:90]), fastfid.FeatureStats.from_features(fake))
     assert logged["val_fid"] == pytest.approx(expected, rel=1e-6)  # Lightning reports float32
     assert model.fid._fake is None and model.fid._real is not None  # reset at the epoch's end
+
+
+def test_fid_falls_back_to_a_module_when_torchmetrics_fails_to_import():
+    """A torchvision built for another torch breaks `import torchmetrics` with a RuntimeError; then
+    fastfid.FID stays usable as a torch.nn.Module, and says so once."""
+    pytest.importorskip("torch")
+    script = """
+import sys, warnings
+class Broken:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchmetrics":
+            raise RuntimeError("operator torchvision::nms does not exist")
+sys.meta_path.insert(0, Broken())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from fastfid.fid_metric import FID
+import torch
+assert FID.__mro__[1] is torch.nn.Module, FID.__mro__
+assert any("failed to import" in str(w.message) for w in caught), caught
+print("fallback ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and "fallback ok" in done.stdout, done.stderr

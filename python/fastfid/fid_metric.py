@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import torch
@@ -12,6 +13,11 @@ try:  # With torchmetrics, FID is a Metric: Lightning's self.log(name, metric) c
 
     _IS_METRIC = True
 except ImportError:
+    _Base = torch.nn.Module  # type: ignore[misc,assignment]
+    _IS_METRIC = False
+except RuntimeError as error:  # e.g. a torchvision built for another torch, which torchmetrics imports
+    warnings.warn(f"torchmetrics is installed but failed to import ({error}); fastfid.FID works as a "
+                  "torch.nn.Module, not a torchmetrics.Metric", RuntimeWarning, stacklevel=2)
     _Base = torch.nn.Module  # type: ignore[misc,assignment]
     _IS_METRIC = False
 
