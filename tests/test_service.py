@@ -150,6 +150,7 @@ def test_history_as_json_csv_and_page(service, rng):
     assert csv.splitlines()[0].startswith("checkpoint,fid,low,high") and len(csv.splitlines()) == 4
     page = get(service, "/models/history", service["write_token"]).decode()
     assert "<svg" in page and "FID of history against golden" in page and "polyline" in page
+    assert 'href="/models/history/history?reference=golden&amp;format=csv"' in page  # the page's own data
 
 
 def test_refusals_change_nothing(service, tmp_path, rng):

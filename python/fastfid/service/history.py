@@ -8,6 +8,7 @@ import html
 import io
 import math
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 import numpy as np
 
@@ -54,6 +55,7 @@ def as_csv(points: list[dict]) -> str:
 def page(model: str, reference: str, points: list[dict]) -> str:
     """An HTML page: the plot and the table; no script, no external resource."""
     title = f"FID of {model} against {reference}"
+    data = html.escape(f"/models/{quote(model, safe='')}/history?reference={quote(reference, safe='')}")
     rows = "".join(
         f"<tr><td>{html.escape(p['checkpoint'])}</td><td>{p['fid']:.4f}</td><td>{_interval_text(p)}</td>"
         f"<td>{p['evaluations']}</td><td>{html.escape(p['created'])}</td></tr>" for p in points)
@@ -68,8 +70,7 @@ td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
 {plot(points)}
 <table><tr><th>checkpoint</th><th>FID</th><th>95% interval</th><th>evaluations</th><th>first evaluated</th></tr>
 {rows}</table>
-<p><a href="history?reference={html.escape(reference)}&amp;format=csv">CSV</a> ·
-<a href="history?reference={html.escape(reference)}">JSON</a></p>
+<p><a href="{data}&amp;format=csv">CSV</a> · <a href="{data}">JSON</a></p>
 </body></html>
 """
 
