@@ -158,6 +158,7 @@ def test_refusals_change_nothing(service, tmp_path, rng):
     other_space = stats_of(rng, 100, D, space="other-network")
     cases = [
         (dict(stats=other_space), 422, "feature-space mismatch.*'other-network'.*'test-space'"),
+        (dict(stats=other_space, feature_space=SPACE), 422, "says its features are 'other-network'"),
         (dict(stats=stats_of(rng, 100, D + 1)), 422, f"dim {D + 1}.*dim {D}"),
         (dict(stats=stats_of(rng, 100, D), reference_version=99), 404, "no version 99"),
         (dict(stats=stats_of(rng, 1, D)), 422, "at least 2 samples"),

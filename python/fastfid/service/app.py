@@ -33,7 +33,7 @@ from fastfid import __version__
 from fastfid.io import load_stats, stream_sha256
 from fastfid.service import history
 from fastfid.service.canaries import Alerts, run_all, run_canary
-from fastfid.service.evaluation import ReferenceCache, ServiceError, Submission, evaluate
+from fastfid.service.evaluation import ReferenceCache, ServiceError, Submission, agreed_space, evaluate
 from fastfid.service.metrics import CONTENT_TYPE, Metrics
 from fastfid.service.store import CorruptFile, NotFound, Store, jsonable
 from fastfid.stats import FeatureStats
@@ -198,8 +198,8 @@ class Service:
         return record["name"]
 
     async def _token(self, token: str) -> dict | None:
-        """A token's record; known ones are remembered for a minute (tokens are never changed, only
-        added), so that a request costs no database round trip for its token."""
+        """A token's record; known ones are remembered for a minute, so that a request costs no
+        database round trip for its token (a revoked one is refused within that minute)."""
         now = time.monotonic()
         known = self._tokens.get(token)
         if known is not None and now - known[0] < _TOKEN_SECONDS:
@@ -239,7 +239,7 @@ class Service:
         name = _name(request.path_params["name"], "reference name")
         async with _form(request) as form:
             stats, _ = await run_in_threadpool(_one_stats, form)
-            space = _field(form, "feature_space") or stats.feature_space
+            space = agreed_space(stats.feature_space, _field(form, "feature_space"))
             if not space:
                 raise ServiceError(422, "the uploaded statistics name no feature space (files from pytorch-fid or "
                                         "clean-fid carry none): pass the feature_space field")

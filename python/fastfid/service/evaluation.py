@@ -59,12 +59,19 @@ class Submission:
         return (self.stats or self.shards[0]).dim
 
     def declared_space(self) -> str | None:
-        if self.feature_space:
-            return self.feature_space
+        """The feature space the files name, or the ``feature_space`` field for files that name none."""
         spaces = {s.feature_space for s in ([self.stats] if self.stats else self.shards) if s.feature_space}
         if len(spaces) > 1:
             raise ServiceError(422, f"the shards come from different feature spaces: {sorted(spaces)}")
-        return spaces.pop() if spaces else None
+        return agreed_space(spaces.pop() if spaces else None, self.feature_space)
+
+
+def agreed_space(in_file: str | None, declared: str | None) -> str | None:
+    """A file's own feature space, or the one declared for it; both, when they differ, is a 422."""
+    if in_file and declared and in_file != declared:
+        raise ServiceError(422, f"the uploaded file says its features are {in_file!r}, but feature_space says "
+                                f"{declared!r}")
+    return in_file or declared
 
 
 class ReferenceCache:
