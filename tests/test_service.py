@@ -430,3 +430,37 @@ def post_raw(url: str, token: str, stats, *, model: str, checkpoint: str, key: s
     except urllib.error.HTTPError as error:
         raise AssertionError(error.read()) from None
 
+
+
+def test_client_retries_with_one_idempotency_key(rng):
+    """503 twice, then an answer: the client tries three times, under one key (so the service,
+    had it stored the first try, would return that instead of storing it again)."""
+    import http.server
+
+    keys: list[str] = []
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            keys.append(self.headers["Idempotency-Key"])
+            body = json.dumps({"fid": 1.0} if len(keys) > 2 else {"error": "restarting"}).encode()
+            self.send_response(201 if len(keys) > 2 else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = Service(f"http://127.0.0.1:{server.server_address[1]}", "t", backoff=0.01)
+        assert client.evaluate(model="m", checkpoint=1, reference="r", stats=stats_of(rng, 10, 4)) == {"fid": 1.0}
+        assert len(keys) == 3 and len(set(keys)) == 1
+        with pytest.raises(ConnectionError, match="after 1 tries"):
+            Service("http://127.0.0.1:1", "t", retries=0).health()  # nothing listens on port 1
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -11,6 +11,7 @@ times the network made the client try.
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
@@ -132,7 +133,9 @@ class Service:
                 message = _error_message(error)
                 if error.code not in _RETRIED_STATUSES or attempt == self.retries:
                     raise ServiceError(error.code, message) from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
+                # Includes a response cut short (a server killed mid-answer): the retry's idempotency
+                # key lets the service return what it stored, if it stored it.
                 if attempt == self.retries:
                     raise ConnectionError(f"cannot reach the fastfid service at {self.url} after {attempt + 1} "
                                           f"tries: {getattr(error, 'reason', error)}") from error
