@@ -119,12 +119,22 @@ def _write_npz(target: Path, arrays: dict) -> None:
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # the temporary file was private (0600)
         os.replace(temporary, target)
+        _sync_folder(folder)  # the rename itself on disk, not only the file's bytes
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         if isinstance(error, OSError):
             raise OSError(error.errno, f"cannot write {target}: {error.strerror or error}") from error
         raise
+
+
+def _sync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # some file systems cannot fsync a folder; the file is synced anyway
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def _temporary_prefix(target: Path, pid: int | None = None) -> str:

@@ -2,8 +2,8 @@
 and content-addressed statistics files (a folder beside the SQLite file; a table of the database
 when several hosts share a PostgreSQL server, so that no shared file system is needed).
 
-Durability: a statistics file is written and fsynced before the record that names it is
-committed, and SQLite runs with ``synchronous=FULL``, so what was acknowledged survives a kill
+Durability: a statistics file is written and fsynced (fastfid.io's atomic save) before the
+record that names it is committed, and SQLite runs with ``synchronous=FULL``, so what was acknowledged survives a kill
 of the process. Records are only ever added (a reference name gains versions; nothing is
 overwritten), except canaries' last-run fields and alerts' delivery fields.
 """
@@ -187,14 +187,15 @@ class Store:
             stored = self._stored_bytes(state)
             if state_digest(load_stats(io.BytesIO(stored))) == state:
                 return state, file_sha256(stored)
-        data = _npz_bytes(stats)
         if self.embedded:
-            _write_durably(self.files / f"{state}.npz", data)
-        else:
-            statement = postgresql_insert(blobs).values(sha256=state, data=data)
-            with self.engine.begin() as connection:
-                connection.execute(statement.on_conflict_do_update(index_elements=[blobs.c.sha256],
-                                                                   set_={"data": statement.excluded.data}))
+            target = self.files / f"{state}.npz"
+            save_stats(stats, target)  # atomic and fsynced, as every statistics file fastfid writes
+            return state, file_sha256(target.read_bytes())
+        data = _npz_bytes(stats)
+        statement = postgresql_insert(blobs).values(sha256=state, data=data)
+        with self.engine.begin() as connection:
+            connection.execute(statement.on_conflict_do_update(index_elements=[blobs.c.sha256],
+                                                               set_={"data": statement.excluded.data}))
         return state, file_sha256(data)
 
     def _stored_bytes(self, state: str) -> bytes:
@@ -464,26 +465,6 @@ def _npz_bytes(stats: FeatureStats) -> bytes:
         path = Path(folder) / "stats.npz"
         save_stats(stats, path)
         return path.read_bytes()
-
-
-def _write_durably(target: Path, data: bytes) -> None:
-    """Write, fsync, rename, fsync the folder: the file exists whole, or not at all."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    folder = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def jsonable(record: dict[str, Any]) -> dict[str, Any]:
