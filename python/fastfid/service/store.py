@@ -299,15 +299,14 @@ class Store:
         return _evaluation(row)
 
     def evaluations(self, *, model: str | None = None, reference: str | None = None, checkpoint: str | None = None,
-                    limit: int | None = None, before_id: int | None = None, descending: bool = False) -> list[dict]:
+                    limit: int | None = None) -> list[dict]:
+        """Evaluations matching the filters, oldest first."""
         query = sa.select(evaluations)
         for column, value in ((evaluations.c.model, model), (evaluations.c.reference, reference),
                               (evaluations.c.checkpoint, checkpoint)):
             if value is not None:
                 query = query.where(column == value)
-        if before_id is not None:
-            query = query.where(evaluations.c.id < before_id)
-        query = query.order_by(evaluations.c.id.desc() if descending else evaluations.c.id)
+        query = query.order_by(evaluations.c.id)
         if limit is not None:
             query = query.limit(limit)
         return [_evaluation(row) for row in self._all(query)]
