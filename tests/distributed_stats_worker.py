@@ -45,9 +45,10 @@ metric.update(torch.from_numpy(inputs["fake"][rank::world]), real=False)
 out["fid"] = metric.compute().item()
 
 # 4. Statistics held on a device (here the CUDA kernels under the CPU emulation, on CPU tensors).
-from fastfid import _device, _simt  # noqa: E402
+from fastfid import _cuda, _device  # noqa: E402
 
-on_device = fastfid.FeatureStats._from_device_state(_device.DeviceStats(rows.shape[1], torch.device("cpu"), _simt))
+kernels = _device.DeviceKernels(_cuda.emulated_backend(), 0)
+on_device = fastfid.FeatureStats._from_device_state(_device.DeviceStats(rows.shape[1], torch.device("cpu"), kernels))
 if len(rows):
     on_device.update(torch.from_numpy(rows))
 on_device.all_reduce()

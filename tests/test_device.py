@@ -1,6 +1,6 @@
 """The device path of FeatureStats and the Fréchet distance (fastfid/_device.py), run with CPU
-tensors through both of its implementations: the CUDA kernels under the SIMT emulation, and the
-torch float64 fallback. Only the CUDA runtime itself is left out (no GPU here)."""
+tensors through both of its implementations: fastfid's kernels on the emulated CUDA driver, and the
+torch float64 fallback. Only the system's CUDA driver itself is left out (no GPU here)."""
 
 import os
 import pickle
@@ -12,7 +12,7 @@ import fastfid
 from conftest import relu_features
 
 torch = pytest.importorskip("torch")
-from fastfid import _device, _simt  # noqa: E402
+from fastfid import _cuda, _device  # noqa: E402
 
 STATS_RTOL = 1e-12  # float64 accumulation in another order than the CPU core's, see test_stats.py
 FD_RTOL = 1e-9  # Newton–Schulz on Σ₁Σ₂ against the exact route: see test_kernels_simt.py's TRACE_RTOL
@@ -20,7 +20,7 @@ FD_RTOL = 1e-9  # Newton–Schulz on Σ₁Σ₂ against the exact route: see tes
 
 @pytest.fixture(params=["kernels", "torch_ops"])
 def backend(request):
-    return _simt if request.param == "kernels" else None
+    return _device.DeviceKernels(_cuda.emulated_backend(), 0) if request.param == "kernels" else None
 
 
 def device_stats(dim, backend):
@@ -134,7 +134,7 @@ def test_device_route_warns_when_not_converged(rng, backend):
 def test_newton_schulz_roots(rng, backend):
     s1 = torch.from_numpy(np.cov(relu_features(rng, 200, 25), rowvar=False))
     s2 = torch.from_numpy(np.cov(relu_features(rng, 150, 25), rowvar=False))
-    roots = _device.newton_schulz(s1, s2, backend, return_roots=True)
+    roots = _device.frechet(None, s1, None, s2, backend, return_roots=True)
     m = (s1 @ s2).numpy()
     root, inverse = roots.sqrt.numpy(), roots.inverse_sqrt.numpy()
     # float64 rounding amplified by the conditioning of Σ₁Σ₂ (κ ≈ 1e3 here)
@@ -170,7 +170,7 @@ def test_device_update_refuses_bad_batches(backend, batch, error, match):
 
 def test_without_kernels_cuda_falls_back_to_torch_ops_with_one_warning(monkeypatch):
     monkeypatch.setattr(_device, "cuda_compiled", False)
-    monkeypatch.setattr(_device, "_fallback_warned", False)
+    monkeypatch.setattr(_device, "_warned", set())
     with pytest.warns(RuntimeWarning, match="no CUDA kernels.*torch float64 ops"):
         assert _device.kernels_for(torch.device("cuda")) is None
     assert _device.kernels_for(torch.device("cuda")) is None  # once: warnings are errors here
@@ -190,11 +190,8 @@ def test_the_cuda_module_is_built_where_required():
     assert fastfid.cuda_compiled
 
 
-@pytest.mark.skipif(not fastfid.cuda_compiled, reason="built without CUDA")
-def test_cuda_kernels_without_a_gpu_raise_instead_of_crashing():
+def test_without_a_driver_the_system_backend_raises_instead_of_crashing():
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible: the call below would pass it null addresses")
-    from fastfid import _cuda
-
-    with pytest.raises(RuntimeError, match="CUDA error"):
-        _cuda.newton_schulz(0, 0, 4, workspace=0)
+    with pytest.raises(_cuda.CudaError, match="NVIDIA driver could not be loaded"):
+        _cuda.system_backend().frechet_distance(0, 0, 0, 0, 4, workspace=0)

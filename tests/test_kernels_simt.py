@@ -1,16 +1,19 @@
-"""The CUDA kernels (csrc/cuda) run by the SIMT emulation (fastfid._simt) against the CPU core.
+"""The CUDA kernels (csrc/cuda) run by the SIMT emulation against the CPU core.
 
-The kernel source, the host drivers and the bindings are those of fastfid._cuda; only the CUDA
-runtime is replaced (threads are fibers, device memory is host memory). Sizes are odd on purpose:
-no dimension is a multiple of the 64-wide tiles or the 16-row steps.
+The kernel source, the host drivers, the driver-API runtime and the bindings are those that run on
+a GPU; only the CUDA driver is replaced by its emulation (fastfid._cuda.emulated_backend(): threads
+are fibers, device memory is host memory). Sizes are odd on purpose: no dimension is a multiple of
+the 64-wide tiles or the 16-row steps.
 """
 
 import numpy as np
 import pytest
 
 import fastfid
-from fastfid import _simt
+from fastfid import _cuda
 from conftest import relu_features
+
+BACKEND = _cuda.emulated_backend()
 
 # The kernels accumulate in float64 like the CPU core, only in another order: both err by at most
 # ~n·eps relative (n ≤ 3000 here: 7e-13), typically √n·eps ≈ 1e-14. The issue's 1e-12 holds.
@@ -21,30 +24,30 @@ TYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
 @pytest.fixture(params=["forward", "reverse"])
 def schedule(request):
     """Both thread orders: a barrier missing from a kernel makes the two disagree."""
-    _simt.set_schedule(request.param)
+    _cuda.emulator.set_schedule(request.param)
     yield request.param
-    _simt.set_schedule("forward")
+    _cuda.emulator.set_schedule("forward")
 
 
 class DeviceState:
-    """A device state in host memory, as fastfid._simt addresses it."""
+    """A device state in host memory, as the emulated backend addresses it."""
 
     def __init__(self, d):
         self.mean = np.zeros(d)
         self.comoment = np.zeros((d, d))
-        self.counters = np.zeros(3, dtype=np.int64)
-        self.workspace = np.full(_simt.stats_workspace_doubles(d), np.nan)  # garbage, as on a GPU
+        self.counters = np.zeros(_cuda.counter_slots, dtype=np.int64)
+        self.workspace = np.full(_cuda.stats_workspace_doubles(d), np.nan)  # garbage, as on a GPU
 
     def add(self, raw, type_name, row_slices=0):
         item = raw.itemsize
-        _simt.accumulate(raw.ctypes.data, TYPE_CODES[type_name], raw.shape[0], raw.shape[1], raw.strides[0] // item,
+        BACKEND.accumulate(raw.ctypes.data, TYPE_CODES[type_name], raw.shape[0], raw.shape[1], raw.strides[0] // item,
                          raw.strides[1] // item, mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
                          counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
                          row_slices=row_slices)
         return self
 
     def merge(self, other):
-        _simt.merge(self.mean.shape[0], mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
+        BACKEND.merge(self.mean.shape[0], mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
                     counters=self.counters.ctypes.data, other_mean=other.mean.ctypes.data,
                     other_comoment=other.comoment.ctypes.data, other_counters=other.counters.ctypes.data)
         return self
@@ -64,7 +67,7 @@ def as_type(x, type_name):
 
 def assert_matches_cpu_core(state, values):
     reference = fastfid.FeatureStats.from_features(values)
-    assert state.counters.tolist() == [values.shape[0], 0, 0]
+    assert state.counters[:3].tolist() == [values.shape[0], 0, 0]  # count, skipped batches, flag
     scale = np.abs(values).max()
     np.testing.assert_allclose(state.mean, reference.mean, rtol=0, atol=STATS_RTOL * scale)
     upper = reference.comoment[np.triu_indices(values.shape[1])]
@@ -111,7 +114,7 @@ def test_a_batch_with_nan_or_inf_leaves_the_state_exactly_unchanged(rng, bad):
     poisoned = relu_features(rng, 50, 40)
     poisoned[17, 39] = bad
     state.add(poisoned, "float64")
-    assert state.counters.tolist() == [300, 1, 0]  # counted as skipped, flag cleared
+    assert state.counters[:2].tolist() == [300, 1]  # counted as skipped
     assert np.array_equal(state.mean, before[0]) and np.array_equal(state.comoment, before[1])
     state.add(x[:10], "float64")  # and the next batch goes in
     assert state.counters[0] == 310
@@ -134,13 +137,14 @@ def covariance(rng, d, n, decay=None):
 
 
 def run_newton_schulz(sigma1, sigma2, roots=False, **options):
+    """The device distance with no means (so its trace term alone), as fastfid._device calls it."""
     d = sigma1.shape[0]
-    workspace = np.full(_simt.newton_schulz_workspace_doubles(d, options.get("max_iterations", 100)), np.nan)
+    workspace = np.full(_cuda.frechet_workspace_doubles(d), np.nan)
     outputs = [np.full((d, d), np.nan) for _ in range(2)] if roots else []
-    info = _simt.newton_schulz(np.ascontiguousarray(sigma1).ctypes.data, np.ascontiguousarray(sigma2).ctypes.data, d,
-                               workspace=workspace.ctypes.data,
-                               sqrt_out=outputs[0].ctypes.data if roots else 0,
-                               inverse_sqrt_out=outputs[1].ctypes.data if roots else 0, **options)
+    info = BACKEND.frechet_distance(0, np.ascontiguousarray(sigma1).ctypes.data, 0,
+                                    np.ascontiguousarray(sigma2).ctypes.data, d, workspace=workspace.ctypes.data,
+                                    sqrt_out=outputs[0].ctypes.data if roots else 0,
+                                    inverse_sqrt_out=outputs[1].ctypes.data if roots else 0, **options)
     return info, outputs
 
 
@@ -225,40 +229,58 @@ def test_newton_schulz_stops_at_the_iteration_limit(rng):
 def test_newton_schulz_of_zero(rng):
     zero = np.zeros((7, 7))
     info, _ = run_newton_schulz(zero, covariance(rng, 7, 20))
-    assert info["trace_sqrt"] == 0 and info["converged"]
-    with pytest.raises(ValueError, match="no inverse square root"):
-        run_newton_schulz(zero, zero, roots=True)
+    assert info["trace_sqrt"] == 0 and info["converged"] and info["status"] == 3  # the host refuses M^−½ of 0
 
 
-def test_newton_schulz_refuses_nan(rng):
+def test_the_distance_kernels_check_their_inputs(rng):
     sigma = covariance(rng, 9, 30)
     poisoned = sigma.copy()
     poisoned[2, 3] = np.nan
-    with pytest.raises(ValueError, match="not finite"):
-        run_newton_schulz(poisoned, sigma)
+    info, _ = run_newton_schulz(poisoned, sigma)
+    assert info["status"] == 1 and info["nonfinite1"] == 1 and info["nonfinite2"] == 0
+    skewed = sigma.copy()
+    skewed[0, 8] += 1e-3 * sigma.diagonal().max()
+    info, _ = run_newton_schulz(sigma, skewed)
+    assert info["status"] == 1 and info["asymmetry2"] == pytest.approx(1e-3 * sigma.diagonal().max())
+    assert info["largest_variance2"] == sigma.diagonal().max()
+    assert info["smallest_variance2"] == sigma.diagonal().min()
+    info, _ = run_newton_schulz(sigma, sigma)
+    assert info["status"] == 0
+    assert info["trace1"] == pytest.approx(np.trace(sigma), rel=1e-14)
+
+
+def test_the_distance_kernels_match_the_cpu_core_with_means(rng):
+    x, y = relu_features(rng, 300, 37, offset=0.5), relu_features(rng, 200, 37, offset=0.8)
+    mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    workspace = np.full(_cuda.frechet_workspace_doubles(37), np.nan)
+    info = BACKEND.frechet_distance(mu1.ctypes.data, s1.ctypes.data, mu2.ctypes.data, s2.ctypes.data, 37,
+                                    workspace=workspace.ctypes.data)
+    exact = fastfid.frechet_distance(mu1, s1, mu2, s2, return_info=True)
+    assert info["mean_term"] == pytest.approx(exact.mean_term, rel=1e-13)
+    assert info["distance"] == pytest.approx(exact.value, rel=1e-9)  # TRACE_RTOL on a term ~10× the FD
 
 
 # --- the emulation itself -------------------------------------------------------------------------
 def test_emulation_reports_a_barrier_reached_by_only_some_threads():
     with pytest.raises(RuntimeError, match="only some threads"):
-        _simt._selftest_divergent_barrier()
+        _cuda._selftest_divergent_barrier()
 
 
 def test_the_two_schedules_expose_a_missing_barrier():
-    _simt.set_schedule("forward")
-    forward = _simt._selftest_missing_barrier(1)
-    _simt.set_schedule("reverse")
+    _cuda.emulator.set_schedule("forward")
+    forward = _cuda._selftest_missing_barrier(1)
+    _cuda.emulator.set_schedule("reverse")
     try:
-        reverse = _simt._selftest_missing_barrier(2)
+        reverse = _cuda._selftest_missing_barrier(2)
     finally:
-        _simt.set_schedule("forward")
+        _cuda.emulator.set_schedule("forward")
     # Forward: thread t reads slot t+1 before its owner wrote it; reverse: after.
     assert forward[:63] != [1] * 63 and reverse[:63] == [2] * 63
 
 
 def test_workspace_sizes():
-    assert _simt.stats_workspace_doubles(5) == 35
-    assert _simt.newton_schulz_workspace_doubles(5, 100) == 7 * 25 + 202
+    assert _cuda.stats_workspace_doubles(5) == 35
+    assert _cuda.frechet_workspace_doubles(5) == 64 + 2 * 128 * 5 + 7 * 25  # state, check partials, 7 matrices
 
 
 @pytest.mark.parametrize("type_name", ["float16", "bfloat16"])

@@ -1,17 +1,242 @@
-// fastfid._cuda: the CUDA kernels (csrc/cuda), built when nvcc is available.
+// fastfid._cuda: the device path's host code (csrc/cuda) with its two drivers: the system's CUDA
+// driver, loaded at first use, and the CPU emulation of it (csrc/simt), which the tests and
+// fastfid.testing.emulated_cuda() use. Buffers travel as integer addresses (torch's data_ptr()), so
+// this module needs neither torch nor the CUDA toolkit's headers; fastfid/_device.py checks every
+// tensor before its address is passed here.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
-#include "bindings/register_device.hpp"
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda/frechet_driver.hpp"
+#include "cuda/runtime.hpp"
+#include "cuda/stats_driver.hpp"
+#include "simt/driver.hpp"
+#include "simt/simt.hpp"
+
+namespace py = pybind11;
+using namespace fastfid::device;
+
+extern "C" const unsigned char fastfid_kernel_image[];
+extern "C" const unsigned long long fastfid_kernel_image_size;
 
 namespace {
-struct CudaBackend {
-    static constexpr auto accumulate = &fastfid::device::cuda_backend::accumulate;
-    static constexpr auto merge = &fastfid::device::cuda_backend::merge;
-    static constexpr auto newton_schulz = &fastfid::device::cuda_backend::newton_schulz;
+
+template <class T>
+T* address(std::uintptr_t value) {
+    return reinterpret_cast<T*>(value);
+}
+
+// A Runtime as Python holds it: the system's lives for the process, an emulated one as long as
+// its Python object.
+struct Backend {
+    std::shared_ptr<Runtime> runtime;
+    Runtime& operator*() const { return *runtime; }
 };
+
+const char kEmulatedImage[] = "fastfid emulated kernel image";
+
+py::dict as_dict(const FrechetRecord& r) {
+    py::dict out;
+    out["distance"] = r.distance;
+    out["trace_sqrt"] = r.trace_sqrt;
+    out["mean_term"] = r.mean_term;
+    out["scale"] = r.scale;
+    out["step"] = r.step;
+    out["iterations"] = static_cast<int>(r.iterations);
+    out["converged"] = r.converged != 0;
+    out["status"] = static_cast<int>(r.status);
+    out["nonfinite_means"] = static_cast<long long>(r.nonfinite_means);
+    for (int side = 0; side < 2; ++side) {
+        const std::string suffix = std::to_string(side + 1);
+        out[("trace" + suffix).c_str()] = r.trace[side];
+        out[("nonfinite" + suffix).c_str()] = static_cast<long long>(r.nonfinite[side]);
+        out[("asymmetry" + suffix).c_str()] = r.asymmetry[side];
+        out[("largest_variance" + suffix).c_str()] = r.largest_variance[side];
+        out[("smallest_variance" + suffix).c_str()] = r.smallest_variance[side];
+    }
+    return out;
+}
+
+PyObject* cuda_error_type = nullptr;
+
+void register_backend(py::module_& m) {
+    py::class_<Backend>(m, "Backend", "A CUDA driver (the system's or the emulation's) with fastfid's kernels.")
+        .def_property_readonly("name", [](const Backend& b) { return b.runtime->name(); })
+        .def("probe", [](const Backend& b, int device) {
+                 py::gil_scoped_release release;
+                 (*b).probe(device);
+             }, py::arg("device"), "Load the kernels on a device and run a probe kernel there; raises CudaError.")
+        .def("architecture", [](const Backend& b, int device) { return (*b).architecture(device); },
+             py::arg("device"), "'sm_XY' of a device, '' if it cannot be asked.")
+        .def("accumulate",
+             [](const Backend& b, std::uintptr_t features, int feature_type, int64_t rows, int64_t cols,
+                int64_t row_stride, int64_t col_stride, std::uintptr_t mean, std::uintptr_t comoment,
+                std::uintptr_t counters, std::uintptr_t workspace, int64_t row_slices, int device,
+                std::uintptr_t stream) {
+                 if (feature_type < 0 || feature_type > 3) throw std::invalid_argument("unknown feature type code");
+                 const FeatureBlock block{address<const void>(features), rows, cols, row_stride, col_stride};
+                 const StatsBuffers state{address<double>(mean), address<double>(comoment),
+                                          address<long long>(counters), address<double>(workspace)};
+                 py::gil_scoped_release release;
+                 Device scope(*b, device, stream, "accumulate");
+                 accumulate_batch(scope, block, static_cast<FeatureType>(feature_type), state, row_slices);
+             },
+             py::arg("features"), py::arg("feature_type"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
+             py::arg("col_stride"), py::kw_only(), py::arg("mean"), py::arg("comoment"), py::arg("counters"),
+             py::arg("workspace"), py::arg("row_slices") = 0, py::arg("device") = 0, py::arg("stream") = 0,
+             "Enqueue the addition of a batch of features (element strides; type 0 float16, 1 bfloat16, 2 float32, "
+             "3 float64) to a device state. A batch holding NaN/Inf is counted as skipped and changes nothing else.")
+        .def("merge",
+             [](const Backend& b, int64_t dim, std::uintptr_t mean, std::uintptr_t comoment, std::uintptr_t counters,
+                std::uintptr_t other_mean, std::uintptr_t other_comoment, std::uintptr_t other_counters, int device,
+                std::uintptr_t stream) {
+                 const StatsBuffers into{address<double>(mean), address<double>(comoment),
+                                         address<long long>(counters), nullptr};
+                 const StatsBuffers other{address<double>(other_mean), address<double>(other_comoment),
+                                          address<long long>(other_counters), nullptr};
+                 py::gil_scoped_release release;
+                 Device scope(*b, device, stream, "merge");
+                 merge_states(scope, dim, into, other);
+             },
+             py::arg("dim"), py::kw_only(), py::arg("mean"), py::arg("comoment"), py::arg("counters"),
+             py::arg("other_mean"), py::arg("other_comoment"), py::arg("other_counters"), py::arg("device") = 0,
+             py::arg("stream") = 0, "Enqueue Chan's merge of the other device state into this one.")
+        .def("frechet_distance",
+             [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
+                std::uintptr_t sigma2, int64_t dim, std::uintptr_t workspace, std::uintptr_t sqrt_out,
+                std::uintptr_t inverse_sqrt_out, double tolerance, int max_iterations, int device,
+                std::uintptr_t stream) {
+                 const FrechetBuffers buffers{address<const double>(mean1), address<const double>(sigma1),
+                                              address<const double>(mean2), address<const double>(sigma2),
+                                              address<double>(workspace), address<double>(sqrt_out),
+                                              address<double>(inverse_sqrt_out)};
+                 FrechetRecord record;
+                 {
+                     py::gil_scoped_release release;
+                     Device scope(*b, device, stream, "frechet_distance");
+                     record = frechet_distance_on(scope, dim, buffers, NewtonSchulzOptions{tolerance, max_iterations});
+                 }
+                 return as_dict(record);
+             },
+             py::arg("mean1"), py::arg("sigma1"), py::arg("mean2"), py::arg("sigma2"), py::arg("dim"), py::kw_only(),
+             py::arg("workspace"), py::arg("sqrt_out") = 0, py::arg("inverse_sqrt_out") = 0,
+             py::arg("tolerance") = 1e-12, py::arg("max_iterations") = 100, py::arg("device") = 0,
+             py::arg("stream") = 0,
+             "FD between N(mean1, sigma1) and N(mean2, sigma2) (float64, row-major d x d; means may be 0) by coupled "
+             "Newton-Schulz on sigma1 @ sigma2, with the inputs' checks, all on the device; one read of the result "
+             "record at the end. Optionally writes (sigma1 sigma2)^(1/2) and ^(-1/2). Returns the record as a dict.")
+        .def("stream_wait",
+             [](const Backend& b, int device, std::uintptr_t waiting, std::uintptr_t signalling) {
+                 py::gil_scoped_release release;
+                 (*b).stream_wait(device, waiting, signalling);
+             },
+             py::arg("device"), py::arg("waiting"), py::arg("signalling"),
+             "Make stream `waiting` wait, on the device, for the work enqueued so far on `signalling`.");
+
+    m.def("system_backend",
+          [](const std::string& library) { return Backend{std::shared_ptr<Runtime>(&system_runtime(library), [](Runtime*) {})}; },
+          py::arg("library") = "libcuda.so.1",
+          "The system's CUDA driver (loaded at first use; a Backend whose calls raise CudaError if it cannot be).");
+    m.def("emulated_backend",
+          [] {
+              const void* image = fastfid_kernel_image_size > 0 ? static_cast<const void*>(fastfid_kernel_image)
+                                                                : static_cast<const void*>(kEmulatedImage);
+              return Backend{std::make_shared<Runtime>("emulated", &fastfid::simt_driver::table(), "", image)};
+          },
+          "A new Backend over the emulated driver: CPU memory addresses stand for device ones.");
+}
+
+void register_emulator(py::module_& m) {
+    namespace driver = fastfid::simt_driver;
+    py::module_ e = m.def_submodule("emulator", "Steering of the emulated CUDA driver, for tests.");
+    e.def("reset", &driver::reset, py::arg("devices") = 1,
+          "Back to `devices` GPUs, no injected errors, zero counts, empty log, current device 0.");
+    e.def("inject", &driver::inject, py::arg("call"), py::arg("code"), py::arg("skip") = 0,
+          "The (skip + 1)-th call from now of driver function `call` (e.g. 'cuModuleLoadData') returns `code`.");
+    e.def("inject_asynchronous", &driver::inject_asynchronous, py::arg("code"),
+          "The next synchronisation reports `code`, as a kernel's asynchronous fault would.");
+    e.def("counters", [] {
+        const driver::Counters c = driver::counters();
+        py::dict out;
+        out["launches"] = c.launches;
+        out["device_to_host_copies"] = c.device_to_host_copies;
+        out["device_to_host_bytes"] = c.device_to_host_bytes;
+        out["synchronisations"] = c.synchronisations;
+        out["live_allocations"] = c.live_allocations;
+        out["events_recorded"] = c.events_recorded;
+        out["stream_waits"] = c.stream_waits;
+        return out;
+    });
+    e.def("log", &driver::log, "One line per launch, copy to the host, event record and stream wait.");
+    e.def("set_current_device", &driver::set_current_device, py::arg("device"),
+          "Make `device` this thread's current one, as torch.cuda.set_device would.");
+    e.def("current_device", &driver::current_device);
+    e.def(
+        "set_schedule",
+        [](const std::string& order) {
+            if (order != "forward" && order != "reverse")
+                throw std::invalid_argument("schedule must be 'forward' or 'reverse'");
+            simt::set_schedule(order == "forward" ? simt::Schedule::forward : simt::Schedule::reverse);
+        },
+        py::arg("order"), "Order in which the emulated threads of a block run between barriers, on this OS thread.");
+}
+
+// Self-checks of the SIMT emulation itself, so the tests can show what it catches.
+// A barrier inside a branch that only some threads take: undefined behaviour on a GPU.
+void divergent_barrier_kernel() {
+    if (threadIdx.x % 2 == 0) __syncthreads();
+}
+
+// A read of a neighbour's shared slot with the barrier missing: the value read depends on the
+// schedule, so running both schedules exposes the race.
+void missing_barrier_kernel(int mark, int* out) {
+    __shared__ int slots[64];
+    slots[threadIdx.x] = mark;
+    out[threadIdx.x] = slots[(threadIdx.x + 1) % blockDim.x];  // needs __syncthreads() before it
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-    m.doc() = "fastfid's CUDA kernels: streaming statistics and Newton-Schulz on the caller's stream";
-    fastfid::bindings::register_device_api<CudaBackend>(m);
+    m.doc() = "fastfid's device path: statistics and Frechet distances on a CUDA driver's GPU (or the emulated one)";
+    cuda_error_type = PyErr_NewException("fastfid._cuda.CudaError", PyExc_RuntimeError, nullptr);
+    m.attr("CudaError") = py::handle(cuda_error_type);
+    py::register_exception_translator([](std::exception_ptr error) {
+        try {
+            if (error) std::rethrow_exception(error);
+        } catch (const CudaError& e) {
+            py::object instance = py::reinterpret_borrow<py::object>(cuda_error_type)(e.what());
+            instance.attr("code") = e.code();
+            instance.attr("name") = e.name();
+            instance.attr("asynchronous") = e.asynchronous();
+            PyErr_SetObject(cuda_error_type, instance.ptr());
+        }
+    });
+    register_backend(m);
+    register_emulator(m);
+    m.attr("kernel_image_size") = fastfid_kernel_image_size;
+    m.def("kernel_image", [] {
+        return py::bytes(reinterpret_cast<const char*>(fastfid_kernel_image), fastfid_kernel_image_size);
+    }, "The embedded fatbin (empty when built without nvcc).");
+    m.attr("counter_slots") = static_cast<int>(fastfid::kernels::kCounterSlots);
+    m.def("stats_workspace_doubles", &stats_workspace_doubles, py::arg("dim"),
+          "float64 scratch elements one batch needs (d² + 2d).");
+    m.def("frechet_workspace_doubles", &frechet_workspace_doubles, py::arg("dim"),
+          "float64 scratch elements of frechet_distance.");
+    m.def("_selftest_divergent_barrier", [] { simt::launch(divergent_barrier_kernel, dim3(1), dim3(8)); },
+          "Runs a kernel whose barrier only half the threads reach; raises.");
+    m.def(
+        "_selftest_missing_barrier",
+        [](int mark) {
+            std::vector<int> out(64, 0);
+            simt::launch(missing_barrier_kernel, dim3(1), dim3(64), mark, out.data());
+            return out;
+        },
+        py::arg("mark"),
+        "Runs a kernel in which each thread stores `mark` and, lacking a barrier, reads its neighbour's slot; "
+        "returns what each thread read (schedule-dependent).");
 }

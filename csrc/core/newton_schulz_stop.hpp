@@ -1,43 +1,41 @@
 // The stopping rule of the coupled Newton–Schulz iteration, shared by the CPU core
-// (cpu/trace_sqrt.cpp) and the device driver (cuda/newton_schulz_driver.hpp).
+// (cpu/trace_sqrt.cpp) and the device kernels (cuda/frechet_kernels.cuh), where it runs on the GPU
+// so that the host never waits inside the iteration.
 //
 // It watches the relative step ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F: converged at `tolerance`; diverged when
 // the step is not finite or exceeds 10³ × the best one (rounding amplified through the growing Z
 // of null or tiny eigenvalues). The caller keeps the iterate of the best step and returns it.
+// A plain aggregate, so that it lives in device memory as it is.
 #pragma once
 
-#include <cmath>
-#include <limits>
+#include "core/half.hpp"  // FASTFID_HOST_DEVICE
 
 namespace fastfid {
 
-class NewtonSchulzStop {
-public:
-    explicit NewtonSchulzStop(double tolerance) : tolerance_(tolerance) {}
+struct NewtonSchulzStop {
+    static constexpr double kDivergenceRatio = 1e3;
+    static constexpr double kNoStepYet = 1.7976931348623157e308;  // DBL_MAX: any finite step is better
 
     struct Verdict {
         bool best;  // this iterate is the best so far: keep it
         bool stop;
     };
 
-    Verdict observe(double step) {
-        if (!std::isfinite(step)) return {false, true};
-        if (step <= best_step_) {
-            best_step_ = step;
-            converged_ = step <= tolerance_;
-            return {true, converged_};
+    double tolerance;
+    double best_step = kNoStepYet;
+    bool converged = false;
+
+    FASTFID_HOST_DEVICE static NewtonSchulzStop with_tolerance(double tolerance) { return {tolerance, kNoStepYet, false}; }
+
+    FASTFID_HOST_DEVICE Verdict observe(double step) {
+        if (!(step - step == 0.0)) return {false, true};  // NaN or Inf (no fast-math in this build)
+        if (step <= best_step) {
+            best_step = step;
+            converged = step <= tolerance;
+            return {true, converged};
         }
-        return {false, step > kDivergenceRatio * best_step_};
+        return {false, step > kDivergenceRatio * best_step};
     }
-
-    double best_step() const { return best_step_; }
-    bool converged() const { return converged_; }
-
-private:
-    static constexpr double kDivergenceRatio = 1e3;
-    double tolerance_;
-    double best_step_ = std::numeric_limits<double>::infinity();
-    bool converged_ = false;
 };
 
 }  // namespace fastfid

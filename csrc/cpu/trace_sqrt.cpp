@@ -110,7 +110,7 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
     for (int64_t i = 0; i < r; ++i) z[i + i * r] = 1.0;
     best = y;
 
-    NewtonSchulzStop stop(options.tolerance);
+    auto stop = NewtonSchulzStop::with_tolerance(options.tolerance);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
         blas::gemm_square(n, -0.5, z.data(), y.data(), 0.0, t.data());  // T = 1.5 I − 0.5 Z Y
         for (int64_t i = 0; i < r; ++i) t[i + i * r] += 1.5;
@@ -129,8 +129,8 @@ TraceResult trace_by_newton_schulz(const PsdFactor& f, std::vector<double>& a_wo
         if (verdict.best) best = y;
         if (verdict.stop) break;
     }
-    result.step = stop.best_step();
-    result.converged = stop.converged();
+    result.step = stop.best_step < NewtonSchulzStop::kNoStepYet ? stop.best_step : std::numeric_limits<double>::infinity();
+    result.converged = stop.converged;
     double trace = 0;
     for (int64_t i = 0; i < r; ++i) trace += best[i + i * r];
     result.trace_sqrt = std::sqrt(scale) * std::max(trace, 0.0);

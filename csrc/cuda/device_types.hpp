@@ -15,7 +15,9 @@ struct FeatureBlock {
     int64_t row_stride, col_stride;  // in elements
 };
 
-// The statistics' scalar counters, int64 on the device.
-enum Counter : int { kCount = 0, kSkippedBatches = 1, kBatchFlag = 2, kCounterSlots = 3 };
+// The statistics' scalar counters, int64 on the device. kBatchCount is the count a batch in flight
+// started from (written by its first launch, read by its last), so that the launch that commits a
+// batch can change kCount while its other threads still need the old value.
+enum Counter : int { kCount = 0, kSkippedBatches = 1, kBatchFlag = 2, kBatchCount = 3, kCounterSlots = 4 };
 
 }  // namespace fastfid::kernels

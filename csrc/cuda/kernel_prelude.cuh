@@ -1,5 +1,9 @@
 // What every kernel header includes: the CUDA built-ins under nvcc, their emulation otherwise
 // (csrc/simt), and the few device helpers both need to share one source.
+//
+// Kernels are entry points with C names (FASTFID_KERNEL): the host code launches them by name
+// through the driver API (cuda/runtime.hpp), from the fatbin nvcc builds out of cuda/kernels.cu,
+// or from the emulated driver, which finds the same functions compiled for the host.
 #pragma once
 
 #include <cstdint>
@@ -8,15 +12,17 @@
 #include "cuda/device_types.hpp"
 
 #if defined(__CUDACC__)
-#include <cuda_runtime.h>
 #define FASTFID_DEVICE __device__ __forceinline__
 #define FASTFID_UNROLL _Pragma("unroll")
+#define FASTFID_KERNEL extern "C" __global__
 #else
 #include <cmath>
 
 #include "simt/simt.hpp"
 #define FASTFID_DEVICE inline
 #define FASTFID_UNROLL
+// inline: the host build includes the kernels in more than one translation unit.
+#define FASTFID_KERNEL extern "C" inline
 #endif
 
 namespace fastfid::kernels {
@@ -42,28 +48,54 @@ struct LoadFloat64 {
 FASTFID_DEVICE bool is_finite(double x) { return x - x == 0.0; }
 
 constexpr int kElementwiseThreads = 256;
+constexpr int kReductionThreads = 256;
 
 // Blocks of `threads` covering `items` (host side).
 inline unsigned blocks_for(int64_t items, int threads) {
     return static_cast<unsigned>((items + threads - 1) / threads);
 }
 
-__global__ void fill_zero_kernel(double* data, int64_t size) {
-    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-    if (i < size) data[i] = 0.0;
+FASTFID_DEVICE int64_t global_thread() { return blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; }
+
+enum class Reduce { sum, max, min };
+
+template <Reduce Op>
+FASTFID_DEVICE double combine(double a, double b) {
+    if (Op == Reduce::sum) return a + b;
+    if (Op == Reduce::max) return a > b ? a : b;
+    return a < b ? a : b;
 }
 
-// Sums `value` over the block into *total with one atomic; every thread must call it.
-// `scratch` is a __shared__ array of blockDim.x doubles (a power of two).
-FASTFID_DEVICE void block_sum_into(double value, double* scratch, double* total) {
+// Reduces `value` over the block; every thread gets the result. Every thread must call it.
+// `scratch` is a __shared__ array of blockDim.x doubles (a power of two), free for reuse after.
+template <Reduce Op>
+FASTFID_DEVICE double block_reduce(double value, double* scratch) {
     const unsigned t = threadIdx.x;
+    __syncthreads();  // the previous reduction's readers are done with scratch
     scratch[t] = value;
     __syncthreads();
     for (unsigned half = blockDim.x / 2; half > 0; half /= 2) {
-        if (t < half) scratch[t] += scratch[t + half];
+        if (t < half) scratch[t] = combine<Op>(scratch[t], scratch[t + half]);
         __syncthreads();
     }
-    if (t == 0) atomicAdd(total, scratch[0]);
+    return scratch[0];
+}
+
+// Sums `value` over the block into *total with one atomic; every thread must call it.
+FASTFID_DEVICE void block_sum_into(double value, double* scratch, double* total) {
+    const double sum = block_reduce<Reduce::sum>(value, scratch);
+    if (threadIdx.x == 0) atomicAdd(total, sum);
 }
 
 }  // namespace fastfid::kernels
+
+// The probe run once per device before the kernels are trusted there: out[i] = i + 0.5.
+FASTFID_KERNEL void fastfid_probe(double* out, int count) {
+    const int i = static_cast<int>(threadIdx.x);
+    if (i < count) out[i] = i + 0.5;
+}
+
+FASTFID_KERNEL void fastfid_fill_zero(double* data, int64_t size) {
+    const int64_t i = fastfid::kernels::global_thread();
+    if (i < size) data[i] = 0.0;
+}

@@ -1,13 +1,15 @@
 // Kernels of the streaming statistics on the device. The state is (count, mean μ, co-moment
 // C = Σ (x − μ)(x − μ)ᵀ, upper triangle of a row-major d × d array), all float64, as on the CPU.
 //
-// One batch X (n × d) is added in four stream-ordered launches, none of which waits for the host:
-//   choose_shift        s = μ, or the batch's first row when the state is empty
+// One batch X (n × d) is added in three stream-ordered launches, none of which waits for the host:
+//   choose_shift        s = μ, or the batch's first row when the state is empty; notes the count
+//                       the batch starts from and clears the flag
 //   batch_comoment      B = Σ (x − s)(x − s)ᵀ (upper tiles only) and S = Σ (x − s), float64,
 //                       flagging any non-finite value
-//   apply_batch         unless flagged: C += B − S Sᵀ / n',  μ = s + S / n'   (n' = count + n)
-//   commit_batch        count = n', or count the batch as skipped; clears the flag
-// With B separate from C, a batch holding NaN/Inf leaves the state exactly as it was.
+//   apply_batch         unless flagged: C += B − S Sᵀ / n',  μ = s + S / n'   (n' = count + n), and
+//                       the count, or the batch counted as skipped (one thread)
+// With B separate from C, a batch holding NaN/Inf leaves the state exactly as it was; and the state
+// changes in one launch only, so a launch refused by the driver leaves it whole too.
 #pragma once
 
 #include "cuda/kernel_prelude.cuh"
@@ -21,8 +23,12 @@ FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col
 }
 
 template <class Load>
-__global__ void choose_shift_kernel(FeatureBlock x, const double* mean, double* shift, const long long* counters) {
-    const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+FASTFID_DEVICE void choose_shift(const FeatureBlock& x, const double* mean, double* shift, long long* counters) {
+    const int64_t j = global_thread();
+    if (j == 0) {  // nothing else of this launch reads these two slots
+        counters[kBatchCount] = counters[kCount];
+        counters[kBatchFlag] = 0;
+    }
     if (j >= x.cols) return;
     shift[j] = counters[kCount] == 0 ? feature_at<Load>(x, 0, j) : mean[j];
 }
@@ -40,9 +46,8 @@ FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti
 // grid.x: one block per upper tile; grid.y: slices of rows_per_slice rows, added atomically.
 // `batch` (d × d) and `sums` (d) must be zero when grid.y > 1; with one slice they are written.
 template <class Load>
-__global__ void __launch_bounds__(kTileThreads)
-batch_comoment_kernel(FeatureBlock x, const double* shift, int64_t rows_per_slice, double* batch, double* sums,
-                      long long* counters) {
+FASTFID_DEVICE void batch_comoment(const FeatureBlock& x, const double* shift, int64_t rows_per_slice, double* batch,
+                                   double* sums, long long* counters) {
     __shared__ StagedPanel left;   // left[k][c] = x[r0 + k][ti·64 + c] − shift
     __shared__ StagedPanel right;  // the same for the columns of tile tj
     const int64_t d = x.cols;
@@ -95,31 +100,51 @@ batch_comoment_kernel(FeatureBlock x, const double* shift, int64_t rows_per_slic
     }
 }
 
-// Over the upper triangle, one thread per element; the diagonal threads also update μ.
-__global__ void apply_batch_kernel(int64_t d, int64_t batch_rows, const double* batch, const double* sums,
-                                   const double* shift, double* mean, double* comoment, const long long* counters) {
-    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-    if (e >= d * d || counters[kBatchFlag] != 0) return;
+}  // namespace fastfid::kernels
+
+#define FASTFID_STATS_KERNELS_FOR(suffix, Load)                                                                 \
+    FASTFID_KERNEL void fastfid_choose_shift_##suffix(fastfid::kernels::FeatureBlock x, const double* mean,      \
+                                                      double* shift, long long* counters) {                     \
+        fastfid::kernels::choose_shift<fastfid::kernels::Load>(x, mean, shift, counters);                       \
+    }                                                                                                            \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)                                        \
+    fastfid_batch_comoment_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, int64_t rows_per_slice, \
+                                    double* batch, double* sums, long long* counters) {                         \
+        fastfid::kernels::batch_comoment<fastfid::kernels::Load>(x, shift, rows_per_slice, batch, sums, counters); \
+    }
+
+FASTFID_STATS_KERNELS_FOR(float16, LoadFloat16)
+FASTFID_STATS_KERNELS_FOR(bfloat16, LoadBfloat16)
+FASTFID_STATS_KERNELS_FOR(float32, LoadFloat32)
+FASTFID_STATS_KERNELS_FOR(float64, LoadFloat64)
+#undef FASTFID_STATS_KERNELS_FOR
+
+// Over the upper triangle, one thread per element; the diagonal threads also update μ, and thread 0
+// commits the count (every other thread reads the batch's starting count, which nothing changes here).
+FASTFID_KERNEL void fastfid_apply_batch(int64_t d, int64_t batch_rows, const double* batch, const double* sums,
+                                        const double* shift, double* mean, double* comoment, long long* counters) {
+    using namespace fastfid::kernels;
+    const int64_t e = global_thread();
+    const bool flagged = counters[kBatchFlag] != 0;
+    if (e == 0) {
+        if (flagged) counters[kSkippedBatches] += 1;
+        else counters[kCount] = counters[kBatchCount] + batch_rows;
+    }
+    if (e >= d * d || flagged) return;
     const int64_t i = e / d, j = e % d;
     if (i > j) return;
-    const double total = static_cast<double>(counters[kCount] + batch_rows);
+    const double total = static_cast<double>(counters[kBatchCount] + batch_rows);
     comoment[e] += batch[e] - sums[i] * sums[j] / total;
     if (i == j) mean[i] = shift[i] + sums[i] / total;
 }
 
-__global__ void commit_batch_kernel(int64_t batch_rows, long long* counters) {
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    if (counters[kBatchFlag] != 0) counters[kSkippedBatches] += 1;
-    else counters[kCount] += batch_rows;
-    counters[kBatchFlag] = 0;
-}
-
 // Chan's merge of state B into state A, in three launches (each reads what the next one changes).
 // 1: C_A += C_B + δ δᵀ n_A n_B / n over the upper triangle, δ = μ_B − μ_A.
-__global__ void merge_comoment_kernel(int64_t d, const double* mean, double* comoment, const long long* counters,
-                                      const double* other_mean, const double* other_comoment,
-                                      const long long* other_counters) {
-    const int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+FASTFID_KERNEL void fastfid_merge_comoment(int64_t d, const double* mean, double* comoment, const long long* counters,
+                                           const double* other_mean, const double* other_comoment,
+                                           const long long* other_counters) {
+    using namespace fastfid::kernels;
+    const int64_t e = global_thread();
     if (e >= d * d) return;
     const int64_t i = e / d, j = e % d;
     if (i > j) return;
@@ -130,9 +155,10 @@ __global__ void merge_comoment_kernel(int64_t d, const double* mean, double* com
 }
 
 // 2: μ_A += δ n_B / n.
-__global__ void merge_mean_kernel(int64_t d, double* mean, const long long* counters, const double* other_mean,
-                                  const long long* other_counters) {
-    const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+FASTFID_KERNEL void fastfid_merge_mean(int64_t d, double* mean, const long long* counters, const double* other_mean,
+                                       const long long* other_counters) {
+    using namespace fastfid::kernels;
+    const int64_t i = global_thread();
     if (i >= d) return;
     const double na = static_cast<double>(counters[kCount]), nb = static_cast<double>(other_counters[kCount]);
     if (nb == 0) return;
@@ -140,10 +166,9 @@ __global__ void merge_mean_kernel(int64_t d, double* mean, const long long* coun
 }
 
 // 3: the counts.
-__global__ void merge_counters_kernel(long long* counters, const long long* other_counters) {
+FASTFID_KERNEL void fastfid_merge_counters(long long* counters, const long long* other_counters) {
+    using namespace fastfid::kernels;
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     counters[kCount] += other_counters[kCount];
     counters[kSkippedBatches] += other_counters[kSkippedBatches];
 }
-
-}  // namespace fastfid::kernels

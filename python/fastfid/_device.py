@@ -2,12 +2,17 @@
 
 Two implementations of one contract:
 
-* the native kernels (``fastfid._cuda``, csrc/cuda): float64 accumulation and Newton–Schulz on
-  the tensors' memory, enqueued on torch's current stream. The SIMT emulation
-  (``fastfid._simt``) exposes the same functions over host memory, so the tests drive this module
-  through the very kernels with CPU tensors;
-* torch ops in float64 on the device: the fallback when fastfid was built without nvcc (a
-  one-time warning says so), mirroring the kernels step by step.
+* fastfid's kernels (csrc/cuda), driven by host code in ``fastfid._cuda`` through the CUDA driver
+  API: the system's ``libcuda.so.1`` (no CUDA runtime is linked, so they work beside any CUDA
+  build of torch), or the CPU emulation of the driver, under which the same host code runs the
+  kernels on CPU tensors (``fastfid.testing.emulated_cuda()``, and the tests);
+* torch ops in float64 on the device: the fallback, mirroring the kernels step by step.
+
+Before fastfid's kernels are trusted on a device, a probe loads them there and runs one. If the
+probe or a later call fails (no driver, a driver too old for the kernels, no kernel image for the
+GPU, a launch refused, no memory for the workspace), that device goes to the torch route with one
+``RuntimeWarning`` naming the cause, and the call gives the same number. An error reported at a
+synchronisation (a kernel that faulted on the device) is raised: the device cannot be trusted.
 
 Validation happens here, before any address reaches native code. torch is imported lazily.
 """
@@ -19,21 +24,25 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 if TYPE_CHECKING:
     import torch
 
-import importlib
-import importlib.util
 import math
+import sys
+import threading
 import warnings
 from dataclasses import dataclass
 
-cuda_compiled: bool = importlib.util.find_spec("fastfid._cuda") is not None
-"""True when this build contains the CUDA kernels (``fastfid._cuda``)."""
+from fastfid import _cuda
+
+cuda_compiled: bool = _cuda.kernel_image_size > 0
+"""True when this build carries fastfid's CUDA kernels (it was built with nvcc)."""
+
+CudaError = _cuda.CudaError
 
 # Codes of device_types.hpp's FeatureType, by torch dtype name.
 _FEATURE_TYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
 # Counter slots of device_types.hpp.
 _COUNT, _SKIPPED, _FLAG = 0, 1, 2
-
-_fallback_warned = False
+# Status codes of frechet_kernels.cuh.
+_STATUS_OK, _STATUS_INVALID, _STATUS_NOT_FINITE, _STATUS_ZERO = 0, 1, 2, 3
 
 
 def _torch():
@@ -42,35 +51,161 @@ def _torch():
     return torch
 
 
+# --- which route a device takes ---------------------------------------------------------------------
+@dataclass
+class Emulation:
+    """The emulated CUDA driver in use (``fastfid.testing.emulated_cuda``): CPU tensors take the
+    device path on emulated device ``device``, with launches on ``stream`` (a handle)."""
+
+    backend: Any
+    device: int = 0
+    stream: int = 0
+
+
+_emulation: Emulation | None = None
+_lock = threading.Lock()
+_kernels: dict = {}       # (backend name, device index) -> DeviceKernels, probed
+_given_up: dict = {}      # (backend name, device index) -> the cause, after a failure
+_warned: set = set()      # (backend name, device index, cause kind) already warned about
+
+
+def emulating() -> bool:
+    return _emulation is not None
+
+
+def _forget(backend_name: str) -> None:
+    """Drop what is known of a backend's devices (a new emulation starts afresh)."""
+    with _lock:
+        for known in (_kernels, _given_up):
+            for key in [key for key in known if key[0] == backend_name]:
+                del known[key]
+        _warned.difference_update({key for key in _warned if key[0] == backend_name})
+
+
+def takes_device_path(device) -> bool:
+    """True for a torch device whose tensors take the device path (CUDA; CPU under emulation)."""
+    return device.type != "cpu" or _emulation is not None
+
+
 def is_device_tensor(x: object) -> TypeGuard[torch.Tensor]:
-    """True for a torch tensor that lives off the CPU (the caller has imported torch)."""
-    import sys
-
+    """True for a torch tensor that takes the device path (the caller has imported torch)."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor) and x.device.type != "cpu"
+    return torch is not None and isinstance(x, torch.Tensor) and takes_device_path(x.device)
 
 
-def kernels_for(device):
-    """The native kernel module for a device, or None for the torch fallback (warned once)."""
-    global _fallback_warned
-    if device.type == "cuda" and cuda_compiled:
-        return importlib.import_module("fastfid._cuda")
-    if not _fallback_warned:
-        _fallback_warned = True
-        reason = ("this fastfid build has no CUDA kernels (built without nvcc)" if device.type == "cuda"
-                  else f"fastfid has no kernels for {device.type} devices")
-        warnings.warn(f"{reason}: statistics and distances on {device} use torch float64 ops instead, which is "
-                      "slower; see the README's 'Building' section to build the CUDA path", RuntimeWarning, stacklevel=3)
-    return None
+class DeviceKernels:
+    """fastfid's kernels on one device of a backend: the native calls with the device's index and
+    torch's current stream filled in."""
+
+    def __init__(self, backend, index: int):
+        self.backend = backend
+        self.index = index
+
+    @property
+    def key(self) -> tuple:
+        return (self.backend.name, self.index)
+
+    def stream(self) -> int:
+        """The handle of the caller's current stream (torch's, or the emulation's)."""
+        if self.backend.name == "emulated":
+            return _emulation.stream if _emulation is not None else 0
+        return _torch().cuda.current_stream(self.index).cuda_stream
+
+    def accumulate(self, x, state: "DeviceStats", workspace) -> None:
+        self.backend.accumulate(
+            x.data_ptr(), _type_code(x), x.shape[0], x.shape[1], x.stride(0), x.stride(1),
+            mean=state.mean.data_ptr(), comoment=state.comoment.data_ptr(), counters=state.counters.data_ptr(),
+            workspace=workspace.data_ptr(), device=self.index, stream=self.stream())
+
+    def merge(self, into: "DeviceStats", other: "DeviceStats") -> None:
+        self.backend.merge(
+            into.dim, mean=into.mean.data_ptr(), comoment=into.comoment.data_ptr(),
+            counters=into.counters.data_ptr(), other_mean=other.mean.data_ptr(),
+            other_comoment=other.comoment.data_ptr(), other_counters=other.counters.data_ptr(), device=self.index,
+            stream=self.stream())
+
+    def frechet_distance(self, mu1, sigma1, mu2, sigma2, workspace, roots, tolerance, max_iterations) -> dict:
+        return self.backend.frechet_distance(
+            0 if mu1 is None else mu1.data_ptr(), sigma1.data_ptr(), 0 if mu2 is None else mu2.data_ptr(),
+            sigma2.data_ptr(), sigma1.shape[0], workspace=workspace.data_ptr(),
+            sqrt_out=roots[0].data_ptr() if roots else 0, inverse_sqrt_out=roots[1].data_ptr() if roots else 0,
+            tolerance=tolerance, max_iterations=max_iterations, device=self.index, stream=self.stream())
+
+    def order_after(self, stream: int | None) -> int:
+        """Make the current stream wait for work enqueued earlier on `stream` (where streams cross);
+        returns the current stream."""
+        current = self.stream()
+        if stream is not None and stream != current:
+            self.backend.stream_wait(self.index, current, stream)
+        return current
 
 
-def _launch_context(device) -> dict:
-    """Keyword arguments that place a kernel call on torch's current stream of `device`."""
+def kernels_for(device) -> DeviceKernels | None:
+    """fastfid's kernels for a torch device, probed once per device, or None for the torch route
+    (after a failure, or without kernels: warned once per device and cause)."""
+    if _emulation is not None and device.type == "cpu":
+        backend, index = _emulation.backend, _emulation.device
+    elif device.type == "cuda":
+        if not cuda_compiled:
+            _warn_once(("cuda", None, "no kernels"),
+                       f"this fastfid build has no CUDA kernels (built without nvcc): statistics and distances on "
+                       f"{device} use torch float64 ops instead, which is slower; see the README's 'Building' section")
+            return None
+        backend = _cuda.system_backend()
+        index = device.index if device.index is not None else _torch().cuda.current_device()
+    else:
+        _warn_once((device.type, None, "no kernels"),
+                   f"fastfid has no kernels for {device.type} devices: statistics and distances on {device} use "
+                   "torch float64 ops instead, which is slower")
+        return None
+    key = (backend.name, index)
+    with _lock:
+        if key in _given_up:
+            return None
+        kernels = _kernels.get(key)
+        if kernels is not None and kernels.backend is backend:
+            return kernels
+        try:
+            backend.probe(index)
+        except CudaError as error:
+            _give_up_locked(key, device, error, "the probe of fastfid's kernels")
+            return None
+        kernels = _kernels[key] = DeviceKernels(backend, index)
+        return kernels
+
+
+def give_up(kernels: DeviceKernels, device, error: BaseException, operation: str) -> None:
+    """After a failed call: the device takes the torch route from now on (warned once)."""
+    with _lock:
+        _give_up_locked(kernels.key, device, error, operation)
+
+
+def _give_up_locked(key, device, error, operation) -> None:
+    _given_up[key] = error
+    _kernels.pop(key, None)
+    _warn_once(key + ("failure",),
+               f"fastfid's CUDA kernels cannot run on {device} ({operation} failed: {error}); statistics and "
+               f"distances there use torch float64 ops instead, with the same numbers, more slowly")
+
+
+def _warn_once(key, message: str) -> None:
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _workspace(kernels: DeviceKernels, doubles: int, device):
+    """Scratch for one call from torch's caching allocator, or None when the device has no memory
+    for it (the call then takes the torch route, warned once)."""
     torch = _torch()
-    if device.type != "cuda":
-        return {"device": 0, "stream": 0}
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return {"device": index, "stream": torch.cuda.current_stream(index).cuda_stream}
+    try:
+        return torch.empty(doubles, dtype=torch.float64, device=device)
+    except torch.OutOfMemoryError as error:
+        _warn_once(kernels.key + ("memory",),
+                   f"no memory on {device} for the {doubles * 8 / 2**20:.0f} MiB workspace of fastfid's kernels "
+                   f"({error}); this call uses torch float64 ops instead")
+        return None
 
 
 def _type_code(x) -> int | None:
@@ -114,26 +249,52 @@ class DeviceStats:
             kernels = kernels_for(device)
         self.dim = dim
         self.device = device
-        self.kernels = kernels  # a module with the device API (fastfid._cuda, ._simt), or None: torch ops
+        self.kernels: DeviceKernels | None = kernels  # None: torch ops
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)  # upper triangle valid
-        self.counters = torch.zeros(3, dtype=torch.int64, device=device)
+        self.counters = torch.zeros(_cuda.counter_slots, dtype=torch.int64, device=device)
         self._workspace: Any = None  # one batch's scratch (a tensor), kept between updates
+        self._stream: int | None = None  # where the kernels last enqueued work on this state
+
+    @classmethod
+    def over(cls, mean, comoment, count) -> "DeviceStats":
+        """A state over existing tensors (no copy): a mean, a co-moment and a 0-d int64 count."""
+        state = cls.__new__(cls)
+        state.dim, state.device = mean.shape[0], mean.device
+        state.kernels = kernels_for(mean.device)
+        state.mean, state.comoment = mean, comoment
+        state.counters = _torch().zeros(_cuda.counter_slots, dtype=count.dtype, device=mean.device)
+        state.counters[_COUNT] = count
+        state._workspace, state._stream = None, None
+        return state
 
     # --- accumulation --------------------------------------------------------------------------
     def update(self, x) -> None:
         x = feature_tensor(x, self.dim, self.device)
-        if self.kernels is None:
-            self._update_with_torch(x)
-            return
-        if self._workspace is None:
-            torch = _torch()
-            self._workspace = torch.empty(self.kernels.stats_workspace_doubles(self.dim), dtype=torch.float64,
-                                          device=self.device)
-        self.kernels.accumulate(
-            x.data_ptr(), _type_code(x), x.shape[0], x.shape[1],
-            x.stride(0), x.stride(1), mean=self.mean.data_ptr(), comoment=self.comoment.data_ptr(),
-            counters=self.counters.data_ptr(), workspace=self._workspace.data_ptr(), **_launch_context(self.device))
+        kernels = self.kernels
+        if kernels is not None:
+            if self._workspace is None:
+                self._workspace = _workspace(kernels, _cuda.stats_workspace_doubles(self.dim), self.device)
+            if self._workspace is not None:
+                try:
+                    self._enter_stream(kernels)
+                    kernels.accumulate(x, self, self._workspace)
+                    return
+                except CudaError as error:
+                    if error.asynchronous:
+                        raise
+                    give_up(kernels, self.device, error, "accumulate")
+                    self.kernels = None
+                    self.counters[_FLAG] = 0  # a batch's first launch may have run: the state is otherwise whole
+        self._update_with_torch(x)
+
+    def _enter_stream(self, kernels: DeviceKernels) -> None:
+        """Order this call after the state's last kernels when the caller's stream has changed."""
+        stream = kernels.order_after(self._stream)
+        if self._stream is not None and stream != self._stream and self.device.type == "cuda" \
+                and self._workspace is not None:
+            self._workspace.record_stream(_torch().cuda.ExternalStream(stream, device=self.device))
+        self._stream = stream
 
     def _update_with_torch(self, x) -> None:
         """The kernels' steps (stats_kernels.cuh) in torch ops, still without a host sync."""
@@ -151,30 +312,41 @@ class DeviceStats:
         self.counters[_COUNT] += torch.where(bad, 0, x.shape[0])
 
     def merge(self, other: "DeviceStats") -> None:
-        if self.kernels is None:
-            torch = _torch()
-            na, nb = self.counters[_COUNT].to(torch.float64), other.counters[_COUNT].to(torch.float64)
-            total = torch.clamp(na + nb, min=1.0)  # both empty: nothing moves
-            delta = other.mean - self.mean
-            self.comoment += other.comoment + torch.outer(delta, delta) * (na * nb / total)
-            self.mean += delta * (nb / total)
-            self.counters[:_FLAG] += other.counters[:_FLAG]
-            return
-        self.kernels.merge(
-            self.dim, mean=self.mean.data_ptr(), comoment=self.comoment.data_ptr(), counters=self.counters.data_ptr(),
-            other_mean=other.mean.data_ptr(), other_comoment=other.comoment.data_ptr(),
-            other_counters=other.counters.data_ptr(), **_launch_context(self.device))
+        kernels = self.kernels
+        if kernels is not None:
+            try:
+                kernels.order_after(other._stream)
+                self._enter_stream(kernels)
+                kernels.merge(self, other)
+                return
+            except CudaError as error:
+                if error.asynchronous:
+                    raise
+                give_up(kernels, self.device, error, "merge")
+                self.kernels = None
+        torch = _torch()
+        na, nb = self.counters[_COUNT].to(torch.float64), other.counters[_COUNT].to(torch.float64)
+        total = torch.clamp(na + nb, min=1.0)  # both empty: nothing moves
+        delta = other.mean - self.mean
+        self.comoment += other.comoment + torch.outer(delta, delta) * (na * nb / total)
+        self.mean += delta * (nb / total)
+        self.counters[:_FLAG] += other.counters[:_FLAG]
 
     def copy(self) -> "DeviceStats":
         clone = DeviceStats.__new__(DeviceStats)
         clone.dim, clone.device, clone.kernels = self.dim, self.device, self.kernels
         clone.mean, clone.comoment, clone.counters = self.mean.clone(), self.comoment.clone(), self.counters.clone()
-        clone._workspace = None
+        clone._workspace, clone._stream = None, self._stream
         return clone
 
     # --- reads (these synchronise) -------------------------------------------------------------
     def count(self) -> int:
-        count, skipped = (int(v) for v in self.counters[:_FLAG].tolist())
+        try:
+            count, skipped = (int(v) for v in self.counters[:_FLAG].tolist())
+        except RuntimeError as error:  # torch's report of an earlier kernel's fault, at this sync
+            raise RuntimeError(f"fastfid: a CUDA error surfaced when reading the statistics on {self.device}; it "
+                               f"comes from work enqueued earlier on this stream (fastfid's accumulate or merge "
+                               f"kernels, or another library's): {error}") from error
         if skipped:
             self.counters[_SKIPPED] = 0  # reported once
             raise ValueError(
@@ -189,20 +361,23 @@ class DeviceStats:
 
 # --- the Fréchet distance on a device ------------------------------------------------------------
 @dataclass(frozen=True)
-class NewtonSchulzRoots:
-    """Newton–Schulz on M = Σ₁Σ₂: tr √M, and on request √M and M^−½ (tensors on the device)."""
+class DeviceFrechet:
+    """FD by Newton–Schulz on M = Σ₁Σ₂, with on request √M and M^−½ (tensors on the device)."""
 
+    distance: float
+    """‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr √M, unclamped (0 mean term when the means were not given)."""
     trace_sqrt: float
+    mean_term: float
     iterations: int
     step: float
     """‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F that led to the returned iterate (the stopping test)."""
     converged: bool
-    sqrt: object = None
+    sqrt: Any = None
     inverse_sqrt: Any = None
 
 
-def covariance_tensor(x, device, name: str):
-    """A float64, C-contiguous (d, d) tensor on `device` that is finite and symmetric."""
+def square_tensor(x, device, name: str):
+    """A float64, C-contiguous (d, d) tensor on `device` (its values are checked where it is used)."""
     torch = _torch()
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
@@ -210,60 +385,93 @@ def covariance_tensor(x, device, name: str):
         raise TypeError(f"{name} must be real floating point, got {x.dtype}")
     if x.dim() != 2 or x.shape[0] != x.shape[1]:
         raise ValueError(f"{name} must be a square (d, d) covariance matrix, got shape {tuple(x.shape)}")
-    x = x.detach().to(device=device, dtype=torch.float64).contiguous()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
-    # The CPU core's symmetry test (trace_sqrt.cpp): asymmetry beyond 1e-5 of the largest variance.
-    scale = float(x.diagonal().abs().max()) if x.numel() else 0.0
-    asymmetry = float((x - x.T).abs().max()) if x.numel() else 0.0
-    if asymmetry > 1e-5 * max(scale, 1e-300):
-        raise ValueError(f"{name} is not symmetric: |S - S^T| reaches {asymmetry:.3g} against a largest variance "
-                         f"of {scale:.3g}")
-    if x.numel() and float(x.diagonal().min()) < 0:
-        raise ValueError(f"{name} has a negative variance on its diagonal: it is not a covariance")
-    return x
+    return x.detach().to(device=device, dtype=torch.float64).contiguous()
 
 
-def mean_tensor(x, device, name: str):
+def vector_tensor(x, device, name: str):
     torch = _torch()
     if not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
     if x.is_complex() or not x.is_floating_point():
         raise TypeError(f"{name} must be real floating point, got {x.dtype}")
-    x = torch.atleast_1d(x.detach()).to(device=device, dtype=torch.float64)
+    x = torch.atleast_1d(x.detach()).to(device=device, dtype=torch.float64).contiguous()
     if x.dim() != 1:
         raise ValueError(f"{name} must be a 1-D mean vector, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
     return x
 
 
-def newton_schulz(sigma1, sigma2, kernels, *, tolerance: float = 1e-12, max_iterations: int = 100,
-                  return_roots: bool = False) -> NewtonSchulzRoots:
-    """Coupled Newton–Schulz for √(Σ₁Σ₂) on the covariances' device (validated float64 tensors)."""
+def _covariance_problem(name: str, nonfinite: float, asymmetry: float, largest: float, smallest: float) -> str | None:
+    """The CPU core's checks of a covariance (trace_sqrt.cpp), from its summary numbers."""
+    if nonfinite:
+        return f"{name} contains NaN or Inf values"
+    if asymmetry > 1e-5 * max(largest, 1e-300):
+        return f"{name} is not symmetric: |S - S^T| reaches {asymmetry:.3g} against a largest variance of {largest:.3g}"
+    if smallest < 0:
+        return f"{name} has a negative variance on its diagonal: it is not a covariance"
+    return None
+
+
+def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, tolerance: float = 1e-12,
+            max_iterations: int = 100, return_roots: bool = False) -> DeviceFrechet:
+    """FD on the covariances' device (float64 tensors from square_tensor / vector_tensor; the means
+    may be None) by fastfid's kernels, one read of the result at the end, or by torch ops."""
     torch = _torch()
     if not (isinstance(max_iterations, int) and max_iterations >= 0):
         raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
     if not tolerance > 0:
         raise ValueError(f"tolerance must be positive, got {tolerance!r}")
-    d = sigma1.shape[0]
-    roots = [torch.empty(d, d, dtype=torch.float64, device=sigma1.device) for _ in range(2)] if return_roots else []
-    if kernels is None:
-        info = _newton_schulz_with_torch(sigma1, sigma2, tolerance, max_iterations, roots)
-    else:
-        workspace = torch.empty(kernels.newton_schulz_workspace_doubles(d, max_iterations), dtype=torch.float64,
-                                device=sigma1.device)
-        info = kernels.newton_schulz(
-            sigma1.data_ptr(), sigma2.data_ptr(), d, workspace=workspace.data_ptr(),
-            sqrt_out=roots[0].data_ptr() if roots else 0, inverse_sqrt_out=roots[1].data_ptr() if roots else 0,
-            tolerance=tolerance, max_iterations=max_iterations, **_launch_context(sigma1.device))
-    return NewtonSchulzRoots(info["trace_sqrt"], info["iterations"], info["step"], info["converged"],
-                             *(roots or (None, None)))
+    d, device = sigma1.shape[0], sigma1.device
+    roots = [torch.empty(d, d, dtype=torch.float64, device=device) for _ in range(2)] if return_roots else []
+    if kernels is not None:
+        workspace = _workspace(kernels, _cuda.frechet_workspace_doubles(d), device)
+        if workspace is not None:
+            try:
+                record = kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots, tolerance,
+                                                  max_iterations)
+            except CudaError as error:
+                if error.asynchronous:
+                    raise
+                give_up(kernels, device, error, "frechet_distance")
+            else:
+                return _from_record(record, roots)
+    return _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots)
 
 
-def _newton_schulz_with_torch(sigma1, sigma2, tolerance, max_iterations, roots) -> dict:
-    """newton_schulz_driver.hpp in torch ops: the same iteration, stopping rules and outputs."""
+def _from_record(record: dict, roots: list) -> DeviceFrechet:
+    if record["status"] == _STATUS_INVALID:
+        for side in ("1", "2"):
+            problem = _covariance_problem(f"sigma{side}", record["nonfinite" + side], record["asymmetry" + side],
+                                          record["largest_variance" + side], record["smallest_variance" + side])
+            if problem:
+                raise ValueError(problem)
+        raise ValueError("the means contain NaN or Inf values")
+    if record["status"] == _STATUS_NOT_FINITE:
+        raise ValueError("sigma1 @ sigma2 is not finite")
+    if record["status"] == _STATUS_ZERO and roots:
+        raise ValueError("sigma1 @ sigma2 is 0: it has no inverse square root")
+    step = record["step"] if record["step"] < 1.7976931348623157e308 else math.inf
+    return DeviceFrechet(record["distance"], record["trace_sqrt"], record["mean_term"], record["iterations"], step,
+                         record["converged"], *(roots or (None, None)))
+
+
+def _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots) -> DeviceFrechet:
+    """frechet_kernels.cuh in torch ops: the same checks, iteration, stopping rule and outputs."""
     torch = _torch()
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        finite = bool(torch.isfinite(sigma).all())
+        diagonal = sigma.diagonal()
+        problem = _covariance_problem(
+            name, not finite, float((sigma - sigma.T).abs().max()) if finite else 0.0,
+            float(diagonal.abs().max()) if finite else 0.0, float(diagonal.min()) if finite else 0.0)
+        if problem:
+            raise ValueError(problem)
+    mean_term = 0.0
+    if mu1 is not None:
+        if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):
+            raise ValueError("the means contain NaN or Inf values")
+        diff = mu1 - mu2
+        mean_term = float(diff @ diff)
+    traces = float(sigma1.trace()) + float(sigma2.trace())
     d = sigma1.shape[0]
     m = sigma1 @ sigma2
     scale = float(torch.linalg.matrix_norm(m))
@@ -272,7 +480,7 @@ def _newton_schulz_with_torch(sigma1, sigma2, tolerance, max_iterations, roots) 
     if scale == 0:
         if roots:
             raise ValueError("sigma1 @ sigma2 is 0: it has no inverse square root")
-        return {"trace_sqrt": 0.0, "iterations": 0, "step": 0.0, "converged": True}
+        return DeviceFrechet(mean_term + traces, 0.0, mean_term, 0, 0.0, True)
     eye = torch.eye(d, dtype=torch.float64, device=m.device)
     y, z = m / scale, eye.clone()
     best_y, best_z, best_step = y, z, math.inf
@@ -293,6 +501,6 @@ def _newton_schulz_with_torch(sigma1, sigma2, tolerance, max_iterations, roots) 
     if roots:
         roots[0].copy_(best_y * math.sqrt(scale))
         roots[1].copy_(best_z / math.sqrt(scale))
-    trace = float(best_y.diagonal().sum())
-    return {"trace_sqrt": math.sqrt(scale) * max(trace, 0.0), "iterations": iterations, "step": best_step,
-            "converged": converged}
+    trace_sqrt = math.sqrt(scale) * max(float(best_y.diagonal().sum()), 0.0)
+    return DeviceFrechet(mean_term + traces - 2.0 * trace_sqrt, trace_sqrt, mean_term, iterations, best_step,
+                         converged, *(roots or (None, None)))

@@ -242,19 +242,17 @@ def _warn_not_converged(info, tolerance) -> None:
 
 def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iterations) -> FrechetResult:
     """FD on a device by Newton–Schulz on Σ₁Σ₂ (the kernels, or their torch twin when kernels is None)."""
-    mu1, mu2 = _device.mean_tensor(mu1, device, "mu1"), _device.mean_tensor(mu2, device, "mu2")
-    sigma1 = _device.covariance_tensor(sigma1, device, "sigma1")
-    sigma2 = _device.covariance_tensor(sigma2, device, "sigma2")
+    mu1, mu2 = _device.vector_tensor(mu1, device, "mu1"), _device.vector_tensor(mu2, device, "mu2")
+    sigma1 = _device.square_tensor(sigma1, device, "sigma1")
+    sigma2 = _device.square_tensor(sigma2, device, "sigma2")
     _check_shapes(mu1, sigma1, mu2, sigma2)
-    roots = _device.newton_schulz(sigma1, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations)
-    if not roots.converged:
-        _warn_not_converged(vars(roots), tolerance)
-    diff = mu1 - mu2
-    mean_term = float(diff @ diff)
-    value = _finite(mean_term + float(sigma1.trace()) + float(sigma2.trace()) - 2.0 * roots.trace_sqrt)
-    return FrechetResult(value=max(value, 0.0), trace_sqrt=roots.trace_sqrt, mean_term=mean_term,
-                         method="newton_schulz", rank=sigma1.shape[0], iterations=roots.iterations,
-                         converged=roots.converged)
+    result = _device.frechet(mu1, sigma1, mu2, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations)
+    if not result.converged:
+        _warn_not_converged(vars(result), tolerance)
+    value = _finite(result.distance)
+    return FrechetResult(value=max(value, 0.0), trace_sqrt=result.trace_sqrt, mean_term=result.mean_term,
+                         method="newton_schulz", rank=sigma1.shape[0], iterations=result.iterations,
+                         converged=result.converged)
 
 
 def _factor(sigma: np.ndarray, name: str):

@@ -48,7 +48,7 @@ def _maps_on_cpu(sigma1, sigma2, forward: bool, inverse: bool):
 def _maps_by_newton_schulz(sigma1, sigma2, kernels, forward: bool, inverse: bool):
     """The same from Newton–Schulz on M = Σ₁Σ₂ on the tensors' device (kernels, or torch ops if None):
     T = Σ₂ M^−½ and T⁻¹ = Σ₁ (M^−½)ᵀ."""
-    roots = _device.newton_schulz(sigma1, sigma2, kernels, return_roots=forward or inverse)
+    roots = _device.frechet(None, sigma1, None, sigma2, kernels, return_roots=forward or inverse)
     if not roots.converged:
         warnings.warn(f"Newton–Schulz stopped after {roots.iterations} iterations with a relative step of "
                       f"{roots.step:.2e}: the loss and its gradient may be inaccurate", RuntimeWarning, stacklevel=4)
@@ -104,7 +104,7 @@ def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor,
 
 
 def _route_for(device):
-    return "exact" if device.type == "cpu" else _device.kernels_for(device)
+    return _device.kernels_for(device) if _device.takes_device_path(device) else "exact"
 
 
 def _checked(mu1, sigma1, mu2, sigma2):

@@ -72,11 +72,11 @@ class FeatureStats:
         # or None when unknown: saved with the statistics; merge refuses and fid warns on a mismatch.
         self.feature_space = feature_space
         self._device_state: _device.DeviceStats | None = None
-        if device is not None and str(device) != "cpu":
+        if device is not None and (str(device) != "cpu" or _device.emulating()):
             import torch
 
             device = torch.device(device)
-            if device.type != "cpu":
+            if _device.takes_device_path(device):
                 self._device_state = _device.DeviceStats(self._dim, device)
         self._count: int | None = 0
         on_host = self._device_state is None  # a device state keeps its own arrays

@@ -86,11 +86,4 @@ def _host_parts(packed: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray]
 
 def _device_view(packed: torch.Tensor, dim: int) -> _device.DeviceStats:
     """fastfid's device statistics over the packed tensor's memory (no copy)."""
-    state = _device.DeviceStats.__new__(_device.DeviceStats)
-    state.dim, state.device = dim, packed.device
-    state.kernels = _device.kernels_for(packed.device)
-    state.mean, state.comoment = packed[1:1 + dim], packed[1 + dim:].view(dim, dim)
-    state.counters = torch.zeros(3, dtype=torch.int64, device=packed.device)
-    state.counters[0] = packed[0].to(torch.int64)
-    state._workspace = None
-    return state
+    return _device.DeviceStats.over(packed[1:1 + dim], packed[1 + dim:].view(dim, dim), packed[0].to(torch.int64))

@@ -1,0 +1,52 @@
+// Every kernel entry point, by name, for the host code: the list that the fatbin (cuda/kernels.cu)
+// and the emulated driver (simt/driver.cpp) both provide, and typed references the host drivers
+// launch through Device::launch (cuda/runtime.hpp), which checks their arguments at compile time.
+#pragma once
+
+#include "cuda/frechet_kernels.cuh"
+#include "cuda/stats_kernels.cuh"
+
+#define FASTFID_KERNEL_LIST(X)                                                                     \
+    X(fastfid_probe)                                                                                \
+    X(fastfid_fill_zero)                                                                            \
+    X(fastfid_choose_shift_float16)                                                                 \
+    X(fastfid_choose_shift_bfloat16)                                                                \
+    X(fastfid_choose_shift_float32)                                                                 \
+    X(fastfid_choose_shift_float64)                                                                 \
+    X(fastfid_batch_comoment_float16)                                                               \
+    X(fastfid_batch_comoment_bfloat16)                                                              \
+    X(fastfid_batch_comoment_float32)                                                               \
+    X(fastfid_batch_comoment_float64)                                                               \
+    X(fastfid_apply_batch)                                                                          \
+    X(fastfid_merge_comoment)                                                                       \
+    X(fastfid_merge_mean)                                                                           \
+    X(fastfid_merge_counters)                                                                       \
+    X(fastfid_covariance_checks)                                                                    \
+    X(fastfid_gemm)                                                                                 \
+    X(fastfid_sum_of_squares)                                                                       \
+    X(fastfid_fd_begin)                                                                             \
+    X(fastfid_ns_start)                                                                             \
+    X(fastfid_ns_t)                                                                                 \
+    X(fastfid_ns_products)                                                                          \
+    X(fastfid_ns_stop)                                                                              \
+    X(fastfid_fd_finish)                                                                            \
+    X(fastfid_ns_rescale)
+
+namespace fastfid::device {
+
+template <class Signature>
+struct KernelRef;
+
+// A kernel known by its C name; the signature types the launch's arguments.
+template <class... Params>
+struct KernelRef<void(Params...)> {
+    const char* name;
+};
+
+namespace kernel {
+#define FASTFID_KERNEL_REF(name) inline constexpr KernelRef<decltype(::name)> name{#name};
+FASTFID_KERNEL_LIST(FASTFID_KERNEL_REF)
+#undef FASTFID_KERNEL_REF
+}  // namespace kernel
+
+}  // namespace fastfid::device

@@ -1,0 +1,297 @@
+#include "simt/driver.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+#include <utility>
+
+namespace fastfid::simt_driver {
+
+using namespace device;
+
+namespace {
+
+using Thunk = void (*)(dim3, dim3, void**);
+
+template <class... Params, size_t... I>
+void run_unpacked(void (*kernel)(Params...), dim3 grid, dim3 block, void** arguments, std::index_sequence<I...>) {
+    simt::launch(kernel, grid, block, *static_cast<std::remove_reference_t<Params>*>(arguments[I])...);
+}
+
+template <class... Params>
+void run_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, void** arguments) {
+    run_unpacked(kernel, grid, block, arguments, std::index_sequence_for<Params...>{});
+}
+
+template <auto Kernel>
+void thunk(dim3 grid, dim3 block, void** arguments) {
+    run_kernel(Kernel, grid, block, arguments);
+}
+
+const std::unordered_map<std::string, Thunk>& kernels() {
+    static const std::unordered_map<std::string, Thunk> table = {
+#define FASTFID_EMULATED_KERNEL(name) {#name, &thunk<&::name>},
+        FASTFID_KERNEL_LIST(FASTFID_EMULATED_KERNEL)
+#undef FASTFID_EMULATED_KERNEL
+    };
+    return table;
+}
+
+struct Function {
+    std::string name;
+    Thunk run;
+    int device;
+};
+
+struct Injection {
+    std::string call;
+    CUresult code;
+    int skip;
+};
+
+struct State {
+    std::mutex mutex;
+    int devices = 1;
+    std::vector<Injection> injections;
+    CUresult asynchronous = kSuccess;
+    Counters counters;
+    std::vector<std::string> log;
+    std::deque<Function> functions;  // handles stay valid: a deque never moves its elements
+    unsigned long long events = 0;
+};
+
+State& state() {
+    static State s;
+    return s;
+}
+
+// Contexts are device + 1; the base is what torch's runtime would have made current on this thread.
+thread_local int base_device = 0;
+thread_local std::vector<int> pushed;
+
+CUcontext context_of(int device) { return reinterpret_cast<CUcontext>(static_cast<std::uintptr_t>(device + 1)); }
+int device_of(CUcontext context) { return static_cast<int>(reinterpret_cast<std::uintptr_t>(context)) - 1; }
+int current() { return pushed.empty() ? base_device : pushed.back(); }
+
+// An injected failure for this call, if one is due (the caller holds no lock).
+CUresult injected(const char* call) {
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (auto it = s.injections.begin(); it != s.injections.end(); ++it) {
+        if (it->call != call) continue;
+        if (it->skip > 0) {
+            --it->skip;
+            return kSuccess;
+        }
+        const CUresult code = it->code;
+        s.injections.erase(it);
+        return code;
+    }
+    return kSuccess;
+}
+
+void note(const std::string& line) {
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.log.push_back(line);
+}
+
+std::string hex(const void* pointer) {
+    std::ostringstream out;
+    out << pointer;
+    return out.str();
+}
+
+#define FASTFID_INJECTABLE(call)                   \
+    if (const CUresult code = injected(call)) return code
+
+CUresult init(unsigned) {
+    FASTFID_INJECTABLE("cuInit");
+    return kSuccess;
+}
+CUresult driver_get_version(int* version) {
+    *version = 13000;
+    return kSuccess;
+}
+CUresult device_get_count(int* count) {
+    *count = state().devices;
+    return kSuccess;
+}
+CUresult device_get(CUdevice* device, int ordinal) {
+    FASTFID_INJECTABLE("cuDeviceGet");
+    if (ordinal < 0 || ordinal >= state().devices) return kInvalidDevice;
+    *device = ordinal;
+    return kSuccess;
+}
+CUresult device_get_attribute(int* value, int attribute, CUdevice) {
+    if (attribute == kAttributeComputeCapabilityMajor) *value = 9;
+    else if (attribute == kAttributeComputeCapabilityMinor) *value = 0;
+    else return kInvalidValue;
+    return kSuccess;
+}
+CUresult primary_context_retain(CUcontext* context, CUdevice device) {
+    FASTFID_INJECTABLE("cuDevicePrimaryCtxRetain");
+    *context = context_of(device);
+    return kSuccess;
+}
+CUresult context_push(CUcontext context) {
+    FASTFID_INJECTABLE("cuCtxPushCurrent");
+    pushed.push_back(device_of(context));
+    return kSuccess;
+}
+CUresult context_pop(CUcontext* context) {
+    if (pushed.empty()) return kInvalidContext;
+    *context = context_of(pushed.back());
+    pushed.pop_back();
+    return kSuccess;
+}
+CUresult module_load_data(CUmodule* module, const void* image) {
+    FASTFID_INJECTABLE("cuModuleLoadData");
+    if (image == nullptr) return kInvalidImage;
+    *module = reinterpret_cast<CUmodule>(static_cast<std::uintptr_t>(current() + 1));
+    return kSuccess;
+}
+CUresult module_get_function(CUfunction* function, CUmodule module, const char* name) {
+    FASTFID_INJECTABLE("cuModuleGetFunction");
+    const auto found = kernels().find(name);
+    if (found == kernels().end()) return kNotFound;
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.functions.push_back({name, found->second, static_cast<int>(reinterpret_cast<std::uintptr_t>(module)) - 1});
+    *function = reinterpret_cast<CUfunction>(&s.functions.back());
+    return kSuccess;
+}
+CUresult launch_kernel(CUfunction handle, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
+                       unsigned block_y, unsigned block_z, unsigned shared_bytes, CUstream stream, void** parameters,
+                       void** extra) {
+    FASTFID_INJECTABLE("cuLaunchKernel");
+    const auto* function = reinterpret_cast<const Function*>(handle);
+    // A function belongs to the module of one context: launched under another, a driver refuses it.
+    if (function->device != current()) return kInvalidHandle;
+    if (extra != nullptr || shared_bytes != 0 || parameters == nullptr) return kInvalidValue;
+    {
+        State& s = state();
+        std::lock_guard<std::mutex> lock(s.mutex);
+        s.counters.launches += 1;
+        s.log.push_back("cuLaunchKernel " + function->name + " device=" + std::to_string(current()) +
+                        " stream=" + hex(stream));
+    }
+    function->run(dim3(grid_x, grid_y, grid_z), dim3(block_x, block_y, block_z), parameters);
+    return kSuccess;
+}
+CUresult memory_allocate(CUdeviceptr* pointer, size_t bytes) {
+    FASTFID_INJECTABLE("cuMemAlloc");
+    *pointer = reinterpret_cast<CUdeviceptr>(new double[(bytes + sizeof(double) - 1) / sizeof(double)]);
+    std::lock_guard<std::mutex> lock(state().mutex);
+    state().counters.live_allocations += 1;
+    return kSuccess;
+}
+CUresult memory_free(CUdeviceptr pointer) {
+    delete[] reinterpret_cast<double*>(pointer);
+    std::lock_guard<std::mutex> lock(state().mutex);
+    state().counters.live_allocations -= 1;
+    return kSuccess;
+}
+CUresult copy_device_to_host(void* destination, CUdeviceptr source, size_t bytes, CUstream stream) {
+    FASTFID_INJECTABLE("cuMemcpyDtoHAsync");
+    std::memcpy(destination, reinterpret_cast<const void*>(source), bytes);
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.counters.device_to_host_copies += 1;
+    s.counters.device_to_host_bytes += static_cast<long long>(bytes);
+    s.log.push_back("cuMemcpyDtoHAsync bytes=" + std::to_string(bytes) + " device=" + std::to_string(current()) +
+                    " stream=" + hex(stream));
+    return kSuccess;
+}
+CUresult copy_device_to_device(CUdeviceptr destination, CUdeviceptr source, size_t bytes, CUstream) {
+    FASTFID_INJECTABLE("cuMemcpyDtoDAsync");
+    std::memcpy(reinterpret_cast<void*>(destination), reinterpret_cast<const void*>(source), bytes);
+    return kSuccess;
+}
+CUresult stream_synchronize(CUstream) {
+    FASTFID_INJECTABLE("cuStreamSynchronize");
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.counters.synchronisations += 1;
+    return std::exchange(s.asynchronous, kSuccess);
+}
+CUresult event_create(CUevent* event, unsigned) {
+    std::lock_guard<std::mutex> lock(state().mutex);
+    *event = reinterpret_cast<CUevent>(static_cast<std::uintptr_t>(++state().events));
+    return kSuccess;
+}
+CUresult event_record(CUevent event, CUstream stream) {
+    FASTFID_INJECTABLE("cuEventRecord");
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.counters.events_recorded += 1;
+    s.log.push_back("cuEventRecord event=" + hex(event) + " stream=" + hex(stream));
+    return kSuccess;
+}
+CUresult stream_wait_event(CUstream stream, CUevent event, unsigned) {
+    FASTFID_INJECTABLE("cuStreamWaitEvent");
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.counters.stream_waits += 1;
+    s.log.push_back("cuStreamWaitEvent event=" + hex(event) + " stream=" + hex(stream));
+    return kSuccess;
+}
+CUresult event_destroy(CUevent) { return kSuccess; }
+CUresult get_error_name(CUresult code, const char** name) {
+    *name = driver_code_name(code);
+    return *name ? kSuccess : kInvalidValue;
+}
+
+#undef FASTFID_INJECTABLE
+
+}  // namespace
+
+const DriverTable& table() {
+    static const DriverTable t = {init, driver_get_version, device_get_count, device_get, device_get_attribute,
+                                  primary_context_retain, context_push, context_pop, module_load_data,
+                                  module_get_function, launch_kernel, memory_allocate, memory_free,
+                                  copy_device_to_host, copy_device_to_device, stream_synchronize, event_create,
+                                  event_record, stream_wait_event, event_destroy, get_error_name};
+    return t;
+}
+
+void reset(int devices) {
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.devices = devices;
+    s.injections.clear();
+    s.asynchronous = kSuccess;
+    const long long live = s.counters.live_allocations;
+    s.counters = Counters{};
+    s.counters.live_allocations = live;  // memory still held is still held
+    s.log.clear();
+    base_device = 0;
+}
+
+void inject(const std::string& call, int code, int skip) {
+    std::lock_guard<std::mutex> lock(state().mutex);
+    state().injections.push_back({call, code, skip});
+}
+
+void inject_asynchronous(int code) {
+    std::lock_guard<std::mutex> lock(state().mutex);
+    state().asynchronous = code;
+}
+
+Counters counters() {
+    std::lock_guard<std::mutex> lock(state().mutex);
+    return state().counters;
+}
+
+std::vector<std::string> log() {
+    std::lock_guard<std::mutex> lock(state().mutex);
+    return state().log;
+}
+
+void set_current_device(int device) { base_device = device; }
+int current_device() { return current(); }
+
+}  // namespace fastfid::simt_driver
