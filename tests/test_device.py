@@ -123,6 +123,20 @@ def test_device_route_with_fewer_samples_than_dimensions(rng, backend):
     assert result.converged and result.value == pytest.approx(expected, rel=FD_RTOL)
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_device_route_at_the_ends_of_float64(rng, backend, scale):
+    # Σ₁Σ₂ would underflow to 0 (or overflow) in float64: each covariance is scaled by a power of two
+    # first, exactly, so the number is the one of the unscaled statistics times the scale.
+    x, y = relu_features(rng, 400, 37, offset=0.5), relu_features(rng, 300, 37, offset=0.8)
+    moments = [x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)]
+    expected = fastfid.frechet_distance(*moments) * scale
+    scaled = [moments[0] * np.sqrt(scale), moments[1] * scale, moments[2] * np.sqrt(scale), moments[3] * scale]
+    result = fastfid.distance._device_route(*(torch.from_numpy(v) for v in scaled), torch.device("cpu"), backend,
+                                            1e-12, 100)
+    assert result.converged and result.iterations > 0
+    assert result.value == pytest.approx(expected, rel=FD_RTOL)
+
+
 def test_device_route_warns_when_not_converged(rng, backend):
     s = torch.from_numpy(np.cov(relu_features(rng, 100, 10), rowvar=False))
     mu = torch.zeros(10, dtype=torch.float64)
@@ -188,6 +202,16 @@ def test_the_cuda_module_is_built_where_required():
     if os.environ.get("FASTFID_REQUIRE_CUDA_BUILD") != "1":
         pytest.skip("FASTFID_REQUIRE_CUDA_BUILD is not set")
     assert fastfid.cuda_compiled
+    assert _cuda.kernel_image()[:4] == bytes.fromhex("50ed55ba")  # a fatbin's magic number, 0xBA55ED50
+
+
+def test_the_module_links_no_cuda_runtime():
+    # The kernels reach the GPU through libcuda.so.1, opened at run time: nothing of CUDA is linked,
+    # so no CUDA runtime can be too new for the user's driver.
+    import subprocess
+
+    needed = subprocess.run(["ldd", _cuda.__file__], capture_output=True, text=True, check=True).stdout
+    assert "libc.so" in needed and not any(name in needed for name in ("libcudart", "libcuda.so", "libcublas"))
 
 
 def test_without_a_driver_the_system_backend_raises_instead_of_crashing():

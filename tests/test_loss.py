@@ -1,11 +1,16 @@
 """fastfid.loss: the differentiable FD and FrechetLoss with its population queue."""
 
+import contextlib
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 import fastfid  # noqa: E402
-from fastfid import _simt, loss  # noqa: E402
+from fastfid import _cuda, _device, loss  # noqa: E402
+from fastfid.testing import emulated_cuda  # noqa: E402
+
+KERNELS = _device.DeviceKernels(_cuda.emulated_backend(), 0)  # fastfid's kernels on the emulated driver
 from conftest import relu_features  # noqa: E402
 
 
@@ -59,7 +64,7 @@ def test_gradients_agree_with_autograd_through_eigh(features):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("kernels", [_simt, None], ids=["kernels", "torch_ops"])
+@pytest.mark.parametrize("kernels", [KERNELS, None], ids=["kernels", "torch_ops"])
 def test_the_device_route_gives_the_same_maps(features, kernels):
     x, y = features
     s1, s2 = moments(x)[1], moments(y)[1]
@@ -75,7 +80,7 @@ def test_the_device_route_gives_the_same_maps(features, kernels):
 def test_the_device_route_differentiates_like_the_exact_one(features):
     x, y = features
     grads = []
-    for route in ("exact", _simt):
+    for route in ("exact", KERNELS):
         args = [t.clone().requires_grad_(True) for t in (*moments(x), *moments(y))]
         loss._FrechetDistance.apply(route, *args).backward()
         grads.append([a.grad for a in args])
@@ -151,12 +156,19 @@ def reference(rng):
     return fastfid.FeatureStats.from_features(y)
 
 
-def test_loss_is_the_fd_of_the_population(rng, reference):
+@pytest.mark.parametrize("emulated", [False, True], ids=["cpu", "emulated_cuda"])
+def test_loss_is_the_fd_of_the_population(rng, reference, emulated):
+    # Under emulated_cuda() the loss takes the CUDA route: the distance kernels' Newton–Schulz and
+    # its M^−½ for the gradient, against the same closed form and tolerances (Newton–Schulz stops at
+    # a relative step of 1e-12, far below them).
     criterion = loss.FrechetLoss(reference, population=400)
     older = torch.from_numpy(relu_features(rng, 500, 6))
     criterion.fill(older)  # keeps the newest 400
     batch = torch.from_numpy(relu_features(rng, 64, 6)).requires_grad_(True)
-    value = criterion(batch)
+    with emulated_cuda() if emulated else contextlib.nullcontext():
+        value = criterion(batch)
+        if emulated:
+            assert _cuda.emulator.counters()["launches"] > 0
     population = torch.cat([older[-400:][64:], batch.detach()])  # the 64 oldest make room
     mu, sigma = moments(population)
     expected = fastfid.frechet_distance(mu.numpy(), sigma.numpy(), reference.mean, reference.cov)

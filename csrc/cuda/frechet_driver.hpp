@@ -52,11 +52,13 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(kStateDoubles, kElementwiseThreads)), elementwise,
                   b.workspace, static_cast<int64_t>(kStateDoubles));
     device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), reduction, b.sigma1, b.sigma2, d, partials);
-    device.launch(kernel::fastfid_gemm, dim3(side, side), tile, b.sigma1, b.sigma2, matrices, d);  // into Y₀
+    device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
+                  static_cast<int>(check_blocks));
+    device.launch(kernel::fastfid_gemm_scaled, dim3(side, side), tile, b.sigma1, b.sigma2, matrices, d,
+                  state);  // into Y₀
     device.launch(kernel::fastfid_sum_of_squares, dim3(std::min(blocks_for(size, kReductionThreads), 1024u)),
                   reduction, static_cast<const double*>(matrices), size, &state->norm_squared);
-    device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
-                  static_cast<int>(check_blocks), options.tolerance, options.max_iterations);
+    device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, options.tolerance, options.max_iterations);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, state, d);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
         device.launch(kernel::fastfid_ns_t, dim3(side, side), tile, slots, state, d);

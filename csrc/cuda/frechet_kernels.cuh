@@ -2,13 +2,16 @@
 //
 //   covariance_checks   per block: non-finite entries, largest |S − Sᵀ|, smallest and largest
 //                       variance, trace (partials, reduced by fd_begin)
-//   gemm                M = Σ₁Σ₂ into Y slot 0;  sum_of_squares: ‖M‖²_F
-//   fd_begin            one block: the checks, ‖μ₁ − μ₂‖², the traces, the start of the iteration
+//   fd_begin            one block: the checks, ‖μ₁ − μ₂‖², the traces, and the powers of two u₁, u₂
+//                       near each covariance's largest variance
+//   gemm_scaled         M = (Σ₁/u₁)(Σ₂/u₂) into Y slot 0 (exact scalings: no overflow or underflow
+//                       for covariances anywhere in float64's range);  sum_of_squares: ‖M‖²_F
+//   ns_begin            one thread: the start of the iteration, or none (refused inputs, M = 0)
 //   ns_start            Y₀ = M/c (c = ‖M‖_F), Z₀ = I
 //   per iteration       ns_t: T = ½(3I − Z Y);  ns_products: Y ← Y T and Z ← T Z (grid.z = 2),
 //                       reducing ‖Y_{k+1} − Y_k‖² and ‖Y_k‖²;  ns_stop: one thread applies the
 //                       stopping rule (core/newton_schulz_stop.hpp) and picks the slots
-//   fd_finish           one block: tr √M = √c · tr Y_best and the distance, into the record
+//   fd_finish           one block: tr √(Σ₁Σ₂) = √(u₁u₂c) · tr Y_best and the distance, into the record
 //
 // Y → (M/c)^½ and Z → (M/c)^−½. M's eigenvalues are those of the symmetric semidefinite
 // Σ₁^½ Σ₂ Σ₁^½, so after Frobenius scaling they lie in [0, 1], where the coupled iteration converges.
@@ -33,7 +36,8 @@ struct FrechetRecord {
 
 struct FrechetState {
     FrechetRecord record;
-    double norm_squared;  // ‖Σ₁Σ₂‖²_F
+    double unit[2];       // u₁, u₂
+    double norm_squared;  // ‖M‖²_F of the scaled product
     double change, norm;  // this round's ‖Y_{k+1} − Y_k‖²_F and ‖Y_k‖²_F
     NewtonSchulzStop stop;
     int current, best, iterations, max_iterations, done;
@@ -66,7 +70,8 @@ enum class GemmEpilogue : int {
 
 // One 64 × 64 tile of a d × d product, picked by blockIdx.x (columns) and blockIdx.y (rows).
 template <GemmEpilogue Epilogue>
-FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, double* change, double* norm) {
+FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, double* change, double* norm,
+                              double a_factor = 1.0, double b_factor = 1.0) {
     __shared__ StagedPanel a_tile;  // a_tile[k][i] = A[i0 + i][k0 + k]
     __shared__ StagedPanel b_tile;  // b_tile[k][j] = B[k0 + k][j0 + j]
     __shared__ double scratch[kTileThreads];
@@ -76,9 +81,9 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
     for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
         for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
             const int ai = e / kTileDepth, ak = e % kTileDepth;  // A read along its rows
-            a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] : 0.0;
+            a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
             const int bk = e / kTile, bj = e % kTile;            // B read along its rows
-            b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] : 0.0;
+            b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0;
         }
         __syncthreads();
         add_tile_products(a_tile, b_tile, acc);
@@ -158,10 +163,12 @@ fastfid_covariance_checks(const double* sigma1, const double* sigma2, int64_t d,
     fastfid::kernels::check_covariance(blockIdx.y == 0 ? sigma1 : sigma2, d, partials);
 }
 
+// C = (A/u₁)(B/u₂), the units from fd_begin (powers of two: the scaling is exact).
 FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_gemm(const double* a, const double* b, double* c, int64_t d) {
+fastfid_gemm_scaled(const double* a, const double* b, double* c, int64_t d,
+                    const fastfid::kernels::FrechetState* state) {
     using namespace fastfid::kernels;
-    gemm_tile<GemmEpilogue::store>(a, b, c, d, nullptr, nullptr);
+    gemm_tile<GemmEpilogue::store>(a, b, c, d, nullptr, nullptr, 1.0 / state->unit[0], 1.0 / state->unit[1]);
 }
 
 // *total += Σ data[e]² over e < size (grid-stride loop, one atomic per block).
@@ -175,11 +182,11 @@ fastfid_sum_of_squares(const double* data, int64_t size, double* total) {
     block_sum_into(partial, scratch, total);
 }
 
-// One block: reduces the checks' partials, computes ‖μ₁ − μ₂‖² (means may be null: 0) and decides
-// whether the iteration runs at all.
+// One block: reduces the checks' partials, computes ‖μ₁ − μ₂‖² (means may be null: 0), refuses
+// invalid inputs and picks the units.
 FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kReductionThreads)
 fastfid_fd_begin(const double* mu1, const double* mu2, int64_t d, fastfid::kernels::FrechetState* state,
-                 const double* partials, int check_blocks, double tolerance, int max_iterations) {
+                 const double* partials, int check_blocks) {
     using namespace fastfid::kernels;
     __shared__ double scratch[kReductionThreads];
     FrechetRecord& record = state->record;
@@ -204,6 +211,11 @@ fastfid_fd_begin(const double* mu1, const double* mu2, int64_t d, fastfid::kerne
             record.smallest_variance[side] = smallest;
             record.largest_variance[side] = largest;
             record.trace[side] = trace;
+            // The power of two at or below the largest variance (the largest entry of a covariance),
+            // 1 for a zero matrix: Σ/u then has entries of order 1.
+            int exponent = 0;
+            frexp(largest, &exponent);
+            state->unit[side] = largest > 0 && is_finite(largest) ? ldexp(1.0, exponent - 1) : 1.0;
         }
     }
     double squares = 0, nonfinite_means = 0;
@@ -224,16 +236,27 @@ fastfid_fd_begin(const double* mu1, const double* mu2, int64_t d, fastfid::kerne
         valid = valid && record.nonfinite[side] == 0 && record.asymmetry[side] <= 1e-5 * floor &&
                 record.smallest_variance[side] >= 0;
     }
+    record.status = valid ? kStatusOk : kStatusInvalidInput;
+}
+
+// One thread: whether the iteration runs, and its start.
+FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, double tolerance, int max_iterations) {
+    using namespace fastfid::kernels;
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    FrechetRecord& record = state->record;
     const double norm_squared = state->norm_squared;
     state->stop = fastfid::NewtonSchulzStop::with_tolerance(tolerance);
     state->current = state->best = state->iterations = 0;
     state->max_iterations = max_iterations;
     state->change = state->norm = 0;
+    // c = ‖M‖_F of the scaled product; ‖Σ₁Σ₂‖_F = u₁u₂c (a diagnostic: it may leave float64's range).
     record.scale = sqrt(norm_squared);
-    if (!valid) record.status = kStatusInvalidInput;
-    else if (!is_finite(norm_squared)) record.status = kStatusProductNotFinite;
-    else if (norm_squared == 0) record.status = kStatusProductZero;
-    else record.status = kStatusOk;
+    if (record.status != kStatusOk) {
+    } else if (!is_finite(norm_squared)) {
+        record.status = kStatusProductNotFinite;
+    } else if (norm_squared == 0) {
+        record.status = kStatusProductZero;
+    }
     state->done = record.status != kStatusOk || max_iterations == 0;
 }
 
@@ -293,14 +316,15 @@ fastfid_fd_finish(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::F
         for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += y[i * d + i];
     const double trace_y = block_reduce<Reduce::sum>(partial, scratch);
     if (threadIdx.x != 0) return;
-    record.trace_sqrt = sqrt(record.scale) * (trace_y > 0 ? trace_y : 0.0);
+    // √(u₁u₂c) as a product of square roots: u₁u₂ alone may leave float64's range.
+    record.trace_sqrt = sqrt(state->unit[0]) * sqrt(state->unit[1]) * sqrt(record.scale) * (trace_y > 0 ? trace_y : 0.0);
     record.distance = record.mean_term + record.trace[0] + record.trace[1] - 2.0 * record.trace_sqrt;
     record.iterations = state->iterations;
     record.converged = state->stop.converged || record.status == kStatusProductZero;
     record.step = record.status == kStatusProductZero ? 0.0 : state->stop.best_step;
 }
 
-// out = Y_best · c^½ = M^½ (power 1), or Z_best / c^½ = M^−½ (power −1).
+// out = Y_best · (u₁u₂c)^½ = (Σ₁Σ₂)^½ (power 1), or Z_best / (u₁u₂c)^½ = (Σ₁Σ₂)^−½ (power −1).
 FASTFID_KERNEL void fastfid_ns_rescale(fastfid::kernels::NewtonSchulzSlots slots,
                                        const fastfid::kernels::FrechetState* state, int64_t size, double* out,
                                        int power) {
@@ -308,6 +332,6 @@ FASTFID_KERNEL void fastfid_ns_rescale(fastfid::kernels::NewtonSchulzSlots slots
     const int64_t e = global_thread();
     if (e >= size) return;
     const int best = state->best;
-    const double root_c = sqrt(state->record.scale);
+    const double root_c = sqrt(state->unit[0]) * sqrt(state->unit[1]) * sqrt(state->record.scale);
     out[e] = power > 0 ? slots.y(best)[e] * root_c : slots.z(best)[e] / root_c;
 }

@@ -22,9 +22,10 @@
     X(fastfid_merge_mean)                                                                           \
     X(fastfid_merge_counters)                                                                       \
     X(fastfid_covariance_checks)                                                                    \
-    X(fastfid_gemm)                                                                                 \
-    X(fastfid_sum_of_squares)                                                                       \
     X(fastfid_fd_begin)                                                                             \
+    X(fastfid_gemm_scaled)                                                                          \
+    X(fastfid_sum_of_squares)                                                                       \
+    X(fastfid_ns_begin)                                                                             \
     X(fastfid_ns_start)                                                                             \
     X(fastfid_ns_t)                                                                                 \
     X(fastfid_ns_products)                                                                          \

@@ -454,6 +454,11 @@ def _from_record(record: dict, roots: list) -> DeviceFrechet:
                          record["converged"], *(roots or (None, None)))
 
 
+def _unit(largest: float) -> float:
+    """The power of two at or below `largest` (1 for 0): fd_begin's choice in frechet_kernels.cuh."""
+    return math.ldexp(1.0, math.frexp(largest)[1] - 1) if largest > 0 else 1.0
+
+
 def _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots) -> DeviceFrechet:
     """frechet_kernels.cuh in torch ops: the same checks, iteration, stopping rule and outputs."""
     torch = _torch()
@@ -473,7 +478,10 @@ def _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roo
         mean_term = float(diff @ diff)
     traces = float(sigma1.trace()) + float(sigma2.trace())
     d = sigma1.shape[0]
-    m = sigma1 @ sigma2
+    # The kernels' units: powers of two near each largest variance, so that the product neither
+    # overflows nor underflows anywhere in float64's range (exact scalings).
+    units = [_unit(float(sigma.diagonal().abs().max())) for sigma in (sigma1, sigma2)]
+    m = (sigma1 / units[0]) @ (sigma2 / units[1])
     scale = float(torch.linalg.matrix_norm(m))
     if not math.isfinite(scale):
         raise ValueError("sigma1 @ sigma2 is not finite")
@@ -498,9 +506,10 @@ def _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roo
         if step <= tolerance:
             converged = True
             break
+    root_scale = math.sqrt(units[0]) * math.sqrt(units[1]) * math.sqrt(scale)
     if roots:
-        roots[0].copy_(best_y * math.sqrt(scale))
-        roots[1].copy_(best_z / math.sqrt(scale))
-    trace_sqrt = math.sqrt(scale) * max(float(best_y.diagonal().sum()), 0.0)
+        roots[0].copy_(best_y * root_scale)
+        roots[1].copy_(best_z / root_scale)
+    trace_sqrt = root_scale * max(float(best_y.diagonal().sum()), 0.0)
     return DeviceFrechet(mean_term + traces - 2.0 * trace_sqrt, trace_sqrt, mean_term, iterations, best_step,
                          converged, *(roots or (None, None)))

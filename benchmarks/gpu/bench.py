@@ -1,0 +1,235 @@
+"""The device path beside its torch references, in one run, each case checked against an
+independent float64 answer; writes Markdown tables (and the raw numbers as JSON) to --out.
+
+On a GPU it times with CUDA events (median of --rounds after a warm-up). With --emulated it runs
+every case at small sizes on the emulated CUDA driver (fastfid.testing.emulated_cuda) and checks the
+numbers without timing them: CI runs it so, which tests this script itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fastfid
+from fastfid import _device
+from fastfid.testing import emulated_cuda
+
+STATS_RTOL = 1e-10  # float64 accumulation in two orders: ~n·eps at worst (50,000 · 1.1e-16 = 6e-12)
+FD_RTOL = 1e-6  # every route against the CPU's exact one: the loosest route here (float64 eigvals) is ~1e-10
+
+
+class Timer:
+    def __init__(self, device, rounds: int):
+        self.device, self.rounds = device, rounds
+        self.gpu = device.type == "cuda"
+
+    def __call__(self, work) -> float | None:
+        """Median ms of `work()` (None under emulation: nothing there is worth timing)."""
+        if not self.gpu:
+            work()
+            return None
+        work()  # warm-up: allocator, module load, cuBLAS handles
+        torch.cuda.synchronize()
+        times = []
+        started = time.perf_counter()
+        for _ in range(self.rounds):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            work()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+            if time.perf_counter() - started > 20:  # slow references: fewer rounds
+                break
+        return statistics.median(times)
+
+
+def relu_features(generator, n, d, device, dtype=torch.float64):
+    """Inception-like features: a Gaussian with geometric variances, rotated, shifted and rectified."""
+    z = torch.randn(n, d, generator=generator, dtype=torch.float64, device="cpu")
+    z *= torch.exp(-torch.arange(d, dtype=torch.float64) / max(d / 8, 1.0))
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=torch.float64))
+    return torch.clamp(z @ q + 0.3, min=0).to(device=device, dtype=dtype)
+
+
+def close(a: float, b: float, rtol: float) -> bool:
+    return abs(a - b) <= rtol * abs(b)
+
+
+# --- statistics -----------------------------------------------------------------------------------
+def bench_statistics(timer, device, n, d, batch, generator) -> list[dict]:
+    rows = []
+    features = relu_features(generator, n, d, device, torch.float32)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        x = features.to(dtype)
+        exact = x.double()
+        reference_cov = torch.cov(exact.T).cpu().numpy()
+
+        def ours():
+            stats = fastfid.FeatureStats(d, device=device)
+            for part in torch.split(x, batch):
+                stats.update(part)
+            return stats
+
+        def gemm_float64():  # the floor of an exact route: one float64 Gram matrix of all features
+            centred = x.double()
+            return centred.T @ centred
+
+        def torchmetrics_sums():  # torchmetrics' update: float64 Σx and Σxxᵀ per batch
+            total, outer = torch.zeros(d, dtype=torch.float64, device=device), torch.zeros(d, d, dtype=torch.float64,
+                                                                                          device=device)
+            for part in torch.split(x, batch):
+                part = part.double()
+                total += part.sum(0)
+                outer += part.T @ part
+            return total, outer
+
+        stats = ours()
+        cov = stats.cov.cpu().numpy()
+        ok = np.abs(cov - reference_cov).max() <= STATS_RTOL * np.abs(reference_cov).max()
+        dtype_name = str(dtype).removeprefix("torch.")
+        for name, work in (("fastfid FeatureStats.update", lambda: ours().count),
+                           ("float64 X.T @ X (all features at once)", gemm_float64),
+                           ("torchmetrics' float64 sums", torchmetrics_sums)):
+            rows.append({"group": f"statistics {n} × {d} {dtype_name}, batches of {batch}", "case": name,
+                         "ms": timer(work), "correct": bool(ok) if name.startswith("fastfid") else None})
+    return rows
+
+
+# --- distances -------------------------------------------------------------------------------------
+def covariance_pair(generator, d, device):
+    x = relu_features(generator, 2 * d, d, device)
+    y = relu_features(generator, 2 * d, d, device) * 1.1
+    return (x.mean(0), torch.cov(x.T).contiguous(), y.mean(0), torch.cov(y.T).contiguous())
+
+
+def bench_distance(timer, device, d, generator) -> list[dict]:
+    mu1, s1, mu2, s2 = covariance_pair(generator, d, device)
+    exact = fastfid.frechet_distance(*(t.cpu().numpy() for t in (mu1, s1, mu2, s2)))
+    mean_term = float(((mu1 - mu2) ** 2).sum())
+    traces = float(s1.trace() + s2.trace())
+
+    def eigvals_route():  # torchmetrics / torch-fidelity: complex eigenvalues of Σ₁Σ₂
+        return mean_term + traces - 2 * float(torch.linalg.eigvals(s1 @ s2).sqrt().real.sum())
+
+    def eigvalsh_route():  # the symmetric route in torch: Cholesky, congruence, eigvalsh
+        factor = torch.linalg.cholesky(s1)
+        values = torch.linalg.eigvalsh(factor.T @ s2 @ factor)
+        return mean_term + traces - 2 * float(values.clamp(min=0).sqrt().sum())
+
+    def torch_newton_schulz():  # fastfid's torch route: the same iteration in torch float64 ops
+        return _device._frechet_with_torch(mu1, s1, mu2, s2, 1e-12, 100, []).distance
+
+    rows = []
+    for name, work in (("fastfid frechet_distance (kernels)", lambda: fastfid.frechet_distance(mu1, s1, mu2, s2)),
+                       ("torch eigvals of Σ₁Σ₂ (torchmetrics)", eigvals_route),
+                       ("torch Cholesky + eigvalsh", eigvalsh_route),
+                       ("torch float64 Newton–Schulz", torch_newton_schulz)):
+        value = work()
+        rows.append({"group": f"FD at d = {d}", "case": name, "ms": timer(work),
+                     "correct": close(value, exact, FD_RTOL), "value": value, "exact": exact})
+    reference = fastfid.Reference((mu1.cpu().numpy(), s1.cpu().numpy()))
+    other = (mu2.cpu().numpy(), s2.cpu().numpy())
+    value = reference.distance(other)
+    rows.append({"group": f"FD at d = {d}", "case": "fastfid Reference.distance (factor kept; host route today)",
+                 "ms": timer(lambda: reference.distance(other)), "correct": close(value, exact, FD_RTOL),
+                 "value": value, "exact": exact})
+    return rows
+
+
+# --- the loss ---------------------------------------------------------------------------------------
+def bench_loss(timer, device, population, d, batch, generator) -> list[dict]:
+    from fastfid.loss import FrechetLoss
+
+    reference = fastfid.FeatureStats.from_features(relu_features(generator, 4 * d, d, "cpu").numpy())
+    criterion = FrechetLoss(reference, population=population)
+    criterion.fill(relu_features(generator, population, d, device, torch.float32))
+    z = relu_features(generator, batch, d, device, torch.float32).requires_grad_(True)
+
+    def step():
+        value = criterion(z)
+        value.backward()
+        return float(value)
+
+    value = step()
+    return [{"group": f"FrechetLoss, population {population}, d = {d}, batch {batch}", "case": "forward + backward",
+             "ms": timer(step), "correct": math.isfinite(value) and z.grad is not None and
+             bool(torch.isfinite(z.grad).all())}]
+
+
+# --- report -----------------------------------------------------------------------------------------
+def machine() -> str:
+    if not torch.cuda.is_available():
+        return f"emulated CUDA driver on {platform.processor() or platform.machine()} (no timings)"
+    name = torch.cuda.get_device_name(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        driver = "unknown"
+    return f"{name}, driver {driver}, torch {torch.__version__} (CUDA {torch.version.cuda})"
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    lines = [header, ""]
+    for group in dict.fromkeys(row["group"] for row in rows):
+        members = [row for row in rows if row["group"] == group]
+        first = members[0]["ms"]
+        lines += ["", f"| {group} | median ms | against fastfid | correct |", "|---|---|---|---|"]
+        for row in members:
+            ms = "—" if row["ms"] is None else f"{row['ms']:.3f}"
+            ratio = "—" if row["ms"] is None or first is None else f"{row['ms'] / first:.2f}×"
+            correct = {True: "yes", False: "**NO**", None: "(reference)"}[row["correct"]]
+            lines.append(f"| {row['case']} | {ms} | {ratio} | {correct} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--emulated", action="store_true", help="small sizes on the emulated driver, no timings")
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(20261202)
+    if args.emulated:
+        context, device = emulated_cuda(), torch.device("cpu")
+        sizes = {"n": 600, "d": 40, "batch": 256, "fd": (24, 40), "population": 300}
+    else:
+        if not torch.cuda.is_available():
+            print("no CUDA GPU: run with --emulated", file=sys.stderr)
+            return 2
+        context, device = contextlib.nullcontext(), torch.device("cuda", 0)
+        sizes = {"n": 50_000, "d": 2048, "batch": 256, "fd": (2048, 4096), "population": 50_000}
+    timer = Timer(device, args.rounds)
+    rows: list[dict] = []
+    with context:
+        rows += bench_statistics(timer, device, sizes["n"], sizes["d"], sizes["batch"], generator)
+        for d in sizes["fd"]:
+            rows += bench_distance(timer, device, d, generator)
+        rows += bench_loss(timer, device, sizes["population"], sizes["d"], sizes["batch"], generator)
+    header = f"# fastfid on the device: {machine()}, {time.strftime('%Y-%m-%d')}, fastfid {fastfid.__version__}"
+    (args.out / "gpu_benchmarks.md").write_text(markdown(rows, header))
+    (args.out / "gpu_benchmarks.json").write_text(json.dumps(rows, indent=1))
+    print(markdown(rows, header))
+    wrong = [f"{row['group']}: {row['case']}" for row in rows if row["correct"] is False]
+    if wrong:
+        print("wrong results: " + "; ".join(wrong), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

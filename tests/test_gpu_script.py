@@ -1,0 +1,30 @@
+"""benchmarks/gpu/run.sh, the device path's one command, runs here without a GPU: its emulation half
+(device tests, then every benchmark case on the emulated driver, checked against float64)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "run.sh"
+
+
+def test_the_gpu_script_runs_its_emulation_half(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: run the script itself (it rebuilds fastfid)")
+    env = dict(os.environ, OUT=str(tmp_path), PYTHON=sys.executable)
+    run = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = (tmp_path / "gpu_benchmarks.md").read_text()
+    assert "emulated CUDA driver" in table and "**NO**" not in table
+    for group in ("statistics 600 × 40 float32", "statistics 600 × 40 bfloat16", "FD at d = 24", "FD at d = 40",
+                  "FrechetLoss, population 300"):
+        assert f"| {group}" in table
+    assert table.count("| yes |") == 3 + 2 * 5 + 1  # fastfid's statistics per dtype, 5 FD routes per size, the loss
+    assert "passed" in (tmp_path / "device_tests.txt").read_text()
