@@ -78,8 +78,8 @@ def test_a_launch_refused_in_the_middle_of_a_batch_leaves_the_state_whole(rng):
     first, second = torch.from_numpy(x[:300]), torch.from_numpy(x[300:])
     with emulated_cuda():
         launches = launches_of(lambda: fastfid.FeatureStats.from_features(first).update(second))
-    assert launches == 1 + 4 + 4  # the probe; choose_shift, fill_zero (row slices), batch_comoment, apply
-    for refused in range(1, 5):
+    assert launches == 1 + 3 + 3  # the probe; choose_shift, batch_sums, batch_syrk per batch
+    for refused in range(1, 4):
         with emulated_cuda():
             stats = fastfid.FeatureStats.from_features(first)
             _cuda.emulator.inject("cuLaunchKernel", 719, skip=refused - 1)
@@ -172,7 +172,7 @@ def test_kernels_run_on_the_callers_stream_with_events_where_streams_cross(rng):
         log = _cuda.emulator.log()
         assert log[0] == "cuEventRecord event=" + log[0].split("=")[1].split()[0] + " stream=0x51"
         assert log[1].startswith("cuStreamWaitEvent") and log[1].endswith("stream=0x52")
-        assert all(line.endswith("stream=0x52") for line in log[2:]) and len(log) == 2 + 4
+        assert all(line.endswith("stream=0x52") for line in log[2:]) and len(log) == 2 + 3  # then the 3 launches
         _cuda.emulator.reset(1)
         stats.update(parts[1][:5])  # same stream: no event
         assert not any("Event" in line for line in _cuda.emulator.log())

@@ -38,18 +38,18 @@ class DeviceState:
         self.counters = np.zeros(_cuda.counter_slots, dtype=np.int64)
         self.workspace = np.full(_cuda.stats_workspace_doubles(d), np.nan)  # garbage, as on a GPU
 
-    def add(self, raw, type_name, row_slices=0):
+    def add(self, raw, type_name, row_slices=0, tensor_cores=False):
         item = raw.itemsize
         BACKEND.accumulate(raw.ctypes.data, TYPE_CODES[type_name], raw.shape[0], raw.shape[1], raw.strides[0] // item,
-                         raw.strides[1] // item, mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
-                         counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
-                         row_slices=row_slices)
+                           raw.strides[1] // item, mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
+                           counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
+                           row_slices=row_slices, tensor_cores=tensor_cores)
         return self
 
     def merge(self, other):
         BACKEND.merge(self.mean.shape[0], mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
-                    counters=self.counters.ctypes.data, other_mean=other.mean.ctypes.data,
-                    other_comoment=other.comoment.ctypes.data, other_counters=other.counters.ctypes.data)
+                      counters=self.counters.ctypes.data, other_mean=other.mean.ctypes.data,
+                      other_comoment=other.comoment.ctypes.data, other_counters=other.counters.ctypes.data)
         return self
 
     def upper(self):
@@ -74,20 +74,26 @@ def assert_matches_cpu_core(state, values):
     np.testing.assert_allclose(state.upper(), upper, rtol=0, atol=STATS_RTOL * np.abs(upper).max())
 
 
+@pytest.fixture(params=[False, True], ids=["fma", "tensor_cores"])
+def tensor_cores(request):
+    """Both variants of batch_syrk: FP64 FMAs, and the FP64 tensor cores (emulated warp-wide mma)."""
+    return request.param
+
+
 @pytest.mark.parametrize("type_name", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("n,d", [(1, 1), (17, 65), (3000, 300)])
-def test_statistics_kernels_match_the_cpu_core(rng, type_name, n, d):
+def test_statistics_kernels_match_the_cpu_core(rng, type_name, n, d, tensor_cores):
     raw, values = as_type(relu_features(rng, n, d, offset=2.0), type_name)
-    assert_matches_cpu_core(DeviceState(d).add(raw, type_name), values)
+    assert_matches_cpu_core(DeviceState(d).add(raw, type_name, tensor_cores=tensor_cores), values)
 
 
 @pytest.mark.parametrize("row_slices", [1, 3, 0])
-def test_row_slices_with_atomics_and_streaming_batches(rng, schedule, row_slices):
+def test_row_slices_with_atomics_and_streaming_batches(rng, schedule, row_slices, tensor_cores):
     # Three batches, the first one only a row: the shift starts at a single sample.
     x = relu_features(rng, 1201, 130, offset=50.0)
     state = DeviceState(130)
     for part in np.split(x, [1, 700]):
-        state.add(part, "float64", row_slices)
+        state.add(part, "float64", row_slices, tensor_cores)
     assert_matches_cpu_core(state, x)
 
 
@@ -107,16 +113,16 @@ def test_large_mean_does_not_cancel(rng):
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_a_batch_with_nan_or_inf_leaves_the_state_exactly_unchanged(rng, bad):
+def test_a_batch_with_nan_or_inf_leaves_the_state_exactly_unchanged(rng, bad, tensor_cores):
     x = relu_features(rng, 300, 40)
-    state = DeviceState(40).add(x, "float64")
+    state = DeviceState(40).add(x, "float64", tensor_cores=tensor_cores)
     before = (state.mean.copy(), state.comoment.copy())
     poisoned = relu_features(rng, 50, 40)
     poisoned[17, 39] = bad
-    state.add(poisoned, "float64")
+    state.add(poisoned, "float64", tensor_cores=tensor_cores)
     assert state.counters[:2].tolist() == [300, 1]  # counted as skipped
     assert np.array_equal(state.mean, before[0]) and np.array_equal(state.comoment, before[1])
-    state.add(x[:10], "float64")  # and the next batch goes in
+    state.add(x[:10], "float64", tensor_cores=tensor_cores)  # and the next batch goes in
     assert state.counters[0] == 310
 
 
@@ -279,8 +285,27 @@ def test_the_two_schedules_expose_a_missing_barrier():
     assert forward[:63] != [1] * 63 and reverse[:63] == [2] * 63
 
 
+def test_the_emulated_mma_follows_the_documented_fragment_layout(rng):
+    # Small integers: every product and sum is exact in float64, so D must equal A B + C exactly,
+    # and any lane holding the wrong element (a layout slip) changes some entry.
+    a, b, c = (rng.integers(-50, 50, size=shape).astype(float) for shape in ((8, 4), (4, 8), (8, 8)))
+    d = np.array(_cuda._selftest_mma_f64(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist())).reshape(8, 8)
+    np.testing.assert_array_equal(d, a @ b + c)
+    # Rounding: each entry is c + Σ_k a b by fused multiply-adds in k order (tested where it shows).
+    tiny = np.zeros((8, 4))
+    tiny[0] = [1.0, 2.0**-60, -1.0, 2.0**-60]
+    ones = np.ones((4, 8))
+    d = np.array(_cuda._selftest_mma_f64(tiny.ravel().tolist(), ones.ravel().tolist(), [0.0] * 64)).reshape(8, 8)
+    assert d[0, 0] == 2.0**-60  # ((1 + 2⁻⁶⁰) − 1) + 2⁻⁶⁰ in order: the first 2⁻⁶⁰ is lost to rounding
+
+
+def test_an_mma_that_only_some_lanes_reach_is_reported():
+    with pytest.raises(RuntimeError, match="only some threads"):
+        _cuda._selftest_mma_f64([0.0] * 32, [0.0] * 32, [0.0] * 64, lanes=16)
+
+
 def test_workspace_sizes():
-    assert _cuda.stats_workspace_doubles(5) == 35
+    assert _cuda.stats_workspace_doubles(5) == 10  # the shift and the column sums: no d × d scratch
     assert _cuda.frechet_workspace_doubles(5) == 64 + 2 * 128 * 5 + 7 * 25  # state, check partials, 7 matrices
 
 

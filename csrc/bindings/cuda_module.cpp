@@ -75,7 +75,7 @@ void register_backend(py::module_& m) {
         .def("accumulate",
              [](const Backend& b, std::uintptr_t features, int feature_type, int64_t rows, int64_t cols,
                 int64_t row_stride, int64_t col_stride, std::uintptr_t mean, std::uintptr_t comoment,
-                std::uintptr_t counters, std::uintptr_t workspace, int64_t row_slices, int device,
+                std::uintptr_t counters, std::uintptr_t workspace, int64_t row_slices, bool tensor_cores, int device,
                 std::uintptr_t stream) {
                  if (feature_type < 0 || feature_type > 3) throw std::invalid_argument("unknown feature type code");
                  const FeatureBlock block{address<const void>(features), rows, cols, row_stride, col_stride};
@@ -83,13 +83,23 @@ void register_backend(py::module_& m) {
                                           address<long long>(counters), address<double>(workspace)};
                  py::gil_scoped_release release;
                  Device scope(*b, device, stream, "accumulate");
-                 accumulate_batch(scope, block, static_cast<FeatureType>(feature_type), state, row_slices);
+                 accumulate_batch(scope, block, static_cast<FeatureType>(feature_type), state, row_slices, tensor_cores);
              },
              py::arg("features"), py::arg("feature_type"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
              py::arg("col_stride"), py::kw_only(), py::arg("mean"), py::arg("comoment"), py::arg("counters"),
-             py::arg("workspace"), py::arg("row_slices") = 0, py::arg("device") = 0, py::arg("stream") = 0,
+             py::arg("workspace"), py::arg("row_slices") = 0, py::arg("tensor_cores") = false, py::arg("device") = 0,
+             py::arg("stream") = 0,
              "Enqueue the addition of a batch of features (element strides; type 0 float16, 1 bfloat16, 2 float32, "
-             "3 float64) to a device state. A batch holding NaN/Inf is counted as skipped and changes nothing else.")
+             "3 float64) to a device state, on the FP64 tensor cores (sm_80/90/100) or with FP64 FMAs. A batch "
+             "holding NaN/Inf is counted as skipped and changes nothing else.")
+        .def("fp64_tensor_cores",
+             [](const Backend& b, int device) {
+                 // DMMA runs at twice the FP64 FMA rate on A100 (sm_80), H100 (sm_90) and B200 (sm_100); the
+                 // other architectures have no FP64 tensor cores worth using.
+                 const std::string arch = (*b).architecture(device);
+                 return arch == "sm_80" || arch == "sm_90" || arch.rfind("sm_10", 0) == 0;
+             },
+             py::arg("device"), "Whether the statistics should use the FP64 tensor cores on this device.")
         .def("merge",
              [](const Backend& b, int64_t dim, std::uintptr_t mean, std::uintptr_t comoment, std::uintptr_t counters,
                 std::uintptr_t other_mean, std::uintptr_t other_comoment, std::uintptr_t other_counters, int device,
@@ -199,6 +209,20 @@ void missing_barrier_kernel(int mark, int* out) {
     out[threadIdx.x] = slots[(threadIdx.x + 1) % blockDim.x];  // needs __syncthreads() before it
 }
 
+// One warp-wide mma.m8n8k4 on float64 with the PTX ISA's fragment layout: each lane loads its
+// fragments from row-major A (8 × 4), B (4 × 8) and C (8 × 8) and stores its part of D. `lanes`
+// below 32 leaves the other lanes out of the mma (undefined behaviour on a GPU).
+void mma_kernel(const double* a, const double* b, const double* c, double* d, unsigned lanes) {
+    const unsigned lane = threadIdx.x, group = lane / 4, member = lane % 4;
+    double acc[1][1][2] = {{{c[group * 8 + 2 * member], c[group * 8 + 2 * member + 1]}}};
+    const double fragment_a[1] = {a[group * 4 + member]};  // A[row = lane / 4][k = lane % 4]
+    const double fragment_b[1] = {b[member * 8 + group]};  // B[k = lane % 4][col = lane / 4]
+    if (lane >= lanes) return;
+    fastfid::kernels::warp_mma_f64(acc, fragment_a, fragment_b);
+    d[group * 8 + 2 * member] = acc[0][0][0];
+    d[group * 8 + 2 * member + 1] = acc[0][0][1];
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -224,7 +248,7 @@ PYBIND11_MODULE(_cuda, m) {
     }, "The embedded fatbin (empty when built without nvcc).");
     m.attr("counter_slots") = static_cast<int>(fastfid::kernels::kCounterSlots);
     m.def("stats_workspace_doubles", &stats_workspace_doubles, py::arg("dim"),
-          "float64 scratch elements one batch needs (d² + 2d).");
+          "float64 scratch elements one batch needs (2d: the shift and the column sums).");
     m.def("frechet_workspace_doubles", &frechet_workspace_doubles, py::arg("dim"),
           "float64 scratch elements of frechet_distance.");
     m.def("_selftest_divergent_barrier", [] { simt::launch(divergent_barrier_kernel, dim3(1), dim3(8)); },
@@ -239,4 +263,16 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("mark"),
         "Runs a kernel in which each thread stores `mark` and, lacking a barrier, reads its neighbour's slot; "
         "returns what each thread read (schedule-dependent).");
+    m.def(
+        "_selftest_mma_f64",
+        [](const std::vector<double>& a, const std::vector<double>& b, const std::vector<double>& c, unsigned lanes) {
+            if (a.size() != 32 || b.size() != 32 || c.size() != 64)
+                throw std::invalid_argument("A is 8 x 4, B is 4 x 8, C is 8 x 8 (row-major, flattened)");
+            std::vector<double> d(64, 0.0);
+            simt::launch(mma_kernel, dim3(1), dim3(32), a.data(), b.data(), c.data(), d.data(), lanes);
+            return d;
+        },
+        py::arg("a"), py::arg("b"), py::arg("c"), py::arg("lanes") = 32,
+        "D = A B + C by one emulated warp-wide mma.m8n8k4.f64, each lane loading and storing its fragments as the "
+        "PTX ISA lays them out.");
 }

@@ -87,6 +87,30 @@ FASTFID_DEVICE void block_sum_into(double value, double* scratch, double* total)
     if (threadIdx.x == 0) atomicAdd(total, sum);
 }
 
+// Warp-wide D += A·B on float64 8 × 8 × 4 tiles, for each pair of this lane's A fragments a[i] and B
+// fragments b[j] (fragment layout of the PTX ISA, "mma.m8n8k4 with .f64": A[r][k] in lane 4r + k,
+// B[k][c] in lane 4c + k, D[r][2t + {0, 1}] in lane 4r + t). On the FP64 tensor cores (DMMA) of
+// sm_80 and later; the host never launches a kernel using it elsewhere.
+template <int I, int J>
+FASTFID_DEVICE void warp_mma_f64(double (&acc)[I][J][2], const double (&a)[I], const double (&b)[J]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    FASTFID_UNROLL
+    for (int i = 0; i < I; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < J; ++j)
+            asm volatile("mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64 {%0, %1}, {%2}, {%3}, {%0, %1};"
+                         : "+d"(acc[i][j][0]), "+d"(acc[i][j][1])
+                         : "d"(a[i]), "d"(b[j]));
+    }
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#elif !defined(__CUDACC__)
+    simt::warp_mma_m8n8k4_f64(&acc[0][0][0], a, I, b, J);
+#else
+    (void)acc, (void)a, (void)b;  // nvcc's host pass: device code only
+#endif
+}
+
 }  // namespace fastfid::kernels
 
 // The probe run once per device before the kernels are trusted there: out[i] = i + 0.5.

@@ -13,11 +13,18 @@
     X(fastfid_choose_shift_bfloat16)                                                                \
     X(fastfid_choose_shift_float32)                                                                 \
     X(fastfid_choose_shift_float64)                                                                 \
-    X(fastfid_batch_comoment_float16)                                                               \
-    X(fastfid_batch_comoment_bfloat16)                                                              \
-    X(fastfid_batch_comoment_float32)                                                               \
-    X(fastfid_batch_comoment_float64)                                                               \
-    X(fastfid_apply_batch)                                                                          \
+    X(fastfid_batch_sums_float16)                                                                   \
+    X(fastfid_batch_sums_bfloat16)                                                                  \
+    X(fastfid_batch_sums_float32)                                                                   \
+    X(fastfid_batch_sums_float64)                                                                   \
+    X(fastfid_batch_syrk_fma_float16)                                                               \
+    X(fastfid_batch_syrk_fma_bfloat16)                                                              \
+    X(fastfid_batch_syrk_fma_float32)                                                               \
+    X(fastfid_batch_syrk_fma_float64)                                                               \
+    X(fastfid_batch_syrk_tensor_float16)                                                            \
+    X(fastfid_batch_syrk_tensor_bfloat16)                                                           \
+    X(fastfid_batch_syrk_tensor_float32)                                                            \
+    X(fastfid_batch_syrk_tensor_float64)                                                            \
     X(fastfid_merge_comoment)                                                                       \
     X(fastfid_merge_mean)                                                                           \
     X(fastfid_merge_counters)                                                                       \

@@ -18,23 +18,21 @@ struct StatsBuffers {
     double* mean;         // d
     double* comoment;     // d × d, upper triangle valid
     long long* counters;  // kernels::kCounterSlots
-    double* workspace;    // stats_workspace_doubles(d)
+    double* workspace;    // stats_workspace_doubles(d): the shift and the column sums
 };
 
-constexpr int64_t stats_workspace_doubles(int64_t d) { return d * d + 2 * d; }
+constexpr int64_t stats_workspace_doubles(int64_t d) { return 2 * d; }
 
 // Enough blocks to fill a large GPU about twice (132 SMs on an H100, several blocks each).
 constexpr int64_t kTargetBlocks = 1024;
 
-
-inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType type, const StatsBuffers& s,
-                             int64_t row_slices) {
+template <class ChooseShift, class BatchSums, class Syrk>
+void enqueue_batch(Device& device, const FeatureBlock& x, const StatsBuffers& s, int64_t row_slices, ChooseShift choose,
+                   BatchSums sum, Syrk syrk, unsigned syrk_threads) {
     using namespace kernels;
-    if (x.rows < 1 || x.cols < 1) throw std::invalid_argument("features must have at least one row and one column");
     const int64_t d = x.cols, n = x.rows;
-    double* batch = s.workspace;  // d × d, then the sums (d), then the shift (d)
-    double* sums = batch + d * d;
-    double* shift = sums + d;
+    double* shift = s.workspace;
+    double* sums = shift + d;
     const int64_t tiles_per_side = (d + kTile - 1) / kTile;
     const int64_t tiles = tiles_per_side * (tiles_per_side + 1) / 2;
     if (row_slices <= 0) row_slices = (kTargetBlocks + tiles - 1) / tiles;  // few tiles: split the rows
@@ -44,35 +42,35 @@ inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType 
     rows_per_slice = (rows_per_slice + kTileDepth - 1) / kTileDepth * kTileDepth;
     row_slices = (n + rows_per_slice - 1) / rows_per_slice;
 
-    const dim3 shift_grid(blocks_for(d, kElementwiseThreads)), elementwise(kElementwiseThreads);
-    const dim3 tile_grid(static_cast<unsigned>(tiles), static_cast<unsigned>(row_slices));
-    const auto enqueue = [&](auto choose_shift, auto batch_comoment) {
-        device.launch(choose_shift, shift_grid, elementwise, x, static_cast<const double*>(s.mean), shift, s.counters);
-        if (row_slices > 1)  // slices add atomically into zeroed B and S
-            device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(d * d + d, kElementwiseThreads)), elementwise,
-                          batch, d * d + d);
-        device.launch(batch_comoment, tile_grid, dim3(kTileThreads), x, static_cast<const double*>(shift),
-                      rows_per_slice, batch, sums, s.counters);
-    };
+    const dim3 columns(blocks_for(d, kSumThreads));
+    device.launch(choose, columns, dim3(kSumThreads), x, static_cast<const double*>(s.mean), shift, sums, s.counters);
+    device.launch(sum, dim3(columns.x, blocks_for(n, kSumRows)), dim3(kSumThreads), x,
+                  static_cast<const double*>(shift), sums, s.counters);
+    device.launch(syrk, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(row_slices)), dim3(syrk_threads), x,
+                  static_cast<const double*>(shift), static_cast<const double*>(sums), rows_per_slice, s.mean,
+                  s.comoment, s.counters);
+}
+
+// `tensor_cores`: the DMMA variant of batch_syrk (GPUs with FP64 tensor cores), else FP64 FMAs.
+inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType type, const StatsBuffers& s,
+                             int64_t row_slices, bool tensor_cores) {
+    using namespace kernels;
+    if (x.rows < 1 || x.cols < 1) throw std::invalid_argument("features must have at least one row and one column");
+#define FASTFID_ENQUEUE(suffix)                                                                                  \
+    return tensor_cores ? enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,          \
+                                        kernel::fastfid_batch_sums_##suffix,                                      \
+                                        kernel::fastfid_batch_syrk_tensor_##suffix, kTensorThreads)              \
+                        : enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,          \
+                                        kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_fma_##suffix, \
+                                        kTileThreads)
     switch (type) {
-        case FeatureType::float16:
-            enqueue(kernel::fastfid_choose_shift_float16, kernel::fastfid_batch_comoment_float16);
-            break;
-        case FeatureType::bfloat16:
-            enqueue(kernel::fastfid_choose_shift_bfloat16, kernel::fastfid_batch_comoment_bfloat16);
-            break;
-        case FeatureType::float32:
-            enqueue(kernel::fastfid_choose_shift_float32, kernel::fastfid_batch_comoment_float32);
-            break;
-        case FeatureType::float64:
-            enqueue(kernel::fastfid_choose_shift_float64, kernel::fastfid_batch_comoment_float64);
-            break;
-        default:
-            throw std::invalid_argument("unknown feature type");
+        case FeatureType::float16: FASTFID_ENQUEUE(float16);
+        case FeatureType::bfloat16: FASTFID_ENQUEUE(bfloat16);
+        case FeatureType::float32: FASTFID_ENQUEUE(float32);
+        case FeatureType::float64: FASTFID_ENQUEUE(float64);
     }
-    device.launch(kernel::fastfid_apply_batch, dim3(blocks_for(d * d, kElementwiseThreads)), elementwise, d, n,
-                  static_cast<const double*>(batch), static_cast<const double*>(sums),
-                  static_cast<const double*>(shift), s.mean, s.comoment, s.counters);
+#undef FASTFID_ENQUEUE
+    throw std::invalid_argument("unknown feature type");
 }
 
 inline void merge_states(Device& device, int64_t d, const StatsBuffers& into, const StatsBuffers& other) {

@@ -1,15 +1,21 @@
 // Kernels of the streaming statistics on the device. The state is (count, mean μ, co-moment
 // C = Σ (x − μ)(x − μ)ᵀ, upper triangle of a row-major d × d array), all float64, as on the CPU.
 //
-// One batch X (n × d) is added in three stream-ordered launches, none of which waits for the host:
-//   choose_shift        s = μ, or the batch's first row when the state is empty; notes the count
-//                       the batch starts from and clears the flag
-//   batch_comoment      B = Σ (x − s)(x − s)ᵀ (upper tiles only) and S = Σ (x − s), float64,
-//                       flagging any non-finite value
-//   apply_batch         unless flagged: C += B − S Sᵀ / n',  μ = s + S / n'   (n' = count + n), and
-//                       the count, or the batch counted as skipped (one thread)
-// With B separate from C, a batch holding NaN/Inf leaves the state exactly as it was; and the state
-// changes in one launch only, so a launch refused by the driver leaves it whole too.
+// One batch X (n × d) is added in three stream-ordered launches, none of which waits for the host,
+// and none of which writes a d × d scratch:
+//   choose_shift   s = μ, or the batch's first row when the state is empty; S = 0; notes the count
+//                  the batch starts from; clears the flag
+//   batch_sums     S = Σ (x − s) over the rows (column blocks × row slices, added atomically),
+//                  flagging any non-finite value: every feature is read, widened, shifted and
+//                  checked here, before anything of the state changes
+//   batch_syrk     unless flagged: C += (X − s)ᵀ(X − s) − S Sᵀ / n' on the upper tiles, straight into
+//                  C (row slices add atomically; slice 0 subtracts the rank-one term), μ = s + S / n'
+//                  (the diagonal tiles of slice 0) and the count n' = count + n, or the batch
+//                  counted as skipped (one thread)
+// The state changes in the last launch only, so a batch holding NaN/Inf, or a launch the driver
+// refuses, leaves it exactly as it was. batch_syrk comes in two variants with one contract: FP64
+// FMAs on the CUDA cores (64 threads, an 8 × 8 register tile each), and the FP64 tensor cores
+// (DMMA, sm_80/90/100: 4 warps, a 32 × 32 warp tile of 8 × 8 × 4 mma each).
 #pragma once
 
 #include "cuda/kernel_prelude.cuh"
@@ -17,20 +23,46 @@
 
 namespace fastfid::kernels {
 
+constexpr int kSumThreads = 256;
+constexpr int kSumRows = 256;  // rows per block of batch_sums
+constexpr int kTensorThreads = 128;
+constexpr int kTensorStride = kTile + 4;  // padded panel rows: the mma fragment loads avoid bank conflicts
+
 template <class Load>
 FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col) {
     return Load::load(static_cast<const typename Load::Storage*>(x.data) + row * x.row_stride + col * x.col_stride);
 }
 
 template <class Load>
-FASTFID_DEVICE void choose_shift(const FeatureBlock& x, const double* mean, double* shift, long long* counters) {
+FASTFID_DEVICE void choose_shift(const FeatureBlock& x, const double* mean, double* shift, double* sums,
+                                 long long* counters) {
     const int64_t j = global_thread();
-    if (j == 0) {  // nothing else of this launch reads these two slots
+    if (j == 0) {  // nothing else of this launch touches these two slots
         counters[kBatchCount] = counters[kCount];
         counters[kBatchFlag] = 0;
     }
     if (j >= x.cols) return;
     shift[j] = counters[kCount] == 0 ? feature_at<Load>(x, 0, j) : mean[j];
+    sums[j] = 0;
+}
+
+template <class Load>
+FASTFID_DEVICE void batch_sums(const FeatureBlock& x, const double* shift, double* sums, long long* counters) {
+    const int64_t j = global_thread();
+    if (j >= x.cols) return;
+    const int64_t begin = static_cast<int64_t>(blockIdx.y) * kSumRows;
+    const int64_t end = begin + kSumRows < x.rows ? begin + kSumRows : x.rows;
+    const double s = shift[j];
+    double partial = 0;
+    bool finite = true;
+    for (int64_t row = begin; row < end; ++row) {
+        const double value = feature_at<Load>(x, row, j) - s;
+        finite = finite && is_finite(value);
+        partial += value;
+    }
+    if (!finite) counters[kBatchFlag] = 1;  // benign race: every writer stores 1
+    if (gridDim.y > 1) atomicAdd(sums + j, partial);
+    else sums[j] = partial;
 }
 
 // Upper-triangular tile t (row-major over tiles with ti ≤ tj) -> (ti, tj).
@@ -43,74 +75,151 @@ FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti
     tj = ti + t;
 }
 
-// grid.x: one block per upper tile; grid.y: slices of rows_per_slice rows, added atomically.
-// `batch` (d × d) and `sums` (d) must be zero when grid.y > 1; with one slice they are written.
+// What batch_syrk's blocks share: where the tile is, which rows, what n' is, and the commit.
+struct SyrkTile {
+    int64_t d, ti, tj, row_begin, row_end;
+    double total;  // n' = count + n
+    bool sliced, first_slice;
+
+    // The launch's preamble: false when the batch is flagged (block 0 then counts it as skipped).
+    FASTFID_DEVICE bool begin(const FeatureBlock& x, int64_t rows_per_slice, long long* counters) {
+        if (counters[kBatchFlag] != 0) {
+            if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) counters[kSkippedBatches] += 1;
+            return false;
+        }
+        d = x.cols;
+        triangle_tile(blockIdx.x, (d + kTile - 1) / kTile, ti, tj);
+        row_begin = static_cast<int64_t>(blockIdx.y) * rows_per_slice;
+        row_end = row_begin + rows_per_slice < x.rows ? row_begin + rows_per_slice : x.rows;
+        total = static_cast<double>(counters[kBatchCount] + x.rows);
+        sliced = gridDim.y > 1;
+        first_slice = blockIdx.y == 0;
+        return true;
+    }
+
+    // C[gi][gj] += the block's partial product, less the rank-one term once (upper triangle only).
+    FASTFID_DEVICE void add(double* comoment, const double* sums, int64_t gi, int64_t gj, double value) const {
+        if (gi >= d || gj >= d || gi > gj) return;
+        if (first_slice) value -= sums[gi] * sums[gj] / total;
+        double* out = comoment + gi * d + gj;
+        if (sliced) atomicAdd(out, value);
+        else *out += value;
+    }
+
+    // μ on the diagonal tiles of slice 0 (`column` within the tile), the count in block 0.
+    FASTFID_DEVICE void commit(const FeatureBlock& x, int column, const double* shift, const double* sums, double* mean,
+                               long long* counters) const {
+        const int64_t j = ti * kTile + column;
+        if (first_slice && ti == tj && column < kTile && j < d) mean[j] = shift[j] + sums[j] / total;
+        if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) counters[kCount] = counters[kBatchCount] + x.rows;
+    }
+};
+
+// Stages rows [r0, r0 + 16) of the tile's two column panels, widened to float64 and shifted
+// (zeros past the ends). Panels are [kTileDepth][stride].
+template <class Load, int Threads>
+FASTFID_DEVICE void stage_panels(const FeatureBlock& x, const SyrkTile& tile, const double* shift, int64_t r0,
+                                 double* left, double* right, int stride) {
+    for (int e = threadIdx.x; e < kTileDepth * kTile; e += Threads) {
+        const int k = e / kTile, c = e % kTile;
+        const int64_t row = r0 + k;
+        const int64_t col_left = tile.ti * kTile + c, col_right = tile.tj * kTile + c;
+        left[k * stride + c] = row < tile.row_end && col_left < tile.d ? feature_at<Load>(x, row, col_left) - shift[col_left] : 0.0;
+        right[k * stride + c] = row < tile.row_end && col_right < tile.d ? feature_at<Load>(x, row, col_right) - shift[col_right] : 0.0;
+    }
+}
+
+// FP64 FMAs: 64 threads, thread t owning the 8 × 8 outputs at rows t / 8 + 8i, columns t % 8 + 8j.
 template <class Load>
-FASTFID_DEVICE void batch_comoment(const FeatureBlock& x, const double* shift, int64_t rows_per_slice, double* batch,
-                                   double* sums, long long* counters) {
+FASTFID_DEVICE void batch_syrk_fma(const FeatureBlock& x, const double* shift, const double* sums,
+                                   int64_t rows_per_slice, double* mean, double* comoment, long long* counters) {
     __shared__ StagedPanel left;   // left[k][c] = x[r0 + k][ti·64 + c] − shift
     __shared__ StagedPanel right;  // the same for the columns of tile tj
-    const int64_t d = x.cols;
-    const int64_t tiles_per_side = (d + kTile - 1) / kTile;
-    int64_t ti, tj;
-    triangle_tile(blockIdx.x, tiles_per_side, ti, tj);
-    const int64_t row_begin = blockIdx.y * rows_per_slice;
-    const int64_t row_end = row_begin + rows_per_slice < x.rows ? row_begin + rows_per_slice : x.rows;
-    const bool diagonal = ti == tj;
-
+    SyrkTile tile;
+    if (!tile.begin(x, rows_per_slice, counters)) return;  // uniform: the flag is final before this launch
     MicroTile acc = {};
-    double column_sum = 0;  // diagonal tiles: thread c sums column ti·64 + c
-    bool finite = true;
-    for (int64_t r0 = row_begin; r0 < row_end; r0 += kTileDepth) {
-        // Stage 16 rows × 64 columns of each side, widened to float64 and shifted.
-        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
-            const int k = e / kTile, c = e % kTile;
-            const int64_t row = r0 + k;
-            const int64_t col_left = ti * kTile + c, col_right = tj * kTile + c;
-            double a = 0, b = 0;
-            if (row < row_end && col_left < d) a = feature_at<Load>(x, row, col_left) - shift[col_left];
-            if (row < row_end && col_right < d) b = feature_at<Load>(x, row, col_right) - shift[col_right];
-            finite = finite && is_finite(a) && is_finite(b);
-            left[k][c] = a;
-            right[k][c] = b;
-        }
+    for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
+        stage_panels<Load, kTileThreads>(x, tile, shift, r0, &left[0][0], &right[0][0], kTile);
         __syncthreads();
         add_tile_products(left, right, acc);
-        if (diagonal)
-            for (int k = 0; k < kTileDepth; ++k) column_sum += right[k][threadIdx.x];
         __syncthreads();
     }
-    if (!finite) counters[kBatchFlag] = 1;  // benign race: every writer stores 1
-
-    const bool sliced = gridDim.y > 1;
+    FASTFID_UNROLL  // the accumulators stay in registers only if every index is a constant
     for (int i = 0; i < kMicroTile; ++i) {
-        const int64_t gi = ti * kTile + micro_row(i);
-        for (int j = 0; j < kMicroTile; ++j) {
-            const int64_t gj = tj * kTile + micro_col(j);
-            if (gi >= d || gj >= d || gi > gj) continue;
-            double* out = batch + gi * d + gj;
-            if (sliced) atomicAdd(out, acc[i][j]);
-            else *out = acc[i][j];
+        FASTFID_UNROLL
+        for (int j = 0; j < kMicroTile; ++j)
+            tile.add(comoment, sums, tile.ti * kTile + micro_row(i), tile.tj * kTile + micro_col(j), acc[i][j]);
+    }
+    tile.commit(x, static_cast<int>(threadIdx.x), shift, sums, mean, counters);
+}
+
+// FP64 tensor cores: 4 warps, warp w owning the 32 × 32 quarter (w / 2, w % 2) of the tile as 4 × 4
+// mma tiles of 8 × 8; per 4 staged rows each lane loads 4 A and 4 B fragments.
+template <class Load>
+FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift, const double* sums,
+                                      int64_t rows_per_slice, double* mean, double* comoment, long long* counters) {
+    __shared__ double left[kTileDepth * kTensorStride];
+    __shared__ double right[kTileDepth * kTensorStride];
+    SyrkTile tile;
+    if (!tile.begin(x, rows_per_slice, counters)) return;
+    const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+    const int group = lane / 4, member = lane % 4;  // PTX's groupID and threadID_in_group
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    double acc[4][4][2] = {};
+    for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
+        stage_panels<Load, kTensorThreads>(x, tile, shift, r0, left, right, kTensorStride);
+        __syncthreads();
+        FASTFID_UNROLL
+        for (int k0 = 0; k0 < kTileDepth; k0 += 4) {
+            // A = (X − s)ᵀ restricted to the tile's rows: A[r][k] = left[k][r]; B[k][c] = right[k][c].
+            double a[4], b[4];
+            FASTFID_UNROLL
+            for (int i = 0; i < 4; ++i) a[i] = left[(k0 + member) * kTensorStride + warp_row + 8 * i + group];
+            FASTFID_UNROLL
+            for (int j = 0; j < 4; ++j) b[j] = right[(k0 + member) * kTensorStride + warp_col + 8 * j + group];
+            warp_mma_f64(acc, a, b);
+        }
+        __syncthreads();
+    }
+    FASTFID_UNROLL
+    for (int i = 0; i < 4; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            FASTFID_UNROLL
+            for (int c = 0; c < 2; ++c)
+                tile.add(comoment, sums, tile.ti * kTile + warp_row + 8 * i + group,
+                         tile.tj * kTile + warp_col + 8 * j + 2 * member + c, acc[i][j][c]);
         }
     }
-    const int64_t gc = ti * kTile + threadIdx.x;
-    if (diagonal && gc < d) {
-        if (sliced) atomicAdd(sums + gc, column_sum);
-        else sums[gc] = column_sum;
-    }
+    // 128 threads commit 64 columns: the first 64 take one each.
+    tile.commit(x, static_cast<int>(threadIdx.x) < kTile ? static_cast<int>(threadIdx.x) : kTile, shift, sums, mean,
+                counters);
 }
 
 }  // namespace fastfid::kernels
 
-#define FASTFID_STATS_KERNELS_FOR(suffix, Load)                                                                 \
-    FASTFID_KERNEL void fastfid_choose_shift_##suffix(fastfid::kernels::FeatureBlock x, const double* mean,      \
-                                                      double* shift, long long* counters) {                     \
-        fastfid::kernels::choose_shift<fastfid::kernels::Load>(x, mean, shift, counters);                       \
-    }                                                                                                            \
-    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)                                        \
-    fastfid_batch_comoment_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, int64_t rows_per_slice, \
-                                    double* batch, double* sums, long long* counters) {                         \
-        fastfid::kernels::batch_comoment<fastfid::kernels::Load>(x, shift, rows_per_slice, batch, sums, counters); \
+#define FASTFID_STATS_KERNELS_FOR(suffix, Load)                                                                  \
+    FASTFID_KERNEL void fastfid_choose_shift_##suffix(fastfid::kernels::FeatureBlock x, const double* mean,       \
+                                                      double* shift, double* sums, long long* counters) {        \
+        fastfid::kernels::choose_shift<fastfid::kernels::Load>(x, mean, shift, sums, counters);                  \
+    }                                                                                                             \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kSumThreads)                                          \
+    fastfid_batch_sums_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, double* sums,             \
+                                long long* counters) {                                                           \
+        fastfid::kernels::batch_sums<fastfid::kernels::Load>(x, shift, sums, counters);                          \
+    }                                                                                                             \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)                                         \
+    fastfid_batch_syrk_fma_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, const double* sums,   \
+                                    int64_t rows_per_slice, double* mean, double* comoment, long long* counters) { \
+        fastfid::kernels::batch_syrk_fma<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean, comoment,  \
+                                                                 counters);                                      \
+    }                                                                                                             \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTensorThreads)                                       \
+    fastfid_batch_syrk_tensor_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, const double* sums, \
+                                       int64_t rows_per_slice, double* mean, double* comoment,                   \
+                                       long long* counters) {                                                    \
+        fastfid::kernels::batch_syrk_tensor<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean,        \
+                                                                    comoment, counters);                         \
     }
 
 FASTFID_STATS_KERNELS_FOR(float16, LoadFloat16)
@@ -118,25 +227,6 @@ FASTFID_STATS_KERNELS_FOR(bfloat16, LoadBfloat16)
 FASTFID_STATS_KERNELS_FOR(float32, LoadFloat32)
 FASTFID_STATS_KERNELS_FOR(float64, LoadFloat64)
 #undef FASTFID_STATS_KERNELS_FOR
-
-// Over the upper triangle, one thread per element; the diagonal threads also update μ, and thread 0
-// commits the count (every other thread reads the batch's starting count, which nothing changes here).
-FASTFID_KERNEL void fastfid_apply_batch(int64_t d, int64_t batch_rows, const double* batch, const double* sums,
-                                        const double* shift, double* mean, double* comoment, long long* counters) {
-    using namespace fastfid::kernels;
-    const int64_t e = global_thread();
-    const bool flagged = counters[kBatchFlag] != 0;
-    if (e == 0) {
-        if (flagged) counters[kSkippedBatches] += 1;
-        else counters[kCount] = counters[kBatchCount] + batch_rows;
-    }
-    if (e >= d * d || flagged) return;
-    const int64_t i = e / d, j = e % d;
-    if (i > j) return;
-    const double total = static_cast<double>(counters[kBatchCount] + batch_rows);
-    comoment[e] += batch[e] - sums[i] * sums[j] / total;
-    if (i == j) mean[i] = shift[i] + sums[i] / total;
-}
 
 // Chan's merge of state B into state A, in three launches (each reads what the next one changes).
 // 1: C_A += C_B + δ δᵀ n_A n_B / n over the upper triangle, δ = μ_B − μ_A.

@@ -2,6 +2,8 @@
 
 #include <ucontext.h>
 
+#include <cmath>
+
 #include <exception>
 #include <memory>
 #include <stdexcept>
@@ -21,7 +23,7 @@ namespace {
 constexpr size_t kFiberStackBytes = 64 * 1024;
 constexpr unsigned kMaxThreadsPerBlock = 1024;  // CUDA's limit
 
-enum class FiberState { runnable, at_barrier, finished };
+enum class FiberState { runnable, at_block_barrier, at_warp_barrier, finished };
 
 struct Fiber {
     ucontext_t context;
@@ -36,6 +38,7 @@ struct Block {
     size_t running = 0;
     const std::function<void()>* body = nullptr;
     std::exception_ptr error;
+    std::vector<double> exchange;  // what the lanes of a warp hand each other in a warp-wide operation
 };
 
 thread_local Block* current_block = nullptr;
@@ -56,6 +59,24 @@ std::string block_name(const dim3& b) {
     return "(" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) + ")";
 }
 
+// Releases the fibers waiting at a barrier that all of its participants have reached: the block's
+// __syncthreads (every fiber of the block), a warp's __syncwarp (every fiber of the warp). A fiber
+// that has returned never arrives: a barrier it skipped deadlocks, which run_block reports.
+void release_barriers(Block& block) {
+    const size_t n = block.fibers.size();
+    bool all_at_block = true;
+    for (const Fiber& f : block.fibers) all_at_block = all_at_block && f.state == FiberState::at_block_barrier;
+    if (all_at_block)
+        for (Fiber& f : block.fibers) f.state = FiberState::runnable;
+    for (size_t warp = 0; warp < n; warp += kWarpSize) {
+        const size_t end = warp + kWarpSize < n ? warp + kWarpSize : n;
+        bool all_at_warp = true;
+        for (size_t i = warp; i < end; ++i) all_at_warp = all_at_warp && block.fibers[i].state == FiberState::at_warp_barrier;
+        if (all_at_warp)
+            for (size_t i = warp; i < end; ++i) block.fibers[i].state = FiberState::runnable;
+    }
+}
+
 void run_block(Block& block) {
     const size_t n = block.fibers.size();
     for (size_t i = 0; i < n; ++i) {
@@ -71,8 +92,7 @@ void run_block(Block& block) {
         for (size_t step = 0; step < n; ++step) {
             const size_t i = current_schedule == Schedule::forward ? step : n - 1 - step;
             Fiber& f = block.fibers[i];
-            if (f.state == FiberState::finished) continue;
-            f.state = FiberState::runnable;
+            if (f.state != FiberState::runnable) continue;
             block.running = i;
             threadIdx = f.index;
             swapcontext(&block.scheduler, &f.context);
@@ -81,10 +101,21 @@ void run_block(Block& block) {
         size_t finished = 0;
         for (const Fiber& f : block.fibers) finished += f.state == FiberState::finished;
         if (finished == n) return;
-        if (finished != 0)
-            throw std::logic_error("simt: __syncthreads() was reached by only some threads of block " +
-                                   block_name(blockIdx) + " (undefined behaviour on a GPU)");
+        release_barriers(block);
+        bool runnable = false;
+        for (const Fiber& f : block.fibers) runnable = runnable || f.state == FiberState::runnable;
+        if (!runnable)
+            throw std::logic_error("simt: a barrier (__syncthreads or a warp-wide operation) was reached by only "
+                                   "some threads of block " + block_name(blockIdx) + " (undefined behaviour on a GPU)");
     }
+}
+
+void wait_at(FiberState barrier) {
+    Block* block = current_block;
+    if (block == nullptr) throw std::logic_error("simt: a barrier was called outside a kernel");
+    Fiber& f = block->fibers[block->running];
+    f.state = barrier;
+    swapcontext(&f.context, &block->scheduler);
 }
 
 }  // namespace
@@ -125,13 +156,42 @@ void run_grid(dim3 grid, dim3 block_dim, const std::function<void()>& thread_bod
 
 }  // namespace simt
 
-void __syncthreads() {
-    simt::Block* block = simt::current_block;
-    if (block == nullptr) throw std::logic_error("simt: __syncthreads() called outside a kernel");
-    simt::Fiber& f = block->fibers[block->running];
-    f.state = simt::FiberState::at_barrier;
-    swapcontext(&f.context, &block->scheduler);
+void __syncthreads() { simt::wait_at(simt::FiberState::at_block_barrier); }
+void __syncwarp() { simt::wait_at(simt::FiberState::at_warp_barrier); }
+
+namespace simt {
+
+unsigned linear_thread() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+
+void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles) {
+    Block* block = current_block;
+    if (block == nullptr) throw std::logic_error("simt: mma called outside a kernel");
+    if (block->fibers.size() % kWarpSize != 0)
+        throw std::logic_error("simt: mma needs whole warps (the block has " + std::to_string(block->fibers.size()) +
+                               " threads)");
+    const size_t stride = static_cast<size_t>(a_tiles + b_tiles);
+    if (block->exchange.size() < block->fibers.size() * stride) block->exchange.resize(block->fibers.size() * stride);
+    const unsigned linear = linear_thread(), lane = linear % kWarpSize, warp = linear - lane;
+    double* mine = block->exchange.data() + linear * stride;
+    for (int i = 0; i < a_tiles; ++i) mine[i] = a[i];
+    for (int j = 0; j < b_tiles; ++j) mine[a_tiles + j] = b[j];
+    __syncwarp();  // every lane's fragments are in
+    // PTX ISA, "Matrix Fragments for mma.m8n8k4 with .f64": A[row][k] is a0 of lane 4·row + k;
+    // B[k][col] is b0 of lane 4·col + k; this lane's c0, c1 are D[lane / 4][2·(lane % 4) + {0, 1}].
+    const unsigned row = lane / 4;
+    const double* lanes = block->exchange.data() + warp * stride;
+    for (int i = 0; i < a_tiles; ++i)
+        for (int j = 0; j < b_tiles; ++j)
+            for (unsigned c = 0; c < 2; ++c) {
+                const unsigned col = 2 * (lane % 4) + c;
+                double& d = accumulators[(i * b_tiles + j) * 2 + c];
+                for (unsigned k = 0; k < 4; ++k)
+                    d = std::fma(lanes[(4 * row + k) * stride + i], lanes[(4 * col + k) * stride + a_tiles + j], d);
+            }
+    __syncwarp();  // no lane overwrites its fragments before every lane has read them
 }
+
+}  // namespace simt
 
 // The fibers of a block share one OS thread and switch only at barriers: a plain update is atomic.
 double atomicAdd(double* address, double value) {

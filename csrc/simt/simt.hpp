@@ -3,7 +3,8 @@
 //
 // What it provides, under the CUDA names: dim3, threadIdx / blockIdx / blockDim / gridDim,
 // __global__ / __device__ / __forceinline__ / __launch_bounds__ (no-ops), __shared__ (one copy
-// per block), __syncthreads() and atomicAdd on double.
+// per block), __syncthreads(), __syncwarp() and atomicAdd on double; and the tensor cores' warp-wide
+// mma.m8n8k4 on float64 (simt::warp_mma_m8n8k4_f64), with the fragment layout of the PTX ISA.
 //
 // How: every CUDA thread of a block is a fiber (ucontext) on the calling OS thread; the blocks of
 // a grid run one after another. A fiber runs until it reaches __syncthreads() or returns, then
@@ -41,12 +42,22 @@ extern thread_local dim3 gridDim;
 #define __shared__ static thread_local
 
 void __syncthreads();
+void __syncwarp();
 double atomicAdd(double* address, double value);
 unsigned long long atomicAdd(unsigned long long* address, unsigned long long value);
 
 namespace simt {
 
+constexpr unsigned kWarpSize = 32;
+
 enum class Schedule { forward, reverse };
+
+// Warp-wide D += A·B on float64 tiles, as a GPU's mma.sync.aligned.m8n8k4.row.col.f64 computes it
+// for every pair (A tile i, B tile j): this lane holds a[i] (A's fragment a0 of tile i), b[j] (B's
+// b0 of tile j) and accumulators[(i·b_tiles + j)·2 + {0, 1}] (c0, c1 of D tile (i, j)). Each
+// product D[r][c] += Σ_k A[r][k]·B[k][c] is summed in k order by fused multiply-adds. Every lane of
+// the warp must call it (a warp-wide barrier before and after the exchange).
+void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles);
 
 // The schedule used by launches on this OS thread (tests run kernels under both).
 void set_schedule(Schedule schedule);

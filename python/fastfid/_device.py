@@ -97,9 +97,11 @@ class DeviceKernels:
     """fastfid's kernels on one device of a backend: the native calls with the device's index and
     torch's current stream filled in."""
 
-    def __init__(self, backend, index: int):
+    def __init__(self, backend, index: int, *, tensor_cores: bool | None = None):
         self.backend = backend
         self.index = index
+        # The statistics' variant: FP64 tensor cores where the GPU has them (asked once), else FMAs.
+        self.tensor_cores = backend.fp64_tensor_cores(index) if tensor_cores is None else tensor_cores
 
     @property
     def key(self) -> tuple:
@@ -115,7 +117,7 @@ class DeviceKernels:
         self.backend.accumulate(
             x.data_ptr(), _type_code(x), x.shape[0], x.shape[1], x.stride(0), x.stride(1),
             mean=state.mean.data_ptr(), comoment=state.comoment.data_ptr(), counters=state.counters.data_ptr(),
-            workspace=workspace.data_ptr(), device=self.index, stream=self.stream())
+            workspace=workspace.data_ptr(), tensor_cores=self.tensor_cores, device=self.index, stream=self.stream())
 
     def merge(self, into: "DeviceStats", other: "DeviceStats") -> None:
         self.backend.merge(
