@@ -18,7 +18,7 @@ from fastfid import _cuda, _device  # noqa: E402
 from fastfid.testing import emulated_cuda  # noqa: E402
 
 FD_RTOL = 1e-9  # Newton–Schulz on Σ₁Σ₂ against the exact route: see test_kernels_simt.py's TRACE_RTOL
-RECORD_BYTES = 19 * 8  # FrechetRecord (frechet_kernels.cuh): 19 doubles
+RECORD_BYTES = 20 * 8  # FrechetRecord (frechet_kernels.cuh): 20 doubles
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_launch_refused_inside_the_distance_falls_back_to_the_same_number(prob
 def test_no_memory_for_the_workspace_takes_the_torch_route_for_that_call(problem, monkeypatch):
     _, _, moments, expected = problem
     empty = torch.empty
-    workspace = _cuda.frechet_workspace_doubles(30)
+    workspace = _cuda.symmetric_workspace_doubles(30)
 
     def allocate(*shape, **options):
         if shape == (workspace,):

@@ -50,6 +50,7 @@ py::dict as_dict(const FrechetRecord& r) {
     out["converged"] = r.converged != 0;
     out["status"] = static_cast<int>(r.status);
     out["nonfinite_means"] = static_cast<long long>(r.nonfinite_means);
+    out["bound"] = r.bound;
     for (int side = 0; side < 2; ++side) {
         const std::string suffix = std::to_string(side + 1);
         out[("trace" + suffix).c_str()] = r.trace[side];
@@ -139,6 +140,34 @@ void register_backend(py::module_& m) {
              "FD between N(mean1, sigma1) and N(mean2, sigma2) (float64, row-major d x d; means may be 0) by coupled "
              "Newton-Schulz on sigma1 @ sigma2, with the inputs' checks, all on the device; one read of the result "
              "record at the end. Optionally writes (sigma1 sigma2)^(1/2) and ^(-1/2). Returns the record as a dict.")
+        .def("frechet_symmetric",
+             [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
+                std::uintptr_t sigma2, std::uintptr_t scaled1, std::uintptr_t scaled2, std::uintptr_t factor1,
+                std::uintptr_t factor2, std::uintptr_t info1, std::uintptr_t info2, std::uintptr_t units, int64_t dim,
+                std::uintptr_t workspace, double tolerance, int max_iterations, int device, std::uintptr_t stream) {
+                 const FrechetBuffers buffers{address<const double>(mean1), address<const double>(sigma1),
+                                              address<const double>(mean2), address<const double>(sigma2),
+                                              address<double>(workspace), nullptr, nullptr};
+                 const SymmetricBuffers inputs{address<const double>(scaled1), address<const double>(scaled2),
+                                               address<const double>(factor1), address<const double>(factor2),
+                                               address<const int>(info1), address<const int>(info2),
+                                               address<const double>(units)};
+                 FrechetRecord record;
+                 {
+                     py::gil_scoped_release release;
+                     Device scope(*b, device, stream, "frechet_distance");
+                     record = frechet_symmetric_on(scope, dim, buffers, inputs, max_iterations, tolerance);
+                 }
+                 return as_dict(record);
+             },
+             py::arg("mean1"), py::arg("sigma1"), py::arg("mean2"), py::arg("sigma2"), py::kw_only(),
+             py::arg("scaled1"), py::arg("scaled2"), py::arg("factor1"), py::arg("factor2"), py::arg("info1"),
+             py::arg("info2"), py::arg("units"), py::arg("dim"), py::arg("workspace"), py::arg("tolerance") = 1e-8,
+             py::arg("max_iterations") = 100, py::arg("device") = 0, py::arg("stream") = 0,
+             "FD with the trace term by scaled Newton-Schulz on A = L^T S L (S1 = sigma1/u1 = L1 L1^T or the other "
+             "side), corrected in float64 with a bound on the distance's error; status 4 (bound above "
+             "tolerance * (tr sigma1 + tr sigma2)) or 5 (no factor) asks for the exact route. A is left in the "
+             "workspace after the checks' partials. One read of the result record.")
         .def("stream_wait",
              [](const Backend& b, int device, std::uintptr_t waiting, std::uintptr_t signalling) {
                  py::gil_scoped_release release;
@@ -251,6 +280,9 @@ PYBIND11_MODULE(_cuda, m) {
           "float64 scratch elements one batch needs (2d: the shift and the column sums).");
     m.def("frechet_workspace_doubles", &frechet_workspace_doubles, py::arg("dim"),
           "float64 scratch elements of frechet_distance.");
+    m.def("symmetric_workspace_doubles", &symmetric_workspace_doubles, py::arg("dim"),
+          "float64 scratch elements of frechet_symmetric.");
+    m.attr("symmetric_matrix_offset") = static_cast<int64_t>(fastfid::kernels::kStateDoubles + 2 * fastfid::kernels::kCheckBlocks * fastfid::kernels::kCheckFields);
     m.def("_selftest_divergent_barrier", [] { simt::launch(divergent_barrier_kernel, dim3(1), dim3(8)); },
           "Runs a kernel whose barrier only half the threads reach; raises.");
     m.def(

@@ -58,8 +58,9 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
                   state);  // into Y₀
     device.launch(kernel::fastfid_sum_of_squares, dim3(std::min(blocks_for(size, kReductionThreads), 1024u)),
                   reduction, static_cast<const double*>(matrices), size, &state->norm_squared);
-    device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, options.tolerance, options.max_iterations);
-    device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, state, d);
+    device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, options.tolerance, options.max_iterations, 0.0);
+    device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(matrices), state,
+                  d);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
         device.launch(kernel::fastfid_ns_t, dim3(side, side), tile, slots, state, d);
         device.launch(kernel::fastfid_ns_products, dim3(side, side, 2), tile, slots, state, d);
@@ -69,6 +70,77 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     if (b.sqrt_out) device.launch(kernel::fastfid_ns_rescale, elements, elementwise, slots, state, size, b.sqrt_out, 1);
     if (b.inverse_sqrt_out)
         device.launch(kernel::fastfid_ns_rescale, elements, elementwise, slots, state, size, b.inverse_sqrt_out, -1);
+    FrechetRecord record;
+    device.copy_to_host(&record, &state->record, sizeof record);
+    return record;
+}
+
+// The symmetric route's inputs beyond FrechetBuffers' (whose roots it never writes): each covariance
+// divided by its unit, their lower Cholesky factors (either may have failed: info ≠ 0), and the units.
+struct SymmetricBuffers {
+    const double* scaled1;
+    const double* scaled2;
+    const double* factor1;
+    const double* factor2;
+    const int* info1;
+    const int* info2;
+    const double* units;  // u₁, u₂
+};
+
+// Newton–Schulz stops at this relative step; the correction and its bound take it from there.
+constexpr double kSymmetricStep = 1e-6;
+// The scaled iteration's assumed lower end of √(eigenvalues of A/‖A‖_F): smaller ones converge
+// later, which the bound sees.
+constexpr double kSymmetricLowerBound = 1e-4;
+
+constexpr int64_t symmetric_workspace_doubles(int64_t d) { return frechet_workspace_doubles(d) + d * d; }
+
+// The trace term by the scaled iteration on A = Lᵀ S L (the factored side's L), corrected in float64,
+// with a bound; status kStatusNeedsExact or kStatusNoFactor hands it to the host's exact route.
+inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const FrechetBuffers& b, const SymmetricBuffers& f,
+                                          int max_iterations, double tolerance) {
+    using namespace kernels;
+    if (d < 1) throw std::invalid_argument("the covariances must be at least 1 × 1");
+    if (max_iterations < 0) throw std::invalid_argument("max_iterations must be >= 0");
+    const int64_t size = d * d;
+    auto* state = reinterpret_cast<FrechetState*>(b.workspace);
+    double* partials = b.workspace + kStateDoubles;
+    double* a = partials + 2 * kCheckBlocks * kCheckFields;
+    double* matrices = a + size;
+    const NewtonSchulzSlots slots{matrices, size};
+
+    const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile(kTileThreads);
+    const dim3 elements(blocks_for(size, kElementwiseThreads));
+    const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
+    const unsigned check_blocks = std::min(blocks_for(size, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
+    const unsigned reduction_blocks = std::min(blocks_for(size, kReductionThreads), 1024u);
+
+    device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(kStateDoubles, kElementwiseThreads)), elementwise,
+                  b.workspace, static_cast<int64_t>(kStateDoubles));
+    device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), reduction, b.sigma1, b.sigma2, d, partials);
+    device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
+                  static_cast<int>(check_blocks));
+    device.launch(kernel::fastfid_sym_choose, dim3(1), dim3(1), state, f.info1, f.info2, f.units);
+    device.launch(kernel::fastfid_sym_left, dim3(side, side), tile, f.factor1, f.scaled1, f.factor2, f.scaled2,
+                  slots.t(), state, d);  // G = Lᵀ S, in T's slot until the iteration needs it
+    device.launch(kernel::fastfid_sym_right, dim3(side, side), tile, static_cast<const double*>(slots.t()), f.factor1,
+                  f.factor2, a, state, d);
+    device.launch(kernel::fastfid_symmetrize, elements, elementwise, a, d);
+    device.launch(kernel::fastfid_sum_of_squares, dim3(reduction_blocks), reduction, static_cast<const double*>(a),
+                  size, &state->norm_squared);
+    device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, kSymmetricStep, max_iterations,
+                  kSymmetricLowerBound);
+    device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(a), state, d);
+    for (int iteration = 0; iteration < max_iterations; ++iteration) {
+        device.launch(kernel::fastfid_ns_t, dim3(side, side), tile, slots, state, d);
+        device.launch(kernel::fastfid_ns_products, dim3(side, side, 2), tile, slots, state, d);
+        device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
+    }
+    device.launch(kernel::fastfid_sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
+    device.launch(kernel::fastfid_sym_products, dim3(side, side, 2), tile, slots, state, d);
+    device.launch(kernel::fastfid_sym_wz, dim3(side, side), tile, slots, state, d);
+    device.launch(kernel::fastfid_sym_reductions, dim3(reduction_blocks, 4), reduction, slots, state, d);
+    device.launch(kernel::fastfid_sym_finish, dim3(1), reduction, slots, state, d, tolerance);
     FrechetRecord record;
     device.copy_to_host(&record, &state->record, sizeof record);
     return record;

@@ -26,11 +26,18 @@
 
 namespace fastfid::kernels {
 
-enum FrechetStatus : int { kStatusOk = 0, kStatusInvalidInput = 1, kStatusProductNotFinite = 2, kStatusProductZero = 3 };
+enum FrechetStatus : int {
+    kStatusOk = 0,
+    kStatusInvalidInput = 1,
+    kStatusProductNotFinite = 2,
+    kStatusProductZero = 3,
+    kStatusNeedsExact = 4,  // the symmetric route's bound exceeds the tolerance: the host takes the exact route
+    kStatusNoFactor = 5,    // neither covariance has a Cholesky factor (both singular): likewise
+};
 
 // What the host reads back, in one copy, at the end of a distance.
 struct FrechetRecord {
-    double distance, trace_sqrt, mean_term, scale, step, iterations, converged, status, nonfinite_means;
+    double distance, trace_sqrt, mean_term, scale, step, iterations, converged, status, nonfinite_means, bound;
     double trace[2], nonfinite[2], asymmetry[2], largest_variance[2], smallest_variance[2];
 };
 
@@ -40,7 +47,10 @@ struct FrechetState {
     double norm_squared;  // ‖M‖²_F of the scaled product
     double change, norm;  // this round's ‖Y_{k+1} − Y_k‖²_F and ‖Y_k‖²_F
     NewtonSchulzStop stop;
-    int current, best, iterations, max_iterations, done;
+    double coefficient[2];  // T = coefficient[0]·I + coefficient[1]·Z Y this round
+    double lower_bound;     // scaled iteration: the square roots of Y₀'s eigenvalues lie in [lower_bound, 1]
+    double trace_products[2], norms_squared[2];  // the symmetric route's correction and bound
+    int current, best, iterations, max_iterations, done, scaled, side;
 };
 
 constexpr int kStateDoubles = 64;
@@ -58,19 +68,34 @@ struct NewtonSchulzSlots {
     FASTFID_DEVICE double* t() const { return matrices + 6 * size; }
 };
 
+// The coefficients of T for this round: ½(3I − Z Y), or, scaled, ½α(3I − α² Z Y) with
+// α = √(3 / (1 + l + l²)), which maps [l, 1] onto [f(αl), 1] with f(x) = ½x(3 − x²) equioscillating.
+FASTFID_DEVICE double scaling_for(double l) { return sqrt(3.0 / (1.0 + l + l * l)); }
+
+FASTFID_DEVICE void set_coefficients(FrechetState& state) {
+    const double alpha = state.scaled ? scaling_for(state.lower_bound) : 1.0;
+    state.coefficient[0] = 1.5 * alpha;
+    state.coefficient[1] = -0.5 * alpha * alpha * alpha;
+}
+
 FASTFID_DEVICE int next_slot(int current, int best) {
     return current != 0 && best != 0 ? 0 : (current != 1 && best != 1 ? 1 : 2);
 }
 
-enum class GemmEpilogue : int {
-    store,            // C = A B
-    newton_schulz_t,  // C = 1.5 I − 0.5 A B
-    store_with_step,  // C = A B, adding ‖C − A‖²_F to *change and ‖A‖²_F to *norm unless change is null
+// What a product's tile does with its accumulators: C = α·(A B) + β·addend + γ·I (addend may be
+// null), and optionally ‖C − A‖²_F into *change and ‖A‖²_F into *norm (the Newton–Schulz step).
+// Uniform over a launch, so a block's threads take the same branches.
+struct Epilogue {
+    double alpha = 1.0, beta = 0.0, gamma = 0.0;
+    const double* addend = nullptr;
+    double* change = nullptr;
+    double* norm = nullptr;
 };
 
-// One 64 × 64 tile of a d × d product, picked by blockIdx.x (columns) and blockIdx.y (rows).
-template <GemmEpilogue Epilogue>
-FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, double* change, double* norm,
+// One 64 × 64 tile of a d × d product A B (Aᵀ B when TransposeA), picked by blockIdx.x (columns)
+// and blockIdx.y (rows); the operands are scaled by a_factor and b_factor as they are staged.
+template <bool TransposeA = false>
+FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
                               double a_factor = 1.0, double b_factor = 1.0) {
     __shared__ StagedPanel a_tile;  // a_tile[k][i] = A[i0 + i][k0 + k]
     __shared__ StagedPanel b_tile;  // b_tile[k][j] = B[k0 + k][j0 + j]
@@ -80,9 +105,14 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
     MicroTile acc = {};
     for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
         for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
-            const int ai = e / kTileDepth, ak = e % kTileDepth;  // A read along its rows
-            a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
-            const int bk = e / kTile, bj = e % kTile;            // B read along its rows
+            if (TransposeA) {  // Aᵀ[i][k] = A[k][i], read along A's rows
+                const int ak = e / kTile, ai = e % kTile;
+                a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(k0 + ak) * d + i0 + ai] * a_factor : 0.0;
+            } else {  // A read along its rows
+                const int ai = e / kTileDepth, ak = e % kTileDepth;
+                a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
+            }
+            const int bk = e / kTile, bj = e % kTile;  // B read along its rows
             b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0;
         }
         __syncthreads();
@@ -90,27 +120,28 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
         __syncthreads();
     }
 
+    const bool track_step = epilogue.change != nullptr;
     double step_change = 0, step_norm = 0;
+    FASTFID_UNROLL
     for (int i = 0; i < kMicroTile; ++i) {
         const int64_t gi = i0 + micro_row(i);
+        FASTFID_UNROLL
         for (int j = 0; j < kMicroTile; ++j) {
             const int64_t gj = j0 + micro_col(j);
             if (gi >= d || gj >= d) continue;
-            if (Epilogue == GemmEpilogue::newton_schulz_t) {
-                c[gi * d + gj] = (gi == gj ? 1.5 : 0.0) - 0.5 * acc[i][j];
-            } else {
-                c[gi * d + gj] = acc[i][j];
-            }
-            if (Epilogue == GemmEpilogue::store_with_step && change != nullptr) {
+            double value = epilogue.alpha * acc[i][j] + (gi == gj ? epilogue.gamma : 0.0);
+            if (epilogue.addend != nullptr) value += epilogue.beta * epilogue.addend[gi * d + gj];
+            c[gi * d + gj] = value;
+            if (track_step) {
                 const double previous = a[gi * d + gj];
-                step_change += (acc[i][j] - previous) * (acc[i][j] - previous);
+                step_change += (value - previous) * (value - previous);
                 step_norm += previous * previous;
             }
         }
     }
-    if (Epilogue == GemmEpilogue::store_with_step && change != nullptr) {  // uniform per block: all take part
-        block_sum_into(step_change, scratch, change);
-        block_sum_into(step_norm, scratch, norm);
+    if (track_step) {  // uniform per block: every thread takes part
+        block_sum_into(step_change, scratch, epilogue.change);
+        block_sum_into(step_norm, scratch, epilogue.norm);
     }
 }
 
@@ -168,7 +199,7 @@ FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
 fastfid_gemm_scaled(const double* a, const double* b, double* c, int64_t d,
                     const fastfid::kernels::FrechetState* state) {
     using namespace fastfid::kernels;
-    gemm_tile<GemmEpilogue::store>(a, b, c, d, nullptr, nullptr, 1.0 / state->unit[0], 1.0 / state->unit[1]);
+    gemm_tile(a, b, c, d, Epilogue{}, 1.0 / state->unit[0], 1.0 / state->unit[1]);
 }
 
 // *total += Σ data[e]² over e < size (grid-stride loop, one atomic per block).
@@ -240,7 +271,10 @@ fastfid_fd_begin(const double* mu1, const double* mu2, int64_t d, fastfid::kerne
 }
 
 // One thread: whether the iteration runs, and its start.
-FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, double tolerance, int max_iterations) {
+// `lower_bound` > 0: the scaled iteration (Chen & Chow's coefficients for the sign function, whose
+// iterate's eigenvalues are the square roots of Z Y's), assuming Y₀'s eigenvalues in [lower_bound², 1].
+FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, double tolerance, int max_iterations,
+                                     double lower_bound) {
     using namespace fastfid::kernels;
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
     FrechetRecord& record = state->record;
@@ -249,6 +283,9 @@ FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, doub
     state->current = state->best = state->iterations = 0;
     state->max_iterations = max_iterations;
     state->change = state->norm = 0;
+    state->scaled = lower_bound > 0;
+    state->lower_bound = lower_bound;
+    set_coefficients(*state);
     // c = ‖M‖_F of the scaled product; ‖Σ₁Σ₂‖_F = u₁u₂c (a diagnostic: it may leave float64's range).
     record.scale = sqrt(norm_squared);
     if (record.status != kStatusOk) {
@@ -260,13 +297,13 @@ FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, doub
     state->done = record.status != kStatusOk || max_iterations == 0;
 }
 
-// Y₀ = M / c in place (unless M is 0 or the inputs were refused), Z₀ = I.
-FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots,
+// Y₀ = M / c (unless M is 0 or the inputs were refused) from `source` (Y₀ itself: in place), Z₀ = I.
+FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots, const double* source,
                                      const fastfid::kernels::FrechetState* state, int64_t d) {
     using namespace fastfid::kernels;
     const int64_t e = global_thread();
     if (e >= d * d) return;
-    if (state->record.status == kStatusOk) slots.y(0)[e] /= state->record.scale;
+    if (state->record.status == kStatusOk) slots.y(0)[e] = source[e] / state->record.scale;
     slots.z(0)[e] = e / d == e % d ? 1.0 : 0.0;
 }
 
@@ -275,7 +312,10 @@ fastfid_ns_t(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::
     using namespace fastfid::kernels;
     if (state->done) return;  // uniform: the stop kernel that set it ran before this launch
     const int current = state->current;
-    gemm_tile<GemmEpilogue::newton_schulz_t>(slots.z(current), slots.y(current), slots.t(), d, nullptr, nullptr);
+    Epilogue t;  // T = a I + b Z Y
+    t.alpha = state->coefficient[1];
+    t.gamma = state->coefficient[0];
+    gemm_tile(slots.z(current), slots.y(current), slots.t(), d, t);
 }
 
 FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
@@ -283,12 +323,16 @@ fastfid_ns_products(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels:
     using namespace fastfid::kernels;
     if (state->done) return;
     const int current = state->current, next = next_slot(current, state->best);
-    // One instantiation for both products (selected, not branched into: registers and shared memory
-    // stay those of one GEMM); only product 0 tracks the step.
+    // One launch for both products (selected, not branched into: registers and shared memory stay
+    // those of one GEMM); only product 0 tracks the step.
     const bool first = blockIdx.z == 0;
-    gemm_tile<GemmEpilogue::store_with_step>(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
-                                             first ? slots.y(next) : slots.z(next), d,
-                                             first ? &state->change : nullptr, first ? &state->norm : nullptr);
+    Epilogue store;
+    if (first) {
+        store.change = &state->change;
+        store.norm = &state->norm;
+    }
+    gemm_tile(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
+              first ? slots.y(next) : slots.z(next), d, store);
 }
 
 // One thread: the stopping rule on this round's step.
@@ -302,6 +346,11 @@ FASTFID_KERNEL void fastfid_ns_stop(fastfid::kernels::FrechetState* state) {
     const auto verdict = state->stop.observe(step);
     if (verdict.best) state->best = state->current;
     state->done = verdict.stop || state->iterations >= state->max_iterations;
+    if (state->scaled) {  // where the interval [l, 1] went: [f(αl), 1]
+        const double l = scaling_for(state->lower_bound) * state->lower_bound;
+        state->lower_bound = 0.5 * l * (3.0 - l * l);
+        set_coefficients(*state);
+    }
 }
 
 // One block: tr √M = √c · tr Y_best, and the distance.
@@ -334,4 +383,167 @@ FASTFID_KERNEL void fastfid_ns_rescale(fastfid::kernels::NewtonSchulzSlots slots
     const int best = state->best;
     const double root_c = sqrt(state->unit[0]) * sqrt(state->unit[1]) * sqrt(state->record.scale);
     out[e] = power > 0 ? slots.y(best)[e] * root_c : slots.z(best)[e] / root_c;
+}
+
+// --- the symmetric route: Newton–Schulz on A = Lᵀ S L, corrected in float64 and bounded -------------
+//
+// With S₁ = Σ₁/u₁ = L₁L₁ᵀ and S₂ = Σ₂/u₂ (the host's Cholesky factors, either side), A = L₁ᵀ S₂ L₁ is
+// symmetric semidefinite with tr √A = tr √(S₁S₂). The scaled iteration gives Y ≈ √(A/c) and
+// Z ≈ (A/c)^−½; with X = √c·Y, Z_A = Z/√c and R = A − X², exactly
+//     tr √A = tr X + ½ tr(X⁻¹R) − ½ tr(X⁻¹E²),   E = √A − X,
+// so tr X + ½ tr(Z_A R) errs by ½ tr((Z_A − X⁻¹) R) − ½ tr(X⁻¹E²). The bound puts twice the size of
+// both terms' estimates: |½ tr((Z_A − X⁻¹)R)| ≤ ½ ‖Z_A X − I‖_F ‖Z_A R‖_F, and E ≈ ½ X⁻¹R gives
+// ½ tr(X⁻¹E²) ≈ ⅛ tr(W W Z_A) with W = Z_A R; and the float64 rounding of the final sums. The second
+// term is an estimate (its first order), hence the factor 2; the accuracy study (README) checks it.
+
+// One thread: the host's units (those it scaled S₁, S₂ by), and which side has a factor (info = 0
+// from the host's Cholesky), or none.
+FASTFID_KERNEL void fastfid_sym_choose(fastfid::kernels::FrechetState* state, const int* info1, const int* info2,
+                                       const double* units) {
+    using namespace fastfid::kernels;
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    state->unit[0] = units[0];
+    state->unit[1] = units[1];
+    if (state->record.status != kStatusOk) return;
+    state->side = *info1 == 0 ? 0 : (*info2 == 0 ? 1 : -1);
+    if (state->side < 0) state->record.status = kStatusNoFactor;
+}
+
+// G = Lᵀ S with the chosen side's factor and the other side's covariance.
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
+fastfid_sym_left(const double* l1, const double* s1, const double* l2, const double* s2, double* g,
+                 const fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    if (state->record.status != kStatusOk) return;
+    const bool first = state->side == 0;
+    gemm_tile<true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
+}
+
+// A = G L.
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
+fastfid_sym_right(const double* g, const double* l1, const double* l2, double* a,
+                  const fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    if (state->record.status != kStatusOk) return;
+    gemm_tile(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
+}
+
+// A = (A + Aᵀ)/2 over the upper triangle (rounding made it slightly non-symmetric).
+FASTFID_KERNEL void fastfid_symmetrize(double* a, int64_t d) {
+    const int64_t e = fastfid::kernels::global_thread();
+    if (e >= d * d) return;
+    const int64_t i = e / d, j = e % d;
+    if (i >= j) return;
+    const double mean = 0.5 * (a[e] + a[j * d + i]);
+    a[e] = mean;
+    a[j * d + i] = mean;
+}
+
+// R = A − c·Y_best² (into T's slot).
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
+fastfid_sym_residual(fastfid::kernels::NewtonSchulzSlots slots, const double* a,
+                     const fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    if (state->record.status != kStatusOk) return;
+    Epilogue residual;
+    residual.alpha = -state->record.scale;
+    residual.beta = 1.0;
+    residual.addend = a;
+    const double* y = slots.y(state->best);
+    gemm_tile(y, y, slots.t(), d, residual);
+}
+
+// The two slots that hold neither the best pair nor anything still needed: W and the other product.
+FASTFID_DEVICE int spare_slot(int best, int which) {
+    int seen = 0;
+    for (int slot = 0; slot < 3; ++slot) {
+        if (slot == best) continue;
+        if (seen == which) return slot;
+        ++seen;
+    }
+    return 0;
+}
+
+// z = 0: W = Z_A R = (Z_best/√c) R into Y slot `spare 0`; z = 1: V = Z_best Y_best − I into Y slot `spare 1`.
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
+fastfid_sym_products(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    if (state->record.status != kStatusOk) return;
+    const int best = state->best;
+    const bool first = blockIdx.z == 0;
+    Epilogue epilogue;
+    if (first) epilogue.alpha = 1.0 / sqrt(state->record.scale);
+    else epilogue.gamma = -1.0;
+    gemm_tile(slots.z(best), first ? slots.t() : slots.y(best), slots.y(spare_slot(best, first ? 0 : 1)), d, epilogue);
+}
+
+// W Z_A = W (Z_best/√c) into Z slot `spare 0`.
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
+fastfid_sym_wz(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    if (state->record.status != kStatusOk) return;
+    const int best = state->best;
+    Epilogue epilogue;
+    epilogue.alpha = 1.0 / sqrt(state->record.scale);
+    gemm_tile(slots.y(spare_slot(best, 0)), slots.z(best), slots.z(spare_slot(best, 0)), d, epilogue);
+}
+
+// The reductions of the correction and the bound, grid.y picking which: 0: tr(Z_best R);
+// 1: tr(W · W Z_A); 2: ‖V‖²_F; 3: ‖W‖²_F (grid-stride, one atomic per block).
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kReductionThreads)
+fastfid_sym_reductions(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d) {
+    using namespace fastfid::kernels;
+    __shared__ double scratch[kReductionThreads];
+    if (state->record.status != kStatusOk) return;
+    const int best = state->best, which = static_cast<int>(blockIdx.y);
+    const double* w = slots.y(spare_slot(best, 0));
+    const double* first = which == 0 ? slots.z(best) : (which == 1 ? w : (which == 2 ? slots.y(spare_slot(best, 1)) : w));
+    const double* second = which == 0 ? slots.t() : (which == 1 ? slots.z(spare_slot(best, 0)) : first);
+    const bool transposed = which < 2;  // tr(P Q) = Σ P[i][j] Q[j][i]; the norms pair an entry with itself
+    double partial = 0;
+    for (int64_t e = global_thread(); e < d * d; e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+        const int64_t i = e / d, j = e % d;
+        partial += first[e] * (transposed ? second[j * d + i] : second[e]);
+    }
+    double* total = which < 2 ? &state->trace_products[which] : &state->norms_squared[which - 2];
+    block_sum_into(partial, scratch, total);
+}
+
+// One block: tr √(Σ₁Σ₂) = √(u₁u₂)·(√c tr Y_best + ½ tr(Z_best R)/√c), the bound on the distance's
+// error (twice the trace term's), the distance, and whether the bound meets
+// tolerance·(tr Σ₁ + tr Σ₂).
+FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kReductionThreads)
+fastfid_sym_finish(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d,
+                   double tolerance) {
+    using namespace fastfid::kernels;
+    __shared__ double scratch[kReductionThreads];
+    FrechetRecord& record = state->record;
+    const double* y = slots.y(state->best);
+    double partial = 0;
+    if (record.status == kStatusOk)
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += y[i * d + i];
+    const double trace_y = block_reduce<Reduce::sum>(partial, scratch);
+    if (threadIdx.x != 0) return;
+    record.iterations = state->iterations;
+    record.step = state->stop.best_step;
+    const double root_units = sqrt(state->unit[0]) * sqrt(state->unit[1]);
+    if (record.status == kStatusProductZero) {
+        record.trace_sqrt = record.bound = 0;
+        record.converged = 1;
+        record.status = kStatusOk;
+    } else if (record.status == kStatusOk) {
+        const double root_c = sqrt(record.scale);
+        const double corrected = root_c * trace_y + 0.5 * state->trace_products[0] / root_c;
+        const double inverse_term = 0.5 * sqrt(state->norms_squared[0]) * sqrt(state->norms_squared[1]);
+        const double second_order = 0.125 * fabs(state->trace_products[1]);
+        const double bound = 2.0 * (inverse_term + second_order);
+        record.trace_sqrt = root_units * (corrected > 0 ? corrected : 0.0);
+        // Plus float64 rounding of the sums that make the distance: (d + 16) ε of what is summed.
+        const double rounding = static_cast<double>(d + 16) * 2.220446049250313e-16 *
+                                (record.trace[0] + record.trace[1] + record.mean_term);
+        record.bound = 2.0 * root_units * bound + rounding;
+        record.converged = is_finite(record.bound) && record.bound <= tolerance * (record.trace[0] + record.trace[1]);
+        if (!record.converged) record.status = kStatusNeedsExact;
+    }
+    record.distance = record.mean_term + record.trace[0] + record.trace[1] - 2.0 * record.trace_sqrt;
 }

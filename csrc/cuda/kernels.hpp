@@ -38,7 +38,16 @@
     X(fastfid_ns_products)                                                                          \
     X(fastfid_ns_stop)                                                                              \
     X(fastfid_fd_finish)                                                                            \
-    X(fastfid_ns_rescale)
+    X(fastfid_ns_rescale)                                                                           \
+    X(fastfid_sym_choose)                                                                           \
+    X(fastfid_sym_left)                                                                             \
+    X(fastfid_sym_right)                                                                            \
+    X(fastfid_symmetrize)                                                                           \
+    X(fastfid_sym_residual)                                                                         \
+    X(fastfid_sym_products)                                                                         \
+    X(fastfid_sym_wz)                                                                               \
+    X(fastfid_sym_reductions)                                                                       \
+    X(fastfid_sym_finish)
 
 namespace fastfid::device {
 

@@ -42,7 +42,11 @@ _FEATURE_TYPE_CODES = {"float16": 0, "bfloat16": 1, "float32": 2, "float64": 3}
 # Counter slots of device_types.hpp.
 _COUNT, _SKIPPED, _FLAG = 0, 1, 2
 # Status codes of frechet_kernels.cuh.
-_STATUS_OK, _STATUS_INVALID, _STATUS_NOT_FINITE, _STATUS_ZERO = 0, 1, 2, 3
+_STATUS_OK, _STATUS_INVALID, _STATUS_NOT_FINITE, _STATUS_ZERO, _STATUS_NEEDS_EXACT, _STATUS_NO_FACTOR = range(6)
+
+TRACE_TOLERANCE = 1e-8
+"""The device route's default tolerance: the bound on the FD's error must be ≤ this × (tr Σ₁ + tr Σ₂),
+else the exact route (float64 eigenvalues) gives the number."""
 
 
 def _torch():
@@ -376,6 +380,10 @@ class DeviceFrechet:
     converged: bool
     sqrt: Any = None
     inverse_sqrt: Any = None
+    bound: float = 0.0
+    """A bound on |the distance's error| from the corrected iteration (0: the exact route)."""
+    exact: bool = False
+    """True when the float64 eigenvalues gave the trace term."""
 
 
 def square_tensor(x, device, name: str):
@@ -414,9 +422,16 @@ def _covariance_problem(name: str, nonfinite: float, asymmetry: float, largest: 
 
 
 def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, tolerance: float = 1e-12,
-            max_iterations: int = 100, return_roots: bool = False) -> DeviceFrechet:
+            max_iterations: int = 100, return_roots: bool = False,
+            trace_tolerance: float = TRACE_TOLERANCE) -> DeviceFrechet:
     """FD on the covariances' device (float64 tensors from square_tensor / vector_tensor; the means
-    may be None) by fastfid's kernels, one read of the result at the end, or by torch ops."""
+    may be None) by fastfid's kernels, or by torch ops.
+
+    The kernels' FD is the symmetric route: scaled Newton–Schulz on A = Lᵀ S₂ L, a float64 correction
+    and a bound on the result's error, with one read of the result at the end; where the bound exceeds
+    ``trace_tolerance`` × (tr Σ₁ + tr Σ₂) (or neither covariance has a Cholesky factor), the float64
+    eigenvalues of A on the device. With ``return_roots`` (FD gradients), coupled Newton–Schulz on
+    Σ₁Σ₂ to the relative step ``tolerance``, which also gives (Σ₁Σ₂)^±½."""
     torch = _torch()
     if not (isinstance(max_iterations, int) and max_iterations >= 0):
         raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
@@ -424,19 +439,75 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
         raise ValueError(f"tolerance must be positive, got {tolerance!r}")
     d, device = sigma1.shape[0], sigma1.device
     roots = [torch.empty(d, d, dtype=torch.float64, device=device) for _ in range(2)] if return_roots else []
+    if not trace_tolerance > 0:
+        raise ValueError(f"trace_tolerance must be positive, got {trace_tolerance!r}")
     if kernels is not None:
-        workspace = _workspace(kernels, _cuda.frechet_workspace_doubles(d), device)
-        if workspace is not None:
-            try:
-                record = kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots, tolerance,
-                                                  max_iterations)
-            except CudaError as error:
-                if error.asynchronous:
-                    raise
-                give_up(kernels, device, error, "frechet_distance")
+        try:
+            if roots:
+                workspace = _workspace(kernels, _cuda.frechet_workspace_doubles(d), device)
+                if workspace is not None:
+                    return _from_record(kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots,
+                                                                 tolerance, max_iterations), roots)
             else:
-                return _from_record(record, roots)
+                result = _symmetric_route(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance)
+                if result is not None:
+                    return result
+        except CudaError as error:
+            if error.asynchronous:
+                raise
+            give_up(kernels, device, error, "frechet_distance")
     return _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots)
+
+
+def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations,
+                     trace_tolerance) -> DeviceFrechet | None:
+    """The kernels' symmetric route (None: no memory for it). Each covariance is divided by a power of
+    two near its largest variance and factored by torch's Cholesky (cuSOLVER on a GPU), without
+    waiting: the kernels pick a side that has a factor."""
+    torch = _torch()
+    d, device = sigma1.shape[0], sigma1.device
+    workspace = _workspace(kernels, _cuda.symmetric_workspace_doubles(d), device)
+    if workspace is None:
+        return None
+    units, scaled, factors, infos = [], [], [], []
+    for sigma in (sigma1, sigma2):
+        largest = sigma.diagonal().abs().amax()
+        exponent = torch.frexp(largest).exponent
+        usable = torch.isfinite(largest) & (largest > 0)
+        unit = torch.where(usable, torch.ldexp(torch.ones_like(largest), exponent - 1), torch.ones_like(largest))
+        units.append(unit)
+        scaled.append((sigma / unit).contiguous())
+        factor, info = torch.linalg.cholesky_ex(scaled[-1])  # lower; info ≠ 0: not positive definite
+        factors.append(factor.contiguous())
+        infos.append(info.contiguous())
+    unit_pair = torch.stack(units).contiguous()
+    record = kernels.backend.frechet_symmetric(
+        0 if mu1 is None else mu1.data_ptr(), sigma1.data_ptr(), 0 if mu2 is None else mu2.data_ptr(),
+        sigma2.data_ptr(), scaled1=scaled[0].data_ptr(), scaled2=scaled[1].data_ptr(),
+        factor1=factors[0].data_ptr(), factor2=factors[1].data_ptr(), info1=infos[0].data_ptr(),
+        info2=infos[1].data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
+        tolerance=trace_tolerance, max_iterations=max_iterations, device=kernels.index, stream=kernels.stream())
+    if record["status"] not in (_STATUS_NEEDS_EXACT, _STATUS_NO_FACTOR):
+        return _from_record(record, [])
+    # The exact route: the eigenvalues of A (left in the workspace), or, with no factor on either
+    # side, of S₁^½ S₂ S₁^½ from the eigen decomposition of S₁.
+    if record["status"] == _STATUS_NEEDS_EXACT:
+        offset = _cuda.symmetric_matrix_offset
+        a = workspace[offset:offset + d * d].view(d, d)
+    else:
+        values, vectors = torch.linalg.eigh(scaled[0])
+        root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+        a = root @ scaled[1] @ root
+        a = 0.5 * (a + a.T)
+    u1, u2 = unit_pair.tolist()
+    trace_sqrt = float(torch.linalg.eigvalsh(a).clamp(min=0).sqrt().sum()) * math.sqrt(u1) * math.sqrt(u2)
+    distance = record["mean_term"] + record["trace1"] + record["trace2"] - 2.0 * trace_sqrt
+    return DeviceFrechet(distance, trace_sqrt, record["mean_term"], record["iterations"], _step(record), True,
+                         exact=True)
+
+
+def _step(record: dict) -> float:
+    return record["step"] if record["step"] < 1.7976931348623157e308 else math.inf
 
 
 def _from_record(record: dict, roots: list) -> DeviceFrechet:
@@ -451,9 +522,9 @@ def _from_record(record: dict, roots: list) -> DeviceFrechet:
         raise ValueError("sigma1 @ sigma2 is not finite")
     if record["status"] == _STATUS_ZERO and roots:
         raise ValueError("sigma1 @ sigma2 is 0: it has no inverse square root")
-    step = record["step"] if record["step"] < 1.7976931348623157e308 else math.inf
-    return DeviceFrechet(record["distance"], record["trace_sqrt"], record["mean_term"], record["iterations"], step,
-                         record["converged"], *(roots or (None, None)))
+    sqrt, inverse_sqrt = roots or (None, None)
+    return DeviceFrechet(record["distance"], record["trace_sqrt"], record["mean_term"], record["iterations"],
+                         _step(record), record["converged"], sqrt, inverse_sqrt, bound=record["bound"])
 
 
 def _unit(largest: float) -> float:

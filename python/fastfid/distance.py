@@ -48,6 +48,9 @@ class FrechetResult:
     """The most negative of those eigenvalues (0 if none)."""
     converged: bool = True
     """False if Newton–Schulz stopped on its iteration limit or its divergence guard."""
+    error_bound: float = 0.0
+    """On a device, the bound on |value − the exact FD| that the corrected Newton–Schulz route
+    certified (≤ trace_tolerance × (tr Σ₁ + tr Σ₂), else the exact route ran and this is 0)."""
 
     def __float__(self) -> float:
         return self.value
@@ -55,13 +58,15 @@ class FrechetResult:
 
 @overload
 def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = ..., eps: float = ...,
-                     return_info: Literal[False] = ..., tolerance: float = ..., max_iterations: int = ...) -> float: ...
+                     return_info: Literal[False] = ..., tolerance: float = ..., max_iterations: int = ...,
+                     trace_tolerance: float | None = ...) -> float: ...
 @overload
 def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = ..., eps: float = ...,
-                     return_info: Literal[True], tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+                     return_info: Literal[True], tolerance: float = ..., max_iterations: int = ...,
+                     trace_tolerance: float | None = ...) -> FrechetResult: ...
 def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, method: str = "auto",
                      eps: float = 1e-6, return_info: bool = False, tolerance: float = 1e-12,
-                     max_iterations: int = 100) -> float | FrechetResult:
+                     max_iterations: int = 100, trace_tolerance: float | None = None) -> float | FrechetResult:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     Inputs are numpy arrays or torch tensors of any float dtype; the computation is float64.
@@ -71,7 +76,9 @@ def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, me
     the CPU it iterates on the symmetric r × r matrix, on a device on Σ₁Σ₂), or "sqrtm" (pytorch-fid's scipy
     route, needs scipy). "eigh" and "sqrtm" copy device inputs to the host. ``eps`` is
     pytorch-fid's diagonal offset, used only by "sqrtm" when its square root is not finite; the
-    symmetric routes never need it.
+    symmetric routes never need it. On a CUDA device, fastfid's kernels run Newton–Schulz on the
+    symmetric A = Lᵀ Σ₂ L, correct its trace in float64 and bound the error; where the bound exceeds
+    ``trace_tolerance`` × (tr Σ₁ + tr Σ₂) (default 1e-8) the float64 eigenvalues of A decide.
     Returns a float, or a :class:`FrechetResult` with ``return_info=True``.
     """
     inputs: tuple[Any, ...] = (mu1, sigma1, mu2, sigma2)
@@ -79,7 +86,7 @@ def frechet_distance(mu1: Array, sigma1: Array, mu2: Array, sigma2: Array, *, me
     if device is not None:
         if _resolve_method(method, on_device=True) == "newton_schulz":
             result = _device_route(mu1, sigma1, mu2, sigma2, device, _device.kernels_for(device), tolerance,
-                                   max_iterations)
+                                   max_iterations, trace_tolerance)
             return result if return_info else result.value
         inputs = tuple(x.cpu() if _device.is_device_tensor(x) else x for x in inputs)
     mu1, mu2 = as_mean(inputs[0], "mu1"), as_mean(inputs[2], "mu2")
@@ -153,19 +160,20 @@ class Reference:
 
 @overload
 def fid(a: StatsLike, b: StatsLike, *, method: str = ..., eps: float = ..., return_info: Literal[False] = ...,
-        tolerance: float = ..., max_iterations: int = ...) -> float: ...
+        tolerance: float = ..., max_iterations: int = ..., trace_tolerance: float | None = ...) -> float: ...
 @overload
 def fid(a: StatsLike, b: StatsLike, *, method: str = ..., eps: float = ..., return_info: Literal[True],
-        tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+        tolerance: float = ..., max_iterations: int = ..., trace_tolerance: float | None = ...) -> FrechetResult: ...
 def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, return_info: bool = False,
-        tolerance: float = 1e-12, max_iterations: int = 100) -> float | FrechetResult:
+        tolerance: float = 1e-12, max_iterations: int = 100,
+        trace_tolerance: float | None = None) -> float | FrechetResult:
     """FD between two sets of statistics: FeatureStats, paths to .npz files or (mu, sigma) pairs.
 
     The keyword arguments are :func:`frechet_distance`'s. When one side is on a device, the
-    distance is computed there by Newton–Schulz (the other side is copied to it), except when
-    ``method`` asks for a host route ("eigh", "sqrtm") or, with ``method="auto"``, when a side has
-    no more samples than dimensions: its covariance is singular, where Newton–Schulz on Σ₁Σ₂
-    stalls before its tolerance while the host's exact route shrinks to an n × n problem.
+    distance is computed there (the other side is copied to it; see :func:`frechet_distance` for the
+    device route and ``trace_tolerance``), except when ``method`` asks for a host route ("eigh",
+    "sqrtm") or, with ``method="auto"``, when a side has no more samples than dimensions: the host's
+    exact route then shrinks to an n × n problem.
     """
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
@@ -182,7 +190,7 @@ def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, 
         elif _resolve_method(method, on_device=True) == "newton_schulz":
             state = on_device._device_state
             result = _device_route(a.mean, a.cov, b.mean, b.cov, state.device, state.kernels, tolerance,
-                                   max_iterations)
+                                   max_iterations, trace_tolerance)
             return result if return_info else result.value
         a, b = (s if s.device == "cpu" else s.to("cpu") for s in (a, b))
     result = frechet_distance(a.mean, a.cov, b.mean, b.cov, method=method, eps=eps, return_info=True,
@@ -240,19 +248,23 @@ def _warn_not_converged(info, tolerance) -> None:
         RuntimeWarning, stacklevel=4)
 
 
-def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iterations) -> FrechetResult:
-    """FD on a device by Newton–Schulz on Σ₁Σ₂ (the kernels, or their torch twin when kernels is None)."""
+def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iterations,
+                  trace_tolerance=None) -> FrechetResult:
+    """FD on a device: the kernels' corrected Newton–Schulz on A = Lᵀ Σ₂ L with its bound (and the
+    float64 eigenvalues of A where the bound is not met), or, when kernels is None, Newton–Schulz on
+    Σ₁Σ₂ in torch ops."""
     mu1, mu2 = _device.vector_tensor(mu1, device, "mu1"), _device.vector_tensor(mu2, device, "mu2")
     sigma1 = _device.square_tensor(sigma1, device, "sigma1")
     sigma2 = _device.square_tensor(sigma2, device, "sigma2")
     _check_shapes(mu1, sigma1, mu2, sigma2)
-    result = _device.frechet(mu1, sigma1, mu2, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations)
+    result = _device.frechet(mu1, sigma1, mu2, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations,
+                             trace_tolerance=_device.TRACE_TOLERANCE if trace_tolerance is None else trace_tolerance)
     if not result.converged:
         _warn_not_converged(vars(result), tolerance)
     value = _finite(result.distance)
     return FrechetResult(value=max(value, 0.0), trace_sqrt=result.trace_sqrt, mean_term=result.mean_term,
-                         method="newton_schulz", rank=sigma1.shape[0], iterations=result.iterations,
-                         converged=result.converged)
+                         method="eigh" if result.exact else "newton_schulz", rank=sigma1.shape[0],
+                         iterations=result.iterations, converged=result.converged, error_bound=result.bound)
 
 
 def _factor(sigma: np.ndarray, name: str):

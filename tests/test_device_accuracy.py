@@ -1,0 +1,55 @@
+"""The device route's certificate, case by case (benchmarks/gpu/accuracy_study.py, the README's
+table, at a smaller d): Inception-like features, n < d, κ = 1e12, scales 1e-200 and 1e200, identical
+sides, a singular side in either order. Each FD is within the bound its route certified (corrected
+Newton–Schulz) and within the tolerance 1e-8·(tr Σ₁ + tr Σ₂) of the CPU core's exact route."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "accuracy_study.py"
+
+
+def load_study():
+    spec = importlib.util.spec_from_file_location("accuracy_study", STUDY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_case_is_within_its_bound_and_the_tolerance():
+    rows = load_study().study(40)
+    assert len(rows) == 8
+    for row in rows:
+        assert row["error"] <= row["tolerance"], row
+        if row["route"] == "newton_schulz":
+            assert row["error"] <= row["bound"] <= row["tolerance"], row
+        else:
+            assert row["route"] == "eigh" and row["bound"] == 0, row
+    routes = {row["case"].split(" (")[0].split(":")[0]: row["route"] for row in rows}
+    assert routes["Inception-like ReLU features"] == "newton_schulz"
+    assert routes["κ(Σ₁) = 1e12"] == "eigh"  # the bound is not met: the float64 eigenvalues decide
+
+
+def test_a_tighter_tolerance_sends_the_distance_to_the_exact_route(rng):
+    import numpy as np
+    import torch
+
+    import fastfid
+    from fastfid.testing import emulated_cuda
+    from conftest import relu_features
+
+    x, y = relu_features(rng, 200, 24, offset=0.5), relu_features(rng, 200, 24, offset=0.8)
+    moments = [torch.from_numpy(v) for v in (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))]
+    with emulated_cuda():
+        loose = fastfid.frechet_distance(*moments, return_info=True)
+        strict = fastfid.frechet_distance(*moments, return_info=True, trace_tolerance=1e-30)
+    assert loose.method == "newton_schulz" and 0 < loose.error_bound
+    assert strict.method == "eigh" and strict.error_bound == 0
+    assert strict.value == pytest.approx(loose.value, abs=loose.error_bound)
+    with pytest.raises(ValueError, match="trace_tolerance must be positive"):
+        with emulated_cuda():
+            fastfid.frechet_distance(*moments, trace_tolerance=0.0)
