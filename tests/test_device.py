@@ -18,9 +18,13 @@ STATS_RTOL = 1e-12  # float64 accumulation in another order than the CPU core's,
 FD_RTOL = 1e-9  # Newton–Schulz on Σ₁Σ₂ against the exact route: see test_kernels_simt.py's TRACE_RTOL
 
 
-@pytest.fixture(params=["kernels", "torch_ops"])
+@pytest.fixture(params=["tensor_core_kernels", "fma_kernels", "torch_ops"])
 def backend(request):
-    return _device.DeviceKernels(_cuda.emulated_backend(), 0) if request.param == "kernels" else None
+    """fastfid's kernels on the emulated driver in both variants (FP64 tensor cores, FP64 FMAs), and
+    the torch fallback."""
+    if request.param == "torch_ops":
+        return None
+    return _device.DeviceKernels(_cuda.emulated_backend(), 0, tensor_cores=request.param == "tensor_core_kernels")
 
 
 def device_stats(dim, backend):

@@ -142,7 +142,7 @@ def covariance(rng, d, n, decay=None):
     return np.atleast_2d(np.cov(x, rowvar=False))
 
 
-def run_newton_schulz(sigma1, sigma2, roots=False, **options):
+def run_newton_schulz(sigma1, sigma2, roots=False, tensor_cores=False, **options):
     """The device distance with no means (so its trace term alone), as fastfid._device calls it."""
     d = sigma1.shape[0]
     workspace = np.full(_cuda.frechet_workspace_doubles(d), np.nan)
@@ -150,7 +150,8 @@ def run_newton_schulz(sigma1, sigma2, roots=False, **options):
     info = BACKEND.frechet_distance(0, np.ascontiguousarray(sigma1).ctypes.data, 0,
                                     np.ascontiguousarray(sigma2).ctypes.data, d, workspace=workspace.ctypes.data,
                                     sqrt_out=outputs[0].ctypes.data if roots else 0,
-                                    inverse_sqrt_out=outputs[1].ctypes.data if roots else 0, **options)
+                                    inverse_sqrt_out=outputs[1].ctypes.data if roots else 0,
+                                    tensor_cores=tensor_cores, **options)
     return info, outputs
 
 
@@ -168,17 +169,17 @@ TRACE_RTOL = 1e-10
 
 
 @pytest.mark.parametrize("d", [1, 2, 63, 65, 130])
-def test_newton_schulz_trace_matches_the_exact_route(rng, schedule, d):
+def test_newton_schulz_trace_matches_the_exact_route(rng, schedule, d, tensor_cores):
     sigma1, sigma2 = covariance(rng, d, 3 * d + 5), covariance(rng, d, 2 * d + 7)
-    info, _ = run_newton_schulz(sigma1, sigma2)
+    info, _ = run_newton_schulz(sigma1, sigma2, tensor_cores=tensor_cores)
     assert info["converged"] and info["step"] <= 1e-12
     exact = exact_trace_sqrt(sigma1, sigma2)
     assert abs(info["trace_sqrt"] - exact) <= TRACE_RTOL * exact
 
 
-def test_newton_schulz_at_d_300(rng):
+def test_newton_schulz_at_d_300(rng, tensor_cores):
     sigma1, sigma2 = covariance(rng, 300, 1000), covariance(rng, 300, 700)
-    info, (root, inverse_root) = run_newton_schulz(sigma1, sigma2, roots=True)
+    info, (root, inverse_root) = run_newton_schulz(sigma1, sigma2, roots=True, tensor_cores=tensor_cores)
     exact = exact_trace_sqrt(sigma1, sigma2)
     assert info["converged"] and abs(info["trace_sqrt"] - exact) <= TRACE_RTOL * exact
     product = sigma1 @ sigma2

@@ -119,7 +119,7 @@ void register_backend(py::module_& m) {
         .def("frechet_distance",
              [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
                 std::uintptr_t sigma2, int64_t dim, std::uintptr_t workspace, std::uintptr_t sqrt_out,
-                std::uintptr_t inverse_sqrt_out, double tolerance, int max_iterations, int device,
+                std::uintptr_t inverse_sqrt_out, double tolerance, int max_iterations, bool tensor_cores, int device,
                 std::uintptr_t stream) {
                  const FrechetBuffers buffers{address<const double>(mean1), address<const double>(sigma1),
                                               address<const double>(mean2), address<const double>(sigma2),
@@ -129,14 +129,15 @@ void register_backend(py::module_& m) {
                  {
                      py::gil_scoped_release release;
                      Device scope(*b, device, stream, "frechet_distance");
-                     record = frechet_distance_on(scope, dim, buffers, NewtonSchulzOptions{tolerance, max_iterations});
+                     record = frechet_distance_on(scope, dim, buffers,
+                                                  NewtonSchulzOptions{tolerance, max_iterations, tensor_cores});
                  }
                  return as_dict(record);
              },
              py::arg("mean1"), py::arg("sigma1"), py::arg("mean2"), py::arg("sigma2"), py::arg("dim"), py::kw_only(),
              py::arg("workspace"), py::arg("sqrt_out") = 0, py::arg("inverse_sqrt_out") = 0,
-             py::arg("tolerance") = 1e-12, py::arg("max_iterations") = 100, py::arg("device") = 0,
-             py::arg("stream") = 0,
+             py::arg("tolerance") = 1e-12, py::arg("max_iterations") = 100, py::arg("tensor_cores") = false,
+             py::arg("device") = 0, py::arg("stream") = 0,
              "FD between N(mean1, sigma1) and N(mean2, sigma2) (float64, row-major d x d; means may be 0) by coupled "
              "Newton-Schulz on sigma1 @ sigma2, with the inputs' checks, all on the device; one read of the result "
              "record at the end. Optionally writes (sigma1 sigma2)^(1/2) and ^(-1/2). Returns the record as a dict.")
@@ -144,7 +145,8 @@ void register_backend(py::module_& m) {
              [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
                 std::uintptr_t sigma2, std::uintptr_t scaled1, std::uintptr_t scaled2, std::uintptr_t factor1,
                 std::uintptr_t factor2, std::uintptr_t info1, std::uintptr_t info2, std::uintptr_t units, int64_t dim,
-                std::uintptr_t workspace, double tolerance, int max_iterations, int device, std::uintptr_t stream) {
+                std::uintptr_t workspace, double tolerance, int max_iterations, bool tensor_cores, int device,
+                std::uintptr_t stream) {
                  const FrechetBuffers buffers{address<const double>(mean1), address<const double>(sigma1),
                                               address<const double>(mean2), address<const double>(sigma2),
                                               address<double>(workspace), nullptr, nullptr};
@@ -156,14 +158,15 @@ void register_backend(py::module_& m) {
                  {
                      py::gil_scoped_release release;
                      Device scope(*b, device, stream, "frechet_distance");
-                     record = frechet_symmetric_on(scope, dim, buffers, inputs, max_iterations, tolerance);
+                     record = frechet_symmetric_on(scope, dim, buffers, inputs, max_iterations, tolerance, tensor_cores);
                  }
                  return as_dict(record);
              },
              py::arg("mean1"), py::arg("sigma1"), py::arg("mean2"), py::arg("sigma2"), py::kw_only(),
              py::arg("scaled1"), py::arg("scaled2"), py::arg("factor1"), py::arg("factor2"), py::arg("info1"),
              py::arg("info2"), py::arg("units"), py::arg("dim"), py::arg("workspace"), py::arg("tolerance") = 1e-8,
-             py::arg("max_iterations") = 100, py::arg("device") = 0, py::arg("stream") = 0,
+             py::arg("max_iterations") = 100, py::arg("tensor_cores") = false, py::arg("device") = 0,
+             py::arg("stream") = 0,
              "FD with the trace term by scaled Newton-Schulz on A = L^T S L (S1 = sigma1/u1 = L1 L1^T or the other "
              "side), corrected in float64 with a bound on the distance's error; status 4 (bound above "
              "tolerance * (tr sigma1 + tr sigma2)) or 5 (no factor) asks for the exact route. A is left in the "

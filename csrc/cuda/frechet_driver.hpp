@@ -16,6 +16,30 @@ using kernels::FrechetRecord;
 struct NewtonSchulzOptions {
     double tolerance = 1e-12;  // stop when ‖Y_{k+1} − Y_k‖_F / ‖Y_k‖_F ≤ tolerance
     int max_iterations = 100;
+    bool tensor_cores = false;  // the GEMMs on the FP64 tensor cores (sm_80/90/100) rather than FP64 FMAs
+};
+
+// The GEMM kernels of one variant, and the block they run in.
+struct GemmKernels {
+    dim3 block;
+    KernelRef<decltype(::fastfid_gemm_scaled)> gemm_scaled;
+    KernelRef<decltype(::fastfid_ns_t)> ns_t;
+    KernelRef<decltype(::fastfid_ns_products)> ns_products;
+    KernelRef<decltype(::fastfid_sym_left)> sym_left;
+    KernelRef<decltype(::fastfid_sym_right)> sym_right;
+    KernelRef<decltype(::fastfid_sym_residual)> sym_residual;
+    KernelRef<decltype(::fastfid_sym_products)> sym_products;
+    KernelRef<decltype(::fastfid_sym_wz)> sym_wz;
+
+    static GemmKernels of(bool tensor_cores) {
+        using namespace kernel;
+        if (tensor_cores)
+            return {dim3(kernels::kTensorThreads), fastfid_gemm_scaled_tensor, fastfid_ns_t_tensor,
+                    fastfid_ns_products_tensor, fastfid_sym_left_tensor, fastfid_sym_right_tensor,
+                    fastfid_sym_residual_tensor, fastfid_sym_products_tensor, fastfid_sym_wz_tensor};
+        return {dim3(kernels::kTileThreads), fastfid_gemm_scaled, fastfid_ns_t, fastfid_ns_products, fastfid_sym_left,
+                fastfid_sym_right, fastfid_sym_residual, fastfid_sym_products, fastfid_sym_wz};
+    }
 };
 
 // Device addresses; the means may be null (then ‖μ₁ − μ₂‖² counts as 0), and so may the roots.
@@ -44,7 +68,8 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     double* matrices = partials + 2 * kCheckBlocks * kCheckFields;
     const NewtonSchulzSlots slots{matrices, size};
 
-    const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile(kTileThreads);
+    const GemmKernels gemm = GemmKernels::of(options.tensor_cores);
+    const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile = gemm.block;
     const dim3 elements(blocks_for(size, kElementwiseThreads));
     const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
     const unsigned check_blocks = std::min(blocks_for(size, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
@@ -54,7 +79,7 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), reduction, b.sigma1, b.sigma2, d, partials);
     device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
                   static_cast<int>(check_blocks));
-    device.launch(kernel::fastfid_gemm_scaled, dim3(side, side), tile, b.sigma1, b.sigma2, matrices, d,
+    device.launch(gemm.gemm_scaled, dim3(side, side), tile, b.sigma1, b.sigma2, matrices, d,
                   state);  // into Y₀
     device.launch(kernel::fastfid_sum_of_squares, dim3(std::min(blocks_for(size, kReductionThreads), 1024u)),
                   reduction, static_cast<const double*>(matrices), size, &state->norm_squared);
@@ -62,8 +87,8 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(matrices), state,
                   d);
     for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
-        device.launch(kernel::fastfid_ns_t, dim3(side, side), tile, slots, state, d);
-        device.launch(kernel::fastfid_ns_products, dim3(side, side, 2), tile, slots, state, d);
+        device.launch(gemm.ns_t, dim3(side, side), tile, slots, state, d);
+        device.launch(gemm.ns_products, dim3(side, side, 2), tile, slots, state, d);
         device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
     }
     device.launch(kernel::fastfid_fd_finish, dim3(1), reduction, slots, state, d);
@@ -98,7 +123,7 @@ constexpr int64_t symmetric_workspace_doubles(int64_t d) { return frechet_worksp
 // The trace term by the scaled iteration on A = Lᵀ S L (the factored side's L), corrected in float64,
 // with a bound; status kStatusNeedsExact or kStatusNoFactor hands it to the host's exact route.
 inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const FrechetBuffers& b, const SymmetricBuffers& f,
-                                          int max_iterations, double tolerance) {
+                                          int max_iterations, double tolerance, bool tensor_cores) {
     using namespace kernels;
     if (d < 1) throw std::invalid_argument("the covariances must be at least 1 × 1");
     if (max_iterations < 0) throw std::invalid_argument("max_iterations must be >= 0");
@@ -109,7 +134,8 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     double* matrices = a + size;
     const NewtonSchulzSlots slots{matrices, size};
 
-    const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile(kTileThreads);
+    const GemmKernels gemm = GemmKernels::of(tensor_cores);
+    const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile = gemm.block;
     const dim3 elements(blocks_for(size, kElementwiseThreads));
     const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
     const unsigned check_blocks = std::min(blocks_for(size, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
@@ -121,9 +147,9 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
                   static_cast<int>(check_blocks));
     device.launch(kernel::fastfid_sym_choose, dim3(1), dim3(1), state, f.info1, f.info2, f.units);
-    device.launch(kernel::fastfid_sym_left, dim3(side, side), tile, f.factor1, f.scaled1, f.factor2, f.scaled2,
+    device.launch(gemm.sym_left, dim3(side, side), tile, f.factor1, f.scaled1, f.factor2, f.scaled2,
                   slots.t(), state, d);  // G = Lᵀ S, in T's slot until the iteration needs it
-    device.launch(kernel::fastfid_sym_right, dim3(side, side), tile, static_cast<const double*>(slots.t()), f.factor1,
+    device.launch(gemm.sym_right, dim3(side, side), tile, static_cast<const double*>(slots.t()), f.factor1,
                   f.factor2, a, state, d);
     device.launch(kernel::fastfid_symmetrize, elements, elementwise, a, d);
     device.launch(kernel::fastfid_sum_of_squares, dim3(reduction_blocks), reduction, static_cast<const double*>(a),
@@ -132,13 +158,13 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
                   kSymmetricLowerBound);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(a), state, d);
     for (int iteration = 0; iteration < max_iterations; ++iteration) {
-        device.launch(kernel::fastfid_ns_t, dim3(side, side), tile, slots, state, d);
-        device.launch(kernel::fastfid_ns_products, dim3(side, side, 2), tile, slots, state, d);
+        device.launch(gemm.ns_t, dim3(side, side), tile, slots, state, d);
+        device.launch(gemm.ns_products, dim3(side, side, 2), tile, slots, state, d);
         device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
     }
-    device.launch(kernel::fastfid_sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
-    device.launch(kernel::fastfid_sym_products, dim3(side, side, 2), tile, slots, state, d);
-    device.launch(kernel::fastfid_sym_wz, dim3(side, side), tile, slots, state, d);
+    device.launch(gemm.sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
+    device.launch(gemm.sym_products, dim3(side, side, 2), tile, slots, state, d);
+    device.launch(gemm.sym_wz, dim3(side, side), tile, slots, state, d);
     device.launch(kernel::fastfid_sym_reductions, dim3(reduction_blocks, 4), reduction, slots, state, d);
     device.launch(kernel::fastfid_sym_finish, dim3(1), reduction, slots, state, d, tolerance);
     FrechetRecord record;

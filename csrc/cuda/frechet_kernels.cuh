@@ -94,49 +94,71 @@ struct Epilogue {
 
 // One 64 × 64 tile of a d × d product A B (Aᵀ B when TransposeA), picked by blockIdx.x (columns)
 // and blockIdx.y (rows); the operands are scaled by a_factor and b_factor as they are staged.
-template <bool TransposeA = false>
+// Tensor: the FP64 tensor-core variant (128 threads) rather than FP64 FMAs (64 threads).
+template <bool Tensor, bool TransposeA = false>
 FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
                               double a_factor = 1.0, double b_factor = 1.0) {
-    __shared__ StagedPanel a_tile;  // a_tile[k][i] = A[i0 + i][k0 + k]
-    __shared__ StagedPanel b_tile;  // b_tile[k][j] = B[k0 + k][j0 + j]
-    __shared__ double scratch[kTileThreads];
+    constexpr int threads = Tensor ? kTensorThreads : kTileThreads;
+    constexpr int stride = Tensor ? kTensorStride : kTile;
+    __shared__ double a_tile[kTileDepth * stride];  // a_tile[k][i] = A[i0 + i][k0 + k]
+    __shared__ double b_tile[kTileDepth * stride];  // b_tile[k][j] = B[k0 + k][j0 + j]
+    __shared__ double scratch[threads];
     const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTile, j0 = static_cast<int64_t>(blockIdx.x) * kTile;
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
 
-    MicroTile acc = {};
+    MicroTile acc = {};           // FMA variant
+    double tensor_acc[4][4][2] = {};  // tensor variant
     for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
-        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTileThreads) {
+        for (int e = threadIdx.x; e < kTileDepth * kTile; e += threads) {
             if (TransposeA) {  // Aᵀ[i][k] = A[k][i], read along A's rows
                 const int ak = e / kTile, ai = e % kTile;
-                a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(k0 + ak) * d + i0 + ai] * a_factor : 0.0;
+                a_tile[ak * stride + ai] = (i0 + ai < d && k0 + ak < d) ? a[(k0 + ak) * d + i0 + ai] * a_factor : 0.0;
             } else {  // A read along its rows
                 const int ai = e / kTileDepth, ak = e % kTileDepth;
-                a_tile[ak][ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
+                a_tile[ak * stride + ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
             }
             const int bk = e / kTile, bj = e % kTile;  // B read along its rows
-            b_tile[bk][bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0;
+            b_tile[bk * stride + bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0;
         }
         __syncthreads();
-        add_tile_products(a_tile, b_tile, acc);
+        if constexpr (Tensor) {
+            add_tile_products_tensor(a_tile, b_tile, warp_row, warp_col, tensor_acc);
+        } else {
+            add_tile_products(*reinterpret_cast<const StagedPanel*>(a_tile), *reinterpret_cast<const StagedPanel*>(b_tile),
+                              acc);
+        }
         __syncthreads();
     }
 
     const bool track_step = epilogue.change != nullptr;
     double step_change = 0, step_norm = 0;
-    FASTFID_UNROLL
-    for (int i = 0; i < kMicroTile; ++i) {
-        const int64_t gi = i0 + micro_row(i);
+    const auto finish = [&](int64_t gi, int64_t gj, double product) {
+        if (gi >= d || gj >= d) return;
+        double value = epilogue.alpha * product + (gi == gj ? epilogue.gamma : 0.0);
+        if (epilogue.addend != nullptr) value += epilogue.beta * epilogue.addend[gi * d + gj];
+        c[gi * d + gj] = value;
+        if (track_step) {
+            const double previous = a[gi * d + gj];
+            step_change += (value - previous) * (value - previous);
+            step_norm += previous * previous;
+        }
+    };
+    if constexpr (Tensor) {
         FASTFID_UNROLL
-        for (int j = 0; j < kMicroTile; ++j) {
-            const int64_t gj = j0 + micro_col(j);
-            if (gi >= d || gj >= d) continue;
-            double value = epilogue.alpha * acc[i][j] + (gi == gj ? epilogue.gamma : 0.0);
-            if (epilogue.addend != nullptr) value += epilogue.beta * epilogue.addend[gi * d + gj];
-            c[gi * d + gj] = value;
-            if (track_step) {
-                const double previous = a[gi * d + gj];
-                step_change += (value - previous) * (value - previous);
-                step_norm += previous * previous;
+        for (int i = 0; i < 4; ++i) {
+            FASTFID_UNROLL
+            for (int j = 0; j < 4; ++j) {
+                FASTFID_UNROLL
+                for (int h = 0; h < 2; ++h)
+                    finish(i0 + tensor_row(warp_row, i), j0 + tensor_col(warp_col, j, h), tensor_acc[i][j][h]);
             }
+        }
+    } else {
+        FASTFID_UNROLL
+        for (int i = 0; i < kMicroTile; ++i) {
+            FASTFID_UNROLL
+            for (int j = 0; j < kMicroTile; ++j) finish(i0 + micro_row(i), j0 + micro_col(j), acc[i][j]);
         }
     }
     if (track_step) {  // uniform per block: every thread takes part
@@ -144,6 +166,18 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
         block_sum_into(step_norm, scratch, epilogue.norm);
     }
 }
+
+// A distance kernel whose work is 64 × 64 GEMM tiles, in both variants: `name` (FP64 FMAs, 64
+// threads) and `name_tensor` (FP64 tensor cores, 128 threads); the body calls gemm_tile<kTensor>.
+#define FASTFID_GEMM_KERNEL(name, parameters, ...)                                                     \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads) name parameters {               \
+        constexpr bool kTensor = false;                                                                  \
+        __VA_ARGS__                                                                                      \
+    }                                                                                                    \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTensorThreads) name##_tensor parameters {    \
+        constexpr bool kTensor = true;                                                                   \
+        __VA_ARGS__                                                                                      \
+    }
 
 // One covariance's share of the checks: this block's elements, grid-stride.
 FASTFID_DEVICE void check_covariance(const double* sigma, int64_t d, double* partials) {
@@ -195,12 +229,12 @@ fastfid_covariance_checks(const double* sigma1, const double* sigma2, int64_t d,
 }
 
 // C = (A/u₁)(B/u₂), the units from fd_begin (powers of two: the scaling is exact).
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_gemm_scaled(const double* a, const double* b, double* c, int64_t d,
-                    const fastfid::kernels::FrechetState* state) {
+FASTFID_GEMM_KERNEL(fastfid_gemm_scaled, (const double* a, const double* b, double* c, int64_t d,
+                    const fastfid::kernels::FrechetState* state),
+
     using namespace fastfid::kernels;
-    gemm_tile(a, b, c, d, Epilogue{}, 1.0 / state->unit[0], 1.0 / state->unit[1]);
-}
+    gemm_tile<kTensor>(a, b, c, d, Epilogue{}, 1.0 / state->unit[0], 1.0 / state->unit[1]);
+)
 
 // *total += Σ data[e]² over e < size (grid-stride loop, one atomic per block).
 FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kReductionThreads)
@@ -307,19 +341,19 @@ FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots, 
     slots.z(0)[e] = e / d == e % d ? 1.0 : 0.0;
 }
 
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_ns_t(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->done) return;  // uniform: the stop kernel that set it ran before this launch
     const int current = state->current;
     Epilogue t;  // T = a I + b Z Y
     t.alpha = state->coefficient[1];
     t.gamma = state->coefficient[0];
-    gemm_tile(slots.z(current), slots.y(current), slots.t(), d, t);
-}
+    gemm_tile<kTensor>(slots.z(current), slots.y(current), slots.t(), d, t);
+)
 
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_ns_products(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->done) return;
     const int current = state->current, next = next_slot(current, state->best);
@@ -331,9 +365,9 @@ fastfid_ns_products(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels:
         store.change = &state->change;
         store.norm = &state->norm;
     }
-    gemm_tile(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
+    gemm_tile<kTensor>(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
               first ? slots.y(next) : slots.z(next), d, store);
-}
+)
 
 // One thread: the stopping rule on this round's step.
 FASTFID_KERNEL void fastfid_ns_stop(fastfid::kernels::FrechetState* state) {
@@ -410,23 +444,23 @@ FASTFID_KERNEL void fastfid_sym_choose(fastfid::kernels::FrechetState* state, co
 }
 
 // G = Lᵀ S with the chosen side's factor and the other side's covariance.
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_sym_left(const double* l1, const double* s1, const double* l2, const double* s2, double* g,
-                 const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_sym_left, (const double* l1, const double* s1, const double* l2, const double* s2, double* g,
+                 const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
     const bool first = state->side == 0;
-    gemm_tile<true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
-}
+    gemm_tile<kTensor, true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
+)
 
 // A = G L.
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_sym_right(const double* g, const double* l1, const double* l2, double* a,
-                  const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_sym_right, (const double* g, const double* l1, const double* l2, double* a,
+                  const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
-    gemm_tile(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
-}
+    gemm_tile<kTensor>(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
+)
 
 // A = (A + Aᵀ)/2 over the upper triangle (rounding made it slightly non-symmetric).
 FASTFID_KERNEL void fastfid_symmetrize(double* a, int64_t d) {
@@ -440,9 +474,9 @@ FASTFID_KERNEL void fastfid_symmetrize(double* a, int64_t d) {
 }
 
 // R = A − c·Y_best² (into T's slot).
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_sym_residual(fastfid::kernels::NewtonSchulzSlots slots, const double* a,
-                     const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_sym_residual, (fastfid::kernels::NewtonSchulzSlots slots, const double* a,
+                     const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
     Epilogue residual;
@@ -450,8 +484,8 @@ fastfid_sym_residual(fastfid::kernels::NewtonSchulzSlots slots, const double* a,
     residual.beta = 1.0;
     residual.addend = a;
     const double* y = slots.y(state->best);
-    gemm_tile(y, y, slots.t(), d, residual);
-}
+    gemm_tile<kTensor>(y, y, slots.t(), d, residual);
+)
 
 // The two slots that hold neither the best pair nor anything still needed: W and the other product.
 FASTFID_DEVICE int spare_slot(int best, int which) {
@@ -465,8 +499,8 @@ FASTFID_DEVICE int spare_slot(int best, int which) {
 }
 
 // z = 0: W = Z_A R = (Z_best/√c) R into Y slot `spare 0`; z = 1: V = Z_best Y_best − I into Y slot `spare 1`.
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_sym_products(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_sym_products, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
     const int best = state->best;
@@ -474,19 +508,19 @@ fastfid_sym_products(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::k
     Epilogue epilogue;
     if (first) epilogue.alpha = 1.0 / sqrt(state->record.scale);
     else epilogue.gamma = -1.0;
-    gemm_tile(slots.z(best), first ? slots.t() : slots.y(best), slots.y(spare_slot(best, first ? 0 : 1)), d, epilogue);
-}
+    gemm_tile<kTensor>(slots.z(best), first ? slots.t() : slots.y(best), slots.y(spare_slot(best, first ? 0 : 1)), d, epilogue);
+)
 
 // W Z_A = W (Z_best/√c) into Z slot `spare 0`.
-FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads)
-fastfid_sym_wz(fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d) {
+FASTFID_GEMM_KERNEL(fastfid_sym_wz, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
+
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
     const int best = state->best;
     Epilogue epilogue;
     epilogue.alpha = 1.0 / sqrt(state->record.scale);
-    gemm_tile(slots.y(spare_slot(best, 0)), slots.z(best), slots.z(spare_slot(best, 0)), d, epilogue);
-}
+    gemm_tile<kTensor>(slots.y(spare_slot(best, 0)), slots.z(best), slots.z(spare_slot(best, 0)), d, epilogue);
+)
 
 // The reductions of the correction and the bound, grid.y picking which: 0: tr(Z_best R);
 // 1: tr(W · W Z_A); 2: ‖V‖²_F; 3: ‖W‖²_F (grid-stride, one atomic per block).
@@ -496,9 +530,12 @@ fastfid_sym_reductions(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kerne
     __shared__ double scratch[kReductionThreads];
     if (state->record.status != kStatusOk) return;
     const int best = state->best, which = static_cast<int>(blockIdx.y);
-    const double* w = slots.y(spare_slot(best, 0));
-    const double* first = which == 0 ? slots.z(best) : (which == 1 ? w : (which == 2 ? slots.y(spare_slot(best, 1)) : w));
-    const double* second = which == 0 ? slots.t() : (which == 1 ? slots.z(spare_slot(best, 0)) : first);
+    // Matrices by their index in the slots' block (Y₀ Y₁ Y₂ Z₀ Z₁ Z₂ T): arithmetic, not a table.
+    const int w = spare_slot(best, 0);
+    const int first_index = which == 0 ? 3 + best : (which == 2 ? spare_slot(best, 1) : w);
+    const int second_index = which == 0 ? 6 : (which == 1 ? 3 + w : first_index);
+    const double* first = slots.matrices + first_index * slots.size;
+    const double* second = slots.matrices + second_index * slots.size;
     const bool transposed = which < 2;  // tr(P Q) = Σ P[i][j] Q[j][i]; the norms pair an entry with itself
     double partial = 0;
     for (int64_t e = global_thread(); e < d * d; e += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -31,21 +31,29 @@
     X(fastfid_covariance_checks)                                                                    \
     X(fastfid_fd_begin)                                                                             \
     X(fastfid_gemm_scaled)                                                                          \
+    X(fastfid_gemm_scaled_tensor)                                                                   \
     X(fastfid_sum_of_squares)                                                                       \
     X(fastfid_ns_begin)                                                                             \
     X(fastfid_ns_start)                                                                             \
     X(fastfid_ns_t)                                                                                 \
+    X(fastfid_ns_t_tensor)                                                                          \
     X(fastfid_ns_products)                                                                          \
+    X(fastfid_ns_products_tensor)                                                                   \
     X(fastfid_ns_stop)                                                                              \
     X(fastfid_fd_finish)                                                                            \
     X(fastfid_ns_rescale)                                                                           \
     X(fastfid_sym_choose)                                                                           \
     X(fastfid_sym_left)                                                                             \
+    X(fastfid_sym_left_tensor)                                                                      \
     X(fastfid_sym_right)                                                                            \
+    X(fastfid_sym_right_tensor)                                                                     \
     X(fastfid_symmetrize)                                                                           \
     X(fastfid_sym_residual)                                                                         \
+    X(fastfid_sym_residual_tensor)                                                                  \
     X(fastfid_sym_products)                                                                         \
+    X(fastfid_sym_products_tensor)                                                                  \
     X(fastfid_sym_wz)                                                                               \
+    X(fastfid_sym_wz_tensor)                                                                        \
     X(fastfid_sym_reductions)                                                                       \
     X(fastfid_sym_finish)
 

@@ -25,8 +25,6 @@ namespace fastfid::kernels {
 
 constexpr int kSumThreads = 256;
 constexpr int kSumRows = 256;  // rows per block of batch_sums
-constexpr int kTensorThreads = 128;
-constexpr int kTensorStride = kTile + 4;  // padded panel rows: the mma fragment loads avoid bank conflicts
 
 template <class Load>
 FASTFID_DEVICE double feature_at(const FeatureBlock& x, int64_t row, int64_t col) {
@@ -162,23 +160,14 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
     __shared__ double right[kTileDepth * kTensorStride];
     SyrkTile tile;
     if (!tile.begin(x, rows_per_slice, counters)) return;
-    const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
-    const int group = lane / 4, member = lane % 4;  // PTX's groupID and threadID_in_group
+    const int warp = static_cast<int>(threadIdx.x) / 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     double acc[4][4][2] = {};
     for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
         stage_panels<Load, kTensorThreads>(x, tile, shift, r0, left, right, kTensorStride);
         __syncthreads();
-        FASTFID_UNROLL
-        for (int k0 = 0; k0 < kTileDepth; k0 += 4) {
-            // A = (X − s)ᵀ restricted to the tile's rows: A[r][k] = left[k][r]; B[k][c] = right[k][c].
-            double a[4], b[4];
-            FASTFID_UNROLL
-            for (int i = 0; i < 4; ++i) a[i] = left[(k0 + member) * kTensorStride + warp_row + 8 * i + group];
-            FASTFID_UNROLL
-            for (int j = 0; j < 4; ++j) b[j] = right[(k0 + member) * kTensorStride + warp_col + 8 * j + group];
-            warp_mma_f64(acc, a, b);
-        }
+        // A = (X − s)ᵀ restricted to the tile's rows: A[r][k] = left[k][r]; B[k][c] = right[k][c].
+        add_tile_products_tensor(left, right, warp_row, warp_col, acc);
         __syncthreads();
     }
     FASTFID_UNROLL
@@ -187,8 +176,8 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
         for (int j = 0; j < 4; ++j) {
             FASTFID_UNROLL
             for (int c = 0; c < 2; ++c)
-                tile.add(comoment, sums, tile.ti * kTile + warp_row + 8 * i + group,
-                         tile.tj * kTile + warp_col + 8 * j + 2 * member + c, acc[i][j][c]);
+                tile.add(comoment, sums, tile.ti * kTile + tensor_row(warp_row, i),
+                         tile.tj * kTile + tensor_col(warp_col, j, c), acc[i][j][c]);
         }
     }
     // 128 threads commit 64 columns: the first 64 take one each.

@@ -104,7 +104,7 @@ class DeviceKernels:
     def __init__(self, backend, index: int, *, tensor_cores: bool | None = None):
         self.backend = backend
         self.index = index
-        # The statistics' variant: FP64 tensor cores where the GPU has them (asked once), else FMAs.
+        # The kernels' variant: FP64 tensor cores where the GPU has them (asked once), else FMAs.
         self.tensor_cores = backend.fp64_tensor_cores(index) if tensor_cores is None else tensor_cores
 
     @property
@@ -135,7 +135,8 @@ class DeviceKernels:
             0 if mu1 is None else mu1.data_ptr(), sigma1.data_ptr(), 0 if mu2 is None else mu2.data_ptr(),
             sigma2.data_ptr(), sigma1.shape[0], workspace=workspace.data_ptr(),
             sqrt_out=roots[0].data_ptr() if roots else 0, inverse_sqrt_out=roots[1].data_ptr() if roots else 0,
-            tolerance=tolerance, max_iterations=max_iterations, device=self.index, stream=self.stream())
+            tolerance=tolerance, max_iterations=max_iterations, tensor_cores=self.tensor_cores, device=self.index,
+            stream=self.stream())
 
     def order_after(self, stream: int | None) -> int:
         """Make the current stream wait for work enqueued earlier on `stream` (where streams cross);
@@ -486,7 +487,8 @@ def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_itera
         sigma2.data_ptr(), scaled1=scaled[0].data_ptr(), scaled2=scaled[1].data_ptr(),
         factor1=factors[0].data_ptr(), factor2=factors[1].data_ptr(), info1=infos[0].data_ptr(),
         info2=infos[1].data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
-        tolerance=trace_tolerance, max_iterations=max_iterations, device=kernels.index, stream=kernels.stream())
+        tolerance=trace_tolerance, max_iterations=max_iterations, tensor_cores=kernels.tensor_cores,
+        device=kernels.index, stream=kernels.stream())
     if record["status"] not in (_STATUS_NEEDS_EXACT, _STATUS_NO_FACTOR):
         return _from_record(record, [])
     # The exact route: the eigenvalues of A (left in the workspace), or, with no factor on either
