@@ -231,3 +231,26 @@ def test_without_a_driver_the_system_backend_raises_instead_of_crashing():
         pytest.skip("a GPU is visible: the call below would pass it null addresses")
     with pytest.raises(_cuda.CudaError, match="NVIDIA driver could not be loaded"):
         _cuda.system_backend().frechet_distance(0, 0, 0, 0, 4, workspace=0)
+
+
+def test_the_tf32_fast_mode_is_opt_in_and_stays_near_the_exact_statistics(rng):
+    from fastfid.testing import emulated_cuda
+
+    x, y = relu_features(rng, 1500, 40, offset=0.5), relu_features(rng, 1500, 40, offset=0.8)
+    exact = [fastfid.FeatureStats.from_features(v) for v in (x, y)]
+    with emulated_cuda():
+        fast = [fastfid.FeatureStats(40, device="cpu", precision="tf32") for _ in range(2)]
+        for stats, values in zip(fast, (x, y)):
+            for part in np.array_split(values, 3):
+                stats.update(torch.from_numpy(part))
+        error = np.abs(fast[0].cov.numpy() - exact[0].cov).max() / np.abs(exact[0].cov).max()
+        fd = fastfid.fid(*fast)
+        assert fast[0].copy()._device_state.precision == "tf32"
+    # TF32 rounds each centred feature to 11 significant bits: ~1e-4 of the largest entry here, and
+    # never exact (the README gives the bound, tests/test_kernels_simt.py checks it entry by entry).
+    assert 0 < error < 1e-3
+    assert fd == pytest.approx(fastfid.fid(*exact), rel=1e-4)
+    with pytest.raises(ValueError, match="option of device statistics"):
+        fastfid.FeatureStats(8, precision="tf32")
+    with pytest.raises(ValueError, match="precision must be one of 'float64', 'tf32'"):
+        fastfid.FeatureStats(8, device="cpu", precision="float16")

@@ -43,7 +43,7 @@ class DeviceState:
         BACKEND.accumulate(raw.ctypes.data, TYPE_CODES[type_name], raw.shape[0], raw.shape[1], raw.strides[0] // item,
                            raw.strides[1] // item, mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
                            counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
-                           row_slices=row_slices, tensor_cores=tensor_cores)
+                           row_slices=row_slices, variant=int(tensor_cores))
         return self
 
     def merge(self, other):
@@ -298,6 +298,46 @@ def test_the_emulated_mma_follows_the_documented_fragment_layout(rng):
     ones = np.ones((4, 8))
     d = np.array(_cuda._selftest_mma_f64(tiny.ravel().tolist(), ones.ravel().tolist(), [0.0] * 64)).reshape(8, 8)
     assert d[0, 0] == 2.0**-60  # ((1 + 2⁻⁶⁰) − 1) + 2⁻⁶⁰ in order: the first 2⁻⁶⁰ is lost to rounding
+
+
+def test_the_emulated_tf32_mma_follows_the_documented_fragment_layout(rng):
+    # Small integers are TF32 values; their products and sums are exact in float32.
+    a, b, c = (rng.integers(-50, 50, size=shape).astype(np.float32) for shape in ((16, 8), (8, 8), (16, 8)))
+    d = np.array(_cuda._selftest_mma_tf32(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist()),
+                 dtype=np.float32).reshape(16, 8)
+    np.testing.assert_array_equal(d, a @ b + c)
+
+
+@pytest.mark.parametrize("x,expected", [
+    (1.0, 1.0),
+    (1.0 + 2.0**-11, 1.0 + 2.0**-10),       # a tie: away from zero
+    (-(1.0 + 2.0**-11), -(1.0 + 2.0**-10)),
+    (1.0 + 2.0**-11 - 2.0**-23, 1.0),       # just below the tie: down
+    (1.0 + 3 * 2.0**-11, 1.0 + 2 * 2.0**-10),  # a tie above an odd last bit: away again (not to even)
+    (2.0**-140 + 2.0**-149, 0.0),            # subnormals: the same rule on their bits (TF32 keeps the top 10)
+    (2.0**-136 + 2.0**-137, 2.0**-135),      # a subnormal tie: away
+])
+def test_tf32_rounding_is_to_nearest_with_ties_away(x, expected):
+    assert _cuda._to_tf32(np.float32(x)) == np.float32(expected)
+
+
+def test_the_tf32_statistics_stay_within_their_stated_bound(rng):
+    # The README's bound for precision="tf32": per entry, |ΔC_ij| ≤ (2⁻¹⁰ + 2⁻²¹ + 256·2⁻²⁴) Σ_r |x_ri − s_i||x_rj − s_j|
+    # (each factor rounded to float32 then TF32, exact products, float32 sums over ≤ 256 rows, then float64).
+    x = relu_features(rng, 700, 90, offset=1.0)
+    state = DeviceState(90)
+    raw = np.ascontiguousarray(x)
+    BACKEND.accumulate(raw.ctypes.data, TYPE_CODES["float64"], 700, 90, 90, 1, mean=state.mean.ctypes.data,
+                       comoment=state.comoment.ctypes.data, counters=state.counters.ctypes.data,
+                       workspace=state.workspace.ctypes.data, variant=2)
+    exact = fastfid.FeatureStats.from_features(x)
+    shifted = np.abs(x - x[0])  # the shift of a first batch is its first row
+    bound = (2.0**-10 + 2.0**-21 + 256 * 2.0**-24) * (shifted.T @ shifted)
+    upper = np.triu_indices(90)
+    error = np.abs(state.comoment - exact.comoment)[upper]
+    assert np.all(error <= bound[upper])
+    assert error.max() > 0  # not exact: the fast mode's products are TF32
+    np.testing.assert_allclose(state.mean, exact.mean, rtol=0, atol=1e-12 * np.abs(x).max())  # the sums stay float64
 
 
 def test_an_mma_that_only_some_lanes_reach_is_reported():

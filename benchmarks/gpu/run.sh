@@ -42,7 +42,8 @@ if [ "$gpu" = 1 ]; then
     if command -v compute-sanitizer >/dev/null; then
         for tool in memcheck racecheck synccheck; do
             step "compute-sanitizer --tool $tool"
-            compute-sanitizer --tool "$tool" --error-exitcode 3 "$python" benchmarks/gpu/sanitized_run.py \
+            # Bounded: torch's own start-up runs under the tool too, and the whole script has 8 minutes.
+            timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 3 "$python" benchmarks/gpu/sanitized_run.py \
                 > "$OUT/sanitizer_$tool.txt" 2>&1
             status=$?
             tail -n 5 "$OUT/sanitizer_$tool.txt"

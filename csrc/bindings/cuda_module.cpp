@@ -76,23 +76,26 @@ void register_backend(py::module_& m) {
         .def("accumulate",
              [](const Backend& b, std::uintptr_t features, int feature_type, int64_t rows, int64_t cols,
                 int64_t row_stride, int64_t col_stride, std::uintptr_t mean, std::uintptr_t comoment,
-                std::uintptr_t counters, std::uintptr_t workspace, int64_t row_slices, bool tensor_cores, int device,
+                std::uintptr_t counters, std::uintptr_t workspace, int64_t row_slices, int variant, int device,
                 std::uintptr_t stream) {
                  if (feature_type < 0 || feature_type > 3) throw std::invalid_argument("unknown feature type code");
+                 if (variant < 0 || variant > 2) throw std::invalid_argument("unknown statistics variant");
                  const FeatureBlock block{address<const void>(features), rows, cols, row_stride, col_stride};
                  const StatsBuffers state{address<double>(mean), address<double>(comoment),
                                           address<long long>(counters), address<double>(workspace)};
                  py::gil_scoped_release release;
                  Device scope(*b, device, stream, "accumulate");
-                 accumulate_batch(scope, block, static_cast<FeatureType>(feature_type), state, row_slices, tensor_cores);
+                 accumulate_batch(scope, block, static_cast<FeatureType>(feature_type), state, row_slices,
+                                  static_cast<StatsVariant>(variant));
              },
              py::arg("features"), py::arg("feature_type"), py::arg("rows"), py::arg("cols"), py::arg("row_stride"),
              py::arg("col_stride"), py::kw_only(), py::arg("mean"), py::arg("comoment"), py::arg("counters"),
-             py::arg("workspace"), py::arg("row_slices") = 0, py::arg("tensor_cores") = false, py::arg("device") = 0,
+             py::arg("workspace"), py::arg("row_slices") = 0, py::arg("variant") = 0, py::arg("device") = 0,
              py::arg("stream") = 0,
              "Enqueue the addition of a batch of features (element strides; type 0 float16, 1 bfloat16, 2 float32, "
-             "3 float64) to a device state, on the FP64 tensor cores (sm_80/90/100) or with FP64 FMAs. A batch "
-             "holding NaN/Inf is counted as skipped and changes nothing else.")
+             "3 float64) to a device state; variant 0: FP64 FMAs, 1: FP64 tensor cores (sm_80/90/100), 2: TF32 tensor "
+             "cores with float32 partial sums (not exact). A batch holding NaN/Inf is counted as skipped and "
+             "changes nothing else.")
         .def("fp64_tensor_cores",
              [](const Backend& b, int device) {
                  // DMMA runs at twice the FP64 FMA rate on A100 (sm_80), H100 (sm_90) and B200 (sm_100); the
@@ -255,6 +258,19 @@ void mma_kernel(const double* a, const double* b, const double* c, double* d, un
     d[group * 8 + 2 * member + 1] = acc[0][0][1];
 }
 
+// One warp-wide mma.m16n8k8 on TF32 with float32 accumulators, likewise: A (16 × 8), B (8 × 8), C (16 × 8).
+void mma_tf32_kernel(const float* a, const float* b, const float* c, float* d) {
+    const unsigned lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    float acc[1][1][4] = {{{c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]}}};
+    const float fragment_a[1][4] = {{a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4]}};
+    const float fragment_b[1][2] = {{b[t * 8 + g], b[(t + 4) * 8 + g]}};
+    fastfid::kernels::warp_mma_tf32(acc, fragment_a, fragment_b);
+    d[g * 8 + 2 * t] = acc[0][0][0];
+    d[g * 8 + 2 * t + 1] = acc[0][0][1];
+    d[(g + 8) * 8 + 2 * t] = acc[0][0][2];
+    d[(g + 8) * 8 + 2 * t + 1] = acc[0][0][3];
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -310,4 +326,16 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("a"), py::arg("b"), py::arg("c"), py::arg("lanes") = 32,
         "D = A B + C by one emulated warp-wide mma.m8n8k4.f64, each lane loading and storing its fragments as the "
         "PTX ISA lays them out.");
+    m.def(
+        "_selftest_mma_tf32",
+        [](const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& c) {
+            if (a.size() != 128 || b.size() != 64 || c.size() != 128)
+                throw std::invalid_argument("A is 16 x 8, B is 8 x 8, C is 16 x 8 (row-major, flattened)");
+            std::vector<float> d(128, 0.0f);
+            simt::launch(mma_tf32_kernel, dim3(1), dim3(32), a.data(), b.data(), c.data(), d.data());
+            return d;
+        },
+        py::arg("a"), py::arg("b"), py::arg("c"),
+        "D = A B + C by one emulated warp-wide mma.m16n8k8.tf32 (operands must be TF32 values).");
+    m.def("_to_tf32", &fastfid::kernels::to_tf32, py::arg("x"), "x rounded to TF32 as cvt.rna.tf32.f32 does.");
 }

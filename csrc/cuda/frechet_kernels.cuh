@@ -78,6 +78,16 @@ FASTFID_DEVICE void set_coefficients(FrechetState& state) {
     state.coefficient[1] = -0.5 * alpha * alpha * alpha;
 }
 
+// tr Y_best over the block (every thread gets it; 0 unless the record's status is ok).
+FASTFID_DEVICE double trace_of_best(const NewtonSchulzSlots& slots, const FrechetState& state, int64_t d,
+                                    double* scratch) {
+    const double* y = slots.y(state.best);
+    double partial = 0;
+    if (state.record.status == kStatusOk)
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += y[i * d + i];
+    return block_reduce<Reduce::sum>(partial, scratch);
+}
+
 FASTFID_DEVICE int next_slot(int current, int best) {
     return current != 0 && best != 0 ? 0 : (current != 1 && best != 1 ? 1 : 2);
 }
@@ -393,11 +403,7 @@ fastfid_fd_finish(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::F
     using namespace fastfid::kernels;
     __shared__ double scratch[kReductionThreads];
     FrechetRecord& record = state->record;
-    const double* y = slots.y(state->best);
-    double partial = 0;
-    if (record.status == kStatusOk)
-        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += y[i * d + i];
-    const double trace_y = block_reduce<Reduce::sum>(partial, scratch);
+    const double trace_y = trace_of_best(slots, *state, d, scratch);
     if (threadIdx.x != 0) return;
     // √(u₁u₂c) as a product of square roots: u₁u₂ alone may leave float64's range.
     record.trace_sqrt = sqrt(state->unit[0]) * sqrt(state->unit[1]) * sqrt(record.scale) * (trace_y > 0 ? trace_y : 0.0);
@@ -555,11 +561,7 @@ fastfid_sym_finish(fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::
     using namespace fastfid::kernels;
     __shared__ double scratch[kReductionThreads];
     FrechetRecord& record = state->record;
-    const double* y = slots.y(state->best);
-    double partial = 0;
-    if (record.status == kStatusOk)
-        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) partial += y[i * d + i];
-    const double trace_y = block_reduce<Reduce::sum>(partial, scratch);
+    const double trace_y = trace_of_best(slots, *state, d, scratch);
     if (threadIdx.x != 0) return;
     record.iterations = state->iterations;
     record.step = state->stop.best_step;

@@ -17,6 +17,7 @@
 #define FASTFID_KERNEL extern "C" __global__
 #else
 #include <cmath>
+#include <cstring>
 
 #include "simt/simt.hpp"
 #define FASTFID_DEVICE inline
@@ -106,6 +107,48 @@ FASTFID_DEVICE void warp_mma_f64(double (&acc)[I][J][2], const double (&a)[I], c
     __trap();
 #elif !defined(__CUDACC__)
     simt::warp_mma_m8n8k4_f64(&acc[0][0][0], a, I, b, J);
+#else
+    (void)acc, (void)a, (void)b;  // nvcc's host pass: device code only
+#endif
+}
+
+// A float rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero, as
+// cvt.rna.tf32.f32 does; kept in a float's bits, its low 13 bits zero. For finite inputs.
+FASTFID_DEVICE float to_tf32(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint32_t bits;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(bits) : "f"(x));
+    return __uint_as_float(bits);
+#else
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits = (bits + 0x1000u) & ~0x1fffu;  // add half the dropped unit to the magnitude, then truncate
+    return float_from_bits(bits);
+#endif
+}
+
+// Warp-wide D += A·B on TF32 16 × 8 × 8 tiles with float32 accumulators (mma.m16n8k8.tf32), for each
+// pair of this lane's A fragments a[i] (a0..a3) and B fragments b[j] (b0, b1); fragment layout of the
+// PTX ISA, "mma.m16n8k8": with g = lane / 4 and t = lane % 4, a0..a3 = A[g][t], A[g + 8][t], A[g][t + 4],
+// A[g + 8][t + 4]; b0, b1 = B[t][g], B[t + 4][g]; c0..c3 = D[g][2t], D[g][2t + 1], D[g + 8][2t],
+// D[g + 8][2t + 1]. The operands must already be TF32 values (to_tf32). sm_80 and later.
+template <int I, int J>
+FASTFID_DEVICE void warp_mma_tf32(float (&acc)[I][J][4], const float (&a)[I][4], const float (&b)[J][2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    FASTFID_UNROLL
+    for (int i = 0; i < I; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < J; ++j)
+            asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                         "{%8, %9}, {%0, %1, %2, %3};"
+                         : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                         : "r"(__float_as_uint(a[i][0])), "r"(__float_as_uint(a[i][1])), "r"(__float_as_uint(a[i][2])),
+                           "r"(__float_as_uint(a[i][3])), "r"(__float_as_uint(b[j][0])), "r"(__float_as_uint(b[j][1])));
+    }
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#elif !defined(__CUDACC__)
+    simt::warp_mma_m16n8k8_tf32(&acc[0][0][0], &a[0][0], I, &b[0][0], J);
 #else
     (void)acc, (void)a, (void)b;  // nvcc's host pass: device code only
 #endif

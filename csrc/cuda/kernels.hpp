@@ -25,6 +25,10 @@
     X(fastfid_batch_syrk_tensor_bfloat16)                                                           \
     X(fastfid_batch_syrk_tensor_float32)                                                            \
     X(fastfid_batch_syrk_tensor_float64)                                                            \
+    X(fastfid_batch_syrk_tf32_float16)                                                              \
+    X(fastfid_batch_syrk_tf32_bfloat16)                                                             \
+    X(fastfid_batch_syrk_tf32_float32)                                                              \
+    X(fastfid_batch_syrk_tf32_float64)                                                              \
     X(fastfid_merge_comoment)                                                                       \
     X(fastfid_merge_mean)                                                                           \
     X(fastfid_merge_counters)                                                                       \

@@ -51,18 +51,29 @@ void enqueue_batch(Device& device, const FeatureBlock& x, const StatsBuffers& s,
                   s.comoment, s.counters);
 }
 
-// `tensor_cores`: the DMMA variant of batch_syrk (GPUs with FP64 tensor cores), else FP64 FMAs.
+// How batch_syrk computes: exact float64 by FMAs or on the FP64 tensor cores, or the opt-in TF32 mode.
+enum class StatsVariant : int { fma = 0, fp64_tensor_cores = 1, tf32 = 2 };
+
 inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType type, const StatsBuffers& s,
-                             int64_t row_slices, bool tensor_cores) {
+                             int64_t row_slices, StatsVariant variant) {
     using namespace kernels;
     if (x.rows < 1 || x.cols < 1) throw std::invalid_argument("features must have at least one row and one column");
 #define FASTFID_ENQUEUE(suffix)                                                                                  \
-    return tensor_cores ? enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,          \
-                                        kernel::fastfid_batch_sums_##suffix,                                      \
-                                        kernel::fastfid_batch_syrk_tensor_##suffix, kTensorThreads)              \
-                        : enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,          \
-                                        kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_fma_##suffix, \
-                                        kTileThreads)
+    switch (variant) {                                                                                           \
+        case StatsVariant::fma:                                                                                  \
+            return enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,                \
+                                 kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_fma_##suffix,  \
+                                 kTileThreads);                                                                  \
+        case StatsVariant::fp64_tensor_cores:                                                                    \
+            return enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,                \
+                                 kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_tensor_##suffix, \
+                                 kTensorThreads);                                                                \
+        case StatsVariant::tf32:                                                                                 \
+            return enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,                \
+                                 kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_tf32_##suffix,  \
+                                 kTensorThreads);                                                                \
+    }                                                                                                            \
+    throw std::invalid_argument("unknown statistics variant")
     switch (type) {
         case FeatureType::float16: FASTFID_ENQUEUE(float16);
         case FeatureType::bfloat16: FASTFID_ENQUEUE(bfloat16);

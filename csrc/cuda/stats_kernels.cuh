@@ -13,9 +13,10 @@
 //                  (the diagonal tiles of slice 0) and the count n' = count + n, or the batch
 //                  counted as skipped (one thread)
 // The state changes in the last launch only, so a batch holding NaN/Inf, or a launch the driver
-// refuses, leaves it exactly as it was. batch_syrk comes in two variants with one contract: FP64
-// FMAs on the CUDA cores (64 threads, an 8 × 8 register tile each), and the FP64 tensor cores
-// (DMMA, sm_80/90/100: 4 warps, a 32 × 32 warp tile of 8 × 8 × 4 mma each).
+// refuses, leaves it exactly as it was. batch_syrk comes in three variants with one contract: FP64
+// FMAs on the CUDA cores (64 threads, an 8 × 8 register tile each), the FP64 tensor cores (DMMA,
+// sm_80/90/100: 4 warps, a 32 × 32 warp tile of 8 × 8 × 4 mma each), both exact float64; and, on
+// request, TF32 tensor cores with float32 partial sums (batch_syrk_tf32, not exact).
 #pragma once
 
 #include "cuda/kernel_prelude.cuh"
@@ -185,6 +186,89 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
                 counters);
 }
 
+// The opt-in fast variant: TF32 tensor cores (mma.m16n8k8), float32 partial sums over at most
+// kFastRows rows, each then added to float64 accumulators. 4 warps, warp w owning the 32 × 32
+// quarter (w / 2, w % 2) as 2 × 4 mma tiles of 16 × 8. Not exact: see the README's bound.
+constexpr int kFastRows = 256;
+constexpr int kFastStride = kTile + 8;  // float panel rows: conflict-free fragment loads
+
+template <class Load>
+FASTFID_DEVICE void batch_syrk_tf32(const FeatureBlock& x, const double* shift, const double* sums,
+                                    int64_t rows_per_slice, double* mean, double* comoment, long long* counters) {
+    __shared__ float left[kTileDepth * kFastStride];
+    __shared__ float right[kTileDepth * kFastStride];
+    SyrkTile tile;
+    if (!tile.begin(x, rows_per_slice, counters)) return;
+    const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
+    const int group = lane / 4, member = lane % 4;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    float partial[2][4][4] = {};
+    double acc[2][4][4] = {};
+    const auto flush = [&] {
+        FASTFID_UNROLL
+        for (int i = 0; i < 2; ++i) {
+            FASTFID_UNROLL
+            for (int j = 0; j < 4; ++j) {
+                FASTFID_UNROLL
+                for (int h = 0; h < 4; ++h) {
+                    acc[i][j][h] += partial[i][j][h];
+                    partial[i][j][h] = 0.0f;
+                }
+            }
+        }
+    };
+    int64_t rows_in_partial = 0;
+    for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
+        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTensorThreads) {
+            const int k = e / kTile, c = e % kTile;
+            const int64_t row = r0 + k, col_left = tile.ti * kTile + c, col_right = tile.tj * kTile + c;
+            const bool in_rows = row < tile.row_end;
+            left[k * kFastStride + c] = in_rows && col_left < tile.d
+                ? to_tf32(static_cast<float>(feature_at<Load>(x, row, col_left) - shift[col_left])) : 0.0f;
+            right[k * kFastStride + c] = in_rows && col_right < tile.d
+                ? to_tf32(static_cast<float>(feature_at<Load>(x, row, col_right) - shift[col_right])) : 0.0f;
+        }
+        __syncthreads();
+        FASTFID_UNROLL
+        for (int k0 = 0; k0 < kTileDepth; k0 += 8) {
+            float a[2][4], b[4][2];
+            FASTFID_UNROLL
+            for (int i = 0; i < 2; ++i) {
+                const int r = warp_row + 16 * i + group;
+                a[i][0] = left[(k0 + member) * kFastStride + r];
+                a[i][1] = left[(k0 + member) * kFastStride + r + 8];
+                a[i][2] = left[(k0 + member + 4) * kFastStride + r];
+                a[i][3] = left[(k0 + member + 4) * kFastStride + r + 8];
+            }
+            FASTFID_UNROLL
+            for (int j = 0; j < 4; ++j) {
+                b[j][0] = right[(k0 + member) * kFastStride + warp_col + 8 * j + group];
+                b[j][1] = right[(k0 + member + 4) * kFastStride + warp_col + 8 * j + group];
+            }
+            warp_mma_tf32(partial, a, b);
+        }
+        __syncthreads();
+        rows_in_partial += kTileDepth;
+        if (rows_in_partial >= kFastRows) {
+            flush();
+            rows_in_partial = 0;
+        }
+    }
+    flush();
+    FASTFID_UNROLL
+    for (int i = 0; i < 2; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            FASTFID_UNROLL
+            for (int h = 0; h < 4; ++h)
+                tile.add(comoment, sums, tile.ti * kTile + warp_row + 16 * i + group + 8 * (h / 2),
+                         tile.tj * kTile + warp_col + 8 * j + 2 * member + h % 2, acc[i][j][h]);
+        }
+    }
+    tile.commit(x, static_cast<int>(threadIdx.x) < kTile ? static_cast<int>(threadIdx.x) : kTile, shift, sums, mean,
+                counters);
+}
+
 }  // namespace fastfid::kernels
 
 #define FASTFID_STATS_KERNELS_FOR(suffix, Load)                                                                  \
@@ -209,6 +293,12 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
                                        long long* counters) {                                                    \
         fastfid::kernels::batch_syrk_tensor<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean,        \
                                                                     comoment, counters);                         \
+    }                                                                                                             \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTensorThreads)                                       \
+    fastfid_batch_syrk_tf32_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, const double* sums,   \
+                                     int64_t rows_per_slice, double* mean, double* comoment, long long* counters) { \
+        fastfid::kernels::batch_syrk_tf32<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean, comoment, \
+                                                                  counters);                                     \
     }
 
 FASTFID_STATS_KERNELS_FOR(float16, LoadFloat16)

@@ -191,6 +191,40 @@ void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, con
     __syncwarp();  // no lane overwrites its fragments before every lane has read them
 }
 
+void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, const float* b, int b_tiles) {
+    Block* block = current_block;
+    if (block == nullptr) throw std::logic_error("simt: mma called outside a kernel");
+    if (block->fibers.size() % kWarpSize != 0)
+        throw std::logic_error("simt: mma needs whole warps (the block has " + std::to_string(block->fibers.size()) +
+                               " threads)");
+    // The exchange holds doubles: a float widens to a double exactly and back.
+    const size_t stride = static_cast<size_t>(4 * a_tiles + 2 * b_tiles);
+    if (block->exchange.size() < block->fibers.size() * stride) block->exchange.resize(block->fibers.size() * stride);
+    const unsigned linear = linear_thread(), lane = linear % kWarpSize, warp = linear - lane;
+    double* mine = block->exchange.data() + linear * stride;
+    for (int i = 0; i < 4 * a_tiles; ++i) mine[i] = a[i];
+    for (int j = 0; j < 2 * b_tiles; ++j) mine[4 * a_tiles + j] = b[j];
+    __syncwarp();
+    const double* lanes = block->exchange.data() + warp * stride;
+    // A[r][k]: the lane of group r % 8 and member k % 4, element (r ≥ 8) + 2·(k ≥ 4);
+    // B[k][c]: the lane of group c and member k % 4, element (k ≥ 4).
+    const auto a_at = [&](int tile, unsigned r, unsigned k) {
+        return static_cast<float>(lanes[(4 * (r % 8) + k % 4) * stride + 4 * tile + (r >= 8) + 2 * (k >= 4)]);
+    };
+    const auto b_at = [&](int tile, unsigned k, unsigned c) {
+        return static_cast<float>(lanes[(4 * c + k % 4) * stride + 4 * a_tiles + 2 * tile + (k >= 4)]);
+    };
+    const unsigned group = lane / 4, member = lane % 4;
+    for (int i = 0; i < a_tiles; ++i)
+        for (int j = 0; j < b_tiles; ++j)
+            for (unsigned h = 0; h < 4; ++h) {
+                const unsigned row = group + 8 * (h / 2), col = 2 * member + h % 2;
+                float& d = accumulators[(i * b_tiles + j) * 4 + h];
+                for (unsigned k = 0; k < 8; ++k) d += a_at(i, row, k) * b_at(j, k, col);  // exact products
+            }
+    __syncwarp();
+}
+
 }  // namespace simt
 
 // The fibers of a block share one OS thread and switch only at barriers: a plain update is atomic.

@@ -4,7 +4,8 @@
 // What it provides, under the CUDA names: dim3, threadIdx / blockIdx / blockDim / gridDim,
 // __global__ / __device__ / __forceinline__ / __launch_bounds__ (no-ops), __shared__ (one copy
 // per block), __syncthreads(), __syncwarp() and atomicAdd on double; and the tensor cores' warp-wide
-// mma.m8n8k4 on float64 (simt::warp_mma_m8n8k4_f64), with the fragment layout of the PTX ISA.
+// mma.m8n8k4 on float64 and mma.m16n8k8 on TF32 (simt::warp_mma_*), with the PTX ISA's fragment
+// layouts.
 //
 // How: every CUDA thread of a block is a fiber (ucontext) on the calling OS thread; the blocks of
 // a grid run one after another. A fiber runs until it reaches __syncthreads() or returns, then
@@ -58,6 +59,14 @@ enum class Schedule { forward, reverse };
 // product D[r][c] += Σ_k A[r][k]·B[k][c] is summed in k order by fused multiply-adds. Every lane of
 // the warp must call it (a warp-wide barrier before and after the exchange).
 void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles);
+
+// Warp-wide D += A·B on TF32 tiles with float32 accumulators, as mma.sync.aligned.m16n8k8.row.col
+// .f32.tf32.tf32.f32 for every pair (A tile i, B tile j): this lane holds a[4i .. 4i + 3] (a0..a3 of
+// tile i), b[2j], b[2j + 1] (b0, b1 of tile j) and accumulators[(i·b_tiles + j)·4 + {0..3}] (c0..c3).
+// The operands are TF32 values, so each product is exact in float32; the model sums them onto C in
+// k order with float32 rounding (NVIDIA leaves the hardware's order and rounding unspecified: error
+// bounds that hold for any order of float32 sums cover both). Every lane of the warp must call it.
+void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, const float* b, int b_tiles);
 
 // The schedule used by launches on this OS thread (tests run kernels under both).
 void set_schedule(Schedule schedule);

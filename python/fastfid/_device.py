@@ -121,7 +121,13 @@ class DeviceKernels:
         self.backend.accumulate(
             x.data_ptr(), _type_code(x), x.shape[0], x.shape[1], x.stride(0), x.stride(1),
             mean=state.mean.data_ptr(), comoment=state.comoment.data_ptr(), counters=state.counters.data_ptr(),
-            workspace=workspace.data_ptr(), tensor_cores=self.tensor_cores, device=self.index, stream=self.stream())
+            workspace=workspace.data_ptr(), variant=self.stats_variant(state.precision), device=self.index,
+            stream=self.stream())
+
+    def stats_variant(self, precision: str) -> int:
+        """stats_driver.hpp's StatsVariant: exact float64 (FMAs, or the FP64 tensor cores where the GPU has
+        them), or the opt-in TF32 mode."""
+        return 2 if precision == "tf32" else int(self.tensor_cores)
 
     def merge(self, into: "DeviceStats", other: "DeviceStats") -> None:
         self.backend.merge(
@@ -187,6 +193,19 @@ def give_up(kernels: DeviceKernels, device, error: BaseException, operation: str
         _give_up_locked(kernels.key, device, error, operation)
 
 
+def attempt(kernels: DeviceKernels, device, operation: str, call) -> bool:
+    """Runs call() on the kernels: False when the driver refused it (the device then takes the torch
+    route, warned once); an asynchronous fault is raised."""
+    try:
+        call()
+        return True
+    except CudaError as error:
+        if error.asynchronous:
+            raise
+        give_up(kernels, device, error, operation)
+        return False
+
+
 def _give_up_locked(key, device, error, operation) -> None:
     _given_up[key] = error
     _kernels.pop(key, None)
@@ -200,6 +219,15 @@ def _warn_once(key, message: str) -> None:
         return
     _warned.add(key)
     warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+PRECISIONS = ("float64", "tf32")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    return precision
 
 
 def _workspace(kernels: DeviceKernels, doubles: int, device):
@@ -245,7 +273,7 @@ class DeviceStats:
     reported by the next read, which raises ValueError once.
     """
 
-    def __init__(self, dim: int, device, kernels="auto"):
+    def __init__(self, dim: int, device, kernels="auto", precision: str = "float64"):
         torch = _torch()
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"statistics on {device} need a CUDA GPU that torch can use, and "
@@ -257,6 +285,7 @@ class DeviceStats:
         self.dim = dim
         self.device = device
         self.kernels: DeviceKernels | None = kernels  # None: torch ops
+        self.precision = check_precision(precision)  # "tf32": the opt-in fast products of the kernels
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)  # upper triangle valid
         self.counters = torch.zeros(_cuda.counter_slots, dtype=torch.int64, device=device)
@@ -269,7 +298,7 @@ class DeviceStats:
         state = cls.__new__(cls)
         state.dim, state.device = mean.shape[0], mean.device
         state.kernels = kernels_for(mean.device)
-        state.mean, state.comoment = mean, comoment
+        state.mean, state.comoment, state.precision = mean, comoment, "float64"
         state.counters = _torch().zeros(_cuda.counter_slots, dtype=count.dtype, device=mean.device)
         state.counters[_COUNT] = count
         state._workspace, state._stream = None, None
@@ -283,16 +312,14 @@ class DeviceStats:
             if self._workspace is None:
                 self._workspace = _workspace(kernels, _cuda.stats_workspace_doubles(self.dim), self.device)
             if self._workspace is not None:
-                try:
+                def accumulate():
                     self._enter_stream(kernels)
                     kernels.accumulate(x, self, self._workspace)
+
+                if attempt(kernels, self.device, "accumulate", accumulate):
                     return
-                except CudaError as error:
-                    if error.asynchronous:
-                        raise
-                    give_up(kernels, self.device, error, "accumulate")
-                    self.kernels = None
-                    self.counters[_FLAG] = 0  # a batch's first launch may have run: the state is otherwise whole
+                self.kernels = None
+                self.counters[_FLAG] = 0  # a batch's first launch may have run: the state is otherwise whole
         self._update_with_torch(x)
 
     def _enter_stream(self, kernels: DeviceKernels) -> None:
@@ -321,16 +348,14 @@ class DeviceStats:
     def merge(self, other: "DeviceStats") -> None:
         kernels = self.kernels
         if kernels is not None:
-            try:
+            def merge():
                 kernels.order_after(other._stream)
                 self._enter_stream(kernels)
                 kernels.merge(self, other)
+
+            if attempt(kernels, self.device, "merge", merge):
                 return
-            except CudaError as error:
-                if error.asynchronous:
-                    raise
-                give_up(kernels, self.device, error, "merge")
-                self.kernels = None
+            self.kernels = None
         torch = _torch()
         na, nb = self.counters[_COUNT].to(torch.float64), other.counters[_COUNT].to(torch.float64)
         total = torch.clamp(na + nb, min=1.0)  # both empty: nothing moves
@@ -341,7 +366,7 @@ class DeviceStats:
 
     def copy(self) -> "DeviceStats":
         clone = DeviceStats.__new__(DeviceStats)
-        clone.dim, clone.device, clone.kernels = self.dim, self.device, self.kernels
+        clone.dim, clone.device, clone.kernels, clone.precision = self.dim, self.device, self.kernels, self.precision
         clone.mean, clone.comoment, clone.counters = self.mean.clone(), self.comoment.clone(), self.counters.clone()
         clone._workspace, clone._stream = None, self._stream
         return clone
@@ -443,20 +468,20 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
     if not trace_tolerance > 0:
         raise ValueError(f"trace_tolerance must be positive, got {trace_tolerance!r}")
     if kernels is not None:
-        try:
+        results: list[DeviceFrechet] = []  # empty when there was no memory for the workspace
+
+        def native():
             if roots:
                 workspace = _workspace(kernels, _cuda.frechet_workspace_doubles(d), device)
                 if workspace is not None:
-                    return _from_record(kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots,
-                                                                 tolerance, max_iterations), roots)
+                    results.append(_from_record(kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots,
+                                                                         tolerance, max_iterations), roots))
             else:
                 result = _symmetric_route(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance)
-                if result is not None:
-                    return result
-        except CudaError as error:
-            if error.asynchronous:
-                raise
-            give_up(kernels, device, error, "frechet_distance")
+                results.extend([result] if result is not None else [])
+
+        if attempt(kernels, device, "frechet_distance", native) and results:
+            return results[0]
     return _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots)
 
 

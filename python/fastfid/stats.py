@@ -45,7 +45,9 @@ class FeatureStats:
     the CUDA kernels on the current stream without waiting for them, and ``mean``, ``cov`` and
     ``comoment`` are float64 tensors on the device. A batch with NaN/Inf cannot be refused at
     ``update`` time without a sync: it is left out on the device and the next read raises
-    ValueError once, the other samples intact.
+    ValueError once, the other samples intact. ``precision="tf32"`` (device statistics only) opts in
+    to the kernels' fast mode: TF32 tensor-core products with float32 partial sums, not exact (the
+    README states its error bound); the default ``"float64"`` is exact.
 
     One object may be updated from several threads: each call holds the object's lock.
     """
@@ -63,7 +65,7 @@ class FeatureStats:
     __slots__ = ("_dim", "_count", "_mean", "_comoment", "_sigma", "_pending", "_pending_rows", "_device_state",
                  "feature_space", "_lock")
 
-    def __init__(self, dim: int, device=None, *, feature_space: str | None = None):
+    def __init__(self, dim: int, device=None, *, feature_space: str | None = None, precision: str = "float64"):
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
         self._dim = int(dim)
@@ -77,7 +79,10 @@ class FeatureStats:
 
             device = torch.device(device)
             if _device.takes_device_path(device):
-                self._device_state = _device.DeviceStats(self._dim, device)
+                self._device_state = _device.DeviceStats(self._dim, device, precision=precision)
+        if _device.check_precision(precision) != "float64" and self._device_state is None:
+            raise ValueError(f"precision={precision!r} is an option of device statistics (FeatureStats(dim, "
+                             "device='cuda', ...)); on the CPU the statistics are exact float64")
         self._count: int | None = 0
         on_host = self._device_state is None  # a device state keeps its own arrays
         self._mean = np.zeros(self._dim) if on_host else None
