@@ -3,6 +3,7 @@
 // none waits for the device.
 #pragma once
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "cuda/device_types.hpp"
@@ -44,7 +45,8 @@ void enqueue_batch(Device& device, const FeatureBlock& x, const StatsBuffers& s,
 
     const dim3 columns(blocks_for(d, kSumThreads));
     device.launch(choose, columns, dim3(kSumThreads), x, static_cast<const double*>(s.mean), shift, sums, s.counters);
-    device.launch(sum, dim3(columns.x, blocks_for(n, kSumRows)), dim3(kSumThreads), x,
+    const unsigned row_blocks = std::min(blocks_for(n, kSumRows), 65535u);  // CUDA's limit on grid.y
+    device.launch(sum, dim3(columns.x, row_blocks), dim3(kSumThreads), x,
                   static_cast<const double*>(shift), sums, s.counters);
     device.launch(syrk, dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(row_slices)), dim3(syrk_threads), x,
                   static_cast<const double*>(shift), static_cast<const double*>(sums), rows_per_slice, s.mean,

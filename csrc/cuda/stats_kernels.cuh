@@ -49,15 +49,18 @@ template <class Load>
 FASTFID_DEVICE void batch_sums(const FeatureBlock& x, const double* shift, double* sums, long long* counters) {
     const int64_t j = global_thread();
     if (j >= x.cols) return;
-    const int64_t begin = static_cast<int64_t>(blockIdx.y) * kSumRows;
-    const int64_t end = begin + kSumRows < x.rows ? begin + kSumRows : x.rows;
     const double s = shift[j];
     double partial = 0;
     bool finite = true;
-    for (int64_t row = begin; row < end; ++row) {
-        const double value = feature_at<Load>(x, row, j) - s;
-        finite = finite && is_finite(value);
-        partial += value;
+    // Blocks of kSumRows rows, grid-stride over grid.y (at most 65535 on a GPU).
+    for (int64_t begin = static_cast<int64_t>(blockIdx.y) * kSumRows; begin < x.rows;
+         begin += static_cast<int64_t>(gridDim.y) * kSumRows) {
+        const int64_t end = begin + kSumRows < x.rows ? begin + kSumRows : x.rows;
+        for (int64_t row = begin; row < end; ++row) {
+            const double value = feature_at<Load>(x, row, j) - s;
+            finite = finite && is_finite(value);
+            partial += value;
+        }
     }
     if (!finite) counters[kBatchFlag] = 1;  // benign race: every writer stores 1
     if (gridDim.y > 1) atomicAdd(sums + j, partial);

@@ -172,6 +172,10 @@ CUresult launch_kernel(CUfunction handle, unsigned grid_x, unsigned grid_y, unsi
     // A function belongs to the module of one context: launched under another, a driver refuses it.
     if (function->device != current()) return kInvalidHandle;
     if (extra != nullptr || shared_bytes != 0 || parameters == nullptr) return kInvalidValue;
+    // CUDA's launch limits, which a GPU would enforce: grid.y and grid.z up to 65535, 1024 threads a block.
+    if (grid_x == 0 || grid_y == 0 || grid_z == 0 || grid_y > 65535 || grid_z > 65535 ||
+        static_cast<unsigned long long>(block_x) * block_y * block_z > 1024)
+        return kInvalidValue;
     {
         State& s = state();
         std::lock_guard<std::mutex> lock(s.mutex);
