@@ -6,7 +6,8 @@ Two implementations of one contract:
   API: the system's ``libcuda.so.1`` (no CUDA runtime is linked, so they work beside any CUDA
   build of torch), or the CPU emulation of the driver, under which the same host code runs the
   kernels on CPU tensors (``fastfid.testing.emulated_cuda()``, and the tests);
-* torch ops in float64 on the device: the fallback, mirroring the kernels step by step.
+* torch ops in float64 on the device: the fallback, the statistics' steps as the kernels take them
+  and the distance by coupled Newton–Schulz on Σ₁Σ₂ (the kernels' route for FD gradients).
 
 Before fastfid's kernels are trusted on a device, a probe loads them there and runs one. If the
 probe or a later call fails (no driver, a driver too old for the kernels, no kernel image for the

@@ -4,7 +4,8 @@ The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by Cholesky (pi
 semidefinite), then the eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or
 Newton–Schulz on that matrix ("newton_schulz"), all in float64. Both covariances are factored and
 the one of lower rank is taken as Σ₁, so that FD(a, b) = FD(b, a) when one is singular. "sqrtm" runs pytorch-fid's scipy reference. Inputs on a
-CUDA device stay there: Newton–Schulz on Σ₁Σ₂ by the CUDA kernels (fastfid/_device.py).
+CUDA device stay there: the CUDA kernels run scaled Newton–Schulz on the same symmetric matrix and
+certify its corrected trace with a bound, or take its float64 eigenvalues (fastfid/_device.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class FrechetResult:
     """"eigh", "newton_schulz" or "sqrtm"."""
     rank: int
     """Rank of Σ₁ found by the pivoted Cholesky factorisation (the size of the symmetric problem);
-    d on a device, where Newton–Schulz runs on the d × d Σ₁Σ₂ without a factorisation."""
+    d on a device, where the symmetric problem is d × d."""
     iterations: int = 0
     """Newton–Schulz iterations (0 for the other methods)."""
     clamped: int = 0
