@@ -2,6 +2,7 @@
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include <exception>
@@ -163,23 +164,35 @@ namespace simt {
 
 unsigned linear_thread() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
 
-void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles) {
+namespace {
+
+// Hands this lane's values to its warp: returns the warp's exchange, lane l's values at
+// [l·count, (l + 1)·count), once every lane has deposited (a warp-wide barrier). The caller reads
+// it, then calls __syncwarp() so that no lane overwrites its slot before every lane has read.
+const double* share_with_warp(const std::vector<double>& values) {
     Block* block = current_block;
     if (block == nullptr) throw std::logic_error("simt: mma called outside a kernel");
     if (block->fibers.size() % kWarpSize != 0)
         throw std::logic_error("simt: mma needs whole warps (the block has " + std::to_string(block->fibers.size()) +
                                " threads)");
-    const size_t stride = static_cast<size_t>(a_tiles + b_tiles);
-    if (block->exchange.size() < block->fibers.size() * stride) block->exchange.resize(block->fibers.size() * stride);
-    const unsigned linear = linear_thread(), lane = linear % kWarpSize, warp = linear - lane;
-    double* mine = block->exchange.data() + linear * stride;
-    for (int i = 0; i < a_tiles; ++i) mine[i] = a[i];
-    for (int j = 0; j < b_tiles; ++j) mine[a_tiles + j] = b[j];
-    __syncwarp();  // every lane's fragments are in
+    const size_t count = values.size();
+    if (block->exchange.size() < block->fibers.size() * count) block->exchange.resize(block->fibers.size() * count);
+    const unsigned linear = linear_thread(), lane = linear % kWarpSize;
+    std::copy(values.begin(), values.end(), block->exchange.begin() + static_cast<std::ptrdiff_t>(linear * count));
+    __syncwarp();
+    return block->exchange.data() + (linear - lane) * count;
+}
+
+}  // namespace
+
+void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles) {
+    std::vector<double> fragments(a, a + a_tiles);
+    fragments.insert(fragments.end(), b, b + b_tiles);
+    const size_t stride = fragments.size();
+    const double* lanes = share_with_warp(fragments);
     // PTX ISA, "Matrix Fragments for mma.m8n8k4 with .f64": A[row][k] is a0 of lane 4·row + k;
     // B[k][col] is b0 of lane 4·col + k; this lane's c0, c1 are D[lane / 4][2·(lane % 4) + {0, 1}].
-    const unsigned row = lane / 4;
-    const double* lanes = block->exchange.data() + warp * stride;
+    const unsigned lane = linear_thread() % kWarpSize, row = lane / 4;
     for (int i = 0; i < a_tiles; ++i)
         for (int j = 0; j < b_tiles; ++j)
             for (unsigned c = 0; c < 2; ++c) {
@@ -188,33 +201,25 @@ void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, con
                 for (unsigned k = 0; k < 4; ++k)
                     d = std::fma(lanes[(4 * row + k) * stride + i], lanes[(4 * col + k) * stride + a_tiles + j], d);
             }
-    __syncwarp();  // no lane overwrites its fragments before every lane has read them
+    __syncwarp();
 }
 
 void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, const float* b, int b_tiles) {
-    Block* block = current_block;
-    if (block == nullptr) throw std::logic_error("simt: mma called outside a kernel");
-    if (block->fibers.size() % kWarpSize != 0)
-        throw std::logic_error("simt: mma needs whole warps (the block has " + std::to_string(block->fibers.size()) +
-                               " threads)");
-    // The exchange holds doubles: a float widens to a double exactly and back.
-    const size_t stride = static_cast<size_t>(4 * a_tiles + 2 * b_tiles);
-    if (block->exchange.size() < block->fibers.size() * stride) block->exchange.resize(block->fibers.size() * stride);
-    const unsigned linear = linear_thread(), lane = linear % kWarpSize, warp = linear - lane;
-    double* mine = block->exchange.data() + linear * stride;
-    for (int i = 0; i < 4 * a_tiles; ++i) mine[i] = a[i];
-    for (int j = 0; j < 2 * b_tiles; ++j) mine[4 * a_tiles + j] = b[j];
-    __syncwarp();
-    const double* lanes = block->exchange.data() + warp * stride;
-    // A[r][k]: the lane of group r % 8 and member k % 4, element (r ≥ 8) + 2·(k ≥ 4);
-    // B[k][c]: the lane of group c and member k % 4, element (k ≥ 4).
+    // Floats widen to doubles exactly and back.
+    std::vector<double> fragments(a, a + 4 * a_tiles);
+    fragments.insert(fragments.end(), b, b + 2 * b_tiles);
+    const size_t stride = fragments.size();
+    const double* lanes = share_with_warp(fragments);
+    // PTX ISA, "Matrix Fragments for mma.m16n8k8" (.tf32): A[r][k] is element (r ≥ 8) + 2·(k ≥ 4) of
+    // the lane of group r % 8 and member k % 4; B[k][c] is element (k ≥ 4) of the lane of group c and
+    // member k % 4; this lane's c0..c3 are D[g][2t], D[g][2t + 1], D[g + 8][2t], D[g + 8][2t + 1].
     const auto a_at = [&](int tile, unsigned r, unsigned k) {
         return static_cast<float>(lanes[(4 * (r % 8) + k % 4) * stride + 4 * tile + (r >= 8) + 2 * (k >= 4)]);
     };
     const auto b_at = [&](int tile, unsigned k, unsigned c) {
         return static_cast<float>(lanes[(4 * c + k % 4) * stride + 4 * a_tiles + 2 * tile + (k >= 4)]);
     };
-    const unsigned group = lane / 4, member = lane % 4;
+    const unsigned lane = linear_thread() % kWarpSize, group = lane / 4, member = lane % 4;
     for (int i = 0; i < a_tiles; ++i)
         for (int j = 0; j < b_tiles; ++j)
             for (unsigned h = 0; h < 4; ++h) {
