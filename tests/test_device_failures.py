@@ -93,6 +93,19 @@ def test_a_launch_refused_in_the_middle_of_a_batch_leaves_the_state_whole(rng):
             np.testing.assert_allclose(stats.cov.numpy(), np.cov(x, rowvar=False), rtol=0, atol=1e-12)
 
 
+def test_a_merge_refused_at_either_launch_leaves_the_state_whole(rng):
+    x = relu_features(rng, 600, 20, offset=1.0)
+    for refused in (1, 2):
+        with emulated_cuda():
+            a = fastfid.FeatureStats.from_features(torch.from_numpy(x[:250]))
+            b = fastfid.FeatureStats.from_features(torch.from_numpy(x[250:]))
+            _cuda.emulator.inject("cuLaunchKernel", 719, skip=refused - 1)
+            with pytest.warns(RuntimeWarning, match=r"merge failed.*CUDA_ERROR_LAUNCH_FAILED"):
+                a.merge(b)
+            assert a.count == 600
+            np.testing.assert_allclose(a.cov.numpy(), np.cov(x, rowvar=False), rtol=0, atol=1e-12)
+
+
 def test_a_launch_refused_inside_the_distance_falls_back_to_the_same_number(problem):
     _, _, moments, expected = problem
     with emulated_cuda():

@@ -48,7 +48,8 @@ class DeviceState:
 
     def merge(self, other):
         BACKEND.merge(self.mean.shape[0], mean=self.mean.ctypes.data, comoment=self.comoment.ctypes.data,
-                      counters=self.counters.ctypes.data, other_mean=other.mean.ctypes.data,
+                      counters=self.counters.ctypes.data, workspace=self.workspace.ctypes.data,
+                      other_mean=other.mean.ctypes.data,
                       other_comoment=other.comoment.ctypes.data, other_counters=other.counters.ctypes.data)
         return self
 
@@ -346,7 +347,7 @@ def test_an_mma_that_only_some_lanes_reach_is_reported():
 
 
 def test_workspace_sizes():
-    assert _cuda.stats_workspace_doubles(5) == 10  # the shift and the column sums: no d × d scratch
+    assert _cuda.stats_workspace_doubles(5) == 12  # the shift and the column sums (or a merge's snapshot): no d²
     assert _cuda.frechet_workspace_doubles(5) == 64 + 2 * 128 * 5 + 7 * 25  # state, check partials, 7 matrices
 
 

@@ -106,10 +106,10 @@ void register_backend(py::module_& m) {
              py::arg("device"), "Whether the statistics should use the FP64 tensor cores on this device.")
         .def("merge",
              [](const Backend& b, int64_t dim, std::uintptr_t mean, std::uintptr_t comoment, std::uintptr_t counters,
-                std::uintptr_t other_mean, std::uintptr_t other_comoment, std::uintptr_t other_counters, int device,
-                std::uintptr_t stream) {
+                std::uintptr_t workspace, std::uintptr_t other_mean, std::uintptr_t other_comoment,
+                std::uintptr_t other_counters, int device, std::uintptr_t stream) {
                  const StatsBuffers into{address<double>(mean), address<double>(comoment),
-                                         address<long long>(counters), nullptr};
+                                         address<long long>(counters), address<double>(workspace)};
                  const StatsBuffers other{address<double>(other_mean), address<double>(other_comoment),
                                           address<long long>(other_counters), nullptr};
                  py::gil_scoped_release release;
@@ -117,8 +117,9 @@ void register_backend(py::module_& m) {
                  merge_states(scope, dim, into, other);
              },
              py::arg("dim"), py::kw_only(), py::arg("mean"), py::arg("comoment"), py::arg("counters"),
-             py::arg("other_mean"), py::arg("other_comoment"), py::arg("other_counters"), py::arg("device") = 0,
-             py::arg("stream") = 0, "Enqueue Chan's merge of the other device state into this one.")
+             py::arg("workspace"), py::arg("other_mean"), py::arg("other_comoment"), py::arg("other_counters"),
+             py::arg("device") = 0, py::arg("stream") = 0,
+             "Enqueue Chan's merge of the other device state into this one (workspace: stats_workspace_doubles).")
         .def("frechet_distance",
              [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
                 std::uintptr_t sigma2, int64_t dim, std::uintptr_t workspace, std::uintptr_t sqrt_out,
@@ -296,7 +297,7 @@ PYBIND11_MODULE(_cuda, m) {
     }, "The embedded fatbin (empty when built without nvcc).");
     m.attr("counter_slots") = static_cast<int>(fastfid::kernels::kCounterSlots);
     m.def("stats_workspace_doubles", &stats_workspace_doubles, py::arg("dim"),
-          "float64 scratch elements one batch needs (2d: the shift and the column sums).");
+          "float64 scratch elements of a batch or a merge (2d + 2).");
     m.def("frechet_workspace_doubles", &frechet_workspace_doubles, py::arg("dim"),
           "float64 scratch elements of frechet_distance.");
     m.def("symmetric_workspace_doubles", &symmetric_workspace_doubles, py::arg("dim"),

@@ -29,9 +29,8 @@
     X(fastfid_batch_syrk_tf32_bfloat16)                                                             \
     X(fastfid_batch_syrk_tf32_float32)                                                              \
     X(fastfid_batch_syrk_tf32_float64)                                                              \
-    X(fastfid_merge_comoment)                                                                       \
-    X(fastfid_merge_mean)                                                                           \
-    X(fastfid_merge_counters)                                                                       \
+    X(fastfid_merge_note)                                                                           \
+    X(fastfid_merge_apply)                                                                          \
     X(fastfid_covariance_checks)                                                                    \
     X(fastfid_fd_begin)                                                                             \
     X(fastfid_gemm_scaled)                                                                          \

@@ -19,10 +19,10 @@ struct StatsBuffers {
     double* mean;         // d
     double* comoment;     // d × d, upper triangle valid
     long long* counters;  // kernels::kCounterSlots
-    double* workspace;    // stats_workspace_doubles(d): the shift and the column sums
+    double* workspace;    // stats_workspace_doubles(d): the shift and the column sums, or a merge's snapshot
 };
 
-constexpr int64_t stats_workspace_doubles(int64_t d) { return 2 * d; }
+constexpr int64_t stats_workspace_doubles(int64_t d) { return 2 * d + 2; }
 
 // Enough blocks to fill a large GPU about twice (132 SMs on an H100, several blocks each).
 constexpr int64_t kTargetBlocks = 1024;
@@ -86,14 +86,15 @@ inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType 
     throw std::invalid_argument("unknown feature type");
 }
 
+// `into.workspace` holds the snapshot (d + 2 doubles).
 inline void merge_states(Device& device, int64_t d, const StatsBuffers& into, const StatsBuffers& other) {
     using namespace kernels;
     const dim3 elementwise(kElementwiseThreads);
-    device.launch(kernel::fastfid_merge_comoment, dim3(blocks_for(d * d, kElementwiseThreads)), elementwise, d,
-                  into.mean, into.comoment, into.counters, other.mean, other.comoment, other.counters);
-    device.launch(kernel::fastfid_merge_mean, dim3(blocks_for(d, kElementwiseThreads)), elementwise, d, into.mean,
-                  into.counters, other.mean, other.counters);
-    device.launch(kernel::fastfid_merge_counters, dim3(1), dim3(1), into.counters, other.counters);
+    device.launch(kernel::fastfid_merge_note, dim3(blocks_for(d, kElementwiseThreads)), elementwise, d, into.mean,
+                  into.counters, other.counters, into.workspace);
+    device.launch(kernel::fastfid_merge_apply, dim3(blocks_for(d * d, kElementwiseThreads)), elementwise, d,
+                  into.mean, into.comoment, into.counters, other.mean, other.comoment, other.counters,
+                  static_cast<const double*>(into.workspace));
 }
 
 }  // namespace fastfid::device

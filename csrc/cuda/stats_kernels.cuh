@@ -310,37 +310,35 @@ FASTFID_STATS_KERNELS_FOR(float32, LoadFloat32)
 FASTFID_STATS_KERNELS_FOR(float64, LoadFloat64)
 #undef FASTFID_STATS_KERNELS_FOR
 
-// Chan's merge of state B into state A, in three launches (each reads what the next one changes).
-// 1: C_A += C_B + δ δᵀ n_A n_B / n over the upper triangle, δ = μ_B − μ_A.
-FASTFID_KERNEL void fastfid_merge_comoment(int64_t d, const double* mean, double* comoment, const long long* counters,
-                                           const double* other_mean, const double* other_comoment,
-                                           const long long* other_counters) {
-    using namespace fastfid::kernels;
-    const int64_t e = global_thread();
-    if (e >= d * d) return;
-    const int64_t i = e / d, j = e % d;
-    if (i > j) return;
-    const double na = static_cast<double>(counters[kCount]), nb = static_cast<double>(other_counters[kCount]);
-    if (nb == 0) return;
-    const double weight = na * nb / (na + nb);
-    comoment[e] += other_comoment[e] + (other_mean[i] - mean[i]) * (other_mean[j] - mean[j]) * weight;
-}
-
-// 2: μ_A += δ n_B / n.
-FASTFID_KERNEL void fastfid_merge_mean(int64_t d, double* mean, const long long* counters, const double* other_mean,
-                                       const long long* other_counters) {
+// Chan's merge of state B into state A in two launches, the state changing in the second only (so a
+// launch the driver refuses leaves it whole): 1 notes μ_A and the counts in the scratch; 2, over the
+// upper triangle, C_A += C_B + δ δᵀ n_A n_B / n with δ = μ_B − μ_A (the noted μ_A), and its first d
+// threads μ_A = μ_A + δ n_B / n, thread 0 the counts.
+FASTFID_KERNEL void fastfid_merge_note(int64_t d, const double* mean, const long long* counters,
+                                       const long long* other_counters, double* snapshot) {
     using namespace fastfid::kernels;
     const int64_t i = global_thread();
-    if (i >= d) return;
-    const double na = static_cast<double>(counters[kCount]), nb = static_cast<double>(other_counters[kCount]);
-    if (nb == 0) return;
-    mean[i] += (other_mean[i] - mean[i]) * (nb / (na + nb));
+    if (i < d) snapshot[i] = mean[i];
+    if (i == 0) {
+        snapshot[d] = static_cast<double>(counters[kCount]);
+        snapshot[d + 1] = static_cast<double>(other_counters[kCount]);
+    }
 }
 
-// 3: the counts.
-FASTFID_KERNEL void fastfid_merge_counters(long long* counters, const long long* other_counters) {
+FASTFID_KERNEL void fastfid_merge_apply(int64_t d, double* mean, double* comoment, long long* counters,
+                                        const double* other_mean, const double* other_comoment,
+                                        const long long* other_counters, const double* snapshot) {
     using namespace fastfid::kernels;
-    if (threadIdx.x != 0 || blockIdx.x != 0) return;
-    counters[kCount] += other_counters[kCount];
-    counters[kSkippedBatches] += other_counters[kSkippedBatches];
+    const int64_t e = global_thread();
+    if (e == 0) {
+        counters[kCount] += other_counters[kCount];
+        counters[kSkippedBatches] += other_counters[kSkippedBatches];
+    }
+    const double na = snapshot[d], nb = snapshot[d + 1];
+    if (nb == 0 || e >= d * d) return;
+    const double weight = na * nb / (na + nb);
+    if (e < d) mean[e] = snapshot[e] + (other_mean[e] - snapshot[e]) * (nb / (na + nb));
+    const int64_t i = e / d, j = e % d;
+    if (i > j) return;
+    comoment[e] += other_comoment[e] + (other_mean[i] - snapshot[i]) * (other_mean[j] - snapshot[j]) * weight;
 }

@@ -130,10 +130,10 @@ class DeviceKernels:
         them), or the opt-in TF32 mode."""
         return 2 if precision == "tf32" else int(self.tensor_cores)
 
-    def merge(self, into: "DeviceStats", other: "DeviceStats") -> None:
+    def merge(self, into: "DeviceStats", other: "DeviceStats", workspace) -> None:
         self.backend.merge(
             into.dim, mean=into.mean.data_ptr(), comoment=into.comoment.data_ptr(),
-            counters=into.counters.data_ptr(), other_mean=other.mean.data_ptr(),
+            counters=into.counters.data_ptr(), workspace=workspace.data_ptr(), other_mean=other.mean.data_ptr(),
             other_comoment=other.comoment.data_ptr(), other_counters=other.counters.data_ptr(), device=self.index,
             stream=self.stream())
 
@@ -309,19 +309,22 @@ class DeviceStats:
     def update(self, x) -> None:
         x = feature_tensor(x, self.dim, self.device)
         kernels = self.kernels
-        if kernels is not None:
-            if self._workspace is None:
-                self._workspace = _workspace(kernels, _cuda.stats_workspace_doubles(self.dim), self.device)
-            if self._workspace is not None:
-                def accumulate():
-                    self._enter_stream(kernels)
-                    kernels.accumulate(x, self, self._workspace)
+        if kernels is not None and self._has_workspace(kernels):
+            def accumulate():
+                self._enter_stream(kernels)
+                kernels.accumulate(x, self, self._workspace)
 
-                if attempt(kernels, self.device, "accumulate", accumulate):
-                    return
-                self.kernels = None
-                self.counters[_FLAG] = 0  # a batch's first launch may have run: the state is otherwise whole
+            if attempt(kernels, self.device, "accumulate", accumulate):
+                return
+            self.kernels = None
+            self.counters[_FLAG] = 0  # a batch's first launch may have run: the state is otherwise whole
         self._update_with_torch(x)
+
+    def _has_workspace(self, kernels: DeviceKernels) -> bool:
+        """The scratch of a batch or a merge, kept between calls (False: no memory for it now)."""
+        if self._workspace is None:
+            self._workspace = _workspace(kernels, _cuda.stats_workspace_doubles(self.dim), self.device)
+        return self._workspace is not None
 
     def _enter_stream(self, kernels: DeviceKernels) -> None:
         """Order this call after the state's last kernels when the caller's stream has changed."""
@@ -348,11 +351,11 @@ class DeviceStats:
 
     def merge(self, other: "DeviceStats") -> None:
         kernels = self.kernels
-        if kernels is not None:
+        if kernels is not None and self._has_workspace(kernels):
             def merge():
                 kernels.order_after(other._stream)
                 self._enter_stream(kernels)
-                kernels.merge(self, other)
+                kernels.merge(self, other, self._workspace)
 
             if attempt(kernels, self.device, "merge", merge):
                 return
