@@ -204,3 +204,12 @@ def test_two_hosts_serve_one_postgresql_store(postgres_url, tmp_path, rng):
                                                 stats=stats_of(rng, 200, D, shift=0.1))
         assert Service(a.url, token).evaluation(posted["id"])["fid"] == posted["fid"]
         assert Service(a.url, token).health()["store"] == "postgresql"
+
+
+def test_new_tokens_never_read_as_an_option():
+    # secrets.token_urlsafe alone starts with "-" one time in 64, and `fastfid submit --token -x…`
+    # then fails ("expected one argument"): CI met it once.
+    from fastfid.service.store import new_token
+
+    tokens = {new_token() for _ in range(500)}
+    assert len(tokens) == 500 and all(token.startswith("fastfid_") and len(token) >= 50 for token in tokens)

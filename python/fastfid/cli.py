@@ -139,17 +139,15 @@ def _serve(args) -> int:
 
 
 def _token(args) -> int:
-    import secrets
-
     from fastfid.service.app import default_store
-    from fastfid.service.store import Store
+    from fastfid.service.store import Store, new_token
 
     store = Store(args.store or default_store(), args.database)
     try:
         if args.action == "create":
             if not args.name or not args.scope:
                 raise ValueError("token create needs a NAME and --scope read|write")
-            token = secrets.token_urlsafe(32)
+            token = new_token()
             store.add_token(args.name, args.scope, token)
             print(token)  # shown once: the store keeps only its SHA-256
             print(f"fastfid: {args.scope} token {args.name!r} created; it is not stored and cannot be shown again",

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -440,6 +441,12 @@ class Store:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A fresh bearer token: 256 random bits, URL-safe, behind a prefix so that it never starts with
+    "-" (``--token -x…`` reads as an option on a command line) and is recognisable in a leaked log."""
+    return "fastfid_" + secrets.token_urlsafe(32)
 
 
 def _evaluation(row: dict) -> dict:
