@@ -57,8 +57,6 @@ const char* driver_code_name(CUresult code);
 
 struct DriverTable {
     CUresult (*init)(unsigned flags);
-    CUresult (*driver_get_version)(int* version);
-    CUresult (*device_get_count)(int* count);
     CUresult (*device_get)(CUdevice* device, int ordinal);
     CUresult (*device_get_attribute)(int* value, int attribute, CUdevice device);
     CUresult (*primary_context_retain)(CUcontext* context, CUdevice device);
@@ -72,7 +70,6 @@ struct DriverTable {
     CUresult (*memory_allocate)(CUdeviceptr* pointer, size_t bytes);
     CUresult (*memory_free)(CUdeviceptr pointer);
     CUresult (*copy_device_to_host)(void* destination, CUdeviceptr source, size_t bytes, CUstream stream);
-    CUresult (*copy_device_to_device)(CUdeviceptr destination, CUdeviceptr source, size_t bytes, CUstream stream);
     CUresult (*stream_synchronize)(CUstream stream);
     CUresult (*event_create)(CUevent* event, unsigned flags);
     CUresult (*event_record)(CUevent event, CUstream stream);

@@ -185,14 +185,6 @@ void Runtime::copy_to_host(int device, void* destination, const void* source, si
              true);
 }
 
-void Runtime::copy(void* destination, const void* source, size_t bytes, std::uintptr_t stream, const char* operation,
-                   int device) {
-    check(table_.copy_device_to_device(reinterpret_cast<CUdeviceptr>(destination),
-                                       reinterpret_cast<CUdeviceptr>(source), bytes,
-                                       reinterpret_cast<CUstream>(stream)),
-          "cuMemcpyDtoDAsync", operation, device);
-}
-
 void Runtime::stream_wait(int device, std::uintptr_t waiting, std::uintptr_t signalling) {
     const char* operation = "ordering two streams";
     Device scope(*this, device, waiting, operation);
@@ -250,8 +242,6 @@ std::unique_ptr<Runtime> load_system_runtime(const std::string& library) {
     DriverTable t{};
     std::string missing;
     resolve(handle, "cuInit", t.init, missing);
-    resolve(handle, "cuDriverGetVersion", t.driver_get_version, missing);
-    resolve(handle, "cuDeviceGetCount", t.device_get_count, missing);
     resolve(handle, "cuDeviceGet", t.device_get, missing);
     resolve(handle, "cuDeviceGetAttribute", t.device_get_attribute, missing);
     resolve(handle, "cuDevicePrimaryCtxRetain", t.primary_context_retain, missing);
@@ -263,7 +253,6 @@ std::unique_ptr<Runtime> load_system_runtime(const std::string& library) {
     resolve(handle, "cuMemAlloc_v2", t.memory_allocate, missing);
     resolve(handle, "cuMemFree_v2", t.memory_free, missing);
     resolve(handle, "cuMemcpyDtoHAsync_v2", t.copy_device_to_host, missing);
-    resolve(handle, "cuMemcpyDtoDAsync_v2", t.copy_device_to_device, missing);
     resolve(handle, "cuStreamSynchronize", t.stream_synchronize, missing);
     resolve(handle, "cuEventCreate", t.event_create, missing);
     resolve(handle, "cuEventRecord", t.event_record, missing);

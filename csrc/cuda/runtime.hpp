@@ -44,8 +44,6 @@ public:
     // Copies to the host and waits for the stream: where an earlier kernel's asynchronous error surfaces.
     void copy_to_host(int device, void* destination, const void* source, size_t bytes, std::uintptr_t stream,
                       const char* operation);
-    void copy(void* destination, const void* source, size_t bytes, std::uintptr_t stream, const char* operation,
-              int device);
     // `waiting` waits (on the device) for the work enqueued so far on `signalling`.
     void stream_wait(int device, std::uintptr_t waiting, std::uintptr_t signalling);
 
@@ -98,9 +96,6 @@ public:
     }
     void copy_to_host(void* destination, const void* source, size_t bytes) {
         runtime_.copy_to_host(device_, destination, source, bytes, stream_, operation_);
-    }
-    void copy(void* destination, const void* source, size_t bytes) {
-        runtime_.copy(destination, source, bytes, stream_, operation_, device_);
     }
 
 private:

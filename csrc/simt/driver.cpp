@@ -112,14 +112,6 @@ CUresult init(unsigned) {
     FASTFID_INJECTABLE("cuInit");
     return kSuccess;
 }
-CUresult driver_get_version(int* version) {
-    *version = 13000;
-    return kSuccess;
-}
-CUresult device_get_count(int* count) {
-    *count = state().devices;
-    return kSuccess;
-}
 CUresult device_get(CUdevice* device, int ordinal) {
     FASTFID_INJECTABLE("cuDeviceGet");
     if (ordinal < 0 || ordinal >= state().devices) return kInvalidDevice;
@@ -210,11 +202,6 @@ CUresult copy_device_to_host(void* destination, CUdeviceptr source, size_t bytes
                     " stream=" + hex(stream));
     return kSuccess;
 }
-CUresult copy_device_to_device(CUdeviceptr destination, CUdeviceptr source, size_t bytes, CUstream) {
-    FASTFID_INJECTABLE("cuMemcpyDtoDAsync");
-    std::memcpy(reinterpret_cast<void*>(destination), reinterpret_cast<const void*>(source), bytes);
-    return kSuccess;
-}
 CUresult stream_synchronize(CUstream) {
     FASTFID_INJECTABLE("cuStreamSynchronize");
     State& s = state();
@@ -254,10 +241,10 @@ CUresult get_error_name(CUresult code, const char** name) {
 }  // namespace
 
 const DriverTable& table() {
-    static const DriverTable t = {init, driver_get_version, device_get_count, device_get, device_get_attribute,
+    static const DriverTable t = {init, device_get, device_get_attribute,
                                   primary_context_retain, context_push, context_pop, module_load_data,
                                   module_get_function, launch_kernel, memory_allocate, memory_free,
-                                  copy_device_to_host, copy_device_to_device, stream_synchronize, event_create,
+                                  copy_device_to_host, stream_synchronize, event_create,
                                   event_record, stream_wait_event, event_destroy, get_error_name};
     return t;
 }
