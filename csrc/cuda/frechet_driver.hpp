@@ -57,6 +57,33 @@ constexpr int64_t frechet_workspace_doubles(int64_t d) {
     return kernels::kStateDoubles + 2 * kernels::kCheckBlocks * kernels::kCheckFields + 7 * d * d;
 }
 
+// What both routes start with: clear the state, check both covariances (partials after the state),
+// reduce the checks with ‖μ₁ − μ₂‖² and the traces.
+inline void enqueue_checks(Device& device, int64_t d, const FrechetBuffers& b) {
+    using namespace kernels;
+    auto* state = reinterpret_cast<FrechetState*>(b.workspace);
+    double* partials = b.workspace + kStateDoubles;
+    const unsigned check_blocks =
+        std::min(blocks_for(d * d, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
+    device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(kStateDoubles, kElementwiseThreads)),
+                  dim3(kElementwiseThreads), b.workspace, static_cast<int64_t>(kStateDoubles));
+    device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), dim3(kReductionThreads), b.sigma1,
+                  b.sigma2, d, partials);
+    device.launch(kernel::fastfid_fd_begin, dim3(1), dim3(kReductionThreads), b.mean1, b.mean2, d, state,
+                  static_cast<const double*>(partials), static_cast<int>(check_blocks));
+}
+
+// max_iterations rounds of the coupled iteration, enqueued without waiting (the stop kernel decides).
+inline void enqueue_iterations(Device& device, const GemmKernels& gemm, const kernels::NewtonSchulzSlots& slots,
+                               kernels::FrechetState* state, int64_t d, int max_iterations) {
+    const auto side = static_cast<unsigned>((d + kernels::kTile - 1) / kernels::kTile);
+    for (int iteration = 0; iteration < max_iterations; ++iteration) {
+        device.launch(gemm.ns_t, dim3(side, side), gemm.block, slots, state, d);
+        device.launch(gemm.ns_products, dim3(side, side, 2), gemm.block, slots, state, d);
+        device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
+    }
+}
+
 inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const FrechetBuffers& b,
                                          const NewtonSchulzOptions& options) {
     using namespace kernels;
@@ -72,13 +99,8 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile = gemm.block;
     const dim3 elements(blocks_for(size, kElementwiseThreads));
     const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
-    const unsigned check_blocks = std::min(blocks_for(size, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
 
-    device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(kStateDoubles, kElementwiseThreads)), elementwise,
-                  b.workspace, static_cast<int64_t>(kStateDoubles));
-    device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), reduction, b.sigma1, b.sigma2, d, partials);
-    device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
-                  static_cast<int>(check_blocks));
+    enqueue_checks(device, d, b);
     device.launch(gemm.gemm_scaled, dim3(side, side), tile, b.sigma1, b.sigma2, matrices, d,
                   state);  // into Y₀
     device.launch(kernel::fastfid_sum_of_squares, dim3(std::min(blocks_for(size, kReductionThreads), 1024u)),
@@ -86,11 +108,7 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, options.tolerance, options.max_iterations, 0.0);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(matrices), state,
                   d);
-    for (int iteration = 0; iteration < options.max_iterations; ++iteration) {
-        device.launch(gemm.ns_t, dim3(side, side), tile, slots, state, d);
-        device.launch(gemm.ns_products, dim3(side, side, 2), tile, slots, state, d);
-        device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
-    }
+    enqueue_iterations(device, gemm, slots, state, d, options.max_iterations);
     device.launch(kernel::fastfid_fd_finish, dim3(1), reduction, slots, state, d);
     if (b.sqrt_out) device.launch(kernel::fastfid_ns_rescale, elements, elementwise, slots, state, size, b.sqrt_out, 1);
     if (b.inverse_sqrt_out)
@@ -138,14 +156,9 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     const dim3 elementwise(kElementwiseThreads), reduction(kReductionThreads), tile = gemm.block;
     const dim3 elements(blocks_for(size, kElementwiseThreads));
     const auto side = static_cast<unsigned>((d + kTile - 1) / kTile);
-    const unsigned check_blocks = std::min(blocks_for(size, kReductionThreads), static_cast<unsigned>(kCheckBlocks));
     const unsigned reduction_blocks = std::min(blocks_for(size, kReductionThreads), 1024u);
 
-    device.launch(kernel::fastfid_fill_zero, dim3(blocks_for(kStateDoubles, kElementwiseThreads)), elementwise,
-                  b.workspace, static_cast<int64_t>(kStateDoubles));
-    device.launch(kernel::fastfid_covariance_checks, dim3(check_blocks, 2), reduction, b.sigma1, b.sigma2, d, partials);
-    device.launch(kernel::fastfid_fd_begin, dim3(1), reduction, b.mean1, b.mean2, d, state, partials,
-                  static_cast<int>(check_blocks));
+    enqueue_checks(device, d, b);
     device.launch(kernel::fastfid_sym_choose, dim3(1), dim3(1), state, f.info1, f.info2, f.units);
     device.launch(gemm.sym_left, dim3(side, side), tile, f.factor1, f.scaled1, f.factor2, f.scaled2,
                   slots.t(), state, d);  // G = Lᵀ S, in T's slot until the iteration needs it
@@ -157,11 +170,7 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, kSymmetricStep, max_iterations,
                   kSymmetricLowerBound);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(a), state, d);
-    for (int iteration = 0; iteration < max_iterations; ++iteration) {
-        device.launch(gemm.ns_t, dim3(side, side), tile, slots, state, d);
-        device.launch(gemm.ns_products, dim3(side, side, 2), tile, slots, state, d);
-        device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
-    }
+    enqueue_iterations(device, gemm, slots, state, d, max_iterations);
     device.launch(gemm.sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
     device.launch(gemm.sym_products, dim3(side, side, 2), tile, slots, state, d);
     device.launch(gemm.sym_wz, dim3(side, side), tile, slots, state, d);
