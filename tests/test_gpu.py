@@ -38,6 +38,16 @@ def test_statistics_on_the_gpu_match_the_cpu_core(rng, dtype):
     np.testing.assert_allclose(stats.cov.cpu().numpy(), host.cov, rtol=0, atol=1e-12 * np.abs(host.cov).max())
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_the_fast_mode_on_the_gpu_stays_near_the_exact_statistics(rng, dtype):
+    x = torch.from_numpy(relu_features(rng, 3000, 300, offset=2.0)).to(getattr(torch, dtype))
+    stats = fastfid.FeatureStats(300, device="cuda", precision="fast").update(x.cuda())
+    host = fastfid.FeatureStats.from_features(x.to(torch.float64).numpy())
+    error = np.abs(stats.cov.cpu().numpy() - host.cov).max() / np.abs(host.cov).max()
+    assert 0 <= error < (1e-4 if dtype == "bfloat16" else 1e-3)  # the README's bounds; the hardware's sums may be exact
+    assert stats.to("cuda:0")._device_state.precision == "fast"  # a moved copy keeps the mode
+
+
 def test_the_distance_on_the_gpu_matches_the_exact_route(rng):
     x, y = relu_features(rng, 4000, 512, offset=0.5), relu_features(rng, 3000, 512, offset=0.8)
     moments = [x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)]

@@ -323,7 +323,7 @@ def test_tf32_rounding_is_to_nearest_with_ties_away(x, expected):
 
 
 def test_the_tf32_statistics_stay_within_their_stated_bound(rng):
-    # The README's bound for precision="tf32": per entry, |ΔC_ij| ≤ (2⁻¹⁰ + 2⁻²¹ + 256·2⁻²⁴) Σ_r |x_ri − s_i||x_rj − s_j|
+    # The README's bound for precision="fast" on float32/float64 batches: per entry, |ΔC_ij| ≤ (2⁻¹⁰ + 2⁻²¹ + 256·2⁻²⁴) Σ_r |x_ri − s_i||x_rj − s_j|
     # (each factor rounded to float32 then TF32, exact products, float32 sums over ≤ 256 rows, then float64).
     x = relu_features(rng, 700, 90, offset=1.0)
     state = DeviceState(90)
@@ -379,3 +379,120 @@ def test_every_finite_16_bit_value_is_widened_exactly(type_name):
     for got_mean, got_squares in results:
         assert np.all(np.abs(got_mean - mean) <= eps * np.abs(exact).max(axis=0))
         assert np.all(np.abs(got_squares - squares) <= eps * squares)
+
+
+# --- 16-bit mma and the split-bf16 fast mode ----------------------------------------------------
+def bfloat16_bits(values):
+    """bfloat16 patterns of float32 values that bfloat16 holds exactly (their top 16 bits)."""
+    return (np.asarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+@pytest.mark.parametrize("bfloat16", [False, True], ids=["float16", "bfloat16"])
+def test_the_emulated_16bit_mma_follows_the_documented_fragment_layout(rng, bfloat16):
+    # Small integers are float16 and bfloat16 values; their products and sums are exact in float32,
+    # so any misplaced fragment element shows.
+    a, b, c = (rng.integers(-50, 50, size=shape).astype(np.float32) for shape in ((16, 16), (16, 8), (16, 8)))
+    bits = bfloat16_bits if bfloat16 else (lambda v: np.asarray(v, dtype=np.float16).view(np.uint16))
+    d = np.array(_cuda._selftest_mma_16bit(bits(a).ravel().tolist(), bits(b).ravel().tolist(), c.ravel().tolist(),
+                                           bfloat16), dtype=np.float32).reshape(16, 8)
+    np.testing.assert_array_equal(d, a @ b + c)
+
+
+def test_a_16bit_mma_reads_its_operands_in_their_own_format():
+    # 1 + 2⁻¹⁰ is a float16 value but not a bfloat16 one: the same bits mean different numbers.
+    a = np.zeros((16, 16), dtype=np.float16)
+    a[0, 0] = 1 + 2.0**-10
+    b = np.zeros((16, 8), dtype=np.float16)
+    b[0, 0] = 1.0
+    half_bits = a.view(np.uint16).ravel().tolist(), b.view(np.uint16).ravel().tolist()
+    as_float16 = _cuda._selftest_mma_16bit(*half_bits, [0.0] * 128, False)
+    assert as_float16[0] == np.float32(1 + 2.0**-10)
+    # Reread as bfloat16: 0x3C01 is 2⁻⁷·(1 + 2⁻⁷); 0x3C00 is 2⁻⁷.
+    as_bfloat16 = _cuda._selftest_mma_16bit(*half_bits, [0.0] * 128, True)
+    assert as_bfloat16[0] == np.float32(2.0**-7 * (1 + 2.0**-7) * 2.0**-7)
+
+
+@pytest.mark.parametrize("x,expected", [
+    (1.0, 1.0),
+    (1.0 + 2.0**-8, 1.0),                    # a tie above an even last bit: stays (to even)
+    (1.0 + 3 * 2.0**-8, 1.0 + 2 * 2.0**-7),  # a tie above an odd last bit: up (to even)
+    (-(1.0 + 3 * 2.0**-8), -(1.0 + 2 * 2.0**-7)),
+    (1.0 + 2.0**-8 + 2.0**-23, 1.0 + 2.0**-7),  # just above the tie: up
+    (3.0e38, 226 / 128 * 2.0**127),          # near the top of the range: still finite
+])
+def test_bfloat16_rounding_is_to_nearest_with_ties_to_even(x, expected):
+    assert _cuda._to_bfloat16(np.float32(x)) == np.float32(expected)
+
+
+@pytest.mark.parametrize("type_name", ["float16", "bfloat16"])
+def test_the_split_bfloat16_statistics_stay_within_their_stated_bound(rng, type_name):
+    # The README's bound for precision="fast" on 16-bit batches: per entry,
+    # |ΔC_ij| ≤ (3·2⁻¹⁶ + 800·2⁻²⁴) Σ_r |x_ri − s_i||x_rj − s_j|: v = float(x − s) split as
+    # hi + lo = v(1 + ε), |ε| ≤ 2⁻¹⁶ (two roundings to bfloat16's 8 bits), and lo·lo (≤ 2⁻¹⁶ of the
+    # product) left out: 3·2⁻¹⁶; float32 rounding of v, 2·2⁻²⁴; recursive float32 sums of at most
+    # 3 × 256 exact products per flush, 768·2⁻²⁴ of their magnitudes (≤ 1.02 Σ|v||v|); then float64.
+    x = relu_features(rng, 700, 90, offset=1.0)
+    raw = x.astype(np.float16) if type_name == "float16" else bfloat16_bits(x)
+    values = raw.astype(np.float64) if type_name == "float16" else (raw.astype(np.uint32) << 16).view(np.float32)
+    values = np.asarray(values, dtype=np.float64)
+    state = DeviceState(90)
+    raw = np.ascontiguousarray(raw)
+    BACKEND.accumulate(raw.ctypes.data, TYPE_CODES[type_name], 700, 90, 90, 1, mean=state.mean.ctypes.data,
+                       comoment=state.comoment.ctypes.data, counters=state.counters.ctypes.data,
+                       workspace=state.workspace.ctypes.data, variant=2)
+    exact = fastfid.FeatureStats.from_features(values)
+    shifted = np.abs(values - values[0])  # the shift of a first batch is its first row
+    bound = (3 * 2.0**-16 + 800 * 2.0**-24) * (shifted.T @ shifted)
+    upper = np.triu_indices(90)
+    error = np.abs(state.comoment - exact.comoment)[upper]
+    assert np.all(error <= bound[upper])
+    assert error.max() > 0  # not exact
+    # Far inside TF32's bound (2⁻¹⁰ + …): the split keeps 16 bits of each centred feature.
+    assert np.all(error <= 1e-4 * (shifted.T @ shifted)[upper])
+    np.testing.assert_allclose(state.mean, exact.mean, rtol=0, atol=1e-12 * np.abs(values).max())
+
+
+# --- the distance's GEMM tiles ------------------------------------------------------------------
+@pytest.mark.parametrize("products", ["fma", "dmma", "tf32x3"])
+def test_the_gemm_tiles_against_numpy(rng, products):
+    d = 100  # two tiles with a ragged edge, seven staged depths
+    a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d)) * np.logspace(0, -6, d)
+    c = _cuda._selftest_gemm(a, b, products)
+    magnitudes = np.abs(a) @ np.abs(b)
+    error = np.abs(c - a @ b)
+    if products == "tf32x3":
+        # Each factor float32 then hi + lo of 11 bits each: (1 + ε), |ε| ≤ 1.25·2⁻²²; lo·lo dropped
+        # (≤ 1.01·2⁻²²): ≤ 2⁻²⁰ per product; recursive float32 sums of ≤ 3 × 64 products per flush to
+        # float64: 192·2⁻²⁴ of their magnitudes (≤ 1.01 Σ|a||b|).
+        assert np.all(error <= (2.0**-20 + 194 * 2.0**-24) * magnitudes)
+        assert 0 < np.median(error / magnitudes) < 1e-6  # float32-class, not TF32's 2⁻¹⁰
+    else:
+        assert np.all(error <= d * 2.0**-53 * magnitudes)  # float64: γ_d
+
+
+def symmetric_route(sigma1, sigma2, tf32x3, tolerance=1e-8):
+    """The kernels' symmetric route as fastfid._device calls it, with the record."""
+    torch = pytest.importorskip("torch")
+    from fastfid import _device
+
+    kernels = _device.DeviceKernels(BACKEND, 0, tensor_cores=False, tf32x3=tf32x3)
+    return _device.frechet(None, torch.from_numpy(sigma1), None, torch.from_numpy(sigma2), kernels,
+                           trace_tolerance=tolerance)
+
+
+def test_the_3xtf32_route_is_certified_or_exact(rng):
+    # Well conditioned: float32-class products reach the tolerance, and the bound says so.
+    d = 70
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    sigma1 = (q * np.linspace(1.0, 2.0, d)) @ q.T
+    sigma2 = covariance(rng, d, 40 * d) + 0.5 * np.eye(d)
+    result = symmetric_route(sigma1, sigma2, tf32x3=True)
+    error = abs(result.trace_sqrt - exact_trace_sqrt(sigma1, sigma2))
+    assert not result.exact and result.converged
+    assert error <= result.bound / 2 <= 1e-8 * (np.trace(sigma1) + np.trace(sigma2))  # the bound is the FD's: 2×
+    # Eigenvalues over ten decades: the float32-class floor is above 1e-8 of the traces; the bound
+    # sees it and the float64 eigenvalues decide, to float64 accuracy.
+    sigma1 = (q * np.geomspace(1.0, 1e-10, d)) @ q.T
+    result = symmetric_route(sigma1, sigma2, tf32x3=True)
+    assert result.exact
+    assert abs(result.trace_sqrt - exact_trace_sqrt(sigma1, sigma2)) <= 1e-10 * exact_trace_sqrt(sigma1, sigma2)

@@ -1,7 +1,9 @@
 """The device route's accuracy, case by case, through the CUDA path on the CPU (emulated driver):
 the route taken, the Newton–Schulz iterations, the bound the route certified and the true error of
-the FD against the CPU core's exact route. Prints a Markdown table (the README's); --json writes
-the numbers. Run: python benchmarks/gpu/accuracy_study.py [--dim 128]
+the FD against the CPU core's exact route, on an emulated GPU of the given architecture (sm_90:
+float64 products on the FP64 tensor cores; sm_89: 3×TF32 Newton–Schulz products). Prints a Markdown
+table (the README's); --json writes the numbers.
+Run: python benchmarks/gpu/accuracy_study.py [--dim 128] [--architecture sm_89]
 """
 
 from __future__ import annotations
@@ -49,9 +51,9 @@ def cases(d: int, seed: int = 20261202):
     yield "Σ₁ full, Σ₂ singular (rank d/2)", (mu1, s1, mu2, singular)
 
 
-def study(d: int) -> list[dict]:
+def study(d: int, architecture: str = "sm_90") -> list[dict]:
     rows = []
-    with emulated_cuda():
+    with emulated_cuda(architecture=architecture):
         for name, (mu1, s1, mu2, s2) in cases(d):
             exact = fastfid.frechet_distance(mu1, s1, mu2, s2, return_info=True)
             tensors = [torch.from_numpy(np.ascontiguousarray(v)) for v in (mu1, s1, mu2, s2)]
@@ -64,8 +66,9 @@ def study(d: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], d: int) -> str:
-    lines = [f"| case (d = {d}) | route | iterations | certified bound | true error | tolerance 1e-8·(tr Σ₁ + tr Σ₂) |",
+def markdown(rows: list[dict], d: int, architecture: str) -> str:
+    lines = [f"| case (d = {d}, {architecture}) | route | iterations | certified bound | true error | "
+             "tolerance 1e-8·(tr Σ₁ + tr Σ₂) |",
              "|---|---|---|---|---|---|"]
     for row in rows:
         route = {"newton_schulz": "corrected Newton–Schulz", "eigh": "float64 eigenvalues"}[row["route"]]
@@ -78,10 +81,11 @@ def markdown(rows: list[dict], d: int) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--architecture", default="sm_90", help="the emulated GPU's (default: %(default)s)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    rows = study(args.dim)
-    print(markdown(rows, args.dim))
+    rows = study(args.dim, args.architecture)
+    print(markdown(rows, args.dim, args.architecture))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     # The certificate: every error within its bound (corrected route) and within the tolerance.

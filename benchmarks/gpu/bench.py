@@ -77,8 +77,8 @@ def bench_statistics(timer, device, n, d, batch, generator) -> list[dict]:
         exact = x.double()
         reference_cov = torch.cov(exact.T).cpu().numpy()
 
-        def ours():
-            stats = fastfid.FeatureStats(d, device=device)
+        def ours(precision="float64"):
+            stats = fastfid.FeatureStats(d, device=device, precision=precision)
             for part in torch.split(x, batch):
                 stats.update(part)
             return stats
@@ -96,15 +96,20 @@ def bench_statistics(timer, device, n, d, batch, generator) -> list[dict]:
                 outer += part.T @ part
             return total, outer
 
-        stats = ours()
-        cov = stats.cov.cpu().numpy()
-        ok = np.abs(cov - reference_cov).max() <= STATS_RTOL * np.abs(reference_cov).max()
+        def error_of(stats) -> float:
+            return float(np.abs(stats.cov.cpu().numpy() - reference_cov).max() / np.abs(reference_cov).max())
+
+        # The fast mode's bound is per entry (README); over the largest entry it is far below 1e-3
+        # (TF32) and 1e-4 (split-bf16) on such features.
+        correct = {"float64": error_of(ours()) <= STATS_RTOL,
+                   "fast": error_of(ours("fast")) <= (1e-4 if dtype != torch.float32 else 1e-3)}
         dtype_name = str(dtype).removeprefix("torch.")
-        for name, work in (("fastfid FeatureStats.update", lambda: ours().count),
-                           ("float64 X.T @ X (all features at once)", gemm_float64),
-                           ("torchmetrics' float64 sums", torchmetrics_sums)):
+        for name, work, check in (("fastfid FeatureStats.update", lambda: ours().count, correct["float64"]),
+                                  ("fastfid precision='fast'", lambda: ours("fast").count, correct["fast"]),
+                                  ("float64 X.T @ X (all features at once)", gemm_float64, None),
+                                  ("torchmetrics' float64 sums", torchmetrics_sums, None)):
             rows.append({"group": f"statistics {n} × {d} {dtype_name}, batches of {batch}", "case": name,
-                         "ms": timer(work), "correct": bool(ok) if name.startswith("fastfid") else None})
+                         "ms": timer(work), "correct": check})
     return rows
 
 

@@ -3,6 +3,7 @@
 // fastfid.testing.emulated_cuda() use. Buffers travel as integer addresses (torch's data_ptr()), so
 // this module needs neither torch nor the CUDA toolkit's headers; fastfid/_device.py checks every
 // tensor before its address is passed here.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -93,8 +94,9 @@ void register_backend(py::module_& m) {
              py::arg("workspace"), py::arg("row_slices") = 0, py::arg("variant") = 0, py::arg("device") = 0,
              py::arg("stream") = 0,
              "Enqueue the addition of a batch of features (element strides; type 0 float16, 1 bfloat16, 2 float32, "
-             "3 float64) to a device state; variant 0: FP64 FMAs, 1: FP64 tensor cores (sm_80/90/100), 2: TF32 tensor "
-             "cores with float32 partial sums (not exact). A batch holding NaN/Inf is counted as skipped and "
+             "3 float64) to a device state; variant 0: FP64 FMAs, 1: FP64 tensor cores (sm_80/90/100), 2: the fast "
+             "mode, TF32 (float32/float64 batches) or split-bf16 (float16/bfloat16) tensor-core products with float32 "
+             "partial sums (not exact). A batch holding NaN/Inf is counted as skipped and "
              "changes nothing else.")
         .def("fp64_tensor_cores",
              [](const Backend& b, int device) {
@@ -149,8 +151,8 @@ void register_backend(py::module_& m) {
              [](const Backend& b, std::uintptr_t mean1, std::uintptr_t sigma1, std::uintptr_t mean2,
                 std::uintptr_t sigma2, std::uintptr_t scaled1, std::uintptr_t scaled2, std::uintptr_t factor1,
                 std::uintptr_t factor2, std::uintptr_t info1, std::uintptr_t info2, std::uintptr_t units, int64_t dim,
-                std::uintptr_t workspace, double tolerance, int max_iterations, bool tensor_cores, int device,
-                std::uintptr_t stream) {
+                std::uintptr_t workspace, double tolerance, int max_iterations, bool tensor_cores, bool tf32x3,
+                int device, std::uintptr_t stream) {
                  const FrechetBuffers buffers{address<const double>(mean1), address<const double>(sigma1),
                                               address<const double>(mean2), address<const double>(sigma2),
                                               address<double>(workspace), nullptr, nullptr};
@@ -162,17 +164,19 @@ void register_backend(py::module_& m) {
                  {
                      py::gil_scoped_release release;
                      Device scope(*b, device, stream, "frechet_distance");
-                     record = frechet_symmetric_on(scope, dim, buffers, inputs, max_iterations, tolerance, tensor_cores);
+                     record = frechet_symmetric_on(scope, dim, buffers, inputs, max_iterations, tolerance, tensor_cores,
+                                                   tf32x3);
                  }
                  return as_dict(record);
              },
              py::arg("mean1"), py::arg("sigma1"), py::arg("mean2"), py::arg("sigma2"), py::kw_only(),
              py::arg("scaled1"), py::arg("scaled2"), py::arg("factor1"), py::arg("factor2"), py::arg("info1"),
              py::arg("info2"), py::arg("units"), py::arg("dim"), py::arg("workspace"), py::arg("tolerance") = 1e-8,
-             py::arg("max_iterations") = 100, py::arg("tensor_cores") = false, py::arg("device") = 0,
-             py::arg("stream") = 0,
+             py::arg("max_iterations") = 100, py::arg("tensor_cores") = false, py::arg("tf32x3") = false,
+             py::arg("device") = 0, py::arg("stream") = 0,
              "FD with the trace term by scaled Newton-Schulz on A = L^T S L (S1 = sigma1/u1 = L1 L1^T or the other "
-             "side), corrected in float64 with a bound on the distance's error; status 4 (bound above "
+             "side), corrected in float64 with a bound on the distance's error; tensor_cores: the float64 GEMMs on "
+             "the FP64 tensor cores; tf32x3: Newton-Schulz's products in 3xTF32. Status 4 (bound above "
              "tolerance * (tr sigma1 + tr sigma2)) or 5 (no factor) asks for the exact route. A is left in the "
              "workspace after the checks' partials. One read of the result record.")
         .def("stream_wait",
@@ -199,8 +203,9 @@ void register_backend(py::module_& m) {
 void register_emulator(py::module_& m) {
     namespace driver = fastfid::simt_driver;
     py::module_ e = m.def_submodule("emulator", "Steering of the emulated CUDA driver, for tests.");
-    e.def("reset", &driver::reset, py::arg("devices") = 1,
-          "Back to `devices` GPUs, no injected errors, zero counts, empty log, current device 0.");
+    e.def("reset", &driver::reset, py::arg("devices") = 1, py::arg("capability") = 90,
+          "Back to `devices` GPUs of compute capability `capability` (e.g. 89 for sm_89), no injected errors, zero "
+          "counts, empty log, current device 0.");
     e.def("inject", &driver::inject, py::arg("call"), py::arg("code"), py::arg("skip") = 0,
           "The (skip + 1)-th call from now of driver function `call` (e.g. 'cuModuleLoadData') returns `code`.");
     e.def("inject_asynchronous", &driver::inject_asynchronous, py::arg("code"),
@@ -272,6 +277,31 @@ void mma_tf32_kernel(const float* a, const float* b, const float* c, float* d) {
     d[(g + 8) * 8 + 2 * t + 1] = acc[0][0][3];
 }
 
+// One warp-wide mma.m16n8k16 on float16 or bfloat16 (16-bit patterns) with float32 accumulators:
+// A (16 × 16), B (16 × 8), C (16 × 8), each lane loading its fragments as the PTX ISA lays them out.
+void mma_16bit_kernel(const uint16_t* a, const uint16_t* b, const float* c, float* d, bool bfloat16) {
+    using fastfid::kernels::pack_pair;
+    const unsigned lane = threadIdx.x, g = lane / 4, t = lane % 4;
+    float acc[1][1][4] = {{{c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1]}}};
+    const auto at = [&](unsigned r, unsigned k) { return pack_pair(a[r * 16 + k], a[r * 16 + k + 1]); };
+    const uint32_t fragment_a[1][4] = {{at(g, 2 * t), at(g + 8, 2 * t), at(g, 2 * t + 8), at(g + 8, 2 * t + 8)}};
+    const uint32_t fragment_b[1][2] = {{pack_pair(b[2 * t * 8 + g], b[(2 * t + 1) * 8 + g]),
+                                        pack_pair(b[(2 * t + 8) * 8 + g], b[(2 * t + 9) * 8 + g])}};
+    using fastfid::kernels::HalfType;
+    if (bfloat16) fastfid::kernels::warp_mma_16bit<HalfType::bfloat16>(acc, fragment_a, fragment_b);
+    else fastfid::kernels::warp_mma_16bit<HalfType::float16>(acc, fragment_a, fragment_b);
+    d[g * 8 + 2 * t] = acc[0][0][0];
+    d[g * 8 + 2 * t + 1] = acc[0][0][1];
+    d[(g + 8) * 8 + 2 * t] = acc[0][0][2];
+    d[(g + 8) * 8 + 2 * t + 1] = acc[0][0][3];
+}
+
+// C = A B (d × d, row-major) by the distance's GEMM tiles in one of their variants.
+template <fastfid::kernels::Products P>
+void gemm_kernel(const double* a, const double* b, double* c, int64_t d) {
+    fastfid::kernels::gemm_tile<P>(a, b, c, d, fastfid::kernels::Epilogue{});
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
@@ -339,4 +369,43 @@ PYBIND11_MODULE(_cuda, m) {
         py::arg("a"), py::arg("b"), py::arg("c"),
         "D = A B + C by one emulated warp-wide mma.m16n8k8.tf32 (operands must be TF32 values).");
     m.def("_to_tf32", &fastfid::kernels::to_tf32, py::arg("x"), "x rounded to TF32 as cvt.rna.tf32.f32 does.");
+    m.def("_to_bfloat16", [](float x) { return fastfid::bfloat16_to_float(fastfid::kernels::to_bfloat16_bits(x)); },
+          py::arg("x"), "x rounded to bfloat16 as cvt.rn.bf16.f32 does.");
+    m.def(
+        "_selftest_mma_16bit",
+        [](const std::vector<uint16_t>& a, const std::vector<uint16_t>& b, const std::vector<float>& c, bool bfloat16) {
+            if (a.size() != 256 || b.size() != 128 || c.size() != 128)
+                throw std::invalid_argument("A is 16 x 16, B is 16 x 8 (16-bit patterns), C is 16 x 8 (row-major, flattened)");
+            std::vector<float> d(128, 0.0f);
+            simt::launch(mma_16bit_kernel, dim3(1), dim3(32), a.data(), b.data(), c.data(), d.data(), bfloat16);
+            return d;
+        },
+        py::arg("a"), py::arg("b"), py::arg("c"), py::arg("bfloat16"),
+        "D = A B + C by one emulated warp-wide mma.m16n8k16 on float16 (or bfloat16) bit patterns.");
+    m.def(
+        "_selftest_gemm",
+        [](py::array_t<double, py::array::c_style | py::array::forcecast> a,
+           py::array_t<double, py::array::c_style | py::array::forcecast> b, const std::string& products) {
+            using fastfid::kernels::Products;
+            const int64_t d = a.shape(0);
+            if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != d || b.shape(0) != d || b.shape(1) != d)
+                throw std::invalid_argument("A and B must be d x d");
+            py::array_t<double> c({d, d});
+            const auto side = static_cast<unsigned>((d + fastfid::kernels::kTile - 1) / fastfid::kernels::kTile);
+            const dim3 grid(side, side);
+            if (products == "fma")
+                simt::launch(gemm_kernel<Products::fma>, grid, dim3(fastfid::kernels::kTileThreads), a.data(), b.data(),
+                             c.mutable_data(), d);
+            else if (products == "dmma")
+                simt::launch(gemm_kernel<Products::dmma>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
+                             b.data(), c.mutable_data(), d);
+            else if (products == "tf32x3")
+                simt::launch(gemm_kernel<Products::tf32x3>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
+                             b.data(), c.mutable_data(), d);
+            else
+                throw std::invalid_argument("products must be 'fma', 'dmma' or 'tf32x3'");
+            return c;
+        },
+        py::arg("a"), py::arg("b"), py::arg("products"),
+        "A @ B by the distance kernels' GEMM tiles on the emulation: 'fma', 'dmma' or 'tf32x3'.");
 }

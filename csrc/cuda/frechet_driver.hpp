@@ -23,8 +23,6 @@ struct NewtonSchulzOptions {
 struct GemmKernels {
     dim3 block;
     KernelRef<decltype(::fastfid_gemm_scaled)> gemm_scaled;
-    KernelRef<decltype(::fastfid_ns_t)> ns_t;
-    KernelRef<decltype(::fastfid_ns_products)> ns_products;
     KernelRef<decltype(::fastfid_sym_left)> sym_left;
     KernelRef<decltype(::fastfid_sym_right)> sym_right;
     KernelRef<decltype(::fastfid_sym_residual)> sym_residual;
@@ -34,11 +32,30 @@ struct GemmKernels {
     static GemmKernels of(bool tensor_cores) {
         using namespace kernel;
         if (tensor_cores)
-            return {dim3(kernels::kTensorThreads), fastfid_gemm_scaled_tensor, fastfid_ns_t_tensor,
-                    fastfid_ns_products_tensor, fastfid_sym_left_tensor, fastfid_sym_right_tensor,
-                    fastfid_sym_residual_tensor, fastfid_sym_products_tensor, fastfid_sym_wz_tensor};
-        return {dim3(kernels::kTileThreads), fastfid_gemm_scaled, fastfid_ns_t, fastfid_ns_products, fastfid_sym_left,
-                fastfid_sym_right, fastfid_sym_residual, fastfid_sym_products, fastfid_sym_wz};
+            return {dim3(kernels::kTensorThreads), fastfid_gemm_scaled_tensor, fastfid_sym_left_tensor,
+                    fastfid_sym_right_tensor, fastfid_sym_residual_tensor, fastfid_sym_products_tensor,
+                    fastfid_sym_wz_tensor};
+        return {dim3(kernels::kTileThreads), fastfid_gemm_scaled, fastfid_sym_left, fastfid_sym_right,
+                fastfid_sym_residual, fastfid_sym_products, fastfid_sym_wz};
+    }
+};
+
+// Newton–Schulz's two GEMM kernels in one variant, and the block they run in.
+struct IterationKernels {
+    dim3 block;
+    KernelRef<decltype(::fastfid_ns_t)> ns_t;
+    KernelRef<decltype(::fastfid_ns_products)> ns_products;
+
+    static IterationKernels of(kernels::Products products) {
+        using namespace kernel;
+        switch (products) {
+            case kernels::Products::dmma:
+                return {dim3(kernels::kTensorThreads), fastfid_ns_t_tensor, fastfid_ns_products_tensor};
+            case kernels::Products::tf32x3:
+                return {dim3(kernels::kTensorThreads), fastfid_ns_t_tf32x3, fastfid_ns_products_tf32x3};
+            default:
+                return {dim3(kernels::kTileThreads), fastfid_ns_t, fastfid_ns_products};
+        }
     }
 };
 
@@ -74,8 +91,9 @@ inline void enqueue_checks(Device& device, int64_t d, const FrechetBuffers& b) {
 }
 
 // max_iterations rounds of the coupled iteration, enqueued without waiting (the stop kernel decides).
-inline void enqueue_iterations(Device& device, const GemmKernels& gemm, const kernels::NewtonSchulzSlots& slots,
-                               kernels::FrechetState* state, int64_t d, int max_iterations) {
+inline void enqueue_iterations(Device& device, const IterationKernels& gemm,
+                               const kernels::NewtonSchulzSlots& slots, kernels::FrechetState* state, int64_t d,
+                               int max_iterations) {
     const auto side = static_cast<unsigned>((d + kernels::kTile - 1) / kernels::kTile);
     for (int iteration = 0; iteration < max_iterations; ++iteration) {
         device.launch(gemm.ns_t, dim3(side, side), gemm.block, slots, state, d);
@@ -108,7 +126,8 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, options.tolerance, options.max_iterations, 0.0);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(matrices), state,
                   d);
-    enqueue_iterations(device, gemm, slots, state, d, options.max_iterations);
+    enqueue_iterations(device, IterationKernels::of(options.tensor_cores ? kernels::Products::dmma : kernels::Products::fma),
+                       slots, state, d, options.max_iterations);
     device.launch(kernel::fastfid_fd_finish, dim3(1), reduction, slots, state, d);
     if (b.sqrt_out) device.launch(kernel::fastfid_ns_rescale, elements, elementwise, slots, state, size, b.sqrt_out, 1);
     if (b.inverse_sqrt_out)
@@ -140,8 +159,9 @@ constexpr int64_t symmetric_workspace_doubles(int64_t d) { return frechet_worksp
 
 // The trace term by the scaled iteration on A = Lᵀ S L (the factored side's L), corrected in float64,
 // with a bound; status kStatusNeedsExact or kStatusNoFactor hands it to the host's exact route.
+// tensor_cores: the float64 GEMMs on DMMA; tf32x3: Newton–Schulz's products in 3×TF32 (else as the others).
 inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const FrechetBuffers& b, const SymmetricBuffers& f,
-                                          int max_iterations, double tolerance, bool tensor_cores) {
+                                          int max_iterations, double tolerance, bool tensor_cores, bool tf32x3) {
     using namespace kernels;
     if (d < 1) throw std::invalid_argument("the covariances must be at least 1 × 1");
     if (max_iterations < 0) throw std::invalid_argument("max_iterations must be >= 0");
@@ -170,7 +190,9 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     device.launch(kernel::fastfid_ns_begin, dim3(1), dim3(1), state, kSymmetricStep, max_iterations,
                   kSymmetricLowerBound);
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(a), state, d);
-    enqueue_iterations(device, gemm, slots, state, d, max_iterations);
+    const auto iteration_products =
+        tf32x3 ? kernels::Products::tf32x3 : (tensor_cores ? kernels::Products::dmma : kernels::Products::fma);
+    enqueue_iterations(device, IterationKernels::of(iteration_products), slots, state, d, max_iterations);
     device.launch(gemm.sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
     device.launch(gemm.sym_products, dim3(side, side, 2), tile, slots, state, d);
     device.launch(gemm.sym_wz, dim3(side, side), tile, slots, state, d);

@@ -51,9 +51,12 @@ struct FrechetState {
     double lower_bound;     // scaled iteration: the square roots of Y₀'s eigenvalues lie in [lower_bound, 1]
     double trace_products[2], norms_squared[2];  // the symmetric route's correction and bound
     int current, best, iterations, max_iterations, done, scaled, side;
+    int stalled;  // rounds since the best step last improved
 };
 
 constexpr int kStateDoubles = 64;
+constexpr int kStallRounds = 3;  // the symmetric route's rounds without a better step before it stops,
+constexpr double kStallFrom = 1e-3;  // counted once the best step is below this
 static_assert(sizeof(FrechetState) <= kStateDoubles * sizeof(double), "FrechetState outgrew its workspace slot");
 constexpr int kCheckBlocks = 128;  // most blocks of covariance_checks per covariance
 enum CheckField : int { kNonfinite = 0, kAsymmetry, kSmallestVariance, kLargestVariance, kTrace, kCheckFields };
@@ -102,92 +105,153 @@ struct Epilogue {
     double* norm = nullptr;
 };
 
-// One 64 × 64 tile of a d × d product A B (Aᵀ B when TransposeA), picked by blockIdx.x (columns)
-// and blockIdx.y (rows); the operands are scaled by a_factor and b_factor as they are staged.
-// Tensor: the FP64 tensor-core variant (128 threads) rather than FP64 FMAs (64 threads).
-template <bool Tensor, bool TransposeA = false>
-FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
-                              double a_factor = 1.0, double b_factor = 1.0) {
-    constexpr int threads = Tensor ? kTensorThreads : kTileThreads;
-    constexpr int stride = Tensor ? kTensorStride : kTile;
-    __shared__ double a_tile[kTileDepth * stride];  // a_tile[k][i] = A[i0 + i][k0 + k]
-    __shared__ double b_tile[kTileDepth * stride];  // b_tile[k][j] = B[k0 + k][j0 + j]
-    __shared__ double scratch[threads];
-    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTile, j0 = static_cast<int64_t>(blockIdx.x) * kTile;
-    const int warp = static_cast<int>(threadIdx.x) / 32;
-    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+// How a GEMM kernel multiplies: FP64 FMAs (64 threads), the FP64 tensor cores (DMMA, 128 threads),
+// or 3×TF32 on the TF32 tensor cores (128 threads; float32-class products, for Newton–Schulz only:
+// the symmetric route's float64 correction and bound take the result from there).
+enum class Products { fma, dmma, tf32x3 };
+// 3×TF32's float32 partial sums are added to float64 accumulators every this many staged depths.
+constexpr int kSplitFlushSteps = 4;
 
-    MicroTile acc = {};           // FMA variant
-    double tensor_acc[4][4][2] = {};  // tensor variant
-    for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
-        for (int e = threadIdx.x; e < kTileDepth * kTile; e += threads) {
-            if (TransposeA) {  // Aᵀ[i][k] = A[k][i], read along A's rows
-                const int ak = e / kTile, ai = e % kTile;
-                a_tile[ak * stride + ai] = (i0 + ai < d && k0 + ak < d) ? a[(k0 + ak) * d + i0 + ai] * a_factor : 0.0;
-            } else {  // A read along its rows
-                const int ai = e / kTileDepth, ak = e % kTileDepth;
-                a_tile[ak * stride + ai] = (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0;
-            }
-            const int bk = e / kTile, bj = e % kTile;  // B read along its rows
-            b_tile[bk * stride + bj] = (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0;
+// Stages depth k0 .. k0 + 15 of A's rows i0 .. i0 + 63 (of Aᵀ's with TransposeA) and of B's columns
+// j0 .. j0 + 63, scaled, as store(is_left, k, index, value) with zeros past the ends.
+template <bool TransposeA, int Threads, class Store>
+FASTFID_DEVICE void stage_operands(const double* a, const double* b, int64_t d, int64_t i0, int64_t j0, int64_t k0,
+                                   double a_factor, double b_factor, const Store& store) {
+    for (int e = threadIdx.x; e < kTileDepth * kTile; e += Threads) {
+        if (TransposeA) {  // Aᵀ[i][k] = A[k][i], read along A's rows
+            const int ak = e / kTile, ai = e % kTile;
+            store(true, ak, ai, (i0 + ai < d && k0 + ak < d) ? a[(k0 + ak) * d + i0 + ai] * a_factor : 0.0);
+        } else {  // A read along its rows
+            const int ai = e / kTileDepth, ak = e % kTileDepth;
+            store(true, ak, ai, (i0 + ai < d && k0 + ak < d) ? a[(i0 + ai) * d + k0 + ak] * a_factor : 0.0);
         }
-        __syncthreads();
-        if constexpr (Tensor) {
-            add_tile_products_tensor(a_tile, b_tile, warp_row, warp_col, tensor_acc);
-        } else {
-            add_tile_products(*reinterpret_cast<const StagedPanel*>(a_tile), *reinterpret_cast<const StagedPanel*>(b_tile),
-                              acc);
-        }
-        __syncthreads();
+        const int bk = e / kTile, bj = e % kTile;  // B read along its rows
+        store(false, bk, bj, (k0 + bk < d && j0 + bj < d) ? b[(k0 + bk) * d + j0 + bj] * b_factor : 0.0);
     }
+}
 
-    const bool track_step = epilogue.change != nullptr;
-    double step_change = 0, step_norm = 0;
-    const auto finish = [&](int64_t gi, int64_t gj, double product) {
+// A tile's outputs through the epilogue: C = α·(A B) + β·addend + γ·I, and the step's sums.
+struct TileOutput {
+    const double* a;
+    double* c;
+    int64_t d;
+    const Epilogue& epilogue;
+    double change = 0, norm = 0;
+
+    FASTFID_DEVICE void put(int64_t gi, int64_t gj, double product) {
         if (gi >= d || gj >= d) return;
         double value = epilogue.alpha * product + (gi == gj ? epilogue.gamma : 0.0);
         if (epilogue.addend != nullptr) value += epilogue.beta * epilogue.addend[gi * d + gj];
         c[gi * d + gj] = value;
-        if (track_step) {
+        if (epilogue.change != nullptr) {
             const double previous = a[gi * d + gj];
-            step_change += (value - previous) * (value - previous);
-            step_norm += previous * previous;
+            change += (value - previous) * (value - previous);
+            norm += previous * previous;
         }
-    };
-    if constexpr (Tensor) {
+    }
+    // Every thread of the block calls it (uniform: the epilogue is the launch's).
+    FASTFID_DEVICE void finish(double* scratch) {
+        if (epilogue.change == nullptr) return;
+        block_sum_into(change, scratch, epilogue.change);
+        block_sum_into(norm, scratch, epilogue.norm);
+    }
+};
+
+// One 64 × 64 tile of a d × d product A B (Aᵀ B when TransposeA), picked by blockIdx.x (columns)
+// and blockIdx.y (rows); the operands are scaled by a_factor and b_factor as they are staged.
+template <Products P, bool TransposeA = false>
+FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
+                              double a_factor = 1.0, double b_factor = 1.0) {
+    constexpr int threads = P == Products::fma ? kTileThreads : kTensorThreads;
+    __shared__ double scratch[threads];
+    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTile, j0 = static_cast<int64_t>(blockIdx.x) * kTile;
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    TileOutput out{a, c, d, epilogue};
+
+    if constexpr (P == Products::tf32x3) {
+        __shared__ float a_hi[kTileDepth * kFloatStride], a_lo[kTileDepth * kFloatStride];
+        __shared__ float b_hi[kTileDepth * kFloatStride], b_lo[kTileDepth * kFloatStride];
+        const auto store = [&](bool left, int k, int index, double value) {
+            split_tf32(value, (left ? a_hi : b_hi)[k * kFloatStride + index], (left ? a_lo : b_lo)[k * kFloatStride + index]);
+        };
+        FloatTile partial = {};
+        double acc[2][4][4] = {};
+        int steps = 0;
+        for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
+            stage_operands<TransposeA, threads>(a, b, d, i0, j0, k0, a_factor, b_factor, store);
+            __syncthreads();
+            add_tile_products_tf32x3(a_hi, a_lo, b_hi, b_lo, warp_row, warp_col, partial);
+            __syncthreads();
+            if (++steps == kSplitFlushSteps) {
+                flush_partials(partial, acc);
+                steps = 0;
+            }
+        }
+        flush_partials(partial, acc);
         FASTFID_UNROLL
-        for (int i = 0; i < 4; ++i) {
+        for (int i = 0; i < 2; ++i) {
             FASTFID_UNROLL
             for (int j = 0; j < 4; ++j) {
                 FASTFID_UNROLL
-                for (int h = 0; h < 2; ++h)
-                    finish(i0 + tensor_row(warp_row, i), j0 + tensor_col(warp_col, j, h), tensor_acc[i][j][h]);
+                for (int h = 0; h < 4; ++h) out.put(i0 + m16n8_row(warp_row, i, h), j0 + m16n8_col(warp_col, j, h), acc[i][j][h]);
             }
         }
     } else {
-        FASTFID_UNROLL
-        for (int i = 0; i < kMicroTile; ++i) {
+        constexpr int stride = P == Products::dmma ? kTensorStride : kTile;
+        __shared__ double a_tile[kTileDepth * stride];  // a_tile[k][i] = A[i0 + i][k0 + k]
+        __shared__ double b_tile[kTileDepth * stride];  // b_tile[k][j] = B[k0 + k][j0 + j]
+        const auto store = [&](bool left, int k, int index, double value) {
+            (left ? a_tile : b_tile)[k * stride + index] = value;
+        };
+        MicroTile acc = {};               // FMA variant
+        double tensor_acc[4][4][2] = {};  // DMMA variant
+        for (int64_t k0 = 0; k0 < d; k0 += kTileDepth) {
+            stage_operands<TransposeA, threads>(a, b, d, i0, j0, k0, a_factor, b_factor, store);
+            __syncthreads();
+            if constexpr (P == Products::dmma) {
+                add_tile_products_tensor(a_tile, b_tile, warp_row, warp_col, tensor_acc);
+            } else {
+                add_tile_products(*reinterpret_cast<const StagedPanel*>(a_tile),
+                                  *reinterpret_cast<const StagedPanel*>(b_tile), acc);
+            }
+            __syncthreads();
+        }
+        if constexpr (P == Products::dmma) {
             FASTFID_UNROLL
-            for (int j = 0; j < kMicroTile; ++j) finish(i0 + micro_row(i), j0 + micro_col(j), acc[i][j]);
+            for (int i = 0; i < 4; ++i) {
+                FASTFID_UNROLL
+                for (int j = 0; j < 4; ++j) {
+                    FASTFID_UNROLL
+                    for (int h = 0; h < 2; ++h)
+                        out.put(i0 + tensor_row(warp_row, i), j0 + tensor_col(warp_col, j, h), tensor_acc[i][j][h]);
+                }
+            }
+        } else {
+            FASTFID_UNROLL
+            for (int i = 0; i < kMicroTile; ++i) {
+                FASTFID_UNROLL
+                for (int j = 0; j < kMicroTile; ++j) out.put(i0 + micro_row(i), j0 + micro_col(j), acc[i][j]);
+            }
         }
     }
-    if (track_step) {  // uniform per block: every thread takes part
-        block_sum_into(step_change, scratch, epilogue.change);
-        block_sum_into(step_norm, scratch, epilogue.norm);
-    }
+    out.finish(scratch);
 }
 
-// A distance kernel whose work is 64 × 64 GEMM tiles, in both variants: `name` (FP64 FMAs, 64
-// threads) and `name_tensor` (FP64 tensor cores, 128 threads); the body calls gemm_tile<kTensor>.
-#define FASTFID_GEMM_KERNEL(name, parameters, ...)                                                     \
-    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTileThreads) name parameters {               \
-        constexpr bool kTensor = false;                                                                  \
-        __VA_ARGS__                                                                                      \
-    }                                                                                                    \
-    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTensorThreads) name##_tensor parameters {    \
-        constexpr bool kTensor = true;                                                                   \
+// A distance kernel whose work is 64 × 64 GEMM tiles: the body calls gemm_tile<kProducts>, and the
+// macros below define it once per variant: `name` (FP64 FMAs), `name_tensor` (DMMA) and, for
+// Newton–Schulz's products, `name_tf32x3`.
+#define FASTFID_GEMM_VARIANT(name, products, threads, parameters, ...)                                  \
+    FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::threads) name parameters {                    \
+        constexpr fastfid::kernels::Products kProducts = fastfid::kernels::Products::products;            \
         __VA_ARGS__                                                                                      \
     }
+#define FASTFID_GEMM_KERNEL(name, parameters, ...)                                                     \
+    FASTFID_GEMM_VARIANT(name, fma, kTileThreads, parameters, __VA_ARGS__)                               \
+    FASTFID_GEMM_VARIANT(name##_tensor, dmma, kTensorThreads, parameters, __VA_ARGS__)
+#define FASTFID_ITERATION_KERNEL(name, parameters, ...)                                                \
+    FASTFID_GEMM_KERNEL(name, parameters, __VA_ARGS__)                                                   \
+    FASTFID_GEMM_VARIANT(name##_tf32x3, tf32x3, kTensorThreads, parameters, __VA_ARGS__)
 
 // One covariance's share of the checks: this block's elements, grid-stride.
 FASTFID_DEVICE void check_covariance(const double* sigma, int64_t d, double* partials) {
@@ -243,7 +307,7 @@ FASTFID_GEMM_KERNEL(fastfid_gemm_scaled, (const double* a, const double* b, doub
                     const fastfid::kernels::FrechetState* state),
 
     using namespace fastfid::kernels;
-    gemm_tile<kTensor>(a, b, c, d, Epilogue{}, 1.0 / state->unit[0], 1.0 / state->unit[1]);
+    gemm_tile<kProducts>(a, b, c, d, Epilogue{}, 1.0 / state->unit[0], 1.0 / state->unit[1]);
 )
 
 // *total += Σ data[e]² over e < size (grid-stride loop, one atomic per block).
@@ -324,7 +388,7 @@ FASTFID_KERNEL void fastfid_ns_begin(fastfid::kernels::FrechetState* state, doub
     FrechetRecord& record = state->record;
     const double norm_squared = state->norm_squared;
     state->stop = fastfid::NewtonSchulzStop::with_tolerance(tolerance);
-    state->current = state->best = state->iterations = 0;
+    state->current = state->best = state->iterations = state->stalled = 0;
     state->max_iterations = max_iterations;
     state->change = state->norm = 0;
     state->scaled = lower_bound > 0;
@@ -351,7 +415,7 @@ FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots, 
     slots.z(0)[e] = e / d == e % d ? 1.0 : 0.0;
 }
 
-FASTFID_GEMM_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
+FASTFID_ITERATION_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;
     if (state->done) return;  // uniform: the stop kernel that set it ran before this launch
@@ -359,10 +423,10 @@ FASTFID_GEMM_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, co
     Epilogue t;  // T = a I + b Z Y
     t.alpha = state->coefficient[1];
     t.gamma = state->coefficient[0];
-    gemm_tile<kTensor>(slots.z(current), slots.y(current), slots.t(), d, t);
+    gemm_tile<kProducts>(slots.z(current), slots.y(current), slots.t(), d, t);
 )
 
-FASTFID_GEMM_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d),
+FASTFID_ITERATION_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;
     if (state->done) return;
@@ -375,7 +439,7 @@ FASTFID_GEMM_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots sl
         store.change = &state->change;
         store.norm = &state->norm;
     }
-    gemm_tile<kTensor>(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
+    gemm_tile<kProducts>(first ? slots.y(current) : slots.t(), first ? slots.t() : slots.z(current),
               first ? slots.y(next) : slots.z(next), d, store);
 )
 
@@ -389,7 +453,12 @@ FASTFID_KERNEL void fastfid_ns_stop(fastfid::kernels::FrechetState* state) {
     state->iterations += 1;
     const auto verdict = state->stop.observe(step);
     if (verdict.best) state->best = state->current;
-    state->done = verdict.stop || state->iterations >= state->max_iterations;
+    // Counted once the steps are small: the scaled iteration's first steps rise and fall.
+    state->stalled = verdict.best || state->stop.best_step > kStallFrom ? 0 : state->stalled + 1;
+    // The symmetric route also stops where rounding has stalled the step (its floor: float32-class
+    // with 3×TF32 products), which its float64 correction and bound take from there.
+    state->done = verdict.stop || state->iterations >= state->max_iterations ||
+                  (state->scaled && state->stalled >= kStallRounds);
     if (state->scaled) {  // where the interval [l, 1] went: [f(αl), 1]
         const double l = scaling_for(state->lower_bound) * state->lower_bound;
         state->lower_bound = 0.5 * l * (3.0 - l * l);
@@ -456,7 +525,7 @@ FASTFID_GEMM_KERNEL(fastfid_sym_left, (const double* l1, const double* s1, const
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
     const bool first = state->side == 0;
-    gemm_tile<kTensor, true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
+    gemm_tile<kProducts, true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
 )
 
 // A = G L.
@@ -465,7 +534,7 @@ FASTFID_GEMM_KERNEL(fastfid_sym_right, (const double* g, const double* l1, const
 
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
-    gemm_tile<kTensor>(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
+    gemm_tile<kProducts>(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
 )
 
 // A = (A + Aᵀ)/2 over the upper triangle (rounding made it slightly non-symmetric).
@@ -490,7 +559,7 @@ FASTFID_GEMM_KERNEL(fastfid_sym_residual, (fastfid::kernels::NewtonSchulzSlots s
     residual.beta = 1.0;
     residual.addend = a;
     const double* y = slots.y(state->best);
-    gemm_tile<kTensor>(y, y, slots.t(), d, residual);
+    gemm_tile<kProducts>(y, y, slots.t(), d, residual);
 )
 
 // The two slots that hold neither the best pair nor anything still needed: W and the other product.
@@ -514,7 +583,7 @@ FASTFID_GEMM_KERNEL(fastfid_sym_products, (fastfid::kernels::NewtonSchulzSlots s
     Epilogue epilogue;
     if (first) epilogue.alpha = 1.0 / sqrt(state->record.scale);
     else epilogue.gamma = -1.0;
-    gemm_tile<kTensor>(slots.z(best), first ? slots.t() : slots.y(best), slots.y(spare_slot(best, first ? 0 : 1)), d, epilogue);
+    gemm_tile<kProducts>(slots.z(best), first ? slots.t() : slots.y(best), slots.y(spare_slot(best, first ? 0 : 1)), d, epilogue);
 )
 
 // W Z_A = W (Z_best/√c) into Z slot `spare 0`.
@@ -525,7 +594,7 @@ FASTFID_GEMM_KERNEL(fastfid_sym_wz, (fastfid::kernels::NewtonSchulzSlots slots, 
     const int best = state->best;
     Epilogue epilogue;
     epilogue.alpha = 1.0 / sqrt(state->record.scale);
-    gemm_tile<kTensor>(slots.y(spare_slot(best, 0)), slots.z(best), slots.z(spare_slot(best, 0)), d, epilogue);
+    gemm_tile<kProducts>(slots.y(spare_slot(best, 0)), slots.z(best), slots.z(spare_slot(best, 0)), d, epilogue);
 )
 
 // The reductions of the correction and the bound, grid.y picking which: 0: tr(Z_best R);

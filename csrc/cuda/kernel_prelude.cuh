@@ -154,6 +154,62 @@ FASTFID_DEVICE void warp_mma_tf32(float (&acc)[I][J][4], const float (&a)[I][4],
 #endif
 }
 
+// A float rounded to bfloat16 (8 significant bits), to nearest with ties to even, as
+// cvt.rn.bf16.f32 does; returned as its 16 bits. For finite inputs.
+FASTFID_DEVICE uint16_t to_bfloat16_bits(float x) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint16_t bits;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(x));
+    return bits;
+#else
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits += 0x7fffu + ((bits >> 16) & 1u);  // half the dropped unit, less one unless the kept part is odd
+    return static_cast<uint16_t>(bits >> 16);
+#endif
+}
+
+// Two 16-bit values in one register as mma takes them: `first` (the lower k, or column) in the low half.
+FASTFID_DEVICE uint32_t pack_pair(uint16_t first, uint16_t second) {
+    return static_cast<uint32_t>(first) | (static_cast<uint32_t>(second) << 16);
+}
+
+enum class HalfType { float16, bfloat16 };
+
+// Warp-wide D += A·B on 16 × 8 × 16 tiles of float16 or bfloat16 with float32 accumulators
+// (mma.m16n8k16, HMMA), for each pair of this lane's A fragments a[i] (4 registers of 2 values) and B
+// fragments b[j] (2 registers); fragment layout of the PTX ISA, "mma.m16n8k16" with .f16/.bf16: with
+// g = lane / 4 and t = lane % 4, a[i][0] = A[g][2t, 2t + 1], a[i][1] = A[g + 8][2t, 2t + 1],
+// a[i][2] = A[g][2t + 8, 2t + 9], a[i][3] = A[g + 8][2t + 8, 2t + 9]; b[j][0] = B[2t, 2t + 1][g],
+// b[j][1] = B[2t + 8, 2t + 9][g] (pack_pair's order); the accumulators as mma.m16n8k8's. sm_80 and later.
+template <HalfType Type, int I, int J>
+FASTFID_DEVICE void warp_mma_16bit(float (&acc)[I][J][4], const uint32_t (&a)[I][4], const uint32_t (&b)[J][2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    FASTFID_UNROLL
+    for (int i = 0; i < I; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < J; ++j) {
+            if constexpr (Type == HalfType::bfloat16)
+                asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                             "{%8, %9}, {%0, %1, %2, %3};"
+                             : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                             : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][0]), "r"(b[j][1]));
+            else
+                asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                             "{%8, %9}, {%0, %1, %2, %3};"
+                             : "+f"(acc[i][j][0]), "+f"(acc[i][j][1]), "+f"(acc[i][j][2]), "+f"(acc[i][j][3])
+                             : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][0]), "r"(b[j][1]));
+        }
+    }
+#elif defined(__CUDA_ARCH__)
+    __trap();
+#elif !defined(__CUDACC__)
+    simt::warp_mma_m16n8k16(&acc[0][0][0], &a[0][0], I, &b[0][0], J, Type == HalfType::bfloat16);
+#else
+    (void)acc, (void)a, (void)b;  // nvcc's host pass: device code only
+#endif
+}
+
 }  // namespace fastfid::kernels
 
 // The probe run once per device before the kernels are trusted there: out[i] = i + 0.5.

@@ -25,10 +25,10 @@
     X(fastfid_batch_syrk_tensor_bfloat16)                                                           \
     X(fastfid_batch_syrk_tensor_float32)                                                            \
     X(fastfid_batch_syrk_tensor_float64)                                                            \
-    X(fastfid_batch_syrk_tf32_float16)                                                              \
-    X(fastfid_batch_syrk_tf32_bfloat16)                                                             \
-    X(fastfid_batch_syrk_tf32_float32)                                                              \
-    X(fastfid_batch_syrk_tf32_float64)                                                              \
+    X(fastfid_batch_syrk_fast_float16)                                                              \
+    X(fastfid_batch_syrk_fast_bfloat16)                                                             \
+    X(fastfid_batch_syrk_fast_float32)                                                              \
+    X(fastfid_batch_syrk_fast_float64)                                                              \
     X(fastfid_merge_note)                                                                           \
     X(fastfid_merge_apply)                                                                          \
     X(fastfid_covariance_checks)                                                                    \
@@ -40,8 +40,10 @@
     X(fastfid_ns_start)                                                                             \
     X(fastfid_ns_t)                                                                                 \
     X(fastfid_ns_t_tensor)                                                                          \
+    X(fastfid_ns_t_tf32x3)                                                                          \
     X(fastfid_ns_products)                                                                          \
     X(fastfid_ns_products_tensor)                                                                   \
+    X(fastfid_ns_products_tf32x3)                                                                   \
     X(fastfid_ns_stop)                                                                              \
     X(fastfid_fd_finish)                                                                            \
     X(fastfid_ns_rescale)                                                                           \

@@ -53,8 +53,8 @@ void enqueue_batch(Device& device, const FeatureBlock& x, const StatsBuffers& s,
                   s.comoment, s.counters);
 }
 
-// How batch_syrk computes: exact float64 by FMAs or on the FP64 tensor cores, or the opt-in TF32 mode.
-enum class StatsVariant : int { fma = 0, fp64_tensor_cores = 1, tf32 = 2 };
+// How batch_syrk computes: exact float64 by FMAs or on the FP64 tensor cores, or the opt-in fast mode.
+enum class StatsVariant : int { fma = 0, fp64_tensor_cores = 1, fast = 2 };
 
 inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType type, const StatsBuffers& s,
                              int64_t row_slices, StatsVariant variant) {
@@ -70,9 +70,9 @@ inline void accumulate_batch(Device& device, const FeatureBlock& x, FeatureType 
             return enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,                \
                                  kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_tensor_##suffix, \
                                  kTensorThreads);                                                                \
-        case StatsVariant::tf32:                                                                                 \
+        case StatsVariant::fast:                                                                                 \
             return enqueue_batch(device, x, s, row_slices, kernel::fastfid_choose_shift_##suffix,                \
-                                 kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_tf32_##suffix,  \
+                                 kernel::fastfid_batch_sums_##suffix, kernel::fastfid_batch_syrk_fast_##suffix,  \
                                  kTensorThreads);                                                                \
     }                                                                                                            \
     throw std::invalid_argument("unknown statistics variant")

@@ -16,8 +16,11 @@
 // refuses, leaves it exactly as it was. batch_syrk comes in three variants with one contract: FP64
 // FMAs on the CUDA cores (64 threads, an 8 × 8 register tile each), the FP64 tensor cores (DMMA,
 // sm_80/90/100: 4 warps, a 32 × 32 warp tile of 8 × 8 × 4 mma each), both exact float64; and, on
-// request, TF32 tensor cores with float32 partial sums (batch_syrk_tf32, not exact).
+// request, the fast variant: TF32 or split-bf16 tensor-core products with float32 partial sums
+// (batch_syrk_fast, not exact).
 #pragma once
+
+#include <type_traits>
 
 #include "cuda/kernel_prelude.cuh"
 #include "cuda/tile_product.cuh"
@@ -189,83 +192,112 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
                 counters);
 }
 
-// The opt-in fast variant: TF32 tensor cores (mma.m16n8k8), float32 partial sums over at most
-// kFastRows rows, each then added to float64 accumulators. 4 warps, warp w owning the 32 × 32
-// quarter (w / 2, w % 2) as 2 × 4 mma tiles of 16 × 8. Not exact: see the README's bound.
+// The opt-in fast variant, on the tensor cores with float32 partial sums over at most kFastRows rows,
+// each then added to float64 accumulators; 4 warps, warp w owning the 32 × 32 quarter (w / 2, w % 2)
+// as 2 × 4 mma tiles of 16 × 8. float32/float64 batches: each centred feature rounded to TF32
+// (mma.m16n8k8). float16/bfloat16 batches: split-bf16 on the BF16 tensor cores (HMMA,
+// mma.m16n8k16): v = float(x − s) as hi = bf16(v) and lo = bf16(v − hi), and the products
+// hi·hi + hi·lo + lo·hi. Not exact: see the README's bounds.
 constexpr int kFastRows = 256;
-constexpr int kFastStride = kTile + 8;  // float panel rows: conflict-free fragment loads
 
 template <class Load>
-FASTFID_DEVICE void batch_syrk_tf32(const FeatureBlock& x, const double* shift, const double* sums,
-                                    int64_t rows_per_slice, double* mean, double* comoment, long long* counters) {
-    __shared__ float left[kTileDepth * kFastStride];
-    __shared__ float right[kTileDepth * kFastStride];
-    SyrkTile tile;
-    if (!tile.begin(x, rows_per_slice, counters)) return;
-    const int lane = static_cast<int>(threadIdx.x) % 32, warp = static_cast<int>(threadIdx.x) / 32;
-    const int group = lane / 4, member = lane % 4;
-    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
-    float partial[2][4][4] = {};
-    double acc[2][4][4] = {};
-    const auto flush = [&] {
-        FASTFID_UNROLL
-        for (int i = 0; i < 2; ++i) {
-            FASTFID_UNROLL
-            for (int j = 0; j < 4; ++j) {
-                FASTFID_UNROLL
-                for (int h = 0; h < 4; ++h) {
-                    acc[i][j][h] += partial[i][j][h];
-                    partial[i][j][h] = 0.0f;
-                }
-            }
-        }
-    };
-    int64_t rows_in_partial = 0;
-    for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
-        for (int e = threadIdx.x; e < kTileDepth * kTile; e += kTensorThreads) {
-            const int k = e / kTile, c = e % kTile;
-            const int64_t row = r0 + k, col_left = tile.ti * kTile + c, col_right = tile.tj * kTile + c;
-            const bool in_rows = row < tile.row_end;
-            left[k * kFastStride + c] = in_rows && col_left < tile.d
-                ? to_tf32(static_cast<float>(feature_at<Load>(x, row, col_left) - shift[col_left])) : 0.0f;
-            right[k * kFastStride + c] = in_rows && col_right < tile.d
-                ? to_tf32(static_cast<float>(feature_at<Load>(x, row, col_right) - shift[col_right])) : 0.0f;
-        }
-        __syncthreads();
+constexpr bool kSplitBfloat16 = sizeof(typename Load::Storage) == 2;
+
+// Stages rows [r0, r0 + 16) of the tile's column panels, centred, as the variant's operands.
+template <class Load, class Panels>
+FASTFID_DEVICE void stage_fast_panels(const FeatureBlock& x, const SyrkTile& tile, const double* shift, int64_t r0,
+                                      Panels& panels) {
+    for (int e = threadIdx.x; e < 2 * kTileDepth * kTile; e += kTensorThreads) {
+        const int side = e / (kTileDepth * kTile), k = e / kTile % kTileDepth, c = e % kTile;
+        const int64_t row = r0 + k, col = (side == 0 ? tile.ti : tile.tj) * kTile + c;
+        const float v = row < tile.row_end && col < tile.d
+            ? static_cast<float>(feature_at<Load>(x, row, col) - shift[col]) : 0.0f;
+        panels.store(side, k * kFloatStride + c, v);
+    }
+}
+
+struct Tf32Panels {
+    float values[2][kTileDepth * kFloatStride];  // [left, right][k][c]
+    FASTFID_DEVICE void store(int side, int at, float v) { values[side][at] = to_tf32(v); }
+    FASTFID_DEVICE void add_products(int warp_row, int warp_col, FloatTile& partial) const {
         FASTFID_UNROLL
         for (int k0 = 0; k0 < kTileDepth; k0 += 8) {
             float a[2][4], b[4][2];
-            FASTFID_UNROLL
-            for (int i = 0; i < 2; ++i) {
-                const int r = warp_row + 16 * i + group;
-                a[i][0] = left[(k0 + member) * kFastStride + r];
-                a[i][1] = left[(k0 + member) * kFastStride + r + 8];
-                a[i][2] = left[(k0 + member + 4) * kFastStride + r];
-                a[i][3] = left[(k0 + member + 4) * kFastStride + r + 8];
-            }
-            FASTFID_UNROLL
-            for (int j = 0; j < 4; ++j) {
-                b[j][0] = right[(k0 + member) * kFastStride + warp_col + 8 * j + group];
-                b[j][1] = right[(k0 + member + 4) * kFastStride + warp_col + 8 * j + group];
-            }
+            load_tf32_fragments(values[0], values[1], k0, warp_row, warp_col, a, b);
             warp_mma_tf32(partial, a, b);
         }
+    }
+};
+
+struct SplitBfloat16Panels {
+    uint16_t hi[2][kTileDepth * kFloatStride], lo[2][kTileDepth * kFloatStride];  // bf16 bits, [side][k][c]
+    FASTFID_DEVICE void store(int side, int at, float v) {
+        hi[side][at] = to_bfloat16_bits(v);
+        lo[side][at] = to_bfloat16_bits(v - bfloat16_to_float(hi[side][at]));  // v − hi: exact in float32
+    }
+    // This lane's fragments of one depth-16 step (mma.m16n8k16): A[r][k] = left[k][r], B[k][c] = right[k][c].
+    static FASTFID_DEVICE void fragments(const uint16_t* left, const uint16_t* right, int warp_row, int warp_col,
+                                         uint32_t (&a)[2][4], uint32_t (&b)[4][2]) {
+        const int lane = static_cast<int>(threadIdx.x) % 32, group = lane / 4, k = 2 * (lane % 4);
+        const auto pair = [](const uint16_t* panel, int k0, int column) {
+            return pack_pair(panel[k0 * kFloatStride + column], panel[(k0 + 1) * kFloatStride + column]);
+        };
+        FASTFID_UNROLL
+        for (int i = 0; i < 2; ++i) {
+            const int r = warp_row + 16 * i + group;
+            a[i][0] = pair(left, k, r);
+            a[i][1] = pair(left, k, r + 8);
+            a[i][2] = pair(left, k + 8, r);
+            a[i][3] = pair(left, k + 8, r + 8);
+        }
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            b[j][0] = pair(right, k, warp_col + 8 * j + group);
+            b[j][1] = pair(right, k + 8, warp_col + 8 * j + group);
+        }
+    }
+    FASTFID_DEVICE void add_products(int warp_row, int warp_col, FloatTile& partial) const {
+        uint32_t a_hi[2][4], a_lo[2][4], b_hi[4][2], b_lo[4][2];
+        fragments(hi[0], hi[1], warp_row, warp_col, a_hi, b_hi);
+        fragments(lo[0], lo[1], warp_row, warp_col, a_lo, b_lo);
+        warp_mma_16bit<HalfType::bfloat16>(partial, a_lo, b_hi);  // the small terms first
+        warp_mma_16bit<HalfType::bfloat16>(partial, a_hi, b_lo);
+        warp_mma_16bit<HalfType::bfloat16>(partial, a_hi, b_hi);
+    }
+};
+
+template <class Load>
+FASTFID_DEVICE void batch_syrk_fast(const FeatureBlock& x, const double* shift, const double* sums,
+                                    int64_t rows_per_slice, double* mean, double* comoment, long long* counters) {
+    using Panels = typename std::conditional<kSplitBfloat16<Load>, SplitBfloat16Panels, Tf32Panels>::type;
+    __shared__ Panels panels;
+    SyrkTile tile;
+    if (!tile.begin(x, rows_per_slice, counters)) return;
+    const int warp = static_cast<int>(threadIdx.x) / 32;
+    const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
+    FloatTile partial = {};
+    double acc[2][4][4] = {};
+    int64_t rows_in_partial = 0;
+    for (int64_t r0 = tile.row_begin; r0 < tile.row_end; r0 += kTileDepth) {
+        stage_fast_panels<Load>(x, tile, shift, r0, panels);
+        __syncthreads();
+        panels.add_products(warp_row, warp_col, partial);
         __syncthreads();
         rows_in_partial += kTileDepth;
         if (rows_in_partial >= kFastRows) {
-            flush();
+            flush_partials(partial, acc);
             rows_in_partial = 0;
         }
     }
-    flush();
+    flush_partials(partial, acc);
     FASTFID_UNROLL
     for (int i = 0; i < 2; ++i) {
         FASTFID_UNROLL
         for (int j = 0; j < 4; ++j) {
             FASTFID_UNROLL
             for (int h = 0; h < 4; ++h)
-                tile.add(comoment, sums, tile.ti * kTile + warp_row + 16 * i + group + 8 * (h / 2),
-                         tile.tj * kTile + warp_col + 8 * j + 2 * member + h % 2, acc[i][j][h]);
+                tile.add(comoment, sums, tile.ti * kTile + m16n8_row(warp_row, i, h),
+                         tile.tj * kTile + m16n8_col(warp_col, j, h), acc[i][j][h]);
         }
     }
     tile.commit(x, static_cast<int>(threadIdx.x) < kTile ? static_cast<int>(threadIdx.x) : kTile, shift, sums, mean,
@@ -298,9 +330,9 @@ FASTFID_DEVICE void batch_syrk_tf32(const FeatureBlock& x, const double* shift, 
                                                                     comoment, counters);                         \
     }                                                                                                             \
     FASTFID_KERNEL void __launch_bounds__(fastfid::kernels::kTensorThreads)                                       \
-    fastfid_batch_syrk_tf32_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, const double* sums,   \
+    fastfid_batch_syrk_fast_##suffix(fastfid::kernels::FeatureBlock x, const double* shift, const double* sums,   \
                                      int64_t rows_per_slice, double* mean, double* comoment, long long* counters) { \
-        fastfid::kernels::batch_syrk_tf32<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean, comoment, \
+        fastfid::kernels::batch_syrk_fast<fastfid::kernels::Load>(x, shift, sums, rows_per_slice, mean, comoment, \
                                                                   counters);                                     \
     }
 

@@ -64,4 +64,76 @@ FASTFID_DEVICE int tensor_col(int warp_col, int j, int c) {
     return warp_col + 8 * j + 2 * (static_cast<int>(threadIdx.x) % 4) + c;
 }
 
+// --- TF32 tiles (mma.m16n8k8): the statistics' fast mode and the distance's 3×TF32 products --------
+// A warp owns a 32 × 32 quarter of the 64 × 64 tile as 2 × 4 mma tiles of 16 × 8; panels of floats,
+// [kTileDepth][kFloatStride], already TF32 values.
+constexpr int kFloatStride = kTile + 8;  // padded float panel rows: conflict-free fragment loads
+using FloatTile = float[2][4][4];
+
+// This lane's A fragments (rows of the tile: left[k][r]) and B fragments (right[k][c]) of depth
+// k0 .. k0 + 7, in warp_mma_tf32's layout.
+FASTFID_DEVICE void load_tf32_fragments(const float* left, const float* right, int k0, int warp_row, int warp_col,
+                                        float (&a)[2][4], float (&b)[4][2]) {
+    const int lane = static_cast<int>(threadIdx.x) % 32, group = lane / 4, member = lane % 4;
+    FASTFID_UNROLL
+    for (int i = 0; i < 2; ++i) {
+        const int r = warp_row + 16 * i + group;
+        a[i][0] = left[(k0 + member) * kFloatStride + r];
+        a[i][1] = left[(k0 + member) * kFloatStride + r + 8];
+        a[i][2] = left[(k0 + member + 4) * kFloatStride + r];
+        a[i][3] = left[(k0 + member + 4) * kFloatStride + r + 8];
+    }
+    FASTFID_UNROLL
+    for (int j = 0; j < 4; ++j) {
+        b[j][0] = right[(k0 + member) * kFloatStride + warp_col + 8 * j + group];
+        b[j][1] = right[(k0 + member + 4) * kFloatStride + warp_col + 8 * j + group];
+    }
+}
+
+// Where this lane's accumulator acc[i][j][h] of an m16n8 tile (TF32 or 16-bit mma) lands: (row, column) within the tile.
+FASTFID_DEVICE int m16n8_row(int warp_row, int i, int h) {
+    return warp_row + 16 * i + static_cast<int>(threadIdx.x) % 32 / 4 + 8 * (h / 2);
+}
+FASTFID_DEVICE int m16n8_col(int warp_col, int j, int h) {
+    return warp_col + 8 * j + 2 * (static_cast<int>(threadIdx.x) % 4) + h % 2;
+}
+
+// acc += partial, in float64; partial = 0 (the float32 partial sums' flush).
+FASTFID_DEVICE void flush_partials(FloatTile& partial, double (&acc)[2][4][4]) {
+    FASTFID_UNROLL
+    for (int i = 0; i < 2; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            FASTFID_UNROLL
+            for (int h = 0; h < 4; ++h) {
+                acc[i][j][h] += partial[i][j][h];
+                partial[i][j][h] = 0.0f;
+            }
+        }
+    }
+}
+
+// v ≈ hi + lo as two TF32 values (3×TF32): hi = tf32(float(v)), lo = tf32(float(v) − hi), the
+// difference exact in float32; |v − hi − lo| ≤ 2⁻²¹·|v| (two roundings to 11 bits) + float's 2⁻²⁴.
+FASTFID_DEVICE void split_tf32(double v, float& hi, float& lo) {
+    const float f = static_cast<float>(v);
+    hi = to_tf32(f);
+    lo = to_tf32(f - hi);
+}
+
+// acc += the staged depth's A B in 3×TF32: hi·hi + hi·lo + lo·hi (lo·lo, ≤ 2⁻²² of the product, is
+// left out), the three on the TF32 tensor cores into float32 accumulators.
+FASTFID_DEVICE void add_tile_products_tf32x3(const float* left_hi, const float* left_lo, const float* right_hi,
+                                             const float* right_lo, int warp_row, int warp_col, FloatTile& acc) {
+    FASTFID_UNROLL
+    for (int k0 = 0; k0 < kTileDepth; k0 += 8) {
+        float a_hi[2][4], a_lo[2][4], b_hi[4][2], b_lo[4][2];
+        load_tf32_fragments(left_hi, right_hi, k0, warp_row, warp_col, a_hi, b_hi);
+        load_tf32_fragments(left_lo, right_lo, k0, warp_row, warp_col, a_lo, b_lo);
+        warp_mma_tf32(acc, a_lo, b_hi);  // the small terms first
+        warp_mma_tf32(acc, a_hi, b_lo);
+        warp_mma_tf32(acc, a_hi, b_hi);
+    }
+}
+
 }  // namespace fastfid::kernels

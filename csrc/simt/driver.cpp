@@ -55,6 +55,7 @@ struct Injection {
 struct State {
     std::mutex mutex;
     int devices = 1;
+    int capability = 90;  // what the architecture decides (the kernels' variants): all are emulated alike
     std::vector<Injection> injections;
     CUresult asynchronous = kSuccess;
     Counters counters;
@@ -119,8 +120,8 @@ CUresult device_get(CUdevice* device, int ordinal) {
     return kSuccess;
 }
 CUresult device_get_attribute(int* value, int attribute, CUdevice) {
-    if (attribute == kAttributeComputeCapabilityMajor) *value = 9;
-    else if (attribute == kAttributeComputeCapabilityMinor) *value = 0;
+    if (attribute == kAttributeComputeCapabilityMajor) *value = state().capability / 10;
+    else if (attribute == kAttributeComputeCapabilityMinor) *value = state().capability % 10;
     else return kInvalidValue;
     return kSuccess;
 }
@@ -249,10 +250,11 @@ const DriverTable& table() {
     return t;
 }
 
-void reset(int devices) {
+void reset(int devices, int capability) {
     State& s = state();
     std::lock_guard<std::mutex> lock(s.mutex);
     s.devices = devices;
+    s.capability = capability;
     s.injections.clear();
     s.asynchronous = kSuccess;
     const long long live = s.counters.live_allocations;

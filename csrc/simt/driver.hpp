@@ -14,9 +14,9 @@ namespace fastfid::simt_driver {
 
 const device::DriverTable& table();
 
-// Back to `devices` emulated GPUs, no injected errors, zero counts, an empty log; each thread's
-// current device is 0.
-void reset(int devices);
+// Back to `devices` emulated GPUs of compute capability `capability` (major·10 + minor, e.g. 89),
+// no injected errors, zero counts, an empty log; each thread's current device is 0.
+void reset(int devices, int capability);
 // The (skip + 1)-th call from now of driver function `call` (e.g. "cuModuleLoadData") returns `code`.
 void inject(const std::string& call, int code, int skip);
 // The next synchronisation (cuStreamSynchronize) returns `code`, as a kernel's asynchronous fault would.

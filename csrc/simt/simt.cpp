@@ -1,5 +1,7 @@
 #include "simt/simt.hpp"
 
+#include "core/half.hpp"
+
 #include <ucontext.h>
 
 #include <algorithm>
@@ -183,6 +185,23 @@ const double* share_with_warp(const std::vector<double>& values) {
     return block->exchange.data() + (linear - lane) * count;
 }
 
+// D += A·B over `depth` for every pair of tiles of an m16n8 mma, from the warp's shared fragments
+// (a_at(tile, r, k), b_at(tile, k, c)): exact products (of TF32 or 16-bit values) summed onto this
+// lane's c0..c3 = D[g][2t], D[g][2t + 1], D[g + 8][2t], D[g + 8][2t + 1] in k order, in float32.
+template <class AAt, class BAt>
+void add_m16n8_products(float* accumulators, int a_tiles, int b_tiles, unsigned depth, const AAt& a_at,
+                        const BAt& b_at) {
+    const unsigned lane = linear_thread() % kWarpSize, group = lane / 4, member = lane % 4;
+    for (int i = 0; i < a_tiles; ++i)
+        for (int j = 0; j < b_tiles; ++j)
+            for (unsigned h = 0; h < 4; ++h) {
+                const unsigned row = group + 8 * (h / 2), col = 2 * member + h % 2;
+                float& d = accumulators[(i * b_tiles + j) * 4 + h];
+                for (unsigned k = 0; k < depth; ++k) d += a_at(i, row, k) * b_at(j, k, col);
+            }
+    __syncwarp();
+}
+
 }  // namespace
 
 void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, const double* b, int b_tiles) {
@@ -219,15 +238,29 @@ void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, con
     const auto b_at = [&](int tile, unsigned k, unsigned c) {
         return static_cast<float>(lanes[(4 * c + k % 4) * stride + 4 * a_tiles + 2 * tile + (k >= 4)]);
     };
-    const unsigned lane = linear_thread() % kWarpSize, group = lane / 4, member = lane % 4;
-    for (int i = 0; i < a_tiles; ++i)
-        for (int j = 0; j < b_tiles; ++j)
-            for (unsigned h = 0; h < 4; ++h) {
-                const unsigned row = group + 8 * (h / 2), col = 2 * member + h % 2;
-                float& d = accumulators[(i * b_tiles + j) * 4 + h];
-                for (unsigned k = 0; k < 8; ++k) d += a_at(i, row, k) * b_at(j, k, col);  // exact products
-            }
-    __syncwarp();
+    add_m16n8_products(accumulators, a_tiles, b_tiles, 8, a_at, b_at);
+}
+
+void warp_mma_m16n8k16(float* accumulators, const uint32_t* a, int a_tiles, const uint32_t* b, int b_tiles,
+                       bool bfloat16) {
+    std::vector<double> fragments(a, a + 4 * a_tiles);  // 32-bit registers widen to doubles exactly
+    fragments.insert(fragments.end(), b, b + 2 * b_tiles);
+    const size_t stride = fragments.size();
+    const double* lanes = share_with_warp(fragments);
+    const auto value = [&](size_t lane, size_t slot, unsigned half) {
+        const auto bits = static_cast<uint16_t>(static_cast<uint32_t>(lanes[lane * stride + slot]) >> (16 * half));
+        return bfloat16 ? fastfid::bfloat16_to_float(bits) : fastfid::half_to_float(bits);
+    };
+    // PTX ISA, "Matrix Fragments for mma.m16n8k16" (.f16/.bf16): A[r][k] is half k % 2 of register
+    // (r ≥ 8) + 2·(k ≥ 8) of the lane of group r % 8 and member (k % 8) / 2; B[k][c] is half k % 2 of
+    // register (k ≥ 8) of the lane of group c and member (k % 8) / 2; D as for mma.m16n8k8.
+    const auto a_at = [&](int tile, unsigned r, unsigned k) {
+        return value(4 * (r % 8) + (k % 8) / 2, 4 * tile + (r >= 8) + 2 * (k >= 8), k % 2);
+    };
+    const auto b_at = [&](int tile, unsigned k, unsigned c) {
+        return value(4 * c + (k % 8) / 2, 4 * a_tiles + 2 * tile + (k >= 8), k % 2);
+    };
+    add_m16n8_products(accumulators, a_tiles, b_tiles, 16, a_at, b_at);
 }
 
 }  // namespace simt

@@ -4,8 +4,8 @@
 // What it provides, under the CUDA names: dim3, threadIdx / blockIdx / blockDim / gridDim,
 // __global__ / __device__ / __forceinline__ / __launch_bounds__ (no-ops), __shared__ (one copy
 // per block), __syncthreads(), __syncwarp() and atomicAdd on double; and the tensor cores' warp-wide
-// mma.m8n8k4 on float64 and mma.m16n8k8 on TF32 (simt::warp_mma_*), with the PTX ISA's fragment
-// layouts.
+// mma.m8n8k4 on float64, mma.m16n8k8 on TF32 and mma.m16n8k16 on float16/bfloat16
+// (simt::warp_mma_*), with the PTX ISA's fragment layouts.
 //
 // How: every CUDA thread of a block is a fiber (ucontext) on the calling OS thread; the blocks of
 // a grid run one after another. A fiber runs until it reaches __syncthreads() or returns, then
@@ -67,6 +67,14 @@ void warp_mma_m8n8k4_f64(double* accumulators, const double* a, int a_tiles, con
 // k order with float32 rounding (NVIDIA leaves the hardware's order and rounding unspecified: error
 // bounds that hold for any order of float32 sums cover both). Every lane of the warp must call it.
 void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, const float* b, int b_tiles);
+
+// Warp-wide D += A·B on float16 (or bfloat16) tiles with float32 accumulators, as mma.sync.aligned
+// .m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32 for every pair (A tile i, B tile j): this lane holds
+// a[4i .. 4i + 3] and b[2j], b[2j + 1], each two 16-bit values (the first in the low half), and the
+// accumulators as for TF32. Products of two such values are exact in float32; the model sums them
+// onto C in k order with float32 rounding, as for TF32. Every lane of the warp must call it.
+void warp_mma_m16n8k16(float* accumulators, const uint32_t* a, int a_tiles, const uint32_t* b, int b_tiles,
+                       bool bfloat16);
 
 // The schedule used by launches on this OS thread (tests run kernels under both).
 void set_schedule(Schedule schedule);

@@ -102,11 +102,14 @@ class DeviceKernels:
     """fastfid's kernels on one device of a backend: the native calls with the device's index and
     torch's current stream filled in."""
 
-    def __init__(self, backend, index: int, *, tensor_cores: bool | None = None):
+    def __init__(self, backend, index: int, *, tensor_cores: bool | None = None, tf32x3: bool | None = None):
         self.backend = backend
         self.index = index
-        # The kernels' variant: FP64 tensor cores where the GPU has them (asked once), else FMAs.
+        # The float64 kernels' variant: FP64 tensor cores where the GPU has them (asked once), else FMAs.
         self.tensor_cores = backend.fp64_tensor_cores(index) if tensor_cores is None else tensor_cores
+        # The symmetric route's Newton–Schulz products: 3×TF32 where the GPU has no FP64 tensor cores
+        # (every GPU fastfid's kernels run on has TF32 ones), float64 with them.
+        self.tf32x3 = not self.tensor_cores if tf32x3 is None else tf32x3
 
     @property
     def key(self) -> tuple:
@@ -127,8 +130,8 @@ class DeviceKernels:
 
     def stats_variant(self, precision: str) -> int:
         """stats_driver.hpp's StatsVariant: exact float64 (FMAs, or the FP64 tensor cores where the GPU has
-        them), or the opt-in TF32 mode."""
-        return 2 if precision == "tf32" else int(self.tensor_cores)
+        them), or the opt-in fast mode."""
+        return 2 if precision == "fast" else int(self.tensor_cores)
 
     def merge(self, into: "DeviceStats", other: "DeviceStats", workspace) -> None:
         self.backend.merge(
@@ -222,7 +225,7 @@ def _warn_once(key, message: str) -> None:
     warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-PRECISIONS = ("float64", "tf32")
+PRECISIONS = ("float64", "fast")
 
 
 def check_precision(precision: str) -> str:
@@ -286,7 +289,7 @@ class DeviceStats:
         self.dim = dim
         self.device = device
         self.kernels: DeviceKernels | None = kernels  # None: torch ops
-        self.precision = check_precision(precision)  # "tf32": the opt-in fast products of the kernels
+        self.precision = check_precision(precision)  # "fast": the kernels' opt-in tensor-core products
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)  # upper triangle valid
         self.counters = torch.zeros(_cuda.counter_slots, dtype=torch.int64, device=device)
@@ -517,7 +520,7 @@ def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_itera
         factor1=factors[0].data_ptr(), factor2=factors[1].data_ptr(), info1=infos[0].data_ptr(),
         info2=infos[1].data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
         tolerance=trace_tolerance, max_iterations=max_iterations, tensor_cores=kernels.tensor_cores,
-        device=kernels.index, stream=kernels.stream())
+        tf32x3=kernels.tf32x3, device=kernels.index, stream=kernels.stream())
     if record["status"] not in (_STATUS_NEEDS_EXACT, _STATUS_NO_FACTOR):
         return _from_record(record, [])
     # The exact route: the eigenvalues of A (left in the workspace), or, with no factor on either

@@ -45,9 +45,10 @@ class FeatureStats:
     the CUDA kernels on the current stream without waiting for them, and ``mean``, ``cov`` and
     ``comoment`` are float64 tensors on the device. A batch with NaN/Inf cannot be refused at
     ``update`` time without a sync: it is left out on the device and the next read raises
-    ValueError once, the other samples intact. ``precision="tf32"`` (device statistics only) opts in
-    to the kernels' fast mode: TF32 tensor-core products with float32 partial sums, not exact (the
-    README states its error bound); the default ``"float64"`` is exact.
+    ValueError once, the other samples intact. ``precision="fast"`` (device statistics only) opts in
+    to the kernels' fast mode: tensor-core products (TF32 for float32/float64 batches, split-bf16 for
+    float16/bfloat16 ones) with float32 partial sums, not exact (the README states the error bounds);
+    the default ``"float64"`` is exact. ``to`` another device keeps the precision.
 
     One object may be updated from several threads: each call holds the object's lock.
     """
@@ -291,7 +292,8 @@ class FeatureStats:
             host = FeatureStats.from_state(count, state.mean.cpu().numpy(), state.symmetric_comoment().cpu().numpy())
             host.feature_space = self.feature_space
             return host
-        moved = FeatureStats(self._dim, device=device, feature_space=self.feature_space)
+        precision = self._device_state.precision if self._device_state is not None else "float64"
+        moved = FeatureStats(self._dim, device=device, feature_space=self.feature_space, precision=precision)
         source = self if self._device_state is None else self.to("cpu")
         source._flush()
         if source._count:

@@ -10,6 +10,7 @@ GPU: use small sizes.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 
 from fastfid import _cuda, _device
@@ -18,9 +19,11 @@ __all__ = ["emulated_cuda"]
 
 
 @contextlib.contextmanager
-def emulated_cuda(*, devices: int = 1) -> Iterator[_device.Emulation]:
+def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90") -> Iterator[_device.Emulation]:
     """Within the block, CPU torch tensors take fastfid's CUDA path on an emulated driver with
-    ``devices`` GPUs (work goes to device 0 unless the yielded object's ``device`` is changed).
+    ``devices`` GPUs (work goes to device 0 unless the yielded object's ``device`` is changed) of
+    ``architecture``, which picks the kernels' variants as on such a GPU: ``"sm_90"`` (H100) uses the
+    FP64 tensor cores, ``"sm_89"`` (L4, RTX 4090) FP64 FMAs and 3×TF32 Newton–Schulz products.
 
     ``FeatureStats`` created there (``FeatureStats(d, device="cpu")``, ``from_features(tensor)``)
     keep a device state updated by the statistics kernels; ``frechet_distance`` and ``fid`` on
@@ -30,8 +33,12 @@ def emulated_cuda(*, devices: int = 1) -> Iterator[_device.Emulation]:
     """
     if not (isinstance(devices, int) and devices >= 1):
         raise ValueError(f"devices must be a positive integer, got {devices!r}")
+    match = re.fullmatch(r"sm_(\d+)(\d)", architecture) if isinstance(architecture, str) else None
+    if match is None or int(match[1]) * 10 + int(match[2]) < 80:
+        raise ValueError(f"architecture must be 'sm_XY' of a GPU fastfid's kernels support (sm_80 or later), "
+                         f"got {architecture!r}")
     previous = _device._emulation
-    _cuda.emulator.reset(devices)
+    _cuda.emulator.reset(devices, int(match[1]) * 10 + int(match[2]))
     _device._forget("emulated")
     _device._emulation = _device.Emulation(_cuda.emulated_backend())
     try:
