@@ -496,3 +496,17 @@ def test_the_3xtf32_route_is_certified_or_exact(rng):
     result = symmetric_route(sigma1, sigma2, tf32x3=True)
     assert result.exact
     assert abs(result.trace_sqrt - exact_trace_sqrt(sigma1, sigma2)) <= 1e-10 * exact_trace_sqrt(sigma1, sigma2)
+
+
+@pytest.mark.parametrize("products", ["fma", "dmma", "tf32x3"])
+def test_a_symmetric_product_runs_its_upper_tiles_and_mirrors_them(rng, products):
+    d = 130  # 3 tiles a side: 6 upper tiles, three of them on the diagonal, a ragged edge
+    a = rng.standard_normal((d, d))
+    a = a + a.T
+    b = a @ a + np.eye(d)  # commutes with a: a @ b is symmetric, as the symmetric route's products are
+    upper = np.triu_indices(d)
+    half = _cuda._selftest_gemm(a, b, products, symmetric=True)
+    full = _cuda._selftest_gemm(a, b, products)
+    np.testing.assert_array_equal(half, half.T)  # exactly symmetric
+    np.testing.assert_array_equal(half[upper], full[upper])  # the upper tiles' own numbers
+    assert np.abs(half - a @ b).max() <= 1e-4 * np.abs(a @ b).max()

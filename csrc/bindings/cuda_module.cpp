@@ -296,10 +296,13 @@ void mma_16bit_kernel(const uint16_t* a, const uint16_t* b, const float* c, floa
     d[(g + 8) * 8 + 2 * t + 1] = acc[0][0][3];
 }
 
-// C = A B (d × d, row-major) by the distance's GEMM tiles in one of their variants.
+// C = A B (d × d, row-major) by the distance's GEMM tiles in one of their variants; symmetric: the
+// upper tiles only, mirrored.
 template <fastfid::kernels::Products P>
-void gemm_kernel(const double* a, const double* b, double* c, int64_t d) {
-    fastfid::kernels::gemm_tile<P>(a, b, c, d, fastfid::kernels::Epilogue{});
+void gemm_kernel(const double* a, const double* b, double* c, int64_t d, bool symmetric) {
+    fastfid::kernels::Epilogue epilogue;
+    epilogue.symmetric = symmetric;
+    fastfid::kernels::gemm_tile<P>(a, b, c, d, epilogue);
 }
 
 }  // namespace
@@ -385,27 +388,30 @@ PYBIND11_MODULE(_cuda, m) {
     m.def(
         "_selftest_gemm",
         [](py::array_t<double, py::array::c_style | py::array::forcecast> a,
-           py::array_t<double, py::array::c_style | py::array::forcecast> b, const std::string& products) {
+           py::array_t<double, py::array::c_style | py::array::forcecast> b, const std::string& products,
+           bool symmetric) {
             using fastfid::kernels::Products;
             const int64_t d = a.shape(0);
             if (a.ndim() != 2 || b.ndim() != 2 || a.shape(1) != d || b.shape(0) != d || b.shape(1) != d)
                 throw std::invalid_argument("A and B must be d x d");
             py::array_t<double> c({d, d});
             const auto side = static_cast<unsigned>((d + fastfid::kernels::kTile - 1) / fastfid::kernels::kTile);
-            const dim3 grid(side, side);
+            const dim3 grid = symmetric ? dim3(static_cast<unsigned>(fastfid::kernels::triangle_tiles(d)))
+                                        : dim3(side, side);
             if (products == "fma")
                 simt::launch(gemm_kernel<Products::fma>, grid, dim3(fastfid::kernels::kTileThreads), a.data(), b.data(),
-                             c.mutable_data(), d);
+                             c.mutable_data(), d, symmetric);
             else if (products == "dmma")
                 simt::launch(gemm_kernel<Products::dmma>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
-                             b.data(), c.mutable_data(), d);
+                             b.data(), c.mutable_data(), d, symmetric);
             else if (products == "tf32x3")
                 simt::launch(gemm_kernel<Products::tf32x3>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
-                             b.data(), c.mutable_data(), d);
+                             b.data(), c.mutable_data(), d, symmetric);
             else
                 throw std::invalid_argument("products must be 'fma', 'dmma' or 'tf32x3'");
             return c;
         },
-        py::arg("a"), py::arg("b"), py::arg("products"),
-        "A @ B by the distance kernels' GEMM tiles on the emulation: 'fma', 'dmma' or 'tf32x3'.");
+        py::arg("a"), py::arg("b"), py::arg("products"), py::arg("symmetric") = false,
+        "A @ B by the distance kernels' GEMM tiles on the emulation: 'fma', 'dmma' or 'tf32x3'; symmetric: only "
+        "the upper tiles, mirrored.");
 }

@@ -97,12 +97,16 @@ FASTFID_DEVICE int next_slot(int current, int best) {
 
 // What a product's tile does with its accumulators: C = α·(A B) + β·addend + γ·I (addend may be
 // null), and optionally ‖C − A‖²_F into *change and ‖A‖²_F into *norm (the Newton–Schulz step).
+// symmetric: C is symmetric (so are the addend and A where read): the launch covers the upper
+// tiles only (blockIdx.x through triangle_tile), each entry with i ≤ j computed once and written to
+// (i, j) and (j, i), so that half the products give an exactly symmetric C.
 // Uniform over a launch, so a block's threads take the same branches.
 struct Epilogue {
     double alpha = 1.0, beta = 0.0, gamma = 0.0;
     const double* addend = nullptr;
     double* change = nullptr;
     double* norm = nullptr;
+    bool symmetric = false;
 };
 
 // How a GEMM kernel multiplies: FP64 FMAs (64 threads), the FP64 tensor cores (DMMA, 128 threads),
@@ -139,14 +143,16 @@ struct TileOutput {
     double change = 0, norm = 0;
 
     FASTFID_DEVICE void put(int64_t gi, int64_t gj, double product) {
-        if (gi >= d || gj >= d) return;
+        if (gi >= d || gj >= d || (epilogue.symmetric && gi > gj)) return;
         double value = epilogue.alpha * product + (gi == gj ? epilogue.gamma : 0.0);
         if (epilogue.addend != nullptr) value += epilogue.beta * epilogue.addend[gi * d + gj];
         c[gi * d + gj] = value;
+        const bool mirrored = epilogue.symmetric && gi != gj;
+        if (mirrored) c[gj * d + gi] = value;
         if (epilogue.change != nullptr) {
-            const double previous = a[gi * d + gj];
-            change += (value - previous) * (value - previous);
-            norm += previous * previous;
+            const double previous = a[gi * d + gj], weight = mirrored ? 2.0 : 1.0;
+            change += weight * (value - previous) * (value - previous);
+            norm += weight * previous * previous;
         }
     }
     // Every thread of the block calls it (uniform: the epilogue is the launch's).
@@ -158,13 +164,16 @@ struct TileOutput {
 };
 
 // One 64 × 64 tile of a d × d product A B (Aᵀ B when TransposeA), picked by blockIdx.x (columns)
-// and blockIdx.y (rows); the operands are scaled by a_factor and b_factor as they are staged.
+// and blockIdx.y (rows), or by blockIdx.x alone over the upper tiles (a symmetric epilogue); the
+// operands are scaled by a_factor and b_factor as they are staged.
 template <Products P, bool TransposeA = false>
 FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
                               double a_factor = 1.0, double b_factor = 1.0) {
     constexpr int threads = P == Products::fma ? kTileThreads : kTensorThreads;
     __shared__ double scratch[threads];
-    const int64_t i0 = static_cast<int64_t>(blockIdx.y) * kTile, j0 = static_cast<int64_t>(blockIdx.x) * kTile;
+    int64_t ti = blockIdx.y, tj = blockIdx.x;
+    if (epilogue.symmetric) triangle_tile(blockIdx.x, (d + kTile - 1) / kTile, ti, tj);
+    const int64_t i0 = ti * kTile, j0 = tj * kTile;
     const int warp = static_cast<int>(threadIdx.x) / 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     TileOutput out{a, c, d, epilogue};
@@ -415,17 +424,24 @@ FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots, 
     slots.z(0)[e] = e / d == e % d ? 1.0 : 0.0;
 }
 
-FASTFID_ITERATION_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
+// symmetric (the symmetric route, where Z Y is a symmetric polynomial of A): T from its upper tiles.
+FASTFID_ITERATION_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d,
+                         int symmetric),
 
     using namespace fastfid::kernels;
     if (state->done) return;  // uniform: the stop kernel that set it ran before this launch
     const int current = state->current;
     Epilogue t;  // T = a I + b Z Y
+    t.symmetric = symmetric != 0;
     t.alpha = state->coefficient[1];
     t.gamma = state->coefficient[0];
     gemm_tile<kProducts>(slots.z(current), slots.y(current), slots.t(), d, t);
 )
 
+// Both products in full, though symmetric in exact arithmetic on the symmetric route: mirrored from
+// their upper halves they no longer keep Y_{k+1} Z_{k+1}⁻¹ = Y_k Z_k⁻¹, and that drift, amplified by
+// Z's growth along A's small eigenvalues, made the iteration diverge (measured). T may be mirrored:
+// the invariant holds for any T.
 FASTFID_ITERATION_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;
@@ -528,25 +544,16 @@ FASTFID_GEMM_KERNEL(fastfid_sym_left, (const double* l1, const double* s1, const
     gemm_tile<kProducts, true>(first ? l1 : l2, first ? s2 : s1, g, d, Epilogue{});
 )
 
-// A = G L.
+// A = G L = Lᵀ S L, symmetric: its upper tiles, mirrored (so A is exactly symmetric).
 FASTFID_GEMM_KERNEL(fastfid_sym_right, (const double* g, const double* l1, const double* l2, double* a,
                   const fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
-    gemm_tile<kProducts>(g, state->side == 0 ? l1 : l2, a, d, Epilogue{});
+    Epilogue symmetric;
+    symmetric.symmetric = true;
+    gemm_tile<kProducts>(g, state->side == 0 ? l1 : l2, a, d, symmetric);
 )
-
-// A = (A + Aᵀ)/2 over the upper triangle (rounding made it slightly non-symmetric).
-FASTFID_KERNEL void fastfid_symmetrize(double* a, int64_t d) {
-    const int64_t e = fastfid::kernels::global_thread();
-    if (e >= d * d) return;
-    const int64_t i = e / d, j = e % d;
-    if (i >= j) return;
-    const double mean = 0.5 * (a[e] + a[j * d + i]);
-    a[e] = mean;
-    a[j * d + i] = mean;
-}
 
 // R = A − c·Y_best² (into T's slot).
 FASTFID_GEMM_KERNEL(fastfid_sym_residual, (fastfid::kernels::NewtonSchulzSlots slots, const double* a,
@@ -554,6 +561,8 @@ FASTFID_GEMM_KERNEL(fastfid_sym_residual, (fastfid::kernels::NewtonSchulzSlots s
 
     using namespace fastfid::kernels;
     if (state->record.status != kStatusOk) return;
+    // In full: the iterate Y is symmetric only to rounding, and R mirrored from its upper half would
+    // carry Y's asymmetry into the correction uncorrected (measured: bounds 10–100 times larger).
     Epilogue residual;
     residual.alpha = -state->record.scale;
     residual.beta = 1.0;

@@ -52,7 +52,6 @@
     X(fastfid_sym_left_tensor)                                                                      \
     X(fastfid_sym_right)                                                                            \
     X(fastfid_sym_right_tensor)                                                                     \
-    X(fastfid_symmetrize)                                                                           \
     X(fastfid_sym_residual)                                                                         \
     X(fastfid_sym_residual_tensor)                                                                  \
     X(fastfid_sym_products)                                                                         \

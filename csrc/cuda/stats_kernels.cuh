@@ -70,16 +70,6 @@ FASTFID_DEVICE void batch_sums(const FeatureBlock& x, const double* shift, doubl
     else sums[j] = partial;
 }
 
-// Upper-triangular tile t (row-major over tiles with ti ≤ tj) -> (ti, tj).
-FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti, int64_t& tj) {
-    ti = 0;
-    while (t >= tiles_per_side - ti) {
-        t -= tiles_per_side - ti;
-        ++ti;
-    }
-    tj = ti + t;
-}
-
 // What batch_syrk's blocks share: where the tile is, which rows, what n' is, and the commit.
 struct SyrkTile {
     int64_t d, ti, tj, row_begin, row_end;

@@ -18,6 +18,22 @@ constexpr int kTensorThreads = 128;
 constexpr int kTensorStride = kTile + 4;  // padded panel rows: the mma fragment loads avoid bank conflicts
 
 using StagedPanel = double[kTileDepth][kTile];
+
+// Upper-triangular tile t (row-major over tiles with ti ≤ tj) -> (ti, tj).
+FASTFID_DEVICE void triangle_tile(int64_t t, int64_t tiles_per_side, int64_t& ti, int64_t& tj) {
+    ti = 0;
+    while (t >= tiles_per_side - ti) {
+        t -= tiles_per_side - ti;
+        ++ti;
+    }
+    tj = ti + t;
+}
+
+// Tiles of the upper triangle of a d × d matrix (host side too).
+inline int64_t triangle_tiles(int64_t d) {
+    const int64_t side = (d + kTile - 1) / kTile;
+    return side * (side + 1) / 2;
+}
 using MicroTile = double[kMicroTile][kMicroTile];
 
 FASTFID_DEVICE int micro_row(int i) { return static_cast<int>(threadIdx.x) / kMicroTile + kMicroTile * i; }
