@@ -281,3 +281,52 @@ def test_the_emulated_architecture_picks_the_kernels_variants():
         with pytest.raises(ValueError, match="architecture must be"):
             with emulated_cuda(architecture=wrong):
                 pass
+
+
+def test_a_reference_on_the_device_is_prepared_once_and_reused(rng):
+    from fastfid.testing import emulated_cuda
+
+    x, y, z = (relu_features(rng, 400, 30, offset=o) for o in (0.5, 0.8, 0.6))
+    host = [fastfid.FeatureStats.from_features(v) for v in (x, y, z)]
+    with emulated_cuda():
+        reference = fastfid.Reference(fastfid.FeatureStats.from_features(torch.from_numpy(x)))
+        assert str(reference.device) == "cpu" and reference._prepared is not None  # the emulated GPU
+        assert "device=" in repr(reference) and reference.dim == 30
+        # Statistics on the same device, and host statistics (copied there).
+        for other, values in ((fastfid.FeatureStats.from_features(torch.from_numpy(y)), y), (host[2], z)):
+            result = reference.distance(other, return_info=True)
+            expected = fastfid.fid(host[0], fastfid.FeatureStats.from_features(values))
+            assert result.method == "newton_schulz" and result.error_bound > 0
+            assert result.value == pytest.approx(expected, rel=FD_RTOL)
+        # Prepared once: a distance factors only the other side (one Cholesky per side otherwise).
+        calls = []
+        original = torch.linalg.cholesky_ex
+        try:
+            torch.linalg.cholesky_ex = lambda *a, **k: calls.append(1) or original(*a, **k)
+            reference.distance(host[1])
+        finally:
+            torch.linalg.cholesky_ex = original
+        assert calls == []  # the reference's factor exists: the kernels take it and Σ₂ needs none
+        # The exact route on request, and for a singular other side, on the host (factored once).
+        assert reference.distance(host[1], method="eigh") == pytest.approx(fastfid.fid(host[0], host[1]), rel=1e-12)
+        few = fastfid.FeatureStats.from_features(relu_features(rng, 20, 30))
+        result = reference.distance(few, return_info=True)
+        assert result.method == "eigh" and result.rank == 19
+        assert reference.rank == 30
+    with pytest.raises(ValueError, match="method='sqrtm' does not use a factorised reference"):
+        reference.distance(host[1], method="sqrtm")
+    with pytest.raises(ValueError, match="cannot be compared with a reference of dim 30"):
+        reference.distance(fastfid.FeatureStats.from_features(relu_features(rng, 50, 12)))
+
+
+def test_a_reference_refuses_a_bad_covariance_on_the_device(rng):
+    from fastfid.testing import emulated_cuda
+
+    sigma = torch.from_numpy(np.cov(relu_features(rng, 100, 8), rowvar=False))
+    with emulated_cuda():
+        stats = fastfid.FeatureStats.from_features(torch.from_numpy(relu_features(rng, 100, 8)))
+        stats._device_state.comoment[0, 0] = -1.0  # what no update makes: a negative variance
+        with pytest.raises(ValueError, match="reference sigma has a negative variance"):
+            fastfid.Reference(stats)
+        with pytest.raises(ValueError, match="sigma is not symmetric"):  # a pair is checked on the host first
+            fastfid.Reference((torch.zeros(8), sigma + torch.triu(torch.ones(8, 8), 1)), device="cpu")

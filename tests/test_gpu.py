@@ -48,6 +48,15 @@ def test_the_fast_mode_on_the_gpu_stays_near_the_exact_statistics(rng, dtype):
     assert stats.to("cuda:0")._device_state.precision == "fast"  # a moved copy keeps the mode
 
 
+def test_a_reference_on_the_gpu(rng):
+    x, y = relu_features(rng, 3000, 256, offset=0.5), relu_features(rng, 2000, 256, offset=0.8)
+    reference = fastfid.Reference(fastfid.FeatureStats.from_features(torch.from_numpy(x).cuda()))
+    assert reference.device.type == "cuda"
+    result = reference.distance(fastfid.FeatureStats.from_features(torch.from_numpy(y).cuda()), return_info=True)
+    expected = fastfid.fid(fastfid.FeatureStats.from_features(x), fastfid.FeatureStats.from_features(y))
+    assert result.value == pytest.approx(expected, rel=FD_RTOL)
+
+
 def test_the_distance_on_the_gpu_matches_the_exact_route(rng):
     x, y = relu_features(rng, 4000, 512, offset=0.5), relu_features(rng, 3000, 512, offset=0.8)
     moments = [x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)]

@@ -91,14 +91,12 @@ inline void enqueue_checks(Device& device, int64_t d, const FrechetBuffers& b) {
 }
 
 // max_iterations rounds of the coupled iteration, enqueued without waiting (the stop kernel decides).
-// symmetric (the symmetric route): T = a I + b Z Y is symmetric, so only its upper tiles run.
 inline void enqueue_iterations(Device& device, const IterationKernels& gemm,
                                const kernels::NewtonSchulzSlots& slots, kernels::FrechetState* state, int64_t d,
-                               int max_iterations, bool symmetric) {
+                               int max_iterations) {
     const auto side = static_cast<unsigned>((d + kernels::kTile - 1) / kernels::kTile);
-    const dim3 t_tiles = symmetric ? dim3(static_cast<unsigned>(kernels::triangle_tiles(d))) : dim3(side, side);
     for (int iteration = 0; iteration < max_iterations; ++iteration) {
-        device.launch(gemm.ns_t, t_tiles, gemm.block, slots, state, d, static_cast<int>(symmetric));
+        device.launch(gemm.ns_t, dim3(side, side), gemm.block, slots, state, d);
         device.launch(gemm.ns_products, dim3(side, side, 2), gemm.block, slots, state, d);
         device.launch(kernel::fastfid_ns_stop, dim3(1), dim3(1), state);
     }
@@ -129,7 +127,7 @@ inline FrechetRecord frechet_distance_on(Device& device, int64_t d, const Freche
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(matrices), state,
                   d);
     enqueue_iterations(device, IterationKernels::of(options.tensor_cores ? kernels::Products::dmma : kernels::Products::fma),
-                       slots, state, d, options.max_iterations, false);
+                       slots, state, d, options.max_iterations);
     device.launch(kernel::fastfid_fd_finish, dim3(1), reduction, slots, state, d);
     if (b.sqrt_out) device.launch(kernel::fastfid_ns_rescale, elements, elementwise, slots, state, size, b.sqrt_out, 1);
     if (b.inverse_sqrt_out)
@@ -194,7 +192,7 @@ inline FrechetRecord frechet_symmetric_on(Device& device, int64_t d, const Frech
     device.launch(kernel::fastfid_ns_start, elements, elementwise, slots, static_cast<const double*>(a), state, d);
     const auto iteration_products =
         tf32x3 ? kernels::Products::tf32x3 : (tensor_cores ? kernels::Products::dmma : kernels::Products::fma);
-    enqueue_iterations(device, IterationKernels::of(iteration_products), slots, state, d, max_iterations, true);
+    enqueue_iterations(device, IterationKernels::of(iteration_products), slots, state, d, max_iterations);
     device.launch(gemm.sym_residual, dim3(side, side), tile, slots, static_cast<const double*>(a), state, d);
     device.launch(gemm.sym_products, dim3(side, side, 2), tile, slots, state, d);
     device.launch(gemm.sym_wz, dim3(side, side), tile, slots, state, d);

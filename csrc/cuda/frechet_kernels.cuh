@@ -424,24 +424,21 @@ FASTFID_KERNEL void fastfid_ns_start(fastfid::kernels::NewtonSchulzSlots slots, 
     slots.z(0)[e] = e / d == e % d ? 1.0 : 0.0;
 }
 
-// symmetric (the symmetric route, where Z Y is a symmetric polynomial of A): T from its upper tiles.
-FASTFID_ITERATION_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d,
-                         int symmetric),
+// The iteration's three products run in full, though on the symmetric route they are symmetric in
+// exact arithmetic: Y·T and T·Z mirrored from their upper halves break Y_{k+1} Z_{k+1}⁻¹ = Y_k Z_k⁻¹,
+// and the iteration diverged; T mirrored kept it but made the 3×TF32 route's corrected trace 400
+// times worse (both measured under the emulation on ReLU statistics).
+FASTFID_ITERATION_KERNEL(fastfid_ns_t, (fastfid::kernels::NewtonSchulzSlots slots, const fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;
     if (state->done) return;  // uniform: the stop kernel that set it ran before this launch
     const int current = state->current;
     Epilogue t;  // T = a I + b Z Y
-    t.symmetric = symmetric != 0;
     t.alpha = state->coefficient[1];
     t.gamma = state->coefficient[0];
     gemm_tile<kProducts>(slots.z(current), slots.y(current), slots.t(), d, t);
 )
 
-// Both products in full, though symmetric in exact arithmetic on the symmetric route: mirrored from
-// their upper halves they no longer keep Y_{k+1} Z_{k+1}⁻¹ = Y_k Z_k⁻¹, and that drift, amplified by
-// Z's growth along A's small eigenvalues, made the iteration diverge (measured). T may be mirrored:
-// the invariant holds for any T.
 FASTFID_ITERATION_KERNEL(fastfid_ns_products, (fastfid::kernels::NewtonSchulzSlots slots, fastfid::kernels::FrechetState* state, int64_t d),
 
     using namespace fastfid::kernels;

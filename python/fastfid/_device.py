@@ -454,17 +454,59 @@ def _covariance_problem(name: str, nonfinite: float, asymmetry: float, largest: 
     return None
 
 
+def check_covariance(sigma, name: str) -> None:
+    """The CPU core's checks of a covariance on its device (a few reductions and one sync)."""
+    torch = _torch()
+    finite = bool(torch.isfinite(sigma).all())
+    diagonal = sigma.diagonal()
+    problem = _covariance_problem(
+        name, not finite, float((sigma - sigma.T).abs().max()) if finite else 0.0,
+        float(diagonal.abs().max()) if finite else 0.0, float(diagonal.min()) if finite else 0.0)
+    if problem:
+        raise ValueError(problem)
+
+
+@dataclass
+class PreparedCovariance:
+    """A covariance made ready for the symmetric route on its device: divided by a power of two near
+    its largest variance (exact: no overflow or underflow anywhere in float64's range), and that
+    quotient's lower Cholesky factor with torch's info (≠ 0: none), unless it was not asked for."""
+
+    unit: Any  # 0-d tensor
+    scaled: Any
+    factor: Any = None
+    info: Any = None
+
+    @classmethod
+    def of(cls, sigma, *, factor: bool = True) -> "PreparedCovariance":
+        torch = _torch()
+        largest = sigma.diagonal().abs().amax()
+        exponent = torch.frexp(largest).exponent
+        usable = torch.isfinite(largest) & (largest > 0)
+        unit = torch.where(usable, torch.ldexp(torch.ones_like(largest), exponent - 1), torch.ones_like(largest))
+        prepared = cls(unit, (sigma / unit).contiguous())
+        if factor:
+            lower, info = torch.linalg.cholesky_ex(prepared.scaled)  # without waiting for the device
+            prepared.factor, prepared.info = lower.contiguous(), info.contiguous()
+        return prepared
+
+    def has_factor(self) -> bool:
+        """Whether the Cholesky factor exists (reads the info: a sync)."""
+        return self.info is not None and int(self.info) == 0
+
+
 def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, tolerance: float = 1e-12,
             max_iterations: int = 100, return_roots: bool = False,
-            trace_tolerance: float = TRACE_TOLERANCE) -> DeviceFrechet:
+            trace_tolerance: float = TRACE_TOLERANCE, prepared1: PreparedCovariance | None = None) -> DeviceFrechet:
     """FD on the covariances' device (float64 tensors from square_tensor / vector_tensor; the means
     may be None) by fastfid's kernels, or by torch ops.
 
     The kernels' FD is the symmetric route: scaled Newton–Schulz on A = Lᵀ S₂ L, a float64 correction
     and a bound on the result's error, with one read of the result at the end; where the bound exceeds
     ``trace_tolerance`` × (tr Σ₁ + tr Σ₂) (or neither covariance has a Cholesky factor), the float64
-    eigenvalues of A on the device. With ``return_roots`` (FD gradients), coupled Newton–Schulz on
-    Σ₁Σ₂ to the relative step ``tolerance``, which also gives (Σ₁Σ₂)^±½."""
+    eigenvalues of A on the device. ``prepared1``: Σ₁ already prepared (a Reference's, with a factor
+    known to exist), reused. With ``return_roots`` (FD gradients), coupled Newton–Schulz on Σ₁Σ₂ to
+    the relative step ``tolerance``, which also gives (Σ₁Σ₂)^±½."""
     torch = _torch()
     if not (isinstance(max_iterations, int) and max_iterations >= 0):
         raise ValueError(f"max_iterations must be a non-negative integer, got {max_iterations!r}")
@@ -484,7 +526,8 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
                     results.append(_from_record(kernels.frechet_distance(mu1, sigma1, mu2, sigma2, workspace, roots,
                                                                          tolerance, max_iterations), roots))
             else:
-                result = _symmetric_route(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance)
+                result = _symmetric_route(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
+                                          prepared1)
                 results.extend([result] if result is not None else [])
 
         if attempt(kernels, device, "frechet_distance", native) and results:
@@ -492,33 +535,27 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
     return _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots)
 
 
-def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations,
-                     trace_tolerance) -> DeviceFrechet | None:
+def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
+                     prepared1: PreparedCovariance | None = None) -> DeviceFrechet | None:
     """The kernels' symmetric route (None: no memory for it). Each covariance is divided by a power of
     two near its largest variance and factored by torch's Cholesky (cuSOLVER on a GPU), without
-    waiting: the kernels pick a side that has a factor."""
+    waiting: the kernels pick a side that has a factor. A prepared Σ₁ with a factor spares Σ₂'s."""
     torch = _torch()
     d, device = sigma1.shape[0], sigma1.device
     workspace = _workspace(kernels, _cuda.symmetric_workspace_doubles(d), device)
     if workspace is None:
         return None
-    units, scaled, factors, infos = [], [], [], []
-    for sigma in (sigma1, sigma2):
-        largest = sigma.diagonal().abs().amax()
-        exponent = torch.frexp(largest).exponent
-        usable = torch.isfinite(largest) & (largest > 0)
-        unit = torch.where(usable, torch.ldexp(torch.ones_like(largest), exponent - 1), torch.ones_like(largest))
-        units.append(unit)
-        scaled.append((sigma / unit).contiguous())
-        factor, info = torch.linalg.cholesky_ex(scaled[-1])  # lower; info ≠ 0: not positive definite
-        factors.append(factor.contiguous())
-        infos.append(info.contiguous())
-    unit_pair = torch.stack(units).contiguous()
+    first = prepared1 if prepared1 is not None else PreparedCovariance.of(sigma1)
+    second = PreparedCovariance.of(sigma2, factor=prepared1 is None)
+    # Without its own factor, side 2 names side 1's: the kernels take side 1's (info 0), never side 2's.
+    factor2, info2 = (second.factor, second.info) if second.factor is not None else (first.factor, first.info)
+    scaled = [first.scaled, second.scaled]
+    unit_pair = torch.stack([first.unit, second.unit]).contiguous()
     record = kernels.backend.frechet_symmetric(
         0 if mu1 is None else mu1.data_ptr(), sigma1.data_ptr(), 0 if mu2 is None else mu2.data_ptr(),
-        sigma2.data_ptr(), scaled1=scaled[0].data_ptr(), scaled2=scaled[1].data_ptr(),
-        factor1=factors[0].data_ptr(), factor2=factors[1].data_ptr(), info1=infos[0].data_ptr(),
-        info2=infos[1].data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
+        sigma2.data_ptr(), scaled1=first.scaled.data_ptr(), scaled2=second.scaled.data_ptr(),
+        factor1=first.factor.data_ptr(), factor2=factor2.data_ptr(), info1=first.info.data_ptr(),
+        info2=info2.data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
         tolerance=trace_tolerance, max_iterations=max_iterations, tensor_cores=kernels.tensor_cores,
         tf32x3=kernels.tf32x3, device=kernels.index, stream=kernels.stream())
     if record["status"] not in (_STATUS_NEEDS_EXACT, _STATUS_NO_FACTOR):
@@ -570,13 +607,7 @@ def _frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roo
     """frechet_kernels.cuh in torch ops: the same checks, iteration, stopping rule and outputs."""
     torch = _torch()
     for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
-        finite = bool(torch.isfinite(sigma).all())
-        diagonal = sigma.diagonal()
-        problem = _covariance_problem(
-            name, not finite, float((sigma - sigma.T).abs().max()) if finite else 0.0,
-            float(diagonal.abs().max()) if finite else 0.0, float(diagonal.min()) if finite else 0.0)
-        if problem:
-            raise ValueError(problem)
+        check_covariance(sigma, name)
     mean_term = 0.0
     if mu1 is not None:
         if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):

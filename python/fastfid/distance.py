@@ -115,48 +115,98 @@ class Reference:
     """Reference statistics factorised once, for comparing many checkpoints against one dataset.
 
     ``stats`` is a :class:`FeatureStats`, a path to a statistics ``.npz``, or a ``(mu, sigma)`` pair.
+    ``device`` (e.g. ``"cuda"``; by default the device of ``stats``) keeps the reference there,
+    divided and Cholesky-factored once on that device: each ``distance`` then runs the kernels'
+    symmetric route with that factor (the other side is copied to the device if it is not there),
+    and only the exact host route (``method="eigh"``, or a singular other side with
+    ``method="auto"``) factors on the host, once, when first needed.
     """
 
-    def __init__(self, stats: StatsLike):
+    def __init__(self, stats: StatsLike, *, device=None):
         stats = _as_stats(stats, "stats")
-        self.mean = stats.mean
-        self._sigma = stats.cov  # kept for a singular other side, which is then the one factored
-        _core.validate_covariance(self._sigma, "reference sigma")
-        self._factor = _factor(self._sigma, "reference sigma")
+        if device is None and stats._device_state is not None:
+            device = stats._device_state.device
+        self._device = None
+        if device is not None and (str(device) != "cpu" or _device.emulating()):
+            import torch
+
+            self._device = torch.device(device)
+        if self._device is None or not _device.takes_device_path(self._device):
+            self._device = None
+            self.mean = stats.mean if stats.device == "cpu" else stats.to("cpu").mean
+            self._sigma = stats.cov if stats.device == "cpu" else stats.to("cpu").cov
+            _core.validate_covariance(self._sigma, "reference sigma")
+            self._host_factor = _factor(self._sigma, "reference sigma")
+            return
+        self.mean = _device.vector_tensor(stats.mean, self._device, "reference mu")
+        self._sigma = _device.square_tensor(stats.cov, self._device, "reference sigma")
+        _device.check_covariance(self._sigma, "reference sigma")
+        prepared = _device.PreparedCovariance.of(self._sigma)
+        # Only a reference with a factor is kept prepared (one sync, here); a singular one leaves the
+        # choice of side to each distance, as frechet_distance does.
+        self._prepared = prepared if prepared.has_factor() else None
+        self._host_factor = None  # the host route's, made when first needed
+
+    @property
+    def device(self):
+        """"cpu", or the torch.device the reference lives on."""
+        return "cpu" if self._device is None else self._device
 
     @property
     def dim(self) -> int:
-        return self._factor.dim
+        return int(self._sigma.shape[0])
 
     @property
     def rank(self) -> int:
-        return self._factor.rank
+        """The reference covariance's numerical rank (on a device: from its host factor, made once)."""
+        return self._factor_on_host().rank
+
+    def _factor_on_host(self):
+        if self._host_factor is None:
+            sigma = self._sigma.cpu().numpy()
+            _core.validate_covariance(sigma, "reference sigma")
+            self._host_factor = _factor(sigma, "reference sigma")
+        return self._host_factor
 
     @overload
     def distance(self, other: StatsLike, *, method: str = ..., return_info: Literal[False] = ...,
-                 tolerance: float = ..., max_iterations: int = ...) -> float: ...
+                 tolerance: float = ..., max_iterations: int = ..., trace_tolerance: float | None = ...) -> float: ...
     @overload
     def distance(self, other: StatsLike, *, method: str = ..., return_info: Literal[True],
-                 tolerance: float = ..., max_iterations: int = ...) -> FrechetResult: ...
+                 tolerance: float = ..., max_iterations: int = ...,
+                 trace_tolerance: float | None = ...) -> FrechetResult: ...
     def distance(self, other: StatsLike, *, method: str = "auto", return_info: bool = False,
-                 tolerance: float = 1e-12, max_iterations: int = 100) -> float | FrechetResult:
-        """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference."""
+                 tolerance: float = 1e-12, max_iterations: int = 100,
+                 trace_tolerance: float | None = None) -> float | FrechetResult:
+        """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference; the
+        keyword arguments are :func:`frechet_distance`'s."""
         stats = _as_stats(other, "other")
-        if stats.device != "cpu":
-            stats = stats.to("cpu")  # O(d²) to the host, where the factor is
         if stats.dim != self.dim:
             raise ValueError(f"statistics of dim {stats.dim} cannot be compared with a reference of dim {self.dim}")
-        method = _resolve_method(method)
         if method == "sqrtm":
             raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
+        if self._device is not None:
+            singular = stats.count is not None and stats.count <= stats.dim
+            if _resolve_method(method, on_device=True) == "newton_schulz" and not (method == "auto" and singular):
+                kernels = _device.kernels_for(self._device)  # asked each time: the device may have given up since
+                result = _device_route(self.mean, self._sigma, stats.mean, stats.cov, self._device, kernels,
+                                       tolerance, max_iterations, trace_tolerance, prepared1=self._prepared)
+                return result if return_info else result.value
+        if stats.device != "cpu":
+            stats = stats.to("cpu")  # O(d²) to the host, where the factor is
+        method = _resolve_method(method)
         sigma = stats.cov
         _core.validate_covariance(sigma, "sigma2")
-        result = _from_lower_rank(self._factor, self.mean, self._sigma, _factor(sigma, "sigma2"), stats.mean,
-                                  sigma, method, tolerance, max_iterations)
+        mean = self.mean if self._device is None else self.mean.cpu().numpy()
+        reference_sigma = self._sigma if self._device is None else self._sigma.cpu().numpy()
+        result = _from_lower_rank(self._factor_on_host(), mean, reference_sigma, _factor(sigma, "sigma2"),
+                                  stats.mean, sigma, method, tolerance, max_iterations)
         return result if return_info else result.value
 
     def __repr__(self) -> str:
-        return f"Reference(dim={self.dim}, rank={self.rank})"
+        if self._device is None:
+            return f"Reference(dim={self.dim}, rank={self.rank})"
+        return f"Reference(dim={self.dim}, device={str(self._device)!r})"
 
 
 @overload
@@ -250,16 +300,17 @@ def _warn_not_converged(info, tolerance) -> None:
 
 
 def _device_route(mu1, sigma1, mu2, sigma2, device, kernels, tolerance, max_iterations,
-                  trace_tolerance=None) -> FrechetResult:
+                  trace_tolerance=None, prepared1=None) -> FrechetResult:
     """FD on a device: the kernels' corrected Newton–Schulz on A = Lᵀ Σ₂ L with its bound (and the
     float64 eigenvalues of A where the bound is not met), or, when kernels is None, Newton–Schulz on
-    Σ₁Σ₂ in torch ops."""
+    Σ₁Σ₂ in torch ops. ``prepared1``: a Reference's Σ₁, prepared once (then ``sigma1`` is its)."""
     mu1, mu2 = _device.vector_tensor(mu1, device, "mu1"), _device.vector_tensor(mu2, device, "mu2")
     sigma1 = _device.square_tensor(sigma1, device, "sigma1")
     sigma2 = _device.square_tensor(sigma2, device, "sigma2")
     _check_shapes(mu1, sigma1, mu2, sigma2)
     result = _device.frechet(mu1, sigma1, mu2, sigma2, kernels, tolerance=tolerance, max_iterations=max_iterations,
-                             trace_tolerance=_device.TRACE_TOLERANCE if trace_tolerance is None else trace_tolerance)
+                             trace_tolerance=_device.TRACE_TOLERANCE if trace_tolerance is None else trace_tolerance,
+                             prepared1=prepared1)
     if not result.converged:
         _warn_not_converged(vars(result), tolerance)
     value = _finite(result.distance)
