@@ -55,8 +55,10 @@ struct FrechetState {
 };
 
 constexpr int kStateDoubles = 64;
-constexpr int kStallRounds = 3;  // the symmetric route's rounds without a better step before it stops,
-constexpr double kStallFrom = 1e-3;  // counted once the best step is below this
+// The symmetric route stops after kStallRounds rounds without a better step, counted once the best
+// step is below kStallFrom (before that, the scaled iteration's steps rise and fall).
+constexpr int kStallRounds = 3;
+constexpr double kStallFrom = 1e-3;
 static_assert(sizeof(FrechetState) <= kStateDoubles * sizeof(double), "FrechetState outgrew its workspace slot");
 constexpr int kCheckBlocks = 128;  // most blocks of covariance_checks per covariance
 enum CheckField : int { kNonfinite = 0, kAsymmetry, kSmallestVariance, kLargestVariance, kTrace, kCheckFields };
@@ -466,7 +468,6 @@ FASTFID_KERNEL void fastfid_ns_stop(fastfid::kernels::FrechetState* state) {
     state->iterations += 1;
     const auto verdict = state->stop.observe(step);
     if (verdict.best) state->best = state->current;
-    // Counted once the steps are small: the scaled iteration's first steps rise and fall.
     state->stalled = verdict.best || state->stop.best_step > kStallFrom ? 0 : state->stalled + 1;
     // The symmetric route also stops where rounding has stalled the step (its floor: float32-class
     // with 3×TF32 products), which its float64 correction and bound take from there.

@@ -126,6 +126,9 @@ class Reference:
         stats = _as_stats(stats, "stats")
         if device is None and stats._device_state is not None:
             device = stats._device_state.device
+        # float64 arrays, or tensors on the reference's device
+        self.mean: Any = None
+        self._sigma: Any = None
         self._device = None
         if device is not None and (str(device) != "cpu" or _device.emulating()):
             import torch
@@ -133,8 +136,8 @@ class Reference:
             self._device = torch.device(device)
         if self._device is None or not _device.takes_device_path(self._device):
             self._device = None
-            self.mean = stats.mean if stats.device == "cpu" else stats.to("cpu").mean
-            self._sigma = stats.cov if stats.device == "cpu" else stats.to("cpu").cov
+            host = stats if stats.device == "cpu" else stats.to("cpu")
+            self.mean, self._sigma = host.mean, host.cov
             _core.validate_covariance(self._sigma, "reference sigma")
             self._host_factor = _factor(self._sigma, "reference sigma")
             return
