@@ -334,6 +334,28 @@ def test_a_fifo_named_like_an_image_is_reported_not_waited_for(folder, tmp_path)
         fastfid.compute_stats(copy, model=tiny(), **OPTIONS)
     with pytest.warns(RuntimeWarning, match="1 unreadable images"):
         assert fastfid.compute_stats(copy, model=tiny(), skip_bad=True, **OPTIONS).count == 23
+    # Hashing every item for a content fingerprint must not open the FIFO for reading and wait. A
+    # watchdog writer releases such a wait after 20 s, so that a regression fails instead of hanging.
+    import threading
+    import time
+
+    done = threading.Event()
+
+    def release():
+        if not done.wait(20):
+            with open(copy / "part0" / "00_pipe.png", "wb"):
+                pass
+
+    watchdog = threading.Thread(target=release, daemon=True)
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+            stats = fastfid.compute_stats(copy, model=tiny(), skip_bad=True, fingerprint="content",
+                                          checkpoint=tmp_path / "run.npz", **OPTIONS)
+    finally:
+        done.set()
+    assert time.monotonic() - started < 15 and stats.count == 23
 
 
 def test_an_archive_with_repeated_member_names_is_refused(folder, tmp_path):

@@ -205,3 +205,33 @@ def test_a_refused_merge_or_removal_changes_nothing(rng):
     with pytest.raises(ValueError, match="different features"):
         labelled.merge(fastfid.FeatureStats(4, feature_space="other").update(rng.normal(size=(5, 4))))
     assert labelled.feature_space == space and labelled.count == 40
+
+
+def declared_only(path, members):
+    """An .npz whose members declare these shapes (float64) in their headers and hold 4 KiB of zeros:
+    what a compressed file of zeros looks like before it is inflated."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, shape in members.items():
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+            archive.writestr(name + ".npy", header.getvalue() + bytes(4096))
+    return path
+
+
+def test_a_small_file_that_would_unpack_to_gigabytes_is_refused_unread(tmp_path, stats):
+    # mu = zeros(20000), sigma = zeros((20000, 20000)) compressed: a few MB that numpy would inflate
+    # to 3 GiB (and twice that while converting) before any check of the contents.
+    bomb = declared_only(tmp_path / "bomb.npz", {"mu": (20000,), "sigma": (20000, 20000)})
+    with pytest.raises(ValueError, match=r"sigma declares 3\.0 GiB in 0\.0 MiB of compressed data, more than 256:1"):
+        fastfid.FeatureStats.load(bomb)
+    # Against statistics of another dim, the headers decide before either file is read.
+    small = tmp_path / "small.npz"
+    stats.save(small)
+    with pytest.raises(ValueError, match="cannot compare statistics of dim 12 and 20000"):
+        fastfid.fid(small, bomb)
+    with pytest.raises(ValueError, match="statistics of dim 20000 cannot be compared with a reference of dim 12"):
+        fastfid.Reference(small).distance(bomb)
+    assert fastfid.io.stats_dim(small) == 12

@@ -215,7 +215,12 @@ class ImageFiles:
                 return stream_sha256(member)
         if content:
             try:
-                with open(self.path / name, "rb") as handle:
+                # Opened without blocking and checked before reading: a FIFO named like an image (the
+                # loader skips it) would otherwise wait for a writer for ever.
+                descriptor = os.open(self.path / name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+                with open(descriptor, "rb") as handle:
+                    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                        return "not a regular file"
                     return stream_sha256(handle)
             except OSError as error:
                 return f"unreadable: {error.strerror}"

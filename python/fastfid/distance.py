@@ -183,6 +183,9 @@ class Reference:
                  trace_tolerance: float | None = None) -> float | FrechetResult:
         """FD between ``other`` (FeatureStats, .npz path or (mu, sigma)) and this reference; the
         keyword arguments are :func:`frechet_distance`'s."""
+        declared = _declared_dim(other)  # a file's from its headers, before it is read
+        if declared is not None and declared != self.dim:
+            raise ValueError(f"statistics of dim {declared} cannot be compared with a reference of dim {self.dim}")
         stats = _as_stats(other, "other")
         if stats.dim != self.dim:
             raise ValueError(f"statistics of dim {stats.dim} cannot be compared with a reference of dim {self.dim}")
@@ -229,6 +232,9 @@ def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, 
     "sqrtm") or, with ``method="auto"``, when a side has no more samples than dimensions: the host's
     exact route then shrinks to an n × n problem.
     """
+    dims = _declared_dim(a), _declared_dim(b)  # files: from their headers, before either is read
+    if None not in dims and dims[0] != dims[1]:
+        raise ValueError(f"cannot compare statistics of dim {dims[0]} and {dims[1]}")
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
@@ -283,6 +289,18 @@ def _check_shapes(mu1, sigma1, mu2, sigma2) -> None:
     for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
         if sigma.shape != (d, d):
             raise ValueError(f"{name} has shape {sigma.shape}, expected ({d}, {d}) to match the means")
+
+
+def _declared_dim(x: StatsLike) -> int | None:
+    """The dimension of statistics given as a file (read from its headers alone) or as FeatureStats;
+    None for what _as_stats checks as it converts."""
+    if isinstance(x, FeatureStats):
+        return x.dim
+    if isinstance(x, (str, os.PathLike)):
+        from fastfid.io import stats_dim
+
+        return stats_dim(x)
+    return None
 
 
 def _as_stats(x: StatsLike, name: str) -> FeatureStats:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import socket
 import tempfile
@@ -213,6 +214,7 @@ def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fals
         missing = [key for key in needed if key not in headers]
         if missing:
             raise ValueError(f"{path} is missing {missing}; it has keys {sorted(headers)}")
+        _check_inflation(path, data, headers)
         _check_sizes(path, headers, mean_key, exact)
         arrays = {key: _read_member(path, data, key) for key in needed + [_FEATURE_SPACE] if key in headers}
     try:
@@ -310,6 +312,39 @@ def _headers(path: Path, data) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
             raise ValueError(f"{path}: member {member} holds Python objects; statistics files hold numbers only")
         headers[member[:-4]] = (tuple(shape), dtype)
     return headers
+
+
+# DEFLATE cannot shrink data by more than about 1032:1, and statistics of real features (float64
+# means and covariances, whose mantissas look random) hardly shrink at all: a member that declares
+# more than this many times its stored bytes is refused before it is inflated (a few MB that would
+# unpack to gigabytes). Generous, for covariances with many constant features.
+_MOST_INFLATION = 256
+
+
+def _check_inflation(path: Path, data, headers: dict) -> None:
+    for key, (shape, dtype) in headers.items():
+        declared = math.prod(shape) * dtype.itemsize
+        if declared < _ALWAYS_AFFORDABLE:
+            continue
+        stored = data.zip.getinfo(key + ".npy").compress_size
+        if declared > _MOST_INFLATION * stored:
+            raise ValueError(
+                f"{path}: {key} declares {declared / 2**30:.1f} GiB in {stored / 2**20:.1f} MiB of compressed data, "
+                f"more than {_MOST_INFLATION}:1, which statistics of real features never compress to; it was not "
+                "unpacked. A genuine file can be saved again without compression (numpy.savez)")
+
+
+def stats_dim(path: str | os.PathLike) -> int:
+    """The dimension a statistics .npz declares, from its headers alone (nothing large is read)."""
+    with _open_npz(path) as data:
+        headers = _headers(Path(path), data)
+    mean_key = "mu" if "mu" in headers else _PARTIAL_MEAN
+    if mean_key not in headers:
+        raise ValueError(f"{path} is missing 'mu'; it has keys {sorted(headers)}")
+    shape = headers[mean_key][0]
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(f"{path}: the mean must be a vector, got shape {shape}")
+    return int(shape[0])
 
 
 def _check_sizes(path: Path, headers: dict, mean_key: str, exact: bool) -> None:
