@@ -179,6 +179,7 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
     const int warp = static_cast<int>(threadIdx.x) / 32;
     const int warp_row = (warp / 2) * 32, warp_col = (warp % 2) * 32;
     TileOutput out{a, c, d, epilogue};
+    const auto put = [&](int row, int column, double value) { out.put(i0 + row, j0 + column, value); };
 
     if constexpr (P == Products::tf32x3) {
         __shared__ float a_hi[kTileDepth * kFloatStride], a_lo[kTileDepth * kFloatStride];
@@ -200,14 +201,7 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
             }
         }
         flush_partials(partial, acc);
-        FASTFID_UNROLL
-        for (int i = 0; i < 2; ++i) {
-            FASTFID_UNROLL
-            for (int j = 0; j < 4; ++j) {
-                FASTFID_UNROLL
-                for (int h = 0; h < 4; ++h) out.put(i0 + m16n8_row(warp_row, i, h), j0 + m16n8_col(warp_col, j, h), acc[i][j][h]);
-            }
-        }
+        for_each_m16n8_output(warp_row, warp_col, acc, put);
     } else {
         constexpr int stride = P == Products::dmma ? kTensorStride : kTile;
         __shared__ double a_tile[kTileDepth * stride];  // a_tile[k][i] = A[i0 + i][k0 + k]
@@ -228,23 +222,8 @@ FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64
             }
             __syncthreads();
         }
-        if constexpr (P == Products::dmma) {
-            FASTFID_UNROLL
-            for (int i = 0; i < 4; ++i) {
-                FASTFID_UNROLL
-                for (int j = 0; j < 4; ++j) {
-                    FASTFID_UNROLL
-                    for (int h = 0; h < 2; ++h)
-                        out.put(i0 + tensor_row(warp_row, i), j0 + tensor_col(warp_col, j, h), tensor_acc[i][j][h]);
-                }
-            }
-        } else {
-            FASTFID_UNROLL
-            for (int i = 0; i < kMicroTile; ++i) {
-                FASTFID_UNROLL
-                for (int j = 0; j < kMicroTile; ++j) out.put(i0 + micro_row(i), j0 + micro_col(j), acc[i][j]);
-            }
-        }
+        if constexpr (P == Products::dmma) for_each_dmma_output(warp_row, warp_col, tensor_acc, put);
+        else for_each_micro_output(acc, put);
     }
     out.finish(scratch);
 }

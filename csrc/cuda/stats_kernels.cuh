@@ -100,6 +100,12 @@ struct SyrkTile {
         if (sliced) atomicAdd(out, value);
         else *out += value;
     }
+    // add() for an output at (row, column) within the tile, as the for_each_*_output helpers visit.
+    FASTFID_DEVICE auto adder(double* comoment, const double* sums) const {
+        return [this, comoment, sums](int row, int column, double value) {
+            add(comoment, sums, ti * kTile + row, tj * kTile + column, value);
+        };
+    }
 
     // μ on the diagonal tiles of slice 0 (`column` within the tile), the count in block 0.
     FASTFID_DEVICE void commit(const FeatureBlock& x, int column, const double* shift, const double* sums, double* mean,
@@ -139,12 +145,7 @@ FASTFID_DEVICE void batch_syrk_fma(const FeatureBlock& x, const double* shift, c
         add_tile_products(left, right, acc);
         __syncthreads();
     }
-    FASTFID_UNROLL  // the accumulators stay in registers only if every index is a constant
-    for (int i = 0; i < kMicroTile; ++i) {
-        FASTFID_UNROLL
-        for (int j = 0; j < kMicroTile; ++j)
-            tile.add(comoment, sums, tile.ti * kTile + micro_row(i), tile.tj * kTile + micro_col(j), acc[i][j]);
-    }
+    for_each_micro_output(acc, tile.adder(comoment, sums));
     tile.commit(x, static_cast<int>(threadIdx.x), shift, sums, mean, counters);
 }
 
@@ -167,16 +168,7 @@ FASTFID_DEVICE void batch_syrk_tensor(const FeatureBlock& x, const double* shift
         add_tile_products_tensor(left, right, warp_row, warp_col, acc);
         __syncthreads();
     }
-    FASTFID_UNROLL
-    for (int i = 0; i < 4; ++i) {
-        FASTFID_UNROLL
-        for (int j = 0; j < 4; ++j) {
-            FASTFID_UNROLL
-            for (int c = 0; c < 2; ++c)
-                tile.add(comoment, sums, tile.ti * kTile + tensor_row(warp_row, i),
-                         tile.tj * kTile + tensor_col(warp_col, j, c), acc[i][j][c]);
-        }
-    }
+    for_each_dmma_output(warp_row, warp_col, acc, tile.adder(comoment, sums));
     // 128 threads commit 64 columns: the first 64 take one each.
     tile.commit(x, static_cast<int>(threadIdx.x) < kTile ? static_cast<int>(threadIdx.x) : kTile, shift, sums, mean,
                 counters);
@@ -280,16 +272,7 @@ FASTFID_DEVICE void batch_syrk_fast(const FeatureBlock& x, const double* shift, 
         }
     }
     flush_partials(partial, acc);
-    FASTFID_UNROLL
-    for (int i = 0; i < 2; ++i) {
-        FASTFID_UNROLL
-        for (int j = 0; j < 4; ++j) {
-            FASTFID_UNROLL
-            for (int h = 0; h < 4; ++h)
-                tile.add(comoment, sums, tile.ti * kTile + m16n8_row(warp_row, i, h),
-                         tile.tj * kTile + m16n8_col(warp_col, j, h), acc[i][j][h]);
-        }
-    }
+    for_each_m16n8_output(warp_row, warp_col, acc, tile.adder(comoment, sums));
     tile.commit(x, static_cast<int>(threadIdx.x) < kTile ? static_cast<int>(threadIdx.x) : kTile, shift, sums, mean,
                 counters);
 }

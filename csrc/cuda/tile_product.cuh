@@ -80,6 +80,30 @@ FASTFID_DEVICE int tensor_col(int warp_col, int j, int c) {
     return warp_col + 8 * j + 2 * (static_cast<int>(threadIdx.x) % 4) + c;
 }
 
+// visit(row, column, value) for each of this thread's outputs within the 64 × 64 tile, by variant: the
+// FMA micro tile, the DMMA fragments, or the m16n8 fragments (TF32 and 16-bit mma). Unrolled, so that
+// the accumulators stay in registers (every index a constant).
+template <class Visit>
+FASTFID_DEVICE void for_each_micro_output(const MicroTile& acc, const Visit& visit) {
+    FASTFID_UNROLL
+    for (int i = 0; i < kMicroTile; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < kMicroTile; ++j) visit(micro_row(i), micro_col(j), acc[i][j]);
+    }
+}
+
+template <class Visit>
+FASTFID_DEVICE void for_each_dmma_output(int warp_row, int warp_col, const double (&acc)[4][4][2], const Visit& visit) {
+    FASTFID_UNROLL
+    for (int i = 0; i < 4; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            FASTFID_UNROLL
+            for (int h = 0; h < 2; ++h) visit(tensor_row(warp_row, i), tensor_col(warp_col, j, h), acc[i][j][h]);
+        }
+    }
+}
+
 // --- TF32 tiles (mma.m16n8k8): the statistics' fast mode and the distance's 3×TF32 products --------
 // A warp owns a 32 × 32 quarter of the 64 × 64 tile as 2 × 4 mma tiles of 16 × 8; panels of floats,
 // [kTileDepth][kFloatStride], already TF32 values.
@@ -125,6 +149,18 @@ FASTFID_DEVICE void flush_partials(FloatTile& partial, double (&acc)[2][4][4]) {
                 acc[i][j][h] += partial[i][j][h];
                 partial[i][j][h] = 0.0f;
             }
+        }
+    }
+}
+
+template <class Visit>
+FASTFID_DEVICE void for_each_m16n8_output(int warp_row, int warp_col, const double (&acc)[2][4][4], const Visit& visit) {
+    FASTFID_UNROLL
+    for (int i = 0; i < 2; ++i) {
+        FASTFID_UNROLL
+        for (int j = 0; j < 4; ++j) {
+            FASTFID_UNROLL
+            for (int h = 0; h < 4; ++h) visit(m16n8_row(warp_row, i, h), m16n8_col(warp_col, j, h), acc[i][j][h]);
         }
     }
 }

@@ -214,8 +214,8 @@ def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fals
         missing = [key for key in needed if key not in headers]
         if missing:
             raise ValueError(f"{path} is missing {missing}; it has keys {sorted(headers)}")
-        _check_inflation(path, data, headers)
         _check_sizes(path, headers, mean_key, exact)
+        _check_inflation(path, data, headers)
         arrays = {key: _read_member(path, data, key) for key in needed + [_FEATURE_SPACE] if key in headers}
     try:
         stats = _exact_stats(arrays, mean_key) if exact else FeatureStats.from_mean_cov(arrays["mu"], arrays["sigma"])
@@ -329,9 +329,13 @@ def _check_inflation(path: Path, data, headers: dict) -> None:
         stored = data.zip.getinfo(key + ".npy").compress_size
         if declared > _MOST_INFLATION * stored:
             raise ValueError(
-                f"{path}: {key} declares {declared / 2**30:.1f} GiB in {stored / 2**20:.1f} MiB of compressed data, "
+                f"{path}: {key} declares {_bytes(declared)} in {_bytes(stored)} of compressed data, "
                 f"more than {_MOST_INFLATION}:1, which statistics of real features never compress to; it was not "
                 "unpacked. A genuine file can be saved again without compression (numpy.savez)")
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} bytes" if count < 1 << 20 else f"{count / 2**20:,.0f} MiB"
 
 
 def stats_dim(path: str | os.PathLike) -> int:
