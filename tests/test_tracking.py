@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,11 +74,20 @@ def test_wandb_offline_summary_and_config(tmp_path, monkeypatch, result):
     finally:
         run.finish()
     # Read back what the offline run wrote: its transaction log holds each item's key and JSON value
-    # (wandb ships no reader of it any more; the file is small enough to sit in one block).
-    written = next(tmp_path.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
-    for text in ("fid_count_generated", json.dumps(result.value), "fastfid/reference_sha256",
-                 json.dumps(fastfid.io.state_digest(result.statistics[1]))):
-        assert text.encode() in written, text
+    # (wandb ships no reader of it any more; the file is small enough to sit in one block). wandb's
+    # service process may still be writing it when finish() returns (seen on a loaded CI machine:
+    # 7 bytes), so it is read until complete, for at most 30 s.
+    texts = ("fid_count_generated", json.dumps(result.value), "fastfid/reference_sha256",
+             json.dumps(fastfid.io.state_digest(result.statistics[1])))
+    deadline = time.monotonic() + 30
+    while True:
+        logs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+        written = logs[0].read_bytes() if logs else b""
+        missing = [text for text in texts if text.encode() not in written]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not missing, missing
 
 
 def test_tensorboard_scalars_read_back(tmp_path, result):
