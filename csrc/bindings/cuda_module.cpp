@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/frechet_driver.hpp"
@@ -398,17 +399,15 @@ PYBIND11_MODULE(_cuda, m) {
             const auto side = static_cast<unsigned>((d + fastfid::kernels::kTile - 1) / fastfid::kernels::kTile);
             const dim3 grid = symmetric ? dim3(static_cast<unsigned>(fastfid::kernels::triangle_tiles(d)))
                                         : dim3(side, side);
-            if (products == "fma")
-                simt::launch(gemm_kernel<Products::fma>, grid, dim3(fastfid::kernels::kTileThreads), a.data(), b.data(),
-                             c.mutable_data(), d, symmetric);
-            else if (products == "dmma")
-                simt::launch(gemm_kernel<Products::dmma>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
+            const auto run = [&](auto variant) {
+                constexpr Products kVariant = decltype(variant)::value;
+                simt::launch(gemm_kernel<kVariant>, grid, dim3(fastfid::kernels::gemm_threads(kVariant)), a.data(),
                              b.data(), c.mutable_data(), d, symmetric);
-            else if (products == "tf32x3")
-                simt::launch(gemm_kernel<Products::tf32x3>, grid, dim3(fastfid::kernels::kTensorThreads), a.data(),
-                             b.data(), c.mutable_data(), d, symmetric);
-            else
-                throw std::invalid_argument("products must be 'fma', 'dmma' or 'tf32x3'");
+            };
+            if (products == "fma") run(std::integral_constant<Products, Products::fma>{});
+            else if (products == "dmma") run(std::integral_constant<Products, Products::dmma>{});
+            else if (products == "tf32x3") run(std::integral_constant<Products, Products::tf32x3>{});
+            else throw std::invalid_argument("products must be 'fma', 'dmma' or 'tf32x3'");
             return c;
         },
         py::arg("a"), py::arg("b"), py::arg("products"), py::arg("symmetric") = false,

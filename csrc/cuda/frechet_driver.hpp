@@ -48,13 +48,11 @@ struct IterationKernels {
 
     static IterationKernels of(kernels::Products products) {
         using namespace kernel;
+        const dim3 block(kernels::gemm_threads(products));
         switch (products) {
-            case kernels::Products::dmma:
-                return {dim3(kernels::kTensorThreads), fastfid_ns_t_tensor, fastfid_ns_products_tensor};
-            case kernels::Products::tf32x3:
-                return {dim3(kernels::kTensorThreads), fastfid_ns_t_tf32x3, fastfid_ns_products_tf32x3};
-            default:
-                return {dim3(kernels::kTileThreads), fastfid_ns_t, fastfid_ns_products};
+            case kernels::Products::dmma: return {block, fastfid_ns_t_tensor, fastfid_ns_products_tensor};
+            case kernels::Products::tf32x3: return {block, fastfid_ns_t_tf32x3, fastfid_ns_products_tf32x3};
+            default: return {block, fastfid_ns_t, fastfid_ns_products};
         }
     }
 };

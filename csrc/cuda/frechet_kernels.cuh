@@ -115,6 +115,7 @@ struct Epilogue {
 // or 3×TF32 on the TF32 tensor cores (128 threads; float32-class products, for Newton–Schulz only:
 // the symmetric route's float64 correction and bound take the result from there).
 enum class Products { fma, dmma, tf32x3 };
+FASTFID_HOST_DEVICE constexpr int gemm_threads(Products products) { return products == Products::fma ? kTileThreads : kTensorThreads; }
 // 3×TF32's float32 partial sums are added to float64 accumulators every this many staged depths.
 constexpr int kSplitFlushSteps = 4;
 
@@ -171,7 +172,7 @@ struct TileOutput {
 template <Products P, bool TransposeA = false>
 FASTFID_DEVICE void gemm_tile(const double* a, const double* b, double* c, int64_t d, const Epilogue& epilogue,
                               double a_factor = 1.0, double b_factor = 1.0) {
-    constexpr int threads = P == Products::fma ? kTileThreads : kTensorThreads;
+    constexpr int threads = gemm_threads(P);
     __shared__ double scratch[threads];
     int64_t ti = blockIdx.y, tj = blockIdx.x;
     if (epilogue.symmetric) triangle_tile(blockIdx.x, (d + kTile - 1) / kTile, ti, tj);

@@ -34,8 +34,7 @@ void enqueue_batch(Device& device, const FeatureBlock& x, const StatsBuffers& s,
     const int64_t d = x.cols, n = x.rows;
     double* shift = s.workspace;
     double* sums = shift + d;
-    const int64_t tiles_per_side = (d + kTile - 1) / kTile;
-    const int64_t tiles = tiles_per_side * (tiles_per_side + 1) / 2;
+    const int64_t tiles = triangle_tiles(d);
     if (row_slices <= 0) row_slices = (kTargetBlocks + tiles - 1) / tiles;  // few tiles: split the rows
     const int64_t max_slices = (n + kTileDepth - 1) / kTileDepth;
     row_slices = row_slices < max_slices ? row_slices : max_slices;
