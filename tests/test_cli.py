@@ -126,14 +126,22 @@ def test_save_stats_has_pytorch_fids_meaning(image_job, tmp_path, capsys):
     assert with_stats == pytest.approx(float(capsys.readouterr().out.split()[1]), abs=2e-6)
 
 
-def test_job_array_shards_merge_into_the_whole(image_job, tmp_path):
+def test_job_array_shards_merge_into_the_whole(image_job, tmp_path, capsys):
     root = image_job
     flags = _image_flags(root, "--batch-size", "1")  # one image per batch: the same features in every run
     assert main(["stats", str(root / "real"), "-o", str(tmp_path / "all.npz")] + flags) == 0
     parts = [str(tmp_path / f"part_{i}.npz") for i in range(3)]
     for i, part in enumerate(parts):
         assert main(["stats", str(root / "real"), "-o", part, "--shard", f"{i}/3"] + flags) == 0
+    capsys.readouterr()
     assert main(["merge", *parts, "-o", str(tmp_path / "merged.npz")]) == 0
+    assert "10 samples from 3 files" in capsys.readouterr().err
+    assert main(["merge", parts[0], "-o", str(tmp_path / "one.npz")]) == 0
+    assert "from 1 file ->" in capsys.readouterr().err
+    # Statistics against statistics: the resize mode is the one their feature space names.
+    assert main(["fid", str(tmp_path / "merged.npz"), str(tmp_path / "all.npz"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["resize"] == "pytorch-fid" and "resize=pytorch-fid" in report["feature_space"]
     merged, whole = fastfid.FeatureStats.load(tmp_path / "merged.npz"), fastfid.FeatureStats.load(tmp_path / "all.npz")
     assert merged.count == 10 and merged.feature_space == whole.feature_space
     np.testing.assert_allclose(merged.cov, whole.cov, rtol=0, atol=1e-12 * np.abs(whole.cov).max())
@@ -175,6 +183,17 @@ def test_an_interrupted_stats_run_resumes(image_job, tmp_path, monkeypatch, caps
     np.testing.assert_allclose(resumed.cov, straight.cov, rtol=0, atol=1e-12 * np.abs(straight.cov).max())
 
 
+def test_the_wait_before_the_first_batch_says_what_is_under_way(image_job, tmp_path, capsys):
+    root = image_job
+    flags = [flag for flag in _image_flags(root) if flag != "--quiet"]
+    assert main(["stats", str(root / "real"), "-o", str(tmp_path / "real.npz"), "--batch-size", "4"] + flags) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("fastfid: loading the FID Inception-v3 (dims 64)\n")
+    assert "reading the first images" in err and "the network on the first 4 images" in err
+    assert main(["stats", str(root / "real"), "-o", str(tmp_path / "q.npz"), "--batch-size", "4"] + _image_flags(root)) == 0
+    assert "loading" not in capsys.readouterr().err  # --quiet is quiet
+
+
 def test_bad_images_fail_with_the_name_or_are_skipped(image_job, tmp_path, capsys):
     import shutil
 
@@ -184,8 +203,8 @@ def test_bad_images_fail_with_the_name_or_are_skipped(image_job, tmp_path, capsy
     args = ["fid", str(tmp_path / "real"), str(root / "real")] + _image_flags(root)
     assert main(args) == 1
     assert "broken.jpg" in capsys.readouterr().err
-    with pytest.warns(RuntimeWarning, match="1 unreadable images"):  # on stderr as "fastfid: warning: ..."
+    with pytest.warns(RuntimeWarning, match="1 unreadable image of"):  # on stderr as "fastfid: warning: ..."
         assert main(args + ["--skip-bad"]) == 0
-    assert "1 unreadable images skipped" in capsys.readouterr().out
+    assert "1 unreadable image skipped" in capsys.readouterr().out
     assert main(["fid", str(tmp_path / "nowhere"), str(root / "real")] + _image_flags(root)) == 1
     assert "nowhere does not exist" in capsys.readouterr().err

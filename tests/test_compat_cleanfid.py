@@ -41,6 +41,7 @@ def _ours_fastfid_home(tmp_path, monkeypatch):
 
 
 
+@pytest.mark.slow
 def test_legacy_pytorch_fid_and_kid_equal_clean_fids(folders):
     theirs = cf.compute_fid(folders[0], folders[1], mode="legacy_pytorch", device=torch.device("cpu"), num_workers=0,
                             batch_size=16, verbose=False)
@@ -100,6 +101,7 @@ def nvidia_stand_in(tmp_path, monkeypatch, peer_weights):
     monkeypatch.setattr(features, "InceptionV3W", from_tmp)
 
 
+@pytest.mark.slow
 def test_clean_mode_features_and_fid_equal_clean_fids(folders, nvidia_stand_in):
     """clean-fid's own pipeline (its file listing, PIL bicubic resize, (x − 128)/128, its batches)
     against the drop-in's, feature by feature; then the FID, whose only difference is the trace term."""
@@ -126,6 +128,25 @@ def test_clean_mode_features_and_fid_equal_clean_fids(folders, nvidia_stand_in):
     assert mine == pytest.approx(theirs, rel=1e-4)
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # clean-fid's sqrtm: 24 samples, 2048 features
+def test_a_generator_against_a_folder_gets_clean_fids_latents(folders, nvidia_stand_in):
+    def generator(z):  # images in [0, 255], as clean-fid's generators return them
+        return torch.sigmoid(z[:, :3, None, None] + torch.zeros(1, 1, 16, 16)) * 255
+
+    values = []
+    for compute in (cf.compute_fid, cleanfid.compute_fid):
+        # The same latents only if the folder's loader (which draws a seed) and the generator run in
+        # clean-fid's order, and if building the network draws nothing (clean-fid loads TorchScript).
+        torch.manual_seed(5)
+        values.append(compute(gen=generator, fdir2=folders[1], mode="clean", device=torch.device("cpu"),
+                              num_gen=24, z_dim=8, batch_size=8, num_workers=0, verbose=False,
+                              **({"use_dataparallel": False} if compute is cf.compute_fid else {})))
+    # Same latents, same network: the features agree to float32 rounding; other latents were ~4 % off.
+    assert values[1] == pytest.approx(values[0], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_custom_stats_round_trip(folders, tmp_path, monkeypatch):
     _ours_fastfid_home(tmp_path, monkeypatch)
     assert not cleanfid.test_stats_exists("mine", mode="clean")

@@ -83,3 +83,15 @@ def test_command_line_prints_like_pytorch_fid(folders, capsys):
                     str(folders[0]), str(folders[1])])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("FID:  ") and float(line.split()[-1]) > 0
+
+
+def test_a_sigma_that_is_not_symmetric_is_refused_where_pytorch_fid_computes(rng):
+    # A documented difference: a covariance is symmetric, so a sigma that is not is a bug upstream
+    # (a transposed or truncated file); pytorch-fid returns a number for it, the drop-in names it.
+    x = rng.standard_normal((200, 6))
+    mu, sigma = x.mean(axis=0), np.cov(x, rowvar=False)
+    skewed = sigma.copy()
+    skewed[0, 1] += 0.5
+    assert np.isfinite(pf_score.calculate_frechet_distance(mu, skewed, mu, sigma))
+    with pytest.raises(ValueError, match="sigma1 is not symmetric"):
+        fid_score.calculate_frechet_distance(mu, skewed, mu, sigma)

@@ -26,6 +26,7 @@ def folders(tmp_path_factory, peer_weights):
     return str(root / "a"), str(root / "b")
 
 
+@pytest.mark.slow
 def test_all_metrics_equal_torch_fidelitys(folders, tmp_path):
     options = dict(input1=folders[0], input2=folders[1], isc=True, fid=True, kid=True, prc=True, cuda=False,
                    feature_extractor="inception-v3-compat",

@@ -35,6 +35,7 @@ def _fill(metric, batches):
     return metric
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("antialias", [True, False])
 def test_fid_equals_torchmetrics(batches, antialias):
     theirs = _fill(tm_fid.FrechetInceptionDistance(feature=2048, antialias=antialias), batches).compute()
@@ -74,6 +75,35 @@ def test_state_is_exact_and_merges(batches):
     assert stats.count == 22
     np.testing.assert_allclose(stats.mean, features.mean(axis=0), rtol=1e-10)
     np.testing.assert_allclose(stats.cov, np.cov(features, rowvar=False), rtol=1e-8, atol=1e-10)
+
+
+def test_torchmetrics_states_are_exact_views_in_its_dtypes(batches):
+    theirs = _fill(tm_fid.FrechetInceptionDistance(feature=64), batches)
+    mine = _fill(ours.FrechetInceptionDistance(feature=64), batches)
+    for side in ("real", "fake"):
+        count = getattr(mine, f"{side}_features_num_samples")
+        assert count.dtype == torch.long and int(count) == int(getattr(theirs, f"{side}_features_num_samples"))
+        for state in ("sum", "cov_sum"):
+            expected, got = getattr(theirs, f"{side}_features_{state}"), getattr(mine, f"{side}_features_{state}")
+            assert got.dtype == expected.dtype == torch.float64 and got.shape == expected.shape
+            # The same float32 features summed two ways in float64: rounding apart, ~1e-12 relative;
+            # the network's float32 features themselves agree to ~1e-6 between the two metrics.
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    # Views of the exact state, which stays: n·μ and C + n·μμᵀ rebuild the covariance.
+    stats = ours._packed.to_stats(mine.real_stats)
+    n, total, outer = stats.count, mine.real_features_sum.numpy(), mine.real_features_cov_sum.numpy()
+    np.testing.assert_allclose((outer - np.outer(total, total) / n) / (n - 1), stats.cov, rtol=1e-9,
+                               atol=1e-9 * np.abs(stats.cov).max())
+
+
+def test_the_network_stays_in_eval_mode_and_kid_and_is_warn_as_torchmetrics(batches):
+    metric = ours.FrechetInceptionDistance(feature=64)
+    metric.train()
+    assert metric.training and not metric.inception.training  # as torchmetrics' NoTrainInceptionV3
+    assert not any(module.training for module in metric.inception.modules())
+    for make in (lambda: ours.KernelInceptionDistance(feature=64), lambda: ours.InceptionScore()):
+        with pytest.warns(UserWarning, match="will save all extracted features in buffer"):
+            make()
 
 
 def test_reset_keeps_real_when_asked(batches):

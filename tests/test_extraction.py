@@ -4,6 +4,7 @@ import os
 import signal
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,9 +185,26 @@ def test_unreadable_images_are_named_or_skipped_and_counted(folder, tmp_path):
     (broken / "03_cut.png").write_bytes((broken / "03.png").read_bytes()[:200])
     with pytest.raises(OSError, match="03_cut.png"):
         fastfid.compute_stats(broken, model=tiny(), **OPTIONS)
-    with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+    with pytest.warns(RuntimeWarning, match="1 unreadable image of .* was skipped: .*03_cut.png: OSError"):
         result = fastfid.compute_fid(broken, folder, model=tiny(), skip_bad=True, **OPTIONS)
-    assert result.counts == (5, 23) and result.skipped == (1, 0) and "1 unreadable images skipped" in str(result)
+    assert result.counts == (5, 23) and result.skipped == (1, 0) and "1 unreadable image skipped" in str(result)
+    assert len(result.skipped_items[0]) == 1 and "03_cut.png" in result.skipped_items[0][0]
+
+
+def test_a_warning_names_ten_unreadable_images_and_the_result_all(folder, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in sorted(folder.rglob("*.png"))[:3]:
+        (broken / path.name).write_bytes(path.read_bytes())
+    for index in range(12):
+        (broken / f"bad{index:02d}.png").write_bytes(b"not a png")
+    with pytest.warns(RuntimeWarning) as caught:
+        result = fastfid.compute_fid(broken, folder, model=tiny(), skip_bad=True, **OPTIONS)
+    message = str(caught[0].message)
+    assert message.startswith("12 unreadable images of") and message.endswith("; and 2 more")
+    assert "bad09.png" in message and "bad10.png" not in message
+    assert [Path(item.split(":")[0]).name for item in result.skipped_items[0]] == \
+        [f"bad{index:02d}.png" for index in range(12)]
 
 
 def test_results_state_the_resize_mode_and_mismatches_are_caught(folder):
@@ -332,7 +350,7 @@ def test_a_fifo_named_like_an_image_is_reported_not_waited_for(folder, tmp_path)
     os.mkfifo(copy / "part0" / "00_pipe.png")
     with pytest.raises(OSError, match="00_pipe.png: OSError: not a regular file"):
         fastfid.compute_stats(copy, model=tiny(), **OPTIONS)
-    with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+    with pytest.warns(RuntimeWarning, match="1 unreadable image of"):
         assert fastfid.compute_stats(copy, model=tiny(), skip_bad=True, **OPTIONS).count == 23
     # Hashing every item for a content fingerprint must not open the FIFO for reading and wait. A
     # watchdog writer releases such a wait after 20 s, so that a regression fails instead of hanging.
@@ -350,7 +368,7 @@ def test_a_fifo_named_like_an_image_is_reported_not_waited_for(folder, tmp_path)
     watchdog.start()
     started = time.monotonic()
     try:
-        with pytest.warns(RuntimeWarning, match="1 unreadable images"):
+        with pytest.warns(RuntimeWarning, match="1 unreadable image of"):
             stats = fastfid.compute_stats(copy, model=tiny(), skip_bad=True, fingerprint="content",
                                           checkpoint=tmp_path / "run.npz", **OPTIONS)
     finally:

@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "run.sh"
 
 
+@pytest.mark.slow
 def test_the_gpu_script_runs_its_emulation_half(tmp_path):
     import torch
 

@@ -178,6 +178,7 @@ def test_newton_schulz_trace_matches_the_exact_route(rng, schedule, d, tensor_co
     assert abs(info["trace_sqrt"] - exact) <= TRACE_RTOL * exact
 
 
+@pytest.mark.slow
 def test_newton_schulz_at_d_300(rng, tensor_cores):
     sigma1, sigma2 = covariance(rng, 300, 1000), covariance(rng, 300, 700)
     info, (root, inverse_root) = run_newton_schulz(sigma1, sigma2, roots=True, tensor_cores=tensor_cores)

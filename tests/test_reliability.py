@@ -87,7 +87,8 @@ def test_outputs_are_checked_before_any_work(features, tmp_path, capsys, monkeyp
     monkeypatch.setattr(fastfid.extraction, "compute_stats", no_work)
     real = f"{features['real']}.npy"
     for output, message in ((tmp_path / "missing" / "out.npz", "does not exist"),
-                            (tmp_path / "out_noext", "name it out_noext.npz"),
+                            (tmp_path / "out_noext", f"name it {tmp_path / 'out_noext.npz'}"),
+                            (tmp_path / "real" / "0.png", f"name it {tmp_path / 'real' / '0.png.npz'}"),
                             (tmp_path / "out.npy", ".npz file")):
         assert main(["stats", real, "-o", str(output)]) == 1
         assert message in one_error_line(capsys)
@@ -172,9 +173,14 @@ def test_memory_errors_are_one_line(features, capsys, monkeypatch):
 def test_error_bars_say_what_each_number_is(features, capsys):
     assert main(["fid", f"{features['fake']}.npy", f"{features['real']}.npz", "--error-bars", "--groups", "4",
                  "--quiet"]) == 0
-    line = capsys.readouterr().out
-    assert "standard error" in line and "bias-corrected FID" in line and "95% interval" in line
-    assert line.index("bias-corrected FID") < line.index("interval")
+    corrected, plain = capsys.readouterr().out.splitlines()
+    # The interval belongs to the bias-corrected value and stands beside it; the plain FID, which
+    # may lie outside it, is on its own line with its own label.
+    assert corrected.startswith("bias-corrected FID: ") and "95% interval [" in corrected
+    assert "standard error" in corrected and plain.startswith("plain FID: ") and "not bias-corrected" in plain
+    value = float(corrected.split()[2])
+    low, high = (float(x) for x in corrected.split("[")[1].split("]")[0].split(","))
+    assert low < value < high
 
 
 # --- threads ---------------------------------------------------------------------------------------
@@ -326,6 +332,48 @@ def test_an_interrupted_feature_file_resumes(rng, tmp_path, monkeypatch, capsys)
     np.save(tmp_path / "x.npy", x + 1)
     assert main(["stats", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"), "--quiet", "--resume"]) == 1
     assert "changed" in one_error_line(capsys)
+
+
+def test_bad_rows_leave_no_empty_checkpoint_and_a_kept_one_says_how_to_go_on(rng, tmp_path, monkeypatch, capsys):
+    from fastfid.extraction import FeatureRows
+
+    monkeypatch.setattr(FeatureRows, "rows_per_read", 100)
+    x = relu_features(rng, 1000, 8)
+    bad, source, output = x.copy(), str(tmp_path / "x.npy"), tmp_path / "x.npz"
+    bad[50, 3] = np.nan  # in the first slice: nothing is done, so nothing is kept
+    np.save(source, bad)
+    assert main(["stats", source, "-o", str(output), "--quiet"]) == 1
+    message = one_error_line(capsys)
+    assert "rows 0–99" in message and "NaN" in message and "saved" not in message and not output.exists()
+    bad[50, 3], bad[450, 3] = 0.5, np.nan  # in the fifth slice: four are done and kept
+    np.save(source, bad)
+    assert main(["stats", source, "-o", str(output), "--quiet"]) == 1
+    message = one_error_line(capsys)
+    assert "rows 400–499" in message and f"400 of 1000 rows done are saved in {output}" in message
+    assert "--resume" in message and "--overwrite" in message
+    np.save(source, x)  # repaired: a feature file is one whole, so its progress cannot be resumed into
+    assert main(["stats", source, "-o", str(output), "--quiet"]) == 1
+    assert "partial run (400 of 1000 rows done): continue it with --resume" in one_error_line(capsys)
+    assert main(["stats", source, "-o", str(output), "--quiet", "--resume"]) == 1
+    assert "changed since it was saved" in (message := one_error_line(capsys)) and "--overwrite" in message
+    assert main(["stats", source, "-o", str(output), "--quiet", "--overwrite"]) == 0
+    capsys.readouterr()
+    whole = fastfid.FeatureStats.from_features(x)
+    np.testing.assert_allclose(fastfid.FeatureStats.load(output).cov, whole.cov, rtol=0,
+                               atol=1e-12 * np.abs(whole.cov).max())  # a fresh run: rounding only
+    # Finished statistics are not replaced unasked, by a job or by statistics passed through.
+    np.save(tmp_path / "other.npy", x[:500])
+    fastfid.FeatureStats.from_features(x[:500]).save(tmp_path / "other.npz")
+    for path in (str(tmp_path / "other.npy"), str(tmp_path / "other.npz")):
+        assert main(["stats", path, "-o", str(output), "--quiet"]) == 1
+        assert "already exists" in one_error_line(capsys) and fastfid.FeatureStats.load(output).count == 1000
+    assert main(["stats", str(tmp_path / "other.npy"), "-o", str(output), "--quiet", "--overwrite"]) == 0
+    assert fastfid.FeatureStats.load(output).count == 500
+    # Statistics in are neither sharded nor checkpointed, and a copy says nothing about either.
+    assert main(["stats", str(output), "-o", str(tmp_path / "copy.npz"), "--quiet"]) == 0
+    assert "sharded" not in capsys.readouterr().err
+    assert main(["stats", str(output), "-o", str(tmp_path / "copy2.npz"), "--shard", "0/2"]) == 1
+    assert "cannot be sharded" in one_error_line(capsys)
 
 
 @pytest.mark.slow

@@ -153,6 +153,84 @@ def test_history_as_json_csv_and_page(service, rng):
     assert 'href="/models/history/history?reference=golden&amp;format=csv"' in page  # the page's own data
 
 
+def exchange(service, method: str, path: str, *, body: bytes | None = None, headers: dict | None = None):
+    """One request, redirects not followed: (status, headers, body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", service["server"].port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_browser_signs_in_with_a_read_token_and_the_cookie_only_reads(service, rng):
+    from urllib.parse import urlencode
+
+    writer = service["writer"]
+    writer.evaluate(model="browsed", checkpoint="1k", reference="golden", feature_space=SPACE,
+                    shards=split_into_shards(features(rng, 600, D, shift=0.1), 4))
+    read = make_token(service["store"], "browser", "read")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    def sign_in(token: str, wanted: str = "/models/browsed"):
+        return exchange(service, "POST", "/signin", body=urlencode({"token": token, "next": wanted}).encode(), headers=form)
+
+    # Without a token, a page offers the sign-in form (coming back to it); the API answers JSON.
+    status, _, page = exchange(service, "GET", "/models/browsed?reference=golden")
+    assert status == 401 and b'action="/signin"' in page
+    assert b'name="next" value="/models/browsed?reference=golden"' in page
+    status, _, body = exchange(service, "GET", "/evaluations")
+    assert status == 401 and "missing token" in json.loads(body)["error"]
+    # Unknown tokens and write tokens are refused: a browser never holds the right to write.
+    assert sign_in("nonsense")[0] == 401 and b"unknown token" in sign_in("nonsense")[2]
+    status, headers, page = sign_in(service["write_token"])
+    assert status == 401 and b"write scope" in page and headers.get("set-cookie") is None
+    assert exchange(service, "POST", "/signin", body=b"token=" + b"x" * 5000, headers=form)[0] == 413
+    # A read token sets an HttpOnly, SameSite=Strict cookie and goes back to the page, on this server only.
+    status, headers, _ = sign_in(read)
+    cookie = headers["set-cookie"]
+    assert status == 303 and headers["location"] == "/models/browsed"
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/" in cookie
+    assert "Secure" not in cookie  # plain HTTP on loopback; behind TLS the flag is set
+    assert sign_in(read, "//elsewhere.example/x")[1]["location"] == "/"
+    jar = {"Cookie": cookie.split(";")[0]}
+    status, _, page = exchange(service, "GET", "/models/browsed", headers=jar)
+    assert status == 200 and b"FID of browsed against golden" in page and b"Sign out" in page
+    status, _, page = exchange(service, "GET", "/", headers=jar)
+    assert status == 200 and b'href="/models/browsed?reference=golden"' in page and b"golden" in page
+    assert exchange(service, "GET", "/evaluations?model=browsed", headers=jar)[0] == 200
+    # The cookie never writes: the same request with the bearer header would.
+    status, _, body = exchange(service, "PUT", "/references/by-cookie", body=b"", headers=jar)
+    assert status == 401 and "missing token" in json.loads(body)["error"]
+    status, headers, _ = exchange(service, "POST", "/signout", headers=jar)
+    assert status == 303 and headers["location"] == "/signin" and "fastfid_read=" in headers["set-cookie"]
+
+
+def test_the_history_page_explains_its_bars_with_round_ticks_and_seconds(service, rng):
+    writer = service["writer"]
+    for checkpoint, repeats in (("a", 3), ("b", 1)):
+        for _ in range(repeats):
+            writer.evaluate(model="explained", checkpoint=checkpoint, reference="golden", feature_space=SPACE,
+                            shards=split_into_shards(features(rng, 600, D, shift=0.1), 4))
+    page = get(service, "/models/explained", service["write_token"]).decode()
+    assert "95 % interval of the checkpoint&#x27;s mean over its evaluations (t with n − 1 degrees of freedom)" in page
+    assert "its jackknife 95 % half-width" in page
+    import re
+
+    ticks = [float(t) for t in re.findall(r'text-anchor="end">([-0-9.]+)</text>', page)]
+    steps = np.diff(ticks)
+    assert len(ticks) >= 3 and np.allclose(steps, steps[0])
+    mantissa = steps[0] / 10 ** np.floor(np.log10(steps[0]))
+    assert any(np.isclose(mantissa, m) for m in (1, 2, 2.5, 5))  # round steps
+    assert all(np.isclose(t / steps[0], round(t / steps[0])) for t in ticks)  # at multiples of the step
+    assert re.search(r"<td>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</td>", page)  # to the second
+    frame = re.search(r'<rect x="(\d+)" y="\d+" width="(\d+)"', page)
+    left, right = int(frame[1]), int(frame[1]) + int(frame[2])
+    xs = [float(x) for x in re.findall(r'<line x1="([0-9.]+)" y1="[0-9.]+" x2="[0-9.]+" y2="[0-9.]+" stroke="#777"', page)]
+    assert xs and all(left < x < right for x in xs)  # whiskers inside the frame
+
+
 def test_refusals_change_nothing(service, tmp_path, rng):
     writer, before = service["writer"], stored_count(service)
     other_space = stats_of(rng, 100, D, space="other-network")

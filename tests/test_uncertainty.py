@@ -218,7 +218,7 @@ def test_cli_error_bars_and_compare(rng, known_gaussians, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["groups"] == 10 and out["interval"][0] < out["bias_corrected"] < out["interval"][1]
     assert (tmp_path / "jk.png").exists()
-    assert cli.main(argv) == 0 and capsys.readouterr().out.startswith("FID: ")
+    assert cli.main(argv) == 0 and capsys.readouterr().out.startswith("bias-corrected FID: ")
     assert cli.main(["fid", str(tmp_path / "ref.npz"), str(tmp_path / "ref.npz"), "--error-bars"]) == 1
     assert "expected a .npy file" in capsys.readouterr().err
 

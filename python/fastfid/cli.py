@@ -5,7 +5,7 @@
         PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics
     torchrun --nproc_per_node=K -m fastfid fid PATH1 PATH2 ...   (each rank takes a share, exact merge)
     fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
-    fastfid stats PATH -o out.npz [--shard i/k] [--resume] [--fingerprint stat|content]
+    fastfid stats PATH -o out.npz [--shard i/k] [--resume | --overwrite] [--fingerprint stat|content]
     fastfid merge a.npz b.npz ... -o total.npz [--allow-partial]
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fastfid import __version__
+from fastfid._text import counted
 from fastfid.distance import METHODS
 from fastfid.io import check_writable, load_stats, open_features, state_digest
 from fastfid.resize_modes import RESIZE_MODES
@@ -72,7 +73,7 @@ def _fid(args) -> int:
         score = result.inception_score
         print(json.dumps({
             "fid": result.value, "feature_space": result.feature_space, "resize": result.resize,
-            "counts": result.counts, "skipped": result.skipped,
+            "counts": result.counts, "skipped": result.skipped, "skipped_items": result.skipped_items,
             "inception_score": None if score is None else {"mean": score.mean, "std": score.std,
                                                            "splits": score.splits, "count": score.count},
             "trace_sqrt": d.trace_sqrt, "mean_term": d.mean_term, "method": d.method, "rank": d.rank,
@@ -106,10 +107,12 @@ def _fid_with_error(args) -> int:
                           "groups": result.groups, "method": result.method}))
     else:
         low, high = result.interval
-        # The interval is around the bias-corrected value, so each number is named for what it is.
-        print(f"FID: {result.value:.6f} (all {result.groups} groups); jackknife standard error "
-              f"{result.standard_error:.6f}; bias-corrected FID {result.bias_corrected:.6f}, "
-              f"{100 * result.confidence:g}% interval [{low:.6f}, {high:.6f}]")
+        # The interval belongs to the bias-corrected value; the plain FID, biased up by the finite
+        # sample, may lie outside it, so each number is printed beside its own label.
+        print(f"bias-corrected FID: {result.bias_corrected:.6f}  {100 * result.confidence:g}% interval "
+              f"[{low:.6f}, {high:.6f}]  (jackknife over {result.groups} groups, standard error "
+              f"{result.standard_error:.6f})")
+        print(f"plain FID:          {result.value:.6f}  (all samples, not bias-corrected)")
     return 0
 
 
@@ -245,14 +248,38 @@ def _stats(args) -> int:
     options = _extraction_options(args)
     if options["distributed"] and (args.shard or args.resume):
         raise ValueError("--shard and --resume are for job arrays; under torchrun the ranks share the work")
-    checkpoint = None if options["distributed"] else args.output  # the output is the checkpoint too
+    # The output is the checkpoint too, except where nothing is long: statistics in, or torchrun's
+    # ranks (which cannot resume one file).
+    checkpointed = not options["distributed"] and Path(args.path).suffix != ".npz"
+    _refuse_to_replace(args, checkpointed)
+    checkpoint = args.output if checkpointed else None
     stats = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
-                          checkpoint_every=args.checkpoint_every, fingerprint=args.fingerprint, **options)
+                          overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
+                          fingerprint=args.fingerprint, **options)
     if _is_lead_rank():
         if checkpoint is None:
             stats.save(args.output)
         print(f"{stats.count} samples of dim {stats.dim} -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _refuse_to_replace(args, checkpointed: bool) -> None:
+    """Finished statistics at --output are replaced only with --overwrite. A partial run's checkpoint
+    is the job's to continue (--resume) or discard (--overwrite); without one, it is refused here."""
+    from fastfid.io import read_progress
+
+    if args.overwrite or args.resume or not Path(args.output).exists():
+        return
+    try:
+        record = read_progress(args.output)
+    except (OSError, ValueError):
+        record = None  # not statistics fastfid can read: still not replaced unasked
+    if record is not None and not record.get("complete", False):
+        if checkpointed:
+            return
+        raise ValueError(f"{args.output} holds a partial run: --overwrite replaces it")
+    raise ValueError(f"{args.output} already exists (finished statistics, or another file): --overwrite "
+                     "replaces it")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -314,7 +341,7 @@ def _merge(args) -> int:
         total = stats if total is None else total.merge(stats)
     assert total is not None  # argparse requires at least one input
     total.save(args.output)
-    print(f"{total.count} samples from {len(args.inputs)} files -> {args.output}", file=sys.stderr)
+    print(f"{total.count} samples from {counted(len(args.inputs), 'file')} -> {args.output}", file=sys.stderr)
     return 0
 
 
@@ -374,7 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the .npz to write (also the checkpoint of a long run)")
     _add_extraction_arguments(p, "images per batch (default 50; feature files are read 4096 rows at a time)")
     p.add_argument("--shard", type=_shard, help="i/k: only the i-th of k contiguous parts (0-based), for job arrays")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run saved in --output")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the interrupted run saved in --output")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace what --output holds: finished statistics, or a partial run to start afresh")
     p.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                    help="save progress to --output this often (default 60 s; also on SIGINT/SIGTERM)")
     p.add_argument("--fingerprint", choices=("stat", "content"), default="stat",
@@ -482,7 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastfid: error: out of memory{f': {error}' if str(error) else ''}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError) as error:
-        print(f"fastfid: error: {error}", file=sys.stderr)
+        # Notes say what a failed job kept and how to go on (its saved progress), on the same line.
+        print("; ".join([f"fastfid: error: {error}", *getattr(error, "__notes__", ())]), file=sys.stderr)
         return 1
     except Exception as error:
         if os.environ.get("FASTFID_DEBUG"):

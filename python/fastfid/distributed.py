@@ -111,6 +111,13 @@ def sum_across_ranks(array, group=None):
     return tensor.cpu().numpy()
 
 
+def concatenate_lists(items: list, group=None) -> list:
+    """Every rank's list, joined in rank order (every rank gets it)."""
+    gathered: list = [None] * _dist().get_world_size(group)
+    _dist().all_gather_object(gathered, items, group=group)
+    return [item for part in gathered for item in part]
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fastfid._text import counted, first_items
 from fastfid.distance import FrechetResult, fid
 from fastfid.distributed import shard_range
 from fastfid.metrics import ClassScores, InceptionScore
@@ -43,10 +44,13 @@ class FIDResult:
     feature_space: str | None
     """The network, layer and resizing (e.g. ``FIDInceptionV3(dims=2048, ...) resize=pytorch-fid 299x299``)."""
     resize: str | None
-    """The resize mode images went through, None if both sides were statistics or features."""
+    """The resize mode images went through: this run's, or for statistics the one their feature space
+    names; None for features, which name none."""
     counts: tuple[int | None, int | None]
     skipped: tuple[int, int]
     """Unreadable images left out of each side (only with ``skip_bad=True``)."""
+    skipped_items: tuple[tuple[str, ...], tuple[str, ...]]
+    """Each side's unreadable images, as "name: why"."""
     inception_score: InceptionScore | None
     distance: FrechetResult
     """The distance's diagnostics (trace term, method, rank, ...)."""
@@ -63,7 +67,7 @@ class FIDResult:
         if self.resize is not None:
             counts = " vs ".join("?" if c is None else str(c) for c in self.counts)
             text += f"  [{self.feature_space}; {counts} samples"
-            text += f"; {sum(self.skipped)} unreadable images skipped]" if any(self.skipped) else "]"
+            text += f"; {counted(sum(self.skipped), 'unreadable image')} skipped]" if any(self.skipped) else "]"
         return text
 
 
@@ -240,13 +244,17 @@ class FeatureRows:
 @dataclass
 class _Progress:
     next: int
-    skipped: int
+    bad: list[str] = field(default_factory=list)  # "name: why" of each unreadable image left out
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad)
 
 
 def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
                   resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
                   skip_bad: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
-                  checkpoint=None, resume: bool = False, checkpoint_every: float = 60.0,
+                  checkpoint=None, resume: bool = False, overwrite: bool = False, checkpoint_every: float = 60.0,
                   fingerprint: str = "stat", distributed: bool = False) -> FeatureStats:
     """Statistics of a source's features (see the module doc for sources).
 
@@ -259,15 +267,18 @@ def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, dev
     statistics and how far the job got; SIGINT/SIGTERM stop the job after saving it (raising
     :class:`Interrupted`); ``resume=True`` continues from it, after checking that the source has not
     changed: ``fingerprint="stat"`` compares each file's name, size and modification time,
-    ``"content"`` their SHA-256 (reading every file). ``distributed=True`` (every rank of the
-    initialised torch.distributed group calls it) shards the source across the ranks and merges their
-    statistics exactly: every rank returns the total. Statistics and feature files need no network.
+    ``"content"`` their SHA-256 (reading every file); ``overwrite=True`` discards a partial run saved
+    there and starts afresh. A job that fails keeps its checkpoint only if it got somewhere, and its
+    exception's note says so. ``distributed=True`` (every rank of the initialised torch.distributed
+    group calls it) shards the source across the ranks and merges their statistics exactly: every
+    rank returns the total. Statistics and feature files need no network.
     """
     opened = _open(source, num_samples)
-    stats, _, _ = _collect(opened, _extractor_for(model, weights, device, resize, image_size, [opened]),
+    stats, _, _ = _collect(opened, _extractor_for(model, weights, device, resize, image_size, [opened], progress),
                            batch_size=batch_size, num_workers=num_workers, num_samples=num_samples,
                            skip_bad=skip_bad, shard=shard, progress=progress, checkpoint=checkpoint, resume=resume,
-                           checkpoint_every=checkpoint_every, fingerprint=fingerprint, distributed=distributed)
+                           overwrite=overwrite, checkpoint_every=checkpoint_every, fingerprint=fingerprint,
+                           distributed=distributed)
     return stats
 
 
@@ -294,10 +305,10 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
     exactly, and every rank returns the same result. Returns a :class:`FIDResult` that says how the
     images were resized."""
     opened = [_open(source, num_samples) for source in (source1, source2)]
-    extractor = _extractor_for(model, weights, device, resize, image_size, opened)
+    extractor = _extractor_for(model, weights, device, resize, image_size, opened, progress)
     sides, scores, skipped = [], None, []
     for index, source in enumerate(opened):
-        stats, side_scores, side_skipped = _collect(
+        stats, side_scores, side_bad = _collect(
             source, extractor, batch_size=batch_size, num_workers=num_workers, num_samples=num_samples,
             skip_bad=skip_bad, progress=progress, splits=splits if isc and index == 0 else None,
             distributed=distributed)
@@ -305,14 +316,24 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
             raise ValueError("the Inception Score needs images as the first source, not statistics or features")
         sides.append(stats)
         scores = scores or side_scores
-        skipped.append(side_skipped)
+        skipped.append(tuple(side_bad))
     distance = fid(sides[0], sides[1], method=method, return_info=True)
-    return FIDResult(distance.value, sides[0].feature_space or sides[1].feature_space,
-                     extractor.resize if extractor is not None else None, (sides[0].count, sides[1].count),
-                     tuple(skipped), None if scores is None else scores.result(), distance, (sides[0], sides[1]))
+    feature_space = sides[0].feature_space or sides[1].feature_space
+    mode = extractor.resize if extractor is not None else resize_named_in(feature_space)
+    return FIDResult(distance.value, feature_space, mode, (sides[0].count, sides[1].count),
+                     (len(skipped[0]), len(skipped[1])), (skipped[0], skipped[1]),
+                     None if scores is None else scores.result(), distance, (sides[0], sides[1]))
 
 
-def _extractor_for(model, weights, device, resize, image_size, opened):
+def resize_named_in(feature_space: str | None) -> str | None:
+    """The resize mode a feature space names (``... resize=pytorch-fid 299x299``), else None."""
+    for word in (feature_space or "").split():
+        if word.startswith("resize="):
+            return word[len("resize="):]
+    return None
+
+
+def _extractor_for(model, weights, device, resize, image_size, opened, progress=False):
     """The feature network, built only if some opened source holds images (statistics need none)."""
     if isinstance(model, FeatureExtractor):
         return model
@@ -321,11 +342,14 @@ def _extractor_for(model, weights, device, resize, image_size, opened):
     check_resize(resize)
     if all(kind != "images" for kind, _ in opened):
         return None
+    if progress:  # reading the weights (or downloading them) takes seconds before the first image
+        name = f"the FID Inception-v3 (dims {model})" if isinstance(model, (int, np.integer)) else "the feature network"
+        print(f"fastfid: loading {name}", file=sys.stderr, flush=True)
     return FeatureExtractor(model, weights=weights, device=device, resize=resize, image_size=image_size)
 
 
 def _collect(opened, extractor, *, distributed=False, **options):
-    """→ (statistics, class scores or None, images skipped) of one opened source; with ``distributed``,
+    """→ (statistics, class scores or None, unreadable images skipped) of one opened source; with ``distributed``,
     this rank's share, then the exact merge of all ranks."""
     if not distributed or opened[0] == "stats":
         return _collect_here(opened, extractor, **options)
@@ -340,7 +364,7 @@ def _collect(opened, extractor, *, distributed=False, **options):
     options.update(shard=(rank, world), progress=options["progress"] and rank == 0, require_samples=False)
     failure = None
     try:
-        stats, scores, skipped = _collect_here(opened, extractor, **options)
+        stats, scores, bad = _collect_here(opened, extractor, **options)
     except Exception as error:  # every rank must learn of it, or the others would wait forever
         failure = error
     if not ranks.all_agree(failure is None):
@@ -350,19 +374,22 @@ def _collect(opened, extractor, *, distributed=False, **options):
         raise ValueError(f"{opened[1].description}: no readable items on any rank")
     if scores is not None:
         scores.state = ranks.sum_across_ranks(scores.state)
-    return stats, scores, int(ranks.sum_across_ranks(np.array([float(skipped)]))[0])
+    return stats, scores, ranks.concatenate_lists(bad)
 
 
 def _collect_here(opened, extractor, *, batch_size, num_workers, num_samples, skip_bad, progress, shard=None,
-                  splits=None, checkpoint=None, resume=False, checkpoint_every=60.0, fingerprint="stat",
-                  require_samples=True):
+                  splits=None, checkpoint=None, resume=False, overwrite=False, checkpoint_every=60.0,
+                  fingerprint="stat", require_samples=True):
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     kind, opened = opened
     if kind == "stats":
-        if shard is not None or checkpoint is not None:
-            raise ValueError("a statistics file cannot be sharded or checkpointed: it is already statistics")
-        return opened, None, 0
+        if shard is not None:
+            raise ValueError("a statistics file cannot be sharded: it is already statistics")
+        if resume or checkpoint is not None:
+            raise ValueError("a statistics file needs no checkpoint and has nothing to resume: it is already "
+                             "statistics")
+        return opened, None, []
     start, stop = 0, len(opened)
     total = stop
     if shard is not None:
@@ -373,7 +400,7 @@ def _collect_here(opened, extractor, *, batch_size, num_workers, num_samples, sk
             raise ValueError("the Inception Score needs images, not features")
     elif extractor is None:
         raise ValueError("images need a feature network")
-    job = _Job(opened, extractor, total, start, stop, shard, splits, checkpoint, resume, fingerprint)
+    job = _Job(opened, extractor, total, start, stop, shard, splits, checkpoint, resume, overwrite, fingerprint)
     return job.run(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
                    skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every,
                    require_samples=require_samples)
@@ -384,7 +411,8 @@ class _Job:
     feature rows straight in (``extractor`` None), with the optional checkpoint: the statistics
     plus the next item to read, saved atomically."""
 
-    def __init__(self, source, extractor, total, start, stop, shard, splits, checkpoint, resume, fingerprint="stat"):
+    def __init__(self, source, extractor, total, start, stop, shard, splits, checkpoint, resume, overwrite=False,
+                 fingerprint="stat"):
         if fingerprint not in ("stat", "content"):
             raise ValueError(f"fingerprint must be 'stat' (names, sizes, times) or 'content' (hashes), got {fingerprint!r}")
         self.source, self.extractor, self.total = source, extractor, total
@@ -401,7 +429,11 @@ class _Job:
         # What the items read so far held (sizes and times, or hashes), chained in order: a resume
         # checks that none of them changed, while the items still to read may (a repaired file).
         self.processed = hashlib.sha256()
-        self.stats, self.progress = self._start(resume)
+        # Features are rows of a matrix: saying "images" of them misleads.
+        self.unit = "images" if extractor is not None else "rows"
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the saved run, or discard it")
+        self.stats, self.progress = self._start(resume, overwrite)
 
     def _note_processed(self, first: int, stop: int) -> None:
         if self.checkpoint is not None and self.source.checks_items:
@@ -421,24 +453,24 @@ class _Job:
             return int(model.num_features)
         return 0  # learnt from the first batch
 
-    def _start(self, resume: bool):
+    def _start(self, resume: bool, overwrite: bool):
         from fastfid.io import read_progress
 
-        if self.checkpoint is None or not self.checkpoint.exists():
-            return None, _Progress(self.start, 0)
+        if self.checkpoint is None or not self.checkpoint.exists() or overwrite:
+            return None, _Progress(self.start)
         saved = read_progress(self.checkpoint)
         if not resume:
             if saved is not None and not saved.get("complete"):
-                raise ValueError(f"{self.checkpoint} holds a partial run ({saved['next'] - saved['start']} of "
-                                 f"{saved['stop'] - saved['start']} images done): resume it (--resume / resume=True) "
-                                 "or delete the file")
-            return None, _Progress(self.start, 0)
+                raise ValueError(f"{self.checkpoint} holds a partial run ({self._done(saved)}): continue it with "
+                                 "--resume / resume=True, or start afresh with --overwrite / overwrite=True")
+            return None, _Progress(self.start)
         if saved is None:
             raise ValueError(f"{self.checkpoint} has no progress record: it was not written by a resumable job")
+        afresh = f"start afresh with --overwrite / overwrite=True (discards the {self._done(saved)})"
         for key, value in self.record.items():
             if key == "listing" and saved.get(key) != value:
                 raise ValueError(f"cannot resume from {self.checkpoint}: {self.source.description} changed since it "
-                                 "was saved (other files, or other contents); start again without --resume")
+                                 f"was saved (other files, or other contents); {afresh}")
             if saved.get(key) != value:
                 raise ValueError(f"cannot resume from {self.checkpoint}: its {key} is {saved.get(key)!r}, "
                                  f"this run's is {value!r}")
@@ -446,8 +478,7 @@ class _Job:
         if saved.get("processed") != self.processed.hexdigest():
             what = "contents" if self.content else "sizes or modification times"
             raise ValueError(f"cannot resume from {self.checkpoint}: files of {self.source.description} already "
-                             f"processed changed since it was saved (their {what} differ); start again without "
-                             "--resume")
+                             f"processed changed since it was saved (their {what} differ); {afresh}")
         if self.scores is not None:
             raise ValueError("resumable jobs compute statistics only")
         stats: FeatureStats | None = FeatureStats.load(self.checkpoint, allow_partial=True)
@@ -455,7 +486,15 @@ class _Job:
             stats = None  # nothing was added yet; the width is learnt again from the first batch
         elif stats is not None and self.device is not None:
             stats = stats.to(self.device)
-        return stats, _Progress(int(saved["next"]), int(saved["skipped"]))
+        bad = list(saved.get("skipped_items", []))
+        bad += ["(unnamed: skipped by an earlier version)"] * (int(saved["skipped"]) - len(bad))
+        return stats, _Progress(int(saved["next"]), bad)
+
+    def _done(self, saved: dict | None = None) -> str:
+        """How far this job (or a saved one) got: "400 of 1000 rows done"."""
+        first, done, stop = (self.start, self.progress.next, self.stop) if saved is None else \
+            (int(saved["start"]), int(saved["next"]), int(saved["stop"]))
+        return f"{done - first} of {stop - first} {self.unit} done"
 
     def _save(self) -> None:
         if self.stats is None:
@@ -466,13 +505,15 @@ class _Job:
 
         save_stats(self.stats, self.checkpoint, progress={
             **self.record, "start": self.start, "stop": self.stop, "next": self.progress.next,
-            "skipped": self.progress.skipped, "complete": self.progress.next >= self.stop,
+            "skipped": self.progress.skipped, "skipped_items": self.progress.bad,
+            "complete": self.progress.next >= self.stop,
             "processed": self.processed.hexdigest()})
 
     def run(self, *, batch_size, num_workers, skip_bad, progress, checkpoint_every, require_samples=True):
         from tqdm import tqdm
 
         extractor, done = self.extractor, self.progress
+        resumed_at = done.next
         bar = tqdm(total=self.stop - self.start, initial=done.next - self.start, unit="img" if extractor else "row",
                    file=sys.stderr, disable=not progress, desc=Path(self.source.description).name[:30] or "images",
                    leave=False)
@@ -482,6 +523,10 @@ class _Job:
             size=extractor.image_size, mode=extractor.resize, num_workers=num_workers,
             pin_memory=extractor.device.type == "cuda", device=extractor.device)
         batches = iter(self.source.batches(done.next, self.stop, batch_size=batch_size, **image_options))
+        # Until the first batch is through the network (tens of seconds on a CPU), the bar says
+        # what is under way instead of sitting at 0 %.
+        first_batch = True
+        bar.set_postfix_str(f"reading the first {self.unit}")
         with bar, stop_signal:
             try:
                 while not stop_signal.requested:
@@ -495,32 +540,58 @@ class _Job:
                         raise
                     if batch.bad and not skip_bad:
                         raise OSError(f"cannot read image {batch.bad[0]} (skip_bad=True / --skip-bad leaves "
-                                      "unreadable images out and counts them)")
+                                      "unreadable images out and names them)")
+                    if first_batch and extractor is not None:
+                        bar.set_postfix_str(f"the network on the first {batch.attempted} images")
                     if batch.images is not None:
                         self._add(batch)
+                    if first_batch:
+                        bar.set_postfix_str("", refresh=False)
+                        first_batch = False
                     self._note_processed(done.next, done.next + batch.attempted)
                     done.next += batch.attempted
-                    done.skipped += len(batch.bad)
+                    done.bad += batch.bad
                     bar.update(batch.attempted)
                     if self.checkpoint is not None and time.monotonic() - last_save >= checkpoint_every:
                         self._save()
                         last_save = time.monotonic()
-            finally:
-                # Saved however the loop ends (done, stopped, or an error such as an unreadable file):
-                # the statistics and the count of items read always agree, so a resume loses nothing.
-                if self.checkpoint is not None:
-                    self._save()
+            except BaseException as error:
+                self._save_after_failure(error, resumed_at)
+                raise
+            # The statistics and the count of items read always agree, so a resume loses nothing.
+            if self.checkpoint is not None and (done.next > self.start or not stop_signal.requested):
+                self._save()
         if stop_signal.requested:
-            raise Interrupted(f"stopped by signal after {done.next - self.start} of {self.stop - self.start} images; "
-                              f"progress saved to {self.checkpoint}: resume to continue")
-        if done.skipped:
-            warnings.warn(f"{done.skipped} unreadable images of {self.source.description} were skipped",
+            kept = (f"{self._done()} are saved in {self.checkpoint}: --resume / resume=True continues"
+                    if done.next > self.start else "nothing was done, so nothing was saved")
+            raise Interrupted(f"stopped by signal; {kept}")
+        if done.bad:
+            warnings.warn(f"{counted(done.skipped, 'unreadable image')} of {self.source.description} "
+                          f"{'was' if done.skipped == 1 else 'were'} skipped: {first_items(done.bad)}",
                           RuntimeWarning, stacklevel=4)
         if require_samples and self.start < self.stop and (self.stats is None or self.stats.count == 0):
-            raise ValueError(f"{self.source.description}: no readable images in items {self.start} … {self.stop - 1}")
+            raise ValueError(f"{self.source.description}: no readable {self.unit} in items {self.start} … "
+                             f"{self.stop - 1}")
         if self.stats is None:  # an empty shard (more ranks than images): it merges as nothing
             self.stats = self._new_stats()
-        return self.stats, self.scores, done.skipped
+        return self.stats, self.scores, done.bad
+
+    def _save_after_failure(self, error: BaseException, resumed_at: int) -> None:
+        """A failed job keeps what it did, and says so with the command that continues; one that did
+        nothing leaves no checkpoint of zero progress (which a fixed rerun would have to delete)."""
+        if self.checkpoint is None or self.progress.next == self.start:
+            return
+        if self.progress.next > resumed_at:
+            self._save()
+        advice = ("repair the item and rerun the same command with --resume / resume=True"
+                  if self.source.checks_items else
+                  f"--resume / resume=True continues while {self.source.description} is unchanged; once it is "
+                  "changed, --overwrite / overwrite=True starts afresh")
+        note = f"{self._done()} are saved in {self.checkpoint}: {advice}"
+        if hasattr(error, "add_note"):
+            error.add_note(note)
+        else:  # Python 3.10: the same attribute, which the command line prints
+            error.__notes__ = [*getattr(error, "__notes__", []), note]
 
     def _add(self, batch) -> None:
         if self.extractor is None:

@@ -176,7 +176,7 @@ def check_writable(path: str | os.PathLike, inputs=()) -> Path:
     """Refuse, before any work, an output that could not be written or that would overwrite an input."""
     target = Path(path)
     if target.suffix != ".npz":
-        raise ValueError(f"{target}: statistics are written to a .npz file; name it {target.name}.npz")
+        raise ValueError(f"{target}: statistics are written to a .npz file; name it {target}.npz")
     if target.is_dir():
         raise IsADirectoryError(f"{target} is a folder; give the .npz file to write")
     folder = target.parent

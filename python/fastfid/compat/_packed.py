@@ -79,6 +79,24 @@ def to_stats(packed: torch.Tensor, feature_space: str | None = None) -> FeatureS
     return stats
 
 
+def count_tensor(packed: torch.Tensor) -> torch.Tensor:
+    """n, as an int64 scalar tensor on the state's device."""
+    return packed[0].to(torch.int64)
+
+
+def feature_sum(packed: torch.Tensor) -> torch.Tensor:
+    """Σx = n·μ, a new float64 tensor on the state's device."""
+    dim = dim_of(packed)
+    return packed[0] * packed[1:1 + dim]
+
+
+def outer_product_sum(packed: torch.Tensor) -> torch.Tensor:
+    """Σxxᵀ = C + n·μμᵀ (C the co-moment, stored as its upper triangle), a new float64 tensor."""
+    dim = dim_of(packed)
+    mean, upper = packed[1:1 + dim], packed[1 + dim:].view(dim, dim).triu()
+    return upper + upper.triu(1).T + packed[0] * torch.outer(mean, mean)
+
+
 def _host_parts(packed: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray]:
     array = packed.numpy()
     return array[1:1 + dim], array[1 + dim:].reshape(dim, dim)

@@ -235,7 +235,10 @@ def compute_fid(fdir1=None, fdir2=None, gen=None, mode="clean", model_name="ince
     elif fdir1 is not None:
         first, second = folder(fdir1), _reference(dataset_name, dataset_res, dataset_split, mode, model_name)
     elif gen is not None and fdir2 is not None:
-        first, second = model(), folder(fdir2)
+        # The folder first, as clean-fid: its DataLoader draws a seed from torch's generator, so the
+        # other order would give the generator other latents under the same seed.
+        second = folder(fdir2)
+        first = model()
     elif gen is not None:
         first, second = model(), _reference(dataset_name, dataset_res, dataset_split, mode, model_name)
     else:

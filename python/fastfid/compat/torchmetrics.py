@@ -18,6 +18,9 @@ and keep the arguments, defaults, dtypes, errors and distributed behaviour (thes
   splits are drawn exactly as torchmetrics draws them (``torch.randperm``), so a seeded run gives
   the same subsets.
 - ``set_dtype`` sets the network's dtype, as torchmetrics does, but FID's statistics stay float64.
+- torchmetrics' raw-sum states (``real_features_sum``, ``real_features_cov_sum``,
+  ``real_features_num_samples`` and the ``fake_`` ones) are read-only views computed from the exact
+  statistics: n·μ, C + n·μμᵀ and n, in torchmetrics' dtypes (float64, float64, int64).
 
 Needs torchmetrics (``pip install torchmetrics``); torch-fidelity is not needed.
 """
@@ -33,6 +36,7 @@ from torch.nn import Module
 
 try:
     from torchmetrics import Metric
+    from torchmetrics.utilities import rank_zero_warn
     from torchmetrics.utilities.data import dim_zero_cat
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("fastfid.compat.torchmetrics subclasses torchmetrics.Metric: pip install torchmetrics "
@@ -66,6 +70,10 @@ class _Network(Module):
     @property
     def feature_space(self) -> str:
         return f"{self.network.feature_space} resize={self.resize} 299x299"
+
+    def train(self, mode: bool = True) -> "_Network":
+        """Always in evaluation mode, as torchmetrics keeps its network whatever the parent's mode."""
+        return super().train(False)
 
     def forward(self, images: Tensor) -> Tensor:
         from fastfid.data import resize_batch
@@ -102,6 +110,11 @@ def _check_bool(value, name: str) -> bool:
 def _as_uint8(images: Tensor, normalize: bool, custom: bool) -> Tensor:
     # torchmetrics truncates [0, 1] floats to 8-bit values (not rounding): the same here.
     return (images * 255).byte() if normalize and not custom else images
+
+
+def _torchmetrics_state(side: str, view) -> property:
+    """A read-only attribute: ``view`` of the side's packed statistics (see _packed)."""
+    return property(lambda metric: view(getattr(metric, f"{side}_stats")), doc=f"{side} side: {view.__doc__}")
 
 
 class FrechetInceptionDistance(Metric):
@@ -152,6 +165,15 @@ class FrechetInceptionDistance(Metric):
         assert real is not None and fake is not None  # both counts are at least 2
         return torch.tensor(fid(real, fake), dtype=self.orig_dtype, device=self.device)
 
+    # torchmetrics' own states, for code (and torchmetrics' tests) that reads them: views computed
+    # from the exact statistics, never accumulated as raw sums.
+    real_features_sum = _torchmetrics_state("real", _packed.feature_sum)
+    real_features_cov_sum = _torchmetrics_state("real", _packed.outer_product_sum)
+    real_features_num_samples = _torchmetrics_state("real", _packed.count_tensor)
+    fake_features_sum = _torchmetrics_state("fake", _packed.feature_sum)
+    fake_features_cov_sum = _torchmetrics_state("fake", _packed.outer_product_sum)
+    fake_features_num_samples = _torchmetrics_state("fake", _packed.count_tensor)
+
     def reset(self) -> None:
         """Forget the generated images, and the real ones if ``reset_real_features``."""
         if self.reset_real_features:
@@ -188,6 +210,8 @@ class KernelInceptionDistance(Metric):
                  normalize: bool = False, feature_extractor_weights_path: str | None = None,
                  antialias: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        rank_zero_warn("Metric `Kernel Inception Distance` will save all extracted features in buffer."
+                       " For large datasets this may lead to large memory footprint.", UserWarning)
         self.inception, self.used_custom_model = _network_for(feature, feature_extractor_weights_path, antialias)
         if not (isinstance(subsets, int) and subsets > 0):
             raise ValueError("Argument `subsets` expected to be integer larger than 0")
@@ -252,6 +276,8 @@ class InceptionScore(Metric):
     def __init__(self, feature: str | int | Module = "logits_unbiased", splits: int = 10, normalize: bool = False,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        rank_zero_warn("Metric `InceptionScore` will save all extracted features in buffer."
+                       " For large datasets this may lead to large memory footprint.", UserWarning)
         # torchmetrics builds this network without passing antialias, so its default (True) applies.
         self.inception, self.used_custom_model = _network_for(feature, valid=("logits_unbiased", *_VALID_FEATURES))
         self.normalize = _check_bool(normalize, "normalize")

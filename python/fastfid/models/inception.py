@@ -178,6 +178,20 @@ class FIDInceptionV3(nn.Module):
             raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
         self.dims = dims
         self.scaling = scaling
+        # Layers whose random start the weights replace leave torch's generator as it was, so that
+        # building the network does not change what a seeded run draws next (clean-fid's generator
+        # latents, a seeded KID's subsets); a random network (weights=False) draws from it.
+        with torch.random.fork_rng(devices=[], enabled=weights is not False):
+            self._build_layers()
+        self.weights_name = "random"
+        if weights is not False:
+            from fastfid.models.weights import load_fid_weights
+
+            self.weights_name = load_fid_weights(self, weights)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _build_layers(self) -> None:
         self.Conv2d_1a_3x3 = ConvBatchNormReLU(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = ConvBatchNormReLU(32, 32, 3)
         self.Conv2d_2b_3x3 = ConvBatchNormReLU(32, 64, 3, padding=1)
@@ -195,13 +209,6 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7b = GridBlock8(1280, pool=tf_average_pool())
         self.Mixed_7c = GridBlock8(2048, pool=nn.MaxPool2d(3, stride=1, padding=1))
         self.fc = nn.Linear(2048, NUM_CLASSES)
-        self.weights_name = "random"
-        if weights is not False:
-            from fastfid.models.weights import load_fid_weights
-
-            self.weights_name = load_fid_weights(self, weights)
-        self.requires_grad_(False)
-        self.eval()
 
     def train(self, mode: bool = True) -> "FIDInceptionV3":
         # A fixed feature network: batch norm must keep its running statistics whatever the caller does.

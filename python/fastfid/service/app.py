@@ -3,7 +3,9 @@
 
 Requests carry ``Authorization: Bearer TOKEN``; a token has the scope "read" or "write" (write
 includes read) and is stored hashed. Reads need a read token unless the service was started with
-``public_read``; writes always need a write token. Uploads are multipart forms whose files are
+``public_read``; writes always need a write token in that header. Browsers sign in at /signin with
+a read token, kept in an HttpOnly, SameSite=Strict cookie that grants reading only (see pages.py);
+the pages for people are / (models and references) and /models/{model}. Uploads are multipart forms whose files are
 statistics ``.npz`` (read without pickle) or feature ``.npy``; every refusal is a 4xx with
 ``{"error": "..."}`` naming the problem, and changes nothing in the store.
 """
@@ -19,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 from starlette.applications import Starlette
@@ -26,12 +29,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Match, Route
 
 from fastfid import __version__
 from fastfid.io import load_stats, stream_sha256
-from fastfid.service import history
+from fastfid.service import history, pages
 from fastfid.service.canaries import Alerts, run_all, run_canary
 from fastfid.service.evaluation import ReferenceCache, ServiceError, Submission, agreed_space, evaluate
 from fastfid.service.metrics import CONTENT_TYPE, Metrics
@@ -182,10 +185,17 @@ class Service:
 
     # --- access -------------------------------------------------------------------------------------
     async def authorise(self, request: Request, scope: str) -> str:
-        """The token's name, or 401/403."""
+        """The token's name, or 401/403. Reads also take the sign-in cookie; writes never do."""
         header = request.headers.get("authorization", "")
         kind, _, token = header.partition(" ")
         if not token or kind.lower() != "bearer":
+            cookie = request.cookies.get(pages.READ_COOKIE) if scope == "read" else None
+            if cookie:
+                record = await self._token(cookie)
+                if record is not None:
+                    return record["name"]
+                raise ServiceError(401, "this browser's sign-in is no longer valid (the token was revoked): "
+                                        "sign in again")
             if scope == "read" and self.config.public_read:
                 return "anonymous"
             raise ServiceError(401, f"missing token: send 'Authorization: Bearer TOKEN' with a {scope} token "
@@ -196,6 +206,50 @@ class Service:
         if scope == "write" and record["scope"] != "write":
             raise ServiceError(403, f"token {record['name']!r} has the read scope; this needs a write token")
         return record["name"]
+
+    async def _page_reader(self, request: Request) -> Response | None:
+        """None if the request may read; else the sign-in page (a browser cannot send a bearer header)."""
+        try:
+            await self.authorise(request, "read")
+        except ServiceError as refusal:
+            if refusal.status != 401:
+                raise
+            wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            missing = refusal.message.startswith("missing token")
+            return HTMLResponse(pages.sign_in(wanted, None if missing else refusal.message), status_code=401)
+        return None
+
+    async def sign_in_page(self, request: Request) -> Response:
+        return HTMLResponse(pages.sign_in(request.query_params.get("next", "/")))
+
+    async def sign_in(self, request: Request) -> Response:
+        """A read token from the form becomes the read cookie; a write token is refused, so that the
+        browser never holds the right to write."""
+        form = await _small_form(request)
+        token, wanted = form.get("token", "").strip(), form.get("next", "/")
+        record = await self._token(token) if 0 < len(token) <= pages.MAX_TOKEN_CHARS else None
+        problem = ("unknown token" if record is None else
+                   f"token {record['name']!r} has the write scope: sign in with a read token, so that this browser "
+                   "can read only" if record["scope"] != "read" else None)
+        if problem:
+            return HTMLResponse(pages.sign_in(wanted, problem), status_code=401)
+        response = RedirectResponse(pages.safe_next(wanted), status_code=303)
+        response.set_cookie(pages.READ_COOKIE, token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+    async def sign_out(self, request: Request) -> Response:
+        response = RedirectResponse("/signin", status_code=303)
+        response.delete_cookie(pages.READ_COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    async def index_page(self, request: Request) -> Response:
+        refusal = await self._page_reader(request)
+        if refusal is not None:
+            return refusal
+        models, references = await run_in_threadpool(
+            lambda: (self.store.model_summaries(), self.store.current_references()))
+        return HTMLResponse(pages.index(models, references, signed_in=pages.READ_COOKIE in request.cookies))
 
     async def _token(self, token: str) -> dict | None:
         """A token's record; known ones are remembered for a minute, so that a request costs no
@@ -282,9 +336,11 @@ class Service:
         return _json({"model": model, "reference": reference, "checkpoints": points})
 
     async def model_page(self, request: Request) -> Response:
-        await self.authorise(request, "read")
+        refusal = await self._page_reader(request)
+        if refusal is not None:
+            return refusal
         model, reference, points = await self._points(request)
-        return HTMLResponse(history.page(model, reference, points))
+        return HTMLResponse(history.page(model, reference, points, signed_in=pages.READ_COOKIE in request.cookies))
 
     async def _points(self, request: Request) -> tuple[str, str, list[dict]]:
         model = request.path_params["model"]
@@ -352,6 +408,10 @@ class Service:
 
     def routes(self) -> list[Route]:
         return [
+            Route("/", self.index_page),
+            Route("/signin", self.sign_in_page, methods=["GET"]),
+            Route("/signin", self.sign_in, methods=["POST"]),
+            Route("/signout", self.sign_out, methods=["POST"]),
             Route("/healthz", self.healthz),
             Route("/metrics", self.prometheus),
             Route("/references", self.list_references),
@@ -467,6 +527,23 @@ async def _form(request: Request):
         yield form
     finally:
         await form.close()
+
+
+async def _small_form(request: Request, limit: int = 4096) -> dict[str, str]:
+    """The fields of a small url-encoded form (the sign-in), read up to ``limit`` bytes and no further."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/x-www-form-urlencoded"):
+        raise ServiceError(415, f"send an application/x-www-form-urlencoded form, not {content_type or 'no content type'!r}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ServiceError(413, f"a form of more than {limit} bytes")
+    try:
+        fields = parse_qs(body.decode("ascii"), max_num_fields=8, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ServiceError(400, f"malformed form: {error}") from error
+    return {name: values[0] for name, values in fields.items()}
 
 
 def _files(form, name: str) -> list[UploadFile]:

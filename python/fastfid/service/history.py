@@ -13,6 +13,7 @@ from urllib.parse import quote
 import numpy as np
 
 from fastfid._student_t import t_quantile
+from fastfid.service import pages
 
 COLUMNS = ("checkpoint", "fid", "low", "high", "evaluations", "error_bar", "first_evaluation", "created")
 
@@ -39,7 +40,8 @@ def checkpoints(rows: list[dict]) -> list[dict]:
             low, high, kind = mean - half, mean + half, "jackknife"
         result.append(dict(checkpoint=checkpoint, fid=mean, low=low, high=high, evaluations=len(values),
                            error_bar=kind, first_evaluation=members[0]["id"],
-                           created=datetime.fromtimestamp(members[0]["created"], timezone.utc).isoformat()))
+                           created=datetime.fromtimestamp(members[0]["created"], timezone.utc)
+                           .isoformat(timespec="seconds")))
     return result
 
 
@@ -52,27 +54,48 @@ def as_csv(points: list[dict]) -> str:
     return out.getvalue()
 
 
-def page(model: str, reference: str, points: list[dict]) -> str:
-    """An HTML page: the plot and the table; no script, no external resource."""
+def page(model: str, reference: str, points: list[dict], *, signed_in: bool = False) -> str:
+    """An HTML page: the plot, what its bars are, and the table."""
     title = f"FID of {model} against {reference}"
     data = html.escape(f"/models/{quote(model, safe='')}/history?reference={quote(reference, safe='')}")
     rows = "".join(
-        f"<tr><td>{html.escape(p['checkpoint'])}</td><td>{p['fid']:.4f}</td><td>{_interval_text(p)}</td>"
-        f"<td>{p['evaluations']}</td><td>{html.escape(p['created'])}</td></tr>" for p in points)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 24px; color: #222; background: #fff; }}
-table {{ border-collapse: collapse; margin-top: 16px; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 10px; text-align: right; }}
-</style></head>
-<body><h1>{html.escape(title)}</h1>
-{plot(points)}
-<table><tr><th>checkpoint</th><th>FID</th><th>95% interval</th><th>evaluations</th><th>first evaluated</th></tr>
+        f'<tr><td class="name">{html.escape(p["checkpoint"])}</td><td>{p["fid"]:.4f}</td><td>{_interval_text(p)}</td>'
+        f'<td>{p["evaluations"]}</td><td>{pages.timestamp(p["created"])}</td></tr>'
+        for p in points)
+    body = f"""{plot(points)}
+<p class="note">{html.escape(bar_explanation(points))}</p>
+<table><tr><th class="name">checkpoint</th><th>FID</th><th>95% interval</th><th>evaluations</th><th>first evaluated</th></tr>
 {rows}</table>
-<p><a href="{data}&amp;format=csv">CSV</a> · <a href="{data}">JSON</a></p>
-</body></html>
-"""
+<p><a href="{data}&amp;format=csv">CSV</a> · <a href="{data}">JSON</a></p>"""
+    return pages.document(title, body, signed_in=signed_in)
+
+
+def bar_explanation(points: list[dict]) -> str:
+    """One line under the plot per kind of bar it shows."""
+    kinds = {p["error_bar"] for p in points}
+    lines = []
+    if "evaluations" in kinds:
+        lines.append("Bars: 95 % interval of the checkpoint's mean over its evaluations (t with n − 1 degrees "
+                     "of freedom).")
+    if "jackknife" in kinds:
+        lines.append("Bars of a checkpoint evaluated once: its jackknife 95 % half-width, around its FID.")
+    if "none" in kinds:
+        lines.append("No bar: a single evaluation without error bars.")
+    return " ".join(lines)
+
+
+def round_ticks(low: float, high: float, most: int = 7) -> tuple[list[float], int]:
+    """Axis ticks at multiples of 1, 2, 2.5 or 5 × 10^k covering [low, high] (at most ``most`` of
+    them), and the decimals that print them exactly."""
+    span = max(high - low, abs(high) * 1e-9, 1e-12)
+    for power in range(math.floor(math.log10(span / most)), math.ceil(math.log10(span)) + 2):
+        for mantissa in (1.0, 2.0, 2.5, 5.0):
+            step = mantissa * 10.0 ** power
+            first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
+            if last - first + 1 <= most:
+                decimals = max(0, -power + (1 if mantissa == 2.5 else 0))
+                return [round(k * step, decimals + 1) for k in range(first, last + 1)], decimals
+    return [low, high], 3  # not reached: the largest step covers the span in two ticks
 
 
 def _interval_text(point: dict) -> str:
@@ -84,16 +107,20 @@ def plot(points: list[dict], width: int = 720, height: int = 360) -> str:
     if not points:
         return "<p>No evaluations yet.</p>"
     left, right, top, bottom = 70, 20, 20, 50
+    inset = 24  # the first and last points and their whiskers stay inside the frame
     lows = [p["low"] if p["low"] is not None else p["fid"] for p in points]
     highs = [p["high"] if p["high"] is not None else p["fid"] for p in points]
     y_min, y_max = min(lows), max(highs)
-    pad = (y_max - y_min) * 0.1 or max(abs(y_max) * 0.1, 1.0)
+    pad = (y_max - y_min) * 0.05 or max(abs(y_max) * 0.1, 1.0)
     y_min, y_max = y_min - pad, y_max + pad
     if min(lows) >= 0:
         y_min = max(y_min, 0.0)  # FID is not negative: no axis below 0
+    ticks, decimals = round_ticks(y_min, y_max)
+    y_min, y_max = ticks[0], ticks[-1]
 
     def x_of(i: int) -> float:
-        return left + (width - left - right) * (0.5 if len(points) == 1 else i / (len(points) - 1))
+        span = width - left - right - 2 * inset
+        return left + inset + span * (0.5 if len(points) == 1 else i / (len(points) - 1))
 
     def y_of(v: float) -> float:
         return top + (height - top - bottom) * (y_max - v) / (y_max - y_min)
@@ -102,10 +129,10 @@ def plot(points: list[dict], width: int = 720, height: int = 360) -> str:
              f'aria-label="FID over checkpoints">',
              f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
              'fill="none" stroke="#888"/>']
-    for k in range(5):
-        value = y_min + (y_max - y_min) * k / 4
+    for value in ticks:
         parts.append(f'<text x="{left - 6}" y="{y_of(value) + 4:.1f}" font-size="11" text-anchor="end">'
-                     f'{value:.3g}</text>')
+                     f'{value:.{decimals}f}</text>')
+        parts.append(f'<line x1="{left - 3}" y1="{y_of(value):.1f}" x2="{left}" y2="{y_of(value):.1f}" stroke="#888"/>')
     for i, p in enumerate(points):
         x = x_of(i)
         if p["low"] is not None:

@@ -312,6 +312,16 @@ class Store:
             query = query.limit(limit)
         return [_evaluation(row) for row in self._all(query)]
 
+    def model_summaries(self) -> list[dict]:
+        """Per model and reference: how many checkpoints and evaluations, and the latest time."""
+        query = sa.select(evaluations.c.model, evaluations.c.reference,
+                          sa.func.count(sa.distinct(evaluations.c.checkpoint)).label("checkpoints"),
+                          sa.func.count().label("evaluations"),
+                          sa.func.max(evaluations.c.created).label("last_evaluated")) \
+            .group_by(evaluations.c.model, evaluations.c.reference) \
+            .order_by(evaluations.c.model, evaluations.c.reference)
+        return self._all(query)
+
     def latest_checkpoint(self, model: str, reference: str, *, other_than: str | None = None) -> str | None:
         """The checkpoint of the model's latest evaluation on ``reference`` (other than ``other_than``)."""
         query = sa.select(evaluations.c.checkpoint).where(evaluations.c.model == model) \
