@@ -7,7 +7,13 @@
 * a bounded soak: FASTFID_SOAK_EVALUATIONS (10,000) evaluations at d = 64 by 8 clients on the
   2-worker server, its resident memory (all processes) sampled as it goes; afterwards every
   acknowledged result must be in the store with its value. Memory must stay flat: its growth over
-  the second half of the run below 5 % of the server's size.
+  the second half of the run below 5 % of the server's size;
+* a burst of 48 concurrent evaluations at d = FASTFID_BENCH_DIM while /healthz is asked every
+  20 ms: its 99th percentile must stay under 100 ms (it answers from the event loop; the
+  evaluations queue for the server's work slots);
+* reading FASTFID_HISTORY_ROWS (300,000) stored evaluations: every page of GET /evaluations, and
+  a model's history as JSON, CSV and page, while the server's peak resident memory (VmHWM) is
+  read before and after: it must grow by less than 64 MiB, however many rows there are.
 
 Figures are printed (run with ``-s``); CI runs it small as a correctness check.
 """
@@ -18,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +42,15 @@ from fastfid.client import Service  # noqa: E402
 
 GROUP = f"service-evaluation-d{BENCH_DIM}"
 SOAK_EVALUATIONS = int(os.environ.get("FASTFID_SOAK_EVALUATIONS", "10000"))
+HISTORY_ROWS = int(os.environ.get("FASTFID_HISTORY_ROWS", "300000"))
 CLIENTS = 8
 SMALL_DIM = 64
 
 
 def running_service(tmp_path_factory, *options: str):
     store = tmp_path_factory.mktemp("service-bench") / "store"
-    token = make_token(store, "bench", "write")
-    with Server(store, *options) as server:
+    token = make_token(store, "bench", "admin")
+    with Server(store, "--max-requests-per-minute", "0", *options) as server:  # one token posts them all
         client = Service(server.url, token)
         client.upload_reference(f"small-{SMALL_DIM}", stats_of(np.random.default_rng(99), 5000, SMALL_DIM))
         yield server, client
@@ -162,3 +170,92 @@ def test_soak_memory_flat_and_nothing_lost(two_workers):
           f"{memory[-1][1] / 2**20:.0f} MiB, {100 * growth:+.2f}% over the second half")
     print("RSS (MiB) after each twentieth: " + " ".join(f"{rss / 2**20:.0f}" for _, rss in memory))
     assert growth < 0.05
+
+
+def test_health_answers_within_100_ms_during_a_burst_of_evaluations(service, large):
+    server, client = service
+    _, generated = large
+    burst, results, latencies = 48, [], []
+    done = threading.Event()
+
+    def evaluate(index: int) -> None:
+        results.append(client.evaluate(model="burst", checkpoint=str(index), reference="large", stats=generated))
+
+    def probe() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
+                assert response.status == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+
+    prober = threading.Thread(target=probe)
+    workers = [threading.Thread(target=evaluate, args=(i,)) for i in range(burst)]
+    started = time.perf_counter()
+    prober.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    seconds = time.perf_counter() - started
+    done.set()
+    prober.join()
+    assert len(results) == burst and len({r["id"] for r in results}) == burst
+    worst = max(latencies)
+    print(f"\n{burst} evaluations at d = {BENCH_DIM} in {seconds:.1f} s; /healthz meanwhile: {len(latencies)} answers, "
+          f"p50 {1000 * np.percentile(latencies, 50):.1f} ms, p99 {1000 * np.percentile(latencies, 99):.1f} ms, "
+          f"max {1000 * worst:.1f} ms")
+    assert np.percentile(latencies, 99) < 0.1  # a rare probe waits longer (see the README's figures)
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc (Linux only)")
+
+
+def test_reading_many_evaluations_keeps_memory_flat(tmp_path):
+    """Rows go straight into the store (as HISTORY_ROWS posts would leave them), then are read back."""
+    from fastfid.service.store import Store, evaluations
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads the server's peak memory from /proc")
+    store_path = tmp_path / "store"
+    token = make_token(store_path, "bench", "read")
+    store = Store(store_path)
+    rng = np.random.default_rng(5)
+    checkpoints = 200
+    with store.engine.begin() as connection:
+        for first in range(0, HISTORY_ROWS, 20_000):
+            connection.execute(evaluations.insert(), [
+                dict(model="long", checkpoint=str(i % checkpoints), reference="golden", reference_version=1,
+                     reference_sha256="0" * 64, feature_space="bench", fid=10 + float(v), dim=SMALL_DIM,
+                     input_kind="stats", inputs_sha256='["0"]', fastfid_version="bench", submitter="bench",
+                     created=1.8e9 + i) for i, v in zip(range(first, min(first + 20_000, HISTORY_ROWS)),
+                                                     rng.standard_normal(20_000))])
+    store.close()
+    with Server(store_path) as server:
+        assert server.process is not None
+        client = Service(server.url, token)
+        client.health()
+        client.evaluations(limit=10)
+        before = _peak_rss(server.process.pid)
+        started = time.perf_counter()
+        rows = client.evaluations()
+        paged = time.perf_counter() - started
+        history = client.history("long")
+        request = urllib.request.Request(f"{server.url}/models/long/history?format=csv",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request) as response:
+            csv = response.read().decode()
+        request = urllib.request.Request(f"{server.url}/models/long", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request) as response:
+            page = response.read().decode()
+        after = _peak_rss(server.process.pid)
+    assert len(rows) == HISTORY_ROWS and [r["id"] for r in rows[:3]] == [1, 2, 3]
+    assert len(history["checkpoints"]) == checkpoints == len(csv.splitlines()) - 1 and "<svg" in page
+    assert all(p["evaluations"] == HISTORY_ROWS // checkpoints for p in history["checkpoints"])
+    print(f"\n{HISTORY_ROWS:,} evaluations read in {HISTORY_ROWS // 1000 + 1} pages in {paged:.1f} s, then "
+          f"their history (JSON, CSV, page): server peak RSS {before / 2**20:.0f} → {after / 2**20:.0f} MiB")
+    assert after - before < 64 * 2**20

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -34,7 +35,7 @@ RTOL = 1e-9
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     store = tmp_path_factory.mktemp("service") / "store"
-    write, read = make_token(store, "ci-writer", "write"), make_token(store, "ci-reader", "read")
+    write, read = make_token(store, "ci-writer", "admin"), make_token(store, "ci-reader", "read")
     with Server(store) as server:
         rng = np.random.default_rng(7)
         reference = stats_of(rng, 3000, D)
@@ -185,7 +186,7 @@ def test_a_browser_signs_in_with_a_read_token_and_the_cookie_only_reads(service,
     # Unknown tokens and write tokens are refused: a browser never holds the right to write.
     assert sign_in("nonsense")[0] == 401 and b"unknown token" in sign_in("nonsense")[2]
     status, headers, page = sign_in(service["write_token"])
-    assert status == 401 and b"write scope" in page and headers.get("set-cookie") is None
+    assert status == 401 and b"admin scope" in page and headers.get("set-cookie") is None
     assert exchange(service, "POST", "/signin", body=b"token=" + b"x" * 5000, headers=form)[0] == 413
     # A read token sets an HttpOnly, SameSite=Strict cookie and goes back to the page, on this server only.
     status, headers, _ = sign_in(read)
@@ -229,6 +230,320 @@ def test_the_history_page_explains_its_bars_with_round_ticks_and_seconds(service
     left, right = int(frame[1]), int(frame[1]) + int(frame[2])
     xs = [float(x) for x in re.findall(r'<line x1="([0-9.]+)" y1="[0-9.]+" x2="[0-9.]+" y2="[0-9.]+" stroke="#777"', page)]
     assert xs and all(left < x < right for x in xs)  # whiskers inside the frame
+
+
+def post_form(service, fields: dict, stats, headers: dict | None = None):
+    """A raw evaluation post: (status, headers, JSON body)."""
+    from fastfid.client import _multipart, _stats_part
+
+    body, content_type = _multipart(fields, [_stats_part("stats", stats)])
+    status, answer_headers, answer = exchange(service, "POST", "/evaluations", body=body, headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {service['write_token']}", **(headers or {})})
+    return status, answer_headers, json.loads(answer)
+
+
+def test_out_of_range_numbers_bad_names_and_keys_are_422s_that_name_the_field(service, rng):
+    before = stored_count(service)
+    bearer = {"Authorization": f"Bearer {service['write_token']}"}
+    # Each would have reached the database (OverflowError on SQLite, DataError on PostgreSQL).
+    for path, field in (("/evaluations/99999999999999999999999", "evaluation id"),
+                        ("/evaluations/2147483648", "evaluation id"), ("/evaluations?limit=9223372036854775808", "limit"),
+                        ("/references/golden?version=9223372036854775808", "version")):
+        status, headers, body = exchange(service, "GET", path, headers=bearer)
+        assert status == 422 and field in json.loads(body)["error"] and headers["x-request-id"], (path, body)
+    fields = {"model": "edge", "checkpoint": "1", "reference": "golden", "feature_space": SPACE}
+    stats = stats_of(rng, 50, D)
+    for extra, named in (({"train_seed": str(2**63)}, "train_seed"), ({"sample_seed": str(-(2**63) - 1)}, "sample_seed"),
+                         ({"reference_version": str(2**63)}, "reference_version"),
+                         ({"model": "a/b"}, "model"), ({"model": "tab\there"}, "model"),
+                         ({"model": "\x1b[31mred"}, "model"), ({"checkpoint": "\u202eevil"}, "checkpoint")):
+        status, _, body = post_form(service, {**fields, **extra}, stats)
+        assert status == 422 and named in body["error"], (extra, body)
+    status, _, body = post_form(service, fields, stats, headers={"Idempotency-Key": "k" * 300})
+    assert status == 422 and "Idempotency-Key" in body["error"]
+    assert stored_count(service) == before
+    # A checkpoint may hold '/': it is never a path segment.
+    status, _, body = post_form(service, {**fields, "checkpoint": "run/step-100"}, stats)
+    assert status == 201 and body["checkpoint"] == "run/step-100"
+
+
+def test_work_is_bounded_by_what_a_request_carries_before_anything_is_read(service, tmp_path, rng):
+    import io as bytes_io
+    import time
+
+    from fastfid.client import _multipart
+
+    def upload(method: str, path: str, part: str, data: bytes, fields: dict | None = None):
+        body, content_type = _multipart(fields or {}, [(part, "x", data)])
+        started = time.monotonic()
+        status, _, answer = exchange(service, method, path, body=body, headers={
+            "Content-Type": content_type, "Authorization": f"Bearer {service['write_token']}"})
+        return status, json.loads(answer)["error"], time.monotonic() - started
+
+    files_before = sorted((service["store"] / "statistics").iterdir())
+    evaluations_before = stored_count(service)
+    # 66 KB of features declaring an 8192 × 8192 state (512 MiB): refused from the header, at once.
+    tiny = bytes_io.BytesIO()
+    np.save(tiny, np.ones((2, 8192), np.float32))
+    status, error, seconds = upload("PUT", "/references/huge", "features", tiny.getvalue(), {"feature_space": SPACE})
+    assert status == 413 and "64×" in error and seconds < 1.0, (error, seconds)
+    # A compressed .npz declaring mu (8192) and sigma (8192²) in ~0.5 MB: not unpacked.
+    packed = bytes_io.BytesIO()
+    np.savez_compressed(packed, mu=np.zeros(8192), sigma=np.eye(8192))
+    status, error, seconds = upload("POST", "/evaluations", "stats", packed.getvalue(),
+                                    {"model": "m", "checkpoint": "1", "reference": "golden"})
+    assert status in (413, 422) and seconds < 1.0, (error, seconds)
+    # Beyond --max-dim (16384 by default).
+    wide = bytes_io.BytesIO()
+    np.save(wide, np.ones((1, 16385), np.float32))
+    status, error, _ = upload("PUT", "/references/wide", "features", wide.getvalue())
+    assert status == 413 and "--max-dim" in error
+    # A .npy whose header declares more rows than it holds is truncated, not read.
+    short = bytes_io.BytesIO()
+    np.save(short, rng.standard_normal((500, D)))
+    status, error, _ = upload("PUT", "/references/short", "features", short.getvalue()[:-800], {"feature_space": SPACE})
+    assert status == 400 and "truncated" in error
+    # A submission's dim is compared with its reference's before its arrays are read.
+    other_dim = saved(stats_of(rng, 300, D + 1), tmp_path / "other_dim.npz")
+    status, error, _ = upload("POST", "/evaluations", "stats", other_dim.read_bytes(),
+                              {"model": "m", "checkpoint": "1", "reference": "golden"})
+    assert status == 422 and f"dim {D + 1}" in error and f"dim {D}" in error
+    assert sorted((service["store"] / "statistics").iterdir()) == files_before  # nothing written
+    assert stored_count(service) == evaluations_before
+
+
+def test_a_reference_no_evaluation_could_use_is_refused_at_upload(service, tmp_path, rng):
+    writer = service["writer"]
+    good = stats_of(rng, 500, D)
+    cases = {
+        "not positive semidefinite": (good.mean, good.cov - 5 * np.eye(D)),
+        "values beyond 1e308": (good.mean, 1e308 * np.eye(D)),
+        "too large for float64": (np.full(D, 1e200), good.cov),
+        "NaN": (np.where(np.arange(D) == 3, np.nan, good.mean), good.cov),
+    }
+    for problem, (mu, sigma) in cases.items():
+        path = tmp_path / "bad.npz"
+        np.savez(path, mu=mu, sigma=sigma)  # a pytorch-fid file: no sample count, no check of its own
+        with pytest.raises(ServiceError, match="422") as refused:
+            writer.upload_reference("unusable", path, feature_space=SPACE)
+        assert problem in str(refused.value), (problem, refused.value)
+    with pytest.raises(ServiceError, match="1 sample"):
+        writer.upload_reference("unusable", stats_of(rng, 1, D))
+    with pytest.raises(ServiceError, match="404"):
+        service["reader"].reference("unusable")  # nothing was stored, so nothing became current
+
+
+def test_idempotency_keys_belong_to_their_token_and_a_reused_key_is_a_409(service, rng):
+    url, first = service["server"].url, service["write_token"]
+    second = make_token(service["store"], "other-ci", "admin")
+    stats, other = stats_of(rng, 100, D), stats_of(rng, 100, D)
+    mine = post_raw(url, first, stats, model="keys", checkpoint="1", key="build-7")
+    theirs = post_raw(url, second, other, model="keys", checkpoint="2", key="build-7")  # the same key elsewhere
+    assert not mine["replayed"] and not theirs["replayed"] and theirs["id"] != mine["id"]
+    assert mine["idempotency_key"] == theirs["idempotency_key"] == "build-7"  # as the clients sent it
+    again = post_raw(url, first, stats, model="keys", checkpoint="1", key="build-7")
+    assert again["replayed"] and again["id"] == mine["id"]
+    before = stored_count(service)
+    for changed_stats, checkpoint in ((other, "1"), (stats, "3")):
+        status, _, refused = post_form(service, {"model": "keys", "checkpoint": checkpoint, "reference": "golden"},
+                                       changed_stats, headers={"Idempotency-Key": "build-7"})
+        assert status == 409 and f"evaluation {mine['id']}" in refused["error"], refused
+    assert stored_count(service) == before
+
+
+def test_scopes_evaluate_cannot_replace_references_or_rebanding_canaries(service, rng):
+    evaluator = Service(service["server"].url, make_token(service["store"], "ci-job", "evaluate"))
+    record = evaluator.evaluate(model="scoped", checkpoint="1", reference="golden", stats=stats_of(rng, 100, D),
+                                feature_space=SPACE)
+    assert record["submitter"] == "ci-job" and evaluator.evaluation(record["id"])["id"] == record["id"]
+    for attempt in (lambda: evaluator.upload_reference("golden", stats_of(rng, 100, D)),
+                    lambda: evaluator.set_canary("silenced", stats_of(rng, 100, D), reference="golden", low=0, high=1e9)):
+        with pytest.raises(ServiceError, match="has the evaluate scope; this needs a token of the admin scope") as refused:
+            attempt()
+        assert refused.value.status == 403
+    assert service["reader"].reference("golden")["version"] == 1  # unchanged
+
+
+def test_evaluations_come_in_pages_with_a_cursor(service, rng):
+    import re
+
+    writer = service["writer"]
+    posted = [writer.evaluate(model="paged", checkpoint=str(i), reference="golden", stats=stats_of(rng, 50, D),
+                              feature_space=SPACE)["id"] for i in range(5)]
+    bearer = {"Authorization": f"Bearer {service['write_token']}"}
+    path, seen = "/evaluations?model=paged&limit=2", []
+    while path:
+        status, headers, body = exchange(service, "GET", path, headers=bearer)
+        assert status == 200
+        seen.append([row["id"] for row in json.loads(body)])
+        link = headers.get("link")
+        path = re.fullmatch(r'<([^>]+)>; rel="next"', link)[1] if link else None
+    assert seen == [posted[0:2], posted[2:4], posted[4:5]]
+    status, _, body = exchange(service, "GET", "/evaluations?limit=1001", headers=bearer)
+    assert status == 422 and "limit must be an integer in 1 … 1000" in json.loads(body)["error"]
+    status, _, body = exchange(service, "GET", "/evaluations", headers=bearer)  # no limit: the first 100
+    assert status == 200 and len(json.loads(body)) == min(100, stored_count(service))
+    assert [r["id"] for r in service["reader"].evaluations(model="paged")] == posted  # the client follows pages
+    assert [r["id"] for r in service["reader"].evaluations(model="paged", limit=3)] == posted[:3]
+
+
+def test_quotas_per_token_on_requests_and_stored_bytes(tmp_path, rng):
+    store = tmp_path / "store"
+    busy, calm = make_token(store, "busy", "admin"), make_token(store, "calm", "read")
+    with Server(store, "--max-requests-per-minute", "5", "--max-stored-mb", "0.01") as server:
+        service = {"server": server}
+        for _ in range(5):
+            assert exchange(service, "GET", "/references", headers={"Authorization": f"Bearer {busy}"})[0] == 200
+        status, headers, body = exchange(service, "GET", "/references", headers={"Authorization": f"Bearer {busy}"})
+        assert status == 429 and 1 <= int(headers["retry-after"]) <= 60 and "busy" in json.loads(body)["error"]
+        assert exchange(service, "GET", "/references", headers={"Authorization": f"Bearer {calm}"})[0] == 200
+    with Server(store, "--max-stored-mb", "0.01") as server:  # 10 KiB: one d = 24 state (4.8 KiB) fits
+        client = Service(server.url, busy)
+        client.upload_reference("first", stats_of(rng, 100, D))
+        client.upload_reference("first", stats_of(rng, 100, D))  # a second state: 9.6 KiB, still inside
+        with pytest.raises(ServiceError, match="quota") as refused:
+            client.upload_reference("third", stats_of(rng, 100, D))
+        assert refused.value.status == 413
+
+
+def _slow_upload(port: int, token: str, *, headers_only: bool = False):
+    """A raw connection that starts an upload (or only its headers) and then sends nothing more."""
+    import socket
+
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (f"POST /evaluations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n")
+    connection.sendall(head.encode() if headers_only else (head + "\r\n--b\r\n").encode())
+    return connection
+
+
+def _answer(connection) -> bytes:
+    chunks = []
+    while True:
+        chunk = connection.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_overload_is_a_503_slow_senders_are_cut_off_and_health_answers_meanwhile(tmp_path):
+    import time
+
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "admin")
+    with Server(store, "--max-running", "1", "--max-queue", "1", "--body-timeout", "2", "--header-timeout",
+                "2") as server:
+        service = {"server": server}
+        running, waiting = _slow_upload(server.port, token), _slow_upload(server.port, token)
+        time.sleep(0.5)  # the first holds the one slot, the second waits in line
+        status, headers, body = exchange(service, "POST", "/evaluations", body=b"",
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "multipart/form-data; boundary=b"})
+        assert status == 503 and headers["retry-after"] == "5" and "busy" in json.loads(body)["error"]
+        started = time.monotonic()
+        assert exchange(service, "GET", "/healthz")[0] == 200 and time.monotonic() - started < 0.5
+        # The stalled bodies are cut off: 408, and the slots are free again.
+        answer = _answer(running)
+        assert answer.startswith(b"HTTP/1.1 408") and b"stalled" in answer
+        assert _answer(waiting).startswith(b"HTTP/1.1 408")
+        # A client that never finishes its headers is disconnected.
+        silent = _slow_upload(server.port, token, headers_only=True)
+        started = time.monotonic()
+        assert _answer(silent) == b"" and time.monotonic() - started < 10
+        for connection in (running, waiting, silent):
+            connection.close()
+
+
+def test_404_and_405_are_json_and_every_response_has_an_id_and_security_headers(service):
+    status, headers, body = exchange(service, "GET", "/nowhere")
+    assert status == 404 and json.loads(body)["request_id"] == headers["x-request-id"]
+    status, headers, body = exchange(service, "DELETE", "/evaluations",
+                                     headers={"Authorization": f"Bearer {service['write_token']}"})
+    assert status == 405 and "error" in json.loads(body) and "GET" in headers["allow"]
+    status, headers, _ = exchange(service, "GET", "/healthz", headers={"X-Request-ID": "ci-run-42"})
+    assert status == 200 and headers["x-request-id"] == "ci-run-42"  # a caller's plain ID is kept
+    status, headers, _ = exchange(service, "GET", "/healthz", headers={"X-Request-ID": "bad id\twith tab"})
+    assert headers["x-request-id"] != "bad id\twith tab" and len(headers["x-request-id"]) == 32
+    status, headers, _ = exchange(service, "GET", "/signin")
+    assert status == 200 and headers["x-content-type-options"] == "nosniff"
+    policy = headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy and headers["x-frame-options"] == "DENY"
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(service, rng):
+    writer = service["writer"]
+    for name in ("=cmd|' /C calc'!A0", "+1+1", "@SUM(A1)", "-2+3"):
+        writer.evaluate(model="spreadsheet", checkpoint=name, reference="golden", stats=stats_of(rng, 50, D),
+                        feature_space=SPACE)
+    lines = get(service, "/models/spreadsheet/history?format=csv", service["write_token"]).decode().splitlines()[1:]
+    assert [line.split(",")[0][:2] for line in lines] == ["'=", "'+", "'@", "'-"]
+    assert all(not line.split(",")[1].startswith("'") for line in lines)  # numbers stay numbers
+
+
+def test_the_store_is_private_and_sweeps_what_killed_writers_left(tmp_path, rng):
+    import socket
+    import stat
+
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "admin")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer that no longer runs
+    stray = store / "statistics" / f".{'a' * 64}.npz.{socket.gethostname()}.{gone.pid}.x1y2.tmp"
+    stray.write_bytes(b"half a statistics file")
+    live = store / "statistics" / f".{'b' * 64}.npz.{socket.gethostname()}.{os.getpid()}.x1y2.tmp"
+    live.write_bytes(b"a save under way in a running process")
+    with Server(store) as server:
+        Service(server.url, token).upload_reference("golden", stats_of(rng, 100, D))
+    assert not stray.exists() and live.exists()
+
+    def mode(path):
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(store) == mode(store / "statistics") == 0o700
+    assert mode(store / "fastfid.db") == 0o600
+    files = list((store / "statistics").glob("*.npz"))
+    assert files and all(mode(path) == 0o600 for path in files)
+
+
+def test_healthz_is_liveness_and_readyz_checks_the_database_and_the_files(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "admin")
+    with Server(store) as server:
+        service = {"server": server}
+        Service(server.url, token).upload_reference("golden", stats_of(rng, 200, D))
+        status, _, body = exchange(service, "GET", "/readyz")
+        assert status == 200 and json.loads(body)["status"] == "ready"
+        path = next((store / "statistics").glob("*.npz"))
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 0xFF  # one flipped byte on disk
+        path.write_bytes(bytes(data))
+        status, headers, body = exchange(service, "GET", "/readyz")
+        answer = json.loads(body)
+        assert status == 503 and headers["retry-after"] and "reference 'golden' version 1" in answer["problems"][0]
+        assert exchange(service, "GET", "/healthz")[0] == 200  # alive, though not ready
+
+
+def test_a_500_names_a_request_id_and_nothing_internal(tmp_path, rng):
+    store = tmp_path / "store"
+    token = make_token(store, "ci", "admin")
+    with Server(store) as server:
+        Service(server.url, token).upload_reference("golden", stats_of(rng, 500, D))
+    database = store / "fastfid.db"
+    data = bytearray(database.read_bytes())
+    page = 4096
+    assert len(data) > 2 * page
+    data[page:] = bytes(len(data) - page)  # every table's pages zeroed: the schema (page 1) survives
+    database.write_bytes(bytes(data))
+    with Server(store) as server:
+        status, headers, body = exchange({"server": server}, "GET", "/references",
+                                         headers={"Authorization": f"Bearer {token}"})
+        ready, _, readiness = exchange({"server": server}, "GET", "/readyz")
+        assert ready == 503 and "the database does not answer correctly" in json.loads(readiness)["problems"][0]
+        log = server.log.read_text()
+    answer = json.loads(body)
+    assert status == 500 and answer["request_id"] == headers["x-request-id"]
+    assert answer["error"] == f"internal error: the server's log has the details under request ID {answer['request_id']}"
+    assert answer["request_id"] in log and "malformed" in log  # the details, in the log only
 
 
 def test_refusals_change_nothing(service, tmp_path, rng):
@@ -275,14 +590,16 @@ def test_tokens_and_scopes(service, rng):
     with pytest.raises(ServiceError, match="missing token"):
         anonymous.history("stats-model")  # reads need a token too, unless --public-read
     assert service["reader"].reference("golden")["version"] == 1
-    assert anonymous.health()["status"] == "ok"  # health and metrics are open
+    assert anonymous.health()["status"] == "ok"  # health is open; metrics name canaries and counts
+    status, _, body = exchange(service, "GET", "/metrics")
+    assert status == 401 and "missing token" in json.loads(body)["error"]
     text = (service["store"] / "fastfid.db").read_bytes()
     assert service["write_token"].encode() not in text  # stored hashed
 
 
 def test_token_list_and_revoke(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "leaver", "write")
+    token = make_token(store, "leaver", "admin")
     make_token(store, "stays", "read")
 
     def command(*words):
@@ -290,7 +607,7 @@ def test_token_list_and_revoke(tmp_path, rng):
                               capture_output=True, text=True)
 
     listed = command("list")
-    assert listed.stdout.splitlines() == ["leaver\twrite", "stays\tread"] and token not in listed.stdout
+    assert listed.stdout.splitlines() == ["leaver\tadmin", "stays\tread"] and token not in listed.stdout
     assert command("revoke", "leaver").returncode == 0
     with Server(store) as server:
         with pytest.raises(ServiceError, match="unknown token") as refused:
@@ -298,6 +615,16 @@ def test_token_list_and_revoke(tmp_path, rng):
         assert refused.value.status == 401
     missing = command("revoke", "nobody")
     assert missing.returncode == 1 and "no token named 'nobody'" in missing.stderr
+    # Revoked while the server runs and after the token was used: refused at the next request.
+    reader = make_token(store, "soon-gone", "read")
+    with Server(store, "--workers", "2") as server:
+        client = Service(server.url, reader)
+        for _ in range(4):  # both workers have seen it
+            client.evaluations()
+        assert command("revoke", "soon-gone").returncode == 0
+        for _ in range(4):
+            with pytest.raises(ServiceError, match="unknown token"):
+                client.evaluations()
 
 
 def test_retried_posts_are_stored_once_and_concurrent_posts_all_land(service, rng):
@@ -328,7 +655,7 @@ def test_retried_posts_are_stored_once_and_concurrent_posts_all_land(service, rn
 
 def test_upload_limit(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "ci", "write")
+    token = make_token(store, "ci", "admin")
     with Server(store, "--max-upload-mb", "0.05") as server:
         client = Service(server.url, token)
         client.upload_reference("small", stats_of(rng, 100, 8))
@@ -353,7 +680,7 @@ def test_upload_limit(tmp_path, rng):
 
 
 def test_metrics_and_json_logs(service):
-    text = get(service, "/metrics").decode()
+    text = get(service, "/metrics", service["write_token"]).decode()
     assert 'fastfid_requests_total{method="POST",route="/evaluations",status="201"}' in text
     assert "fastfid_request_seconds_bucket" in text and "fastfid_evaluations_total" in text
     assert "fastfid_reference_cache_lookups_total{result=\"hit\"}" in text
@@ -365,7 +692,7 @@ def test_metrics_and_json_logs(service):
 
 def test_canaries_alert_on_band_reference_change_and_corruption(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "ci", "write")
+    token = make_token(store, "ci", "admin")
     with Webhook(failures=2) as hook, Server(store, "--webhook", hook.url) as server:
         client = Service(server.url, token)
         reference = stats_of(rng, 1000, D)
@@ -380,10 +707,12 @@ def test_canaries_alert_on_band_reference_change_and_corruption(tmp_path, rng):
         out = client.run_canary("too-tight")
         assert [a["kind"] for a in out["alerts"]] == ["out_of_band"] and "outside the expected band" in \
             out["alerts"][0]["message"]
+        still = client.run_canary("too-tight")  # still out of band: the same crossing, no second alert
+        assert still["status"] == "alert" and still["problems"] == ["out_of_band"] and still["alerts"] == []
         # The webhook failed twice, then took it: three attempts, recorded (backoff 1 s, 2 s).
         alert = wait_for(lambda: next((a for a in client.alerts("too-tight") if a["webhook_delivered"]), None))
         assert alert["webhook_attempts"] == 3 and hook.bodies[0]["alert"]["kind"] == "out_of_band"
-        text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+        text = get_url(server.url + "/metrics", token).decode()
         assert 'fastfid_canary_in_band{canary="in-band"} 1.0' in text
         assert 'fastfid_canary_in_band{canary="too-tight"} 0.0' in text
         assert 'fastfid_alerts_total{kind="out_of_band"} 1.0' in text
@@ -400,9 +729,63 @@ def test_canaries_alert_on_band_reference_change_and_corruption(tmp_path, rng):
         assert any(r.get("kind") == "reference_corrupt" and r["level"] == "warning" for r in server.log_records())
 
 
+class Receiver:
+    """A loopback TCP server that answers every connection with the same raw bytes, and counts them."""
+
+    def __init__(self, answer: bytes):
+        import socketserver
+
+        receiver = self
+        self.connections = 0
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                receiver.connections += 1
+                self.request.recv(1 << 16)
+                self.request.sendall(answer)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_webhooks_count_only_2xx_follow_no_redirect_and_retry_every_failure(tmp_path):
+    from fastfid.service.canaries import Alerts, check_webhook
+    from fastfid.service.store import Store
+
+    for url in ("file:///etc/hostname", "ftp://example.org/x", "/alerts", "http://"):
+        with pytest.raises(ValueError, match="http:// or https://"):
+            check_webhook(url)
+    store = Store(tmp_path / "store")
+    with Webhook() as target:
+        redirect = Receiver(f"HTTP/1.1 302 Found\r\nLocation: {target.url}\r\nContent-Length: 0\r\n\r\n".encode())
+        garbage = Receiver(b"this is not HTTP at all\r\n\r\n")
+        no_content = Receiver(b"HTTP/1.1 204 No Content\r\n\r\n")
+        try:
+            for receiver, delivered in ((redirect, False), (garbage, False), (no_content, True)):
+                alerts = Alerts(store, receiver.url, attempts=3, backoff=0.01)
+                alert = alerts.raise_alert("c", "out_of_band", "test")
+                alerts.wait(timeout=30)
+                alerts.close()
+                recorded = store.alert(alert["id"])
+                assert recorded["webhook_delivered"] == delivered, (receiver.url, recorded)
+                assert recorded["webhook_attempts"] == (1 if delivered else 3) == receiver.connections
+            assert target.attempts == 0  # the redirect was not followed
+            assert "302" in store.alert(1)["webhook_error"] and "BadStatusLine" in store.alert(2)["webhook_error"]
+        finally:
+            for receiver in (redirect, garbage, no_content):
+                receiver.close()
+    store.close()
+
+
 def test_scheduled_canaries(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "ci", "write")
+    token = make_token(store, "ci", "admin")
     with Server(store, "--canary-every", "1s") as server:
         client = Service(server.url, token)
         reference = stats_of(rng, 300, D)
@@ -415,7 +798,7 @@ def test_scheduled_canaries(tmp_path, rng):
 
 def test_sigkill_mid_write_loses_nothing_acknowledged(tmp_path, rng):
     store = tmp_path / "store"
-    token = make_token(store, "ci", "write")
+    token = make_token(store, "ci", "admin")
     server = Server(store).start()
     client = Service(server.url, token, retries=0)
     client.upload_reference("golden", stats_of(rng, 500, D))
@@ -450,8 +833,8 @@ def test_sigkill_mid_write_loses_nothing_acknowledged(tmp_path, rng):
 
 def test_several_workers_share_one_store(tmp_path, rng):
     store = tmp_path / "store"
-    with Server(store, "--workers", "2") as server:  # on an empty store: the tables are made once
-        token = make_token(store, "ci", "write")
+    with Server(store, "--workers", "2", "--public-metrics") as server:  # an empty store: the tables are made once
+        token = make_token(store, "ci", "admin")
         client = Service(server.url, token)
         client.upload_reference("golden", stats_of(rng, 500, D))
         results = []
@@ -463,7 +846,7 @@ def test_several_workers_share_one_store(tmp_path, rng):
         for thread in threads:
             thread.join()
         assert len(client.evaluations(model="workers")) == 16 == len({r["id"] for r in results})
-        text = urllib.request.urlopen(server.url + "/metrics").read().decode()
+        text = urllib.request.urlopen(server.url + "/metrics").read().decode()  # --public-metrics
         assert "fastfid_requests_total" in text and "fastfid_stored_evaluations 16.0" in text
 
 

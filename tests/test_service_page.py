@@ -28,7 +28,7 @@ def pixels_near(image: np.ndarray, colour: np.ndarray, tolerance: int = 40) -> n
 def test_sign_in_then_the_history_page_renders_in_chromium(tmp_path, rng):
     browser = chromium() or pytest.skip("no headless browser: apt-get install chromium")
     store = tmp_path / "store"
-    token, read = make_token(store, "ci", "write"), make_token(store, "viewer", "read")
+    token, read = make_token(store, "ci", "admin"), make_token(store, "viewer", "read")
     with Server(store) as server, Browser(browser, 800, 700) as page:
         client = Service(server.url, token)
         client.upload_reference("golden", stats_of(rng, 2000, 16))

@@ -178,10 +178,16 @@ def test_one_claimant_per_round_across_hosts(database):
 
 
 def test_tokens_are_stored_hashed(store):
-    store.add_token("ci", "write", "s3cret-token")
-    assert store.token("s3cret-token")["scope"] == "write" and store.token("wrong") is None
+    store.add_token("ci", "evaluate", "s3cret-token")
+    assert store.token("s3cret-token")["scope"] == "evaluate" and store.token("wrong") is None
     with pytest.raises(ValueError, match="scope must be one of"):
-        store.add_token("ci", "admin", "x")
+        store.add_token("ci", "write", "x")  # the old all-powerful scope is no longer made
+    from fastfid.service.store import token_hash, tokens
+
+    with store.engine.begin() as connection:  # a token made before the scopes were split
+        connection.execute(tokens.insert().values(name="old-ci", scope="write", token_sha256=token_hash("old"),
+                                                  created=0.0))
+    assert store.token("old")["scope"] == "evaluate"  # it keeps posting evaluations, and no more
 
 
 def test_two_hosts_serve_one_postgresql_store(postgres_url, tmp_path, rng):
@@ -195,7 +201,7 @@ def test_two_hosts_serve_one_postgresql_store(postgres_url, tmp_path, rng):
     engine = sa.create_engine(database_url(tmp_path, postgres_url))
     _metadata.drop_all(engine)
     engine.dispose()
-    token = make_token(database[0], "ci", "write", postgres_url)
+    token = make_token(database[0], "ci", "admin", postgres_url)
     # Two servers with separate local folders: everything they share goes through PostgreSQL.
     with Server(tmp_path / "host-a", "--database", postgres_url) as a, \
             Server(tmp_path / "host-b", "--database", postgres_url) as b:
@@ -213,3 +219,140 @@ def test_new_tokens_never_read_as_an_option():
 
     tokens = {new_token() for _ in range(500)}
     assert len(tokens) == 500 and all(token.startswith("fastfid_") and len(token) >= 50 for token in tokens)
+
+
+# --- hostile requests --------------------------------------------------------------------------
+_LEAKS = ("select ", "insert ", "traceback", "sqlalchemy", "sqlite3", "psycopg", 'file "', "[sql:")
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _zip_flagged(data: bytes, *, flag: int = 0, method: int | None = None) -> bytes:
+    """An archive whose members claim encryption (flag bit 0) or an unknown compression method."""
+    import struct
+
+    out = bytearray(data)
+    for signature, flag_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        start = out.find(signature)
+        while start >= 0:
+            out[start + flag_at:start + flag_at + 2] = struct.pack("<H", flag)
+            if method is not None:
+                out[start + method_at:start + method_at + 2] = struct.pack("<H", method)
+            start = out.find(signature, start + 4)
+    return bytes(out)
+
+
+def _hostile_requests(rng, good: bytes, features: bytes):
+    """(method, path, headers, body) of malformed requests, each with at least one defect."""
+    from fastfid.client import _multipart
+
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    huge = ["99999999999999999999999", str(2**63), str(-(2**63) - 1), "2147483648", "-1", "0", "1e9", "nan", "abc",
+            "", "%00", "1;DROP TABLE evaluations", "'", "\u202e1", "0x10", " 7", "٣"]
+    names = ["a/b", "tab\there", "\x1b[31mred", "\u202eevil", "", "x" * 201, "nul\x00byte", "line\nbreak"]
+    bad_files = [b"", b"not a zip at all", good[: len(good) // 2], _zip_flagged(good, flag=1),
+                 _zip_flagged(good, method=99), _npz_bytes(mu=np.zeros(4), sigma=np.eye(4), fastfid_count=np.uint64(2**64 - 1)),
+                 _npz_bytes(mu=np.zeros(3), sigma=np.eye(4)), _npz_bytes(mu=np.full(D, np.nan), sigma=np.eye(D)),
+                 _npz_bytes(sigma=np.eye(D)), _npz_bytes(mu=np.zeros((D, 2)), sigma=np.eye(D)),
+                 _npz_bytes(mu=np.array(["a"] * D), sigma=np.eye(D)), features[:40], b"\x93NUMPY garbage"]
+    fields = {"model": "fuzz", "checkpoint": "1", "reference": "golden"}
+    for index in range(520):
+        kind = index % 8
+        headers: dict = {}
+        body = b""
+        if kind == 0:  # integers where the database has ranges (0 and below are no ids either)
+            number = pick([v for v in huge if v])
+            method, path = pick([("GET", f"/evaluations/{number}"), ("GET", f"/evaluations?limit={number}"),
+                                 ("GET", f"/references/golden?version={number}"),
+                                 ("GET", f"/evaluations?model={pick(names)}&limit={number}")])
+        elif kind == 1:  # paths that are not routes, or routes with other methods
+            method = pick(["GET", "POST", "PUT", "DELETE", "PATCH"])
+            path = pick(["/nowhere", "/references/golden/versions/x", "/evaluations/1/x", "/../etc/passwd",
+                         "/models", "/models/fuzz/history/extra", "/%2e%2e/%2e%2e", "/canaries/x/run/y",
+                         "/references/" + "x" * 300]) if method == "GET" else pick(
+                         ["/healthz", "/alerts", "/models/x", "/evaluations/1"])
+        elif kind == 2:  # evaluation forms with a bad field
+            not_seeds = [v for v in huge if v not in ("", "0", "-1", "2147483648")]  # those are seeds
+            extra = pick([{"train_seed": pick(not_seeds)}, {"sample_seed": pick(not_seeds)},
+                          {"reference_version": pick([v for v in huge if v])},
+                          {"model": pick(names)}, {"checkpoint": pick(names[1:])}, {"reference": ""},
+                          {"baseline": "\x00"}, {"model": None}])
+            body, content_type = _multipart({**fields, **extra}, [("stats", "s.npz", good)])
+            method, path, headers = "POST", "/evaluations", {"Content-Type": content_type}
+        elif kind == 3:  # a bad statistics or features file
+            part = pick(["stats", "shard", "features"])
+            body, content_type = _multipart(fields, [(part, "f", pick(bad_files))])
+            method, path, headers = "POST", "/evaluations", {"Content-Type": content_type}
+        elif kind == 4:  # a bad reference upload
+            body, content_type = _multipart({"feature_space": "fuzz-space"}, [(pick(["stats", "features"]), "f",
+                                                                             pick(bad_files))])
+            method, path, headers = "PUT", f"/references/{pick(['fuzzed', 'a%2Fb', 'x' * 250, '%1b'])}", \
+                {"Content-Type": content_type}
+        elif kind == 5:  # broken envelopes
+            method, path = "POST", "/evaluations"
+            headers = {"Content-Type": pick(["multipart/form-data", "multipart/form-data; boundary=", "text/plain",
+                                             "application/json", "multipart/form-data; boundary=zz"])}
+            body = pick([b"", b"--zz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nx", b"{}", rng.bytes(300)])
+        elif kind == 6:  # headers
+            body, content_type = _multipart(fields, [("stats", "s.npz", pick(bad_files[1:]))])
+            method, path = "POST", "/evaluations"
+            headers = {"Content-Type": content_type,
+                       "Idempotency-Key": pick(["k" * 300, "tab\tkey", "\u202ekey", "é" * 10])}
+        else:  # bad canaries
+            body, content_type = _multipart({"reference": pick(["golden", "", "missing"]), "low": pick(huge),
+                                             "high": pick(["1", "inf", "-inf", "nan", "x"])},
+                                            [("stats", "s.npz", pick([good] + bad_files))])
+            method, path, headers = "PUT", f"/canaries/{pick(['fuzz', 'a%2Fb', 'x' * 250])}", \
+                {"Content-Type": content_type}
+        yield method, path, headers, body
+
+
+def test_hostile_requests_get_json_4xx_that_leak_nothing_and_change_nothing(database, tmp_path):
+    import http.client
+    import json
+    from urllib.parse import quote
+
+    from fastfid.client import Service
+    from fastfid.io import save_stats
+
+    folder, url = database
+    token = make_token(folder, "fuzzer", "admin", url)
+    options = ("--database", url) if url else ()
+    rng = np.random.default_rng(2026)
+    reference = stats_of(rng, 300, D)
+    save_stats(reference, tmp_path / "good.npz")
+    good = (tmp_path / "good.npz").read_bytes()
+    np.save(tmp_path / "few.npy", rng.standard_normal((3, D)))
+    with Server(folder, *options) as server:
+        client = Service(server.url, token)
+        client.upload_reference("golden", reference)
+        before = (len(client.evaluations()), client.reference("golden")["version"])
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        seen = 0
+        for method, path, headers, body in _hostile_requests(rng, good, (tmp_path / "few.npy").read_bytes()):
+            path = quote(path, safe="/?=&%;:'@")  # what a client puts on the wire
+            raw = {name: value.encode() for name, value in {"Authorization": f"Bearer {token}", **headers}.items()}
+            try:
+                connection.request(method, path, body=body, headers=raw)
+                response = connection.getresponse()
+                status, text = response.status, response.read().decode("utf-8", "replace")
+            except (http.client.HTTPException, OSError):
+                connection.close()  # the server may close a connection it refused; open another
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                continue
+            seen += 1
+            assert 400 <= status < 500, (method, path, headers, body[:400], status, text[:300])
+            assert "error" in json.loads(text), text[:300]
+            assert not any(leak in text.lower() for leak in _LEAKS), (path, text[:300])
+        connection.close()
+        after = (len(client.evaluations()), client.reference("golden")["version"])
+        assert seen >= 500 and after == before
+        assert not any("fuzz" == c["name"] for c in client._request("GET", "/canaries"))

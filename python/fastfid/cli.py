@@ -10,7 +10,7 @@
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
     fastfid serve [--store DIR] [--database URL] [--host 127.0.0.1] [--port 8000] [--workers 1] [--canary-every 1h]
-    fastfid token create NAME --scope read|write | revoke NAME | list  [--store DIR] [--database URL]
+    fastfid token create NAME --scope read|evaluate|admin | revoke NAME | list  [--store DIR] [--database URL]
     fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
     --log mlflow|wandb|tensorboard (fid, submit): also record the result in that tracker
 """
@@ -131,10 +131,19 @@ def _log_to_trackers(args, result, **details) -> None:
 
 def _serve(args) -> int:
     from fastfid.service.app import ServiceConfig, default_store
+    from fastfid.service.canaries import check_webhook
     from fastfid.service.server import parse_duration, serve
 
+    if args.webhook:
+        check_webhook(args.webhook)  # refused before the server starts, in one line
+
     config = ServiceConfig(store=str(args.store or default_store()), database_url=args.database,
-                           public_read=args.public_read, max_upload_mb=args.max_upload_mb, cache_size=args.cache_size,
+                           public_read=args.public_read, public_metrics=args.public_metrics,
+                           max_upload_mb=args.max_upload_mb, max_dim=args.max_dim, max_state_mb=args.max_state_mb,
+                           max_requests_per_minute=args.max_requests_per_minute, max_stored_mb=args.max_stored_mb,
+                           max_running=args.max_running, max_queue=args.max_queue, body_timeout=args.body_timeout,
+                           header_timeout=args.header_timeout,
+                           cache_size=args.cache_size,
                            webhook=args.webhook, canary_every=parse_duration(args.canary_every) if args.canary_every
                            else None)
     serve(config, host=args.host, port=args.port, workers=args.workers)
@@ -149,7 +158,7 @@ def _token(args) -> int:
     try:
         if args.action == "create":
             if not args.name or not args.scope:
-                raise ValueError("token create needs a NAME and --scope read|write")
+                raise ValueError("token create needs a NAME and --scope read|evaluate|admin")
             token = new_token()
             store.add_token(args.name, args.scope, token)
             print(token)  # shown once: the store keeps only its SHA-256
@@ -161,7 +170,7 @@ def _token(args) -> int:
             removed = store.revoke_tokens(args.name)
             if not removed:
                 raise ValueError(f"no token named {args.name!r}")
-            print(f"fastfid: {removed} token(s) of {args.name!r} revoked (servers forget them within a minute)",
+            print(f"fastfid: {removed} token(s) of {args.name!r} revoked (refused from the next request on)",
                   file=sys.stderr)
         else:
             for record in store.token_names():
@@ -442,7 +451,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing the store (default 1)")
     p.add_argument("--public-read", action="store_true", help="let requests without a token read (writes still "
                                                               "need a write token)")
+    p.add_argument("--public-metrics", action="store_true",
+                   help="serve /metrics without a token (it names canaries and counts; default: a token of any scope)")
     p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload (default 1024 MiB)")
+    p.add_argument("--max-dim", type=int, default=16384, help="largest feature dimension accepted (default 16384)")
+    p.add_argument("--max-state-mb", type=float, default=4096.0,
+                   help="most d × d statistics one request may declare (default 4096 MiB; also at most 64× its upload)")
+    p.add_argument("--max-requests-per-minute", type=int, default=6000,
+                   help="per token and server process; beyond, 429 with Retry-After (default 6000; 0: no limit)")
+    p.add_argument("--max-stored-mb", type=float, default=10240.0,
+                   help="reference statistics one token may store (default 10240 MiB)")
+    p.add_argument("--max-running", type=int, default=0,
+                   help="uploads, evaluations and canary runs at once per process (default: the cores, at least 2)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="such requests waiting per process; beyond, 503 with Retry-After (default 64)")
+    p.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client has to send a request's headers (default 10)")
+    p.add_argument("--body-timeout", type=float, default=30.0,
+                   help="seconds a request body may stall before a 408 (default 30)")
     p.add_argument("--cache-size", type=int, default=8, help="factorised references kept in memory (default 8)")
     p.add_argument("--webhook", help="URL that receives every alert as JSON (retried with backoff)")
     p.add_argument("--canary-every", metavar="DURATION", help="run every canary this often, e.g. 1h or 30m")
@@ -452,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "revoke, list")
     p.add_argument("action", choices=("create", "revoke", "list"))
     p.add_argument("name", nargs="?", help="who the token is for (recorded as uploader / submitter)")
-    p.add_argument("--scope", choices=("read", "write"), help="for create: read, or write (which includes read)")
+    p.add_argument("--scope", choices=("read", "evaluate", "admin"),
+                   help="for create: read; evaluate (post evaluations, and read); admin (references and canaries too)")
     _add_store_arguments(p)
     p.set_defaults(run=_token)
 

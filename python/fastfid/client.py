@@ -30,6 +30,7 @@ from fastfid.io import write_state
 from fastfid.stats import FeatureStats
 
 _RETRIED_STATUSES = (429, 502, 503, 504)  # a proxy or a restarting server: worth another try
+_PAGE = 1000  # evaluations per request: the service's largest page
 
 
 class ServiceError(RuntimeError):
@@ -100,8 +101,18 @@ class Service:
 
     def evaluations(self, *, model: str | None = None, reference: str | None = None,
                     checkpoint: str | None = None, limit: int | None = None) -> list[dict]:
-        return self._request("GET", "/evaluations", query={"model": model, "reference": reference,
-                                                            "checkpoint": checkpoint, "limit": limit})
+        """Stored evaluations, oldest first (all of them, or the first ``limit``), read page by page."""
+        rows: list[dict] = []
+        after = None
+        while limit is None or len(rows) < limit:
+            size = _PAGE if limit is None else min(_PAGE, limit - len(rows))
+            page = self._request("GET", "/evaluations", query={"model": model, "reference": reference,
+                                                                "checkpoint": checkpoint, "limit": size, "after": after})
+            rows += page
+            if len(page) < size:
+                break
+            after = page[-1]["id"]
+        return rows
 
     def history(self, model: str, reference: str | None = None) -> dict:
         """FID per checkpoint with error bars."""
@@ -126,6 +137,7 @@ class Service:
             all_headers["Authorization"] = f"Bearer {self.token}"
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(url, data=body, method=method, headers=all_headers)
+            wait = self.backoff * 2 ** attempt
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
                     return json.loads(response.read())
@@ -133,13 +145,16 @@ class Service:
                 message = _error_message(error)
                 if error.code not in _RETRIED_STATUSES or attempt == self.retries:
                     raise ServiceError(error.code, message) from None
+                told = error.headers.get("Retry-After", "")
+                if told.isdigit():  # a 429 or 503 that says when: at most a minute, waited as asked
+                    wait = max(wait, min(int(told), 60))
             except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
                 # Includes a response cut short (a server killed mid-answer): the retry's idempotency
                 # key lets the service return what it stored, if it stored it.
                 if attempt == self.retries:
                     raise ConnectionError(f"cannot reach the fastfid service at {self.url} after {attempt + 1} "
                                           f"tries: {getattr(error, 'reason', error)}") from error
-            time.sleep(self.backoff * 2 ** attempt)
+            time.sleep(wait)
         raise AssertionError("unreachable")
 
 

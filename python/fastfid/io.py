@@ -143,17 +143,26 @@ def _temporary_prefix(target: Path, pid: int | None = None) -> str:
 
 
 def _remove_abandoned_temporaries(target: Path) -> None:
-    """Temporary files of writers on this host whose process is gone (kill -9 during a save)."""
-    host_prefix = f".{target.name}.{socket.gethostname()}."
+    """Temporary files of writers of ``target`` on this host whose process is gone (kill -9 during a save)."""
+    remove_abandoned_temporaries(target.parent, f".{target.name}.")
+
+
+def remove_abandoned_temporaries(folder: Path, prefix: str = ".") -> int:
+    """Remove the temporary files in ``folder`` (of targets whose name starts the file's after
+    ``prefix``) that writers on this host left when killed; returns how many went."""
+    host = f".{socket.gethostname()}."
+    removed = 0
     with contextlib.suppress(OSError):
-        for entry in os.scandir(target.parent):
+        for entry in os.scandir(folder):
             name = entry.name
-            if not (name.startswith(host_prefix) and name.endswith(_TEMPORARY_SUFFIX)):
+            if not (name.startswith(prefix) and name.endswith(_TEMPORARY_SUFFIX) and host in name):
                 continue
-            pid_text = name[len(host_prefix):].partition(".")[0]
+            pid_text = name[name.rindex(host) + len(host):].partition(".")[0]
             if pid_text.isdigit() and not _process_alive(int(pid_text)):
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def _process_alive(pid: int) -> bool:
@@ -192,7 +201,9 @@ def check_writable(path: str | os.PathLike, inputs=()) -> Path:
 
 
 # --- reading -------------------------------------------------------------------------------------
-_CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error, KeyError)
+# What zipfile and numpy raise for damaged archives; RuntimeError covers members that claim
+# encryption and NotImplementedError (its subclass) an unknown compression method.
+_CORRUPT = (zipfile.BadZipFile, EOFError, ValueError, zlib.error, KeyError, RuntimeError)
 
 
 def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = False) -> FeatureStats:
@@ -338,10 +349,12 @@ def _bytes(count: int) -> str:
     return f"{count:,} bytes" if count < 1 << 20 else f"{count / 2**20:,.0f} MiB"
 
 
-def stats_dim(path: str | os.PathLike) -> int:
-    """The dimension a statistics .npz declares, from its headers alone (nothing large is read)."""
+def stats_dim(path: str | os.PathLike | BinaryIO) -> int:
+    """The dimension a statistics .npz (a path or a seekable stream) declares, from its headers
+    alone: nothing large is read or unpacked."""
     with _open_npz(path) as data:
-        headers = _headers(Path(path), data)
+        headers = _headers(_name_of(path), data)
+    path = _name_of(path)
     mean_key = "mu" if "mu" in headers else _PARTIAL_MEAN
     if mean_key not in headers:
         raise ValueError(f"{path} is missing 'mu'; it has keys {sorted(headers)}")

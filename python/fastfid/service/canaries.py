@@ -3,17 +3,21 @@ reference name. Running it checks, in order, that the reference's stored file st
 recorded, that the name still points at the version the canary was made against, and that the
 FID lies in its band; each failure is an alert: a record in the store, a JSON log line, a
 Prometheus counter, and a JSON webhook delivered in the background with retries and backoff.
+An alert is raised when a problem appears, not at every run while it lasts: one per band crossing.
+
+The webhook is a plain http(s) URL; its receiver must answer 2xx (a redirect is not followed, and
+is a failed attempt like any error, garbage included), and deliveries run on a small fixed pool.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from urllib.parse import urlsplit
 
 from fastfid.service.evaluation import ReferenceCache
 from fastfid.service.store import CorruptFile, Store
@@ -21,15 +25,34 @@ from fastfid.service.store import CorruptFile, Store
 log = logging.getLogger("fastfid.service")
 
 
+def check_webhook(url: str) -> str:
+    """An http:// or https:// URL with a host; anything else (file://, ftp://, a bare path) is refused."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the webhook must be an http:// or https:// URL with a host, got {url!r}")
+    return url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is the receiver's answer, not an instruction: it fails the attempt."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
 class Alerts:
-    """Raises alerts: stored, logged, counted, and posted to ``webhook`` (if any) by a background
-    thread that tries ``attempts`` times, waiting ``backoff`` · 2^k seconds between tries."""
+    """Raises alerts: stored, logged, counted, and posted to ``webhook`` (if any) by a pool of
+    ``senders`` threads, each delivery tried ``attempts`` times, ``backoff`` · 2^k seconds apart."""
 
     def __init__(self, store: Store, webhook: str | None = None, *, attempts: int = 5, backoff: float = 1.0,
-                 on_alert: Callable[[dict], None] | None = None):
+                 on_alert: Callable[[dict], None] | None = None, senders: int = 4):
         self.store, self.webhook, self.attempts, self.backoff = store, webhook, attempts, backoff
         self._on_alert = on_alert
-        self._threads: list[threading.Thread] = []
+        self._pool = None if webhook is None else ThreadPoolExecutor(senders, thread_name_prefix="fastfid-webhook")
+        if webhook is not None:
+            check_webhook(webhook)
+        self._opener = urllib.request.build_opener(_NoRedirects)
+        self._pending: set[Future] = set()
 
     def raise_alert(self, canary: str, kind: str, message: str) -> dict:
         alert = self.store.add_alert(canary, kind, message)
@@ -37,32 +60,36 @@ class Alerts:
                                                "message": message}})
         if self._on_alert is not None:
             self._on_alert(alert)
-        if self.webhook:
-            thread = threading.Thread(target=self._deliver, args=(alert,), name=f"fastfid-webhook-{alert['id']}",
-                                      daemon=True)
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
-            thread.start()
+        if self._pool is not None:
+            future = self._pool.submit(self._deliver, alert)
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
         return alert
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the webhook deliveries under way (tests, shutdown)."""
-        for thread in list(self._threads):
-            thread.join(timeout)
+        wait(list(self._pending), timeout=timeout)
+
+    def close(self) -> None:
+        """Drop deliveries not yet started (their alerts stay stored, with their attempts)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _deliver(self, alert: dict) -> None:
         assert self.webhook is not None
         body = json.dumps({"source": "fastfid", "alert": alert}).encode()
-        error: str | None = None
         for attempt in range(1, self.attempts + 1):
             request = urllib.request.Request(self.webhook, data=body, method="POST",
                                              headers={"Content-Type": "application/json"})
             try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    response.read()
+                with self._opener.open(request, timeout=10) as response:
+                    response.read(1 << 16)
+                    if not 200 <= response.status < 300:
+                        raise OSError(f"the receiver answered {response.status}, not 2xx")
                 self.store.record_delivery(alert["id"], attempt, True, None)
                 return
-            except (urllib.error.URLError, OSError) as failure:
-                error = str(failure)
+            except Exception as failure:  # refused, redirected, timed out, or garbage (http.client's errors)
+                error = f"{type(failure).__name__}: {failure}"[:500]
                 self.store.record_delivery(alert["id"], attempt, False, error)
                 log.warning("webhook failed", extra={"fields": {"alert_id": alert["id"], "attempt": attempt,
                                                                 "error": error}})
@@ -71,32 +98,32 @@ class Alerts:
 
 
 def run_canary(store: Store, cache: ReferenceCache, alerts: Alerts, name: str) -> dict:
-    """Run one canary; returns its outcome (status "ok" or "alert", the FID, the alerts raised)."""
+    """Run one canary; returns its outcome: status "ok" or "alert", the FID, the problems found
+    (kinds) and the alerts raised, which are only the problems its last run did not have."""
     canary = store.canary(name)
     reference = store.reference(canary["reference"])
-    raised = []
+    problems: dict[str, str] = {}
     fid = None
     try:
         store.verified_bytes(reference["state_sha256"], reference["file_sha256"])
     except CorruptFile as error:
-        raised.append(alerts.raise_alert(name, "reference_corrupt",
-                                         f"reference {reference['name']!r} version {reference['version']}: {error}"))
+        problems["reference_corrupt"] = f"reference {reference['name']!r} version {reference['version']}: {error}"
     else:
         if reference["state_sha256"] != canary["reference_sha256"]:
-            raised.append(alerts.raise_alert(
-                name, "reference_changed",
+            problems["reference_changed"] = (
                 f"reference {reference['name']!r} now points at version {reference['version']} "
                 f"({reference['state_sha256'][:12]}…), not the {canary['reference_sha256'][:12]}… this canary was set "
-                "against"))
+                "against")
         stats = store.load_stats(canary["stats_sha256"], canary["stats_file_sha256"])
         fid = cache.get(reference).distance(stats)
         if not canary["low"] <= fid <= canary["high"]:
-            raised.append(alerts.raise_alert(
-                name, "out_of_band", f"FID {fid:.6g} against {reference['name']!r} is outside the expected band "
-                                     f"[{canary['low']:.6g}, {canary['high']:.6g}]"))
-    status = "alert" if raised else "ok"
-    store.record_canary_run(name, fid, status)
-    return {"canary": name, "status": status, "fid": fid, "alerts": raised}
+            problems["out_of_band"] = (f"FID {fid:.6g} against {reference['name']!r} is outside the expected band "
+                                       f"[{canary['low']:.6g}, {canary['high']:.6g}]")
+    already = set((canary["last_status"] or "ok").split(",")) - {"ok"}
+    raised = [alerts.raise_alert(name, kind, message) for kind, message in problems.items() if kind not in already]
+    store.record_canary_run(name, fid, ",".join(problems) or "ok")  # what the next run compares with
+    return {"canary": name, "status": "alert" if problems else "ok", "fid": fid, "problems": list(problems),
+            "alerts": raised}
 
 
 def run_all(store: Store, cache: ReferenceCache, alerts: Alerts) -> list[dict]:

@@ -6,6 +6,7 @@ checkpoint or a named baseline. The numbers are fastfid's own: ``Reference.dista
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
@@ -28,10 +29,11 @@ _Z95 = 1.959963984540054  # the normal 97.5 % quantile: a 95 % interval from two
 class ServiceError(Exception):
     """A request the service refuses: an HTTP status and a message that names the problem."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}  # e.g. Retry-After
 
 
 @dataclass
@@ -72,6 +74,23 @@ def agreed_space(in_file: str | None, declared: str | None) -> str | None:
         raise ServiceError(422, f"the uploaded file says its features are {in_file!r}, but feature_space says "
                                 f"{declared!r}")
     return in_file or declared
+
+
+def check_reference(stats: FeatureStats) -> None:
+    """Refuse, at upload, a reference that every evaluation against it would fail on (and blame its
+    client for): fewer than 2 samples, or statistics that fastfid's own distance refuses (not
+    finite, not positive semidefinite, too large for float64), tried here on the reference itself."""
+    if stats.count is not None and stats.count < 2:
+        raise ServiceError(422, f"the reference holds {stats.count} sample(s): a covariance needs at least 2")
+    try:
+        Reference(stats).distance(stats)  # the factorisation, the trace term and their checks
+    except (ValueError, RuntimeError, ArithmeticError) as error:
+        raise ServiceError(422, f"no evaluation could use this reference: {error}") from error
+    with np.errstate(over="ignore"):
+        squared_norm = float(np.dot(stats.mean, stats.mean))
+    if not math.isfinite(squared_norm):  # the mean term against any other mean would overflow
+        raise ServiceError(422, "no evaluation could use this reference: its mean is too large for float64 "
+                                "(its squared norm overflows)")
 
 
 class ReferenceCache:
@@ -118,10 +137,11 @@ class ReferenceCache:
 def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
     """Compute and store one evaluation; returns (record, created). A retried post (same
     idempotency key) returns the stored record without computing again."""
-    if submission.idempotency_key:
-        stored = store.find_evaluation(submission.idempotency_key)
+    key = None if submission.idempotency_key is None else scoped_key(submitter, submission.idempotency_key)
+    if key is not None:
+        stored = store.find_evaluation(key)
         if stored is not None:
-            return stored, False
+            return _replayed(stored, submission), False
     reference = store.reference(submission.reference, submission.reference_version)
     space = _checked_space(submission, reference)
     if submission.dim() != reference["dim"]:
@@ -130,12 +150,37 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
     result = _fid(cache.get(reference), submission)
     verdict = _verdict(store, submission, result)
     record = dict(
-        idempotency_key=submission.idempotency_key, model=submission.model, checkpoint=submission.checkpoint,
+        idempotency_key=key, model=submission.model, checkpoint=submission.checkpoint,
         train_seed=submission.train_seed, sample_seed=submission.sample_seed, reference=reference["name"],
         reference_version=reference["version"], reference_sha256=reference["state_sha256"], feature_space=space,
         dim=reference["dim"], input_kind=submission.kind, inputs_sha256=submission.inputs_sha256,
         verdict=verdict, fastfid_version=__version__, submitter=submitter, created=time.time(), **result)
-    return store.add_evaluation(record)
+    stored, created = store.add_evaluation(record)
+    return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
+
+
+def scoped_key(submitter: str, key: str) -> str:
+    """How a client's Idempotency-Key is stored: behind its token's name (hashed to a fixed length),
+    so that one token's key never finds another token's record."""
+    return f"{hashlib.sha256(submitter.encode()).hexdigest()[:KEY_SCOPE_CHARS - 1]}:{key}"
+
+
+KEY_SCOPE_CHARS = 17  # what scoped_key puts before the client's key
+
+
+def _replayed(stored: dict, submission: Submission) -> dict:
+    """The stored record of a retried post; the same key with other inputs is a client's mistake
+    that must not silently lose the second submission: 409, naming the first."""
+    asked = (submission.model, submission.checkpoint, submission.reference, submission.train_seed,
+             submission.sample_seed, submission.kind, submission.inputs_sha256)
+    kept = (stored["model"], stored["checkpoint"], stored["reference"], stored["train_seed"], stored["sample_seed"],
+            stored["input_kind"], stored["inputs_sha256"])
+    version = submission.reference_version
+    if asked != kept or (version is not None and version != stored["reference_version"]):
+        raise ServiceError(409, f"Idempotency-Key {submission.idempotency_key!r} was already used for evaluation "
+                                f"{stored['id']} ({stored['model']} @ {stored['checkpoint']}) with other inputs; "
+                                "use a new key for a new submission")
+    return stored
 
 
 def _checked_space(submission: Submission, reference: dict) -> str:

@@ -7,10 +7,9 @@ import csv
 import html
 import io
 import math
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from urllib.parse import quote
-
-import numpy as np
 
 from fastfid._student_t import t_quantile
 from fastfid.service import pages
@@ -18,29 +17,47 @@ from fastfid.service import pages
 COLUMNS = ("checkpoint", "fid", "low", "high", "evaluations", "error_bar", "first_evaluation", "created")
 
 
-def checkpoints(rows: list[dict]) -> list[dict]:
+class _Checkpoint:
+    """One checkpoint's evaluations as they stream by: its first row, and the count, mean and sum of
+    squared deviations of their FIDs (Welford's update: no list of rows, no cancellation)."""
+
+    def __init__(self, first: dict):
+        self.first, self.count, self.mean, self.squares = first, 0, 0.0, 0.0
+
+    def add(self, fid: float) -> None:
+        self.count += 1
+        step = fid - self.mean
+        self.mean += step / self.count
+        self.squares += step * (fid - self.mean)
+
+
+def checkpoints(rows: Iterable[dict]) -> list[dict]:
     """Per checkpoint, in the order each was first evaluated: the mean FID and a 95 % error bar, the
     spread of several evaluations (t interval of their mean), else one evaluation's jackknife
     half-width around its FID (the stored interval is centred on the bias-corrected value, which
-    at small samples can lie well below the FID itself), else none."""
-    groups: dict[str, list[dict]] = {}
+    at small samples can lie well below the FID itself), else none. ``rows`` may stream (oldest
+    first): memory grows with the checkpoints, not the evaluations."""
+    groups: dict[str, _Checkpoint] = {}
     for row in rows:
-        groups.setdefault(row["checkpoint"], []).append(row)
+        group = groups.get(row["checkpoint"])
+        if group is None:
+            group = groups[row["checkpoint"]] = _Checkpoint(row)
+        group.add(row["fid"])
     result = []
-    for checkpoint, members in groups.items():
-        values = np.array([m["fid"] for m in members])
-        mean = float(values.mean())
+    for checkpoint, group in groups.items():
+        first, mean = group.first, group.mean
         low = high = None
         kind = "none"
-        if len(values) >= 2:
-            half = t_quantile(0.975, len(values) - 1) * float(values.std(ddof=1)) / math.sqrt(len(values))
+        if group.count >= 2:
+            spread = math.sqrt(group.squares / (group.count - 1))
+            half = t_quantile(0.975, group.count - 1) * spread / math.sqrt(group.count)
             low, high, kind = mean - half, mean + half, "evaluations"
-        elif members[0]["interval_low"] is not None:
-            half = (members[0]["interval_high"] - members[0]["interval_low"]) / 2
+        elif first["interval_low"] is not None:
+            half = (first["interval_high"] - first["interval_low"]) / 2
             low, high, kind = mean - half, mean + half, "jackknife"
-        result.append(dict(checkpoint=checkpoint, fid=mean, low=low, high=high, evaluations=len(values),
-                           error_bar=kind, first_evaluation=members[0]["id"],
-                           created=datetime.fromtimestamp(members[0]["created"], timezone.utc)
+        result.append(dict(checkpoint=checkpoint, fid=mean, low=low, high=high, evaluations=group.count,
+                           error_bar=kind, first_evaluation=first["id"],
+                           created=datetime.fromtimestamp(first["created"], timezone.utc)
                            .isoformat(timespec="seconds")))
     return result
 
@@ -50,8 +67,18 @@ def as_csv(points: list[dict]) -> str:
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     for point in points:
-        writer.writerow({key: ("" if point[key] is None else point[key]) for key in COLUMNS})
+        writer.writerow({key: _cell(point[key]) for key in COLUMNS})
     return out.getvalue()
+
+
+def _cell(value):
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) is quoted
+    with a leading apostrophe, which spreadsheets show as text; numbers are written as they are."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def page(model: str, reference: str, points: list[dict], *, signed_in: bool = False) -> str:

@@ -14,18 +14,21 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import secrets
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.exc import IntegrityError
 
-from fastfid.io import load_stats, save_stats, state_digest
+from fastfid.io import load_stats, remove_abandoned_temporaries, save_stats, state_digest
 from fastfid.stats import FeatureStats
 
 _metadata = sa.MetaData()
@@ -124,7 +127,9 @@ blobs = sa.Table(  # statistics files, when the database is shared (PostgreSQL)
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
 
-SCOPES = ("read", "write")
+# Each includes those before it: read; evaluate (post evaluations); admin (references, canaries).
+SCOPES = ("read", "evaluate", "admin")
+_LEGACY_SCOPES = {"write": "evaluate"}  # tokens made before the scopes were split
 
 
 class NotFound(LookupError):
@@ -155,8 +160,8 @@ class Store:
     (and temporary files); with ``url`` (PostgreSQL) the records and files live in that database."""
 
     def __init__(self, directory: str | os.PathLike, url: str | None = None):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # Only the service's own user reads the store: folders 0700, files 0600.
+        self.directory = _private_folder(Path(directory))
         self.url = database_url(self.directory, url)
         self.embedded = self.url.startswith("sqlite")
         if self.embedded:
@@ -164,12 +169,16 @@ class Store:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
-        self.files = self.directory / "statistics"
-        self.files.mkdir(exist_ok=True)
+        self.files = _private_folder(self.directory / "statistics")
+        self._verified: set[tuple] = set()  # files found intact, by name, hash, size and time
+        remove_abandoned_temporaries(self.files)  # writes that a kill -9 cut short
         try:
             _metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.DBAPIError:  # another process created a table between the check and the create
             _metadata.create_all(self.engine, checkfirst=True)
+        if self.embedded:  # SQLite gives its -wal and -shm files the database's mode
+            with contextlib.suppress(OSError):
+                os.chmod(self.directory / "fastfid.db", 0o600)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -177,6 +186,38 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
+
+    def readiness_problems(self) -> list[str]:
+        """What would make requests fail: a database that does not answer or is damaged (SQLite's
+        quick_check), and current references whose statistics are missing or no longer hash as
+        recorded. A file is hashed again only when its size or modification time changed."""
+        try:
+            with self.engine.connect() as connection:
+                if self.embedded:
+                    verdict = connection.execute(sa.text("PRAGMA quick_check")).scalar()
+                    if verdict != "ok":
+                        raise sa.exc.DatabaseError("PRAGMA quick_check", None, Exception(str(verdict)))
+                current = self.current_references()
+        except sa.exc.SQLAlchemyError as error:
+            logging.getLogger("fastfid.service").error("readiness: database", extra={"fields": {"error": str(error)}})
+            return ["the database does not answer correctly (the server's log has the details)"]
+        problems = []
+        for reference in current:
+            try:
+                self._verify_cached(reference["state_sha256"], reference["file_sha256"])
+            except (OSError, sa.exc.SQLAlchemyError) as error:
+                problems.append(f"reference {reference['name']!r} version {reference['version']}: "
+                                f"{error if isinstance(error, CorruptFile) else 'its statistics cannot be read'}")
+        return problems
+
+    def _verify_cached(self, state: str, expected_file_sha256: str) -> None:
+        signature: tuple = (state, expected_file_sha256)  # a blob in PostgreSQL changes only through the store
+        if self.embedded:
+            info = (self.files / f"{state}.npz").stat()
+            signature += (info.st_size, info.st_mtime_ns)
+        if signature not in self._verified:
+            self.verified_bytes(state, expected_file_sha256)
+            self._verified.add(signature)
 
     # --- statistics files ---------------------------------------------------------------------------
     def put_stats(self, stats: FeatureStats) -> tuple[str, str]:
@@ -191,6 +232,7 @@ class Store:
         if self.embedded:
             target = self.files / f"{state}.npz"
             save_stats(stats, target)  # atomic and fsynced, as every statistics file fastfid writes
+            os.chmod(target, 0o600)  # in a 0700 folder: private from the start
             return state, file_sha256(target.read_bytes())
         data = _npz_bytes(stats)
         statement = postgresql_insert(blobs).values(sha256=state, data=data)
@@ -246,6 +288,14 @@ class Store:
                 continue
         raise RuntimeError(f"could not add a version of reference {name!r}: too many concurrent uploads")
 
+    def stored_bytes_of(self, uploader: str) -> int:
+        """The bytes of the distinct statistics a token uploaded as references: 8·(d² + d + 1) each,
+        the exact state's size (count, mean, co-moment)."""
+        query = sa.select(references.c.state_sha256, references.c.dim).where(references.c.uploader == uploader) \
+            .distinct()
+        with self.engine.connect() as connection:
+            return sum(state_bytes(int(dim)) for _, dim in connection.execute(query))
+
     def reference(self, name: str, version: int | None = None) -> dict:
         """The current (highest) version of a reference name, or the given version."""
         row = self._latest_reference(name) if version is None else self._one(
@@ -300,17 +350,32 @@ class Store:
         return _evaluation(row)
 
     def evaluations(self, *, model: str | None = None, reference: str | None = None, checkpoint: str | None = None,
-                    limit: int | None = None) -> list[dict]:
-        """Evaluations matching the filters, oldest first."""
-        query = sa.select(evaluations)
-        for column, value in ((evaluations.c.model, model), (evaluations.c.reference, reference),
-                              (evaluations.c.checkpoint, checkpoint)):
-            if value is not None:
-                query = query.where(column == value)
+                    after: int | None = None, limit: int | None = None) -> list[dict]:
+        """Evaluations matching the filters, oldest first; ``after`` an id: those after it (a page's cursor)."""
+        query = _filtered(sa.select(evaluations), model, reference, checkpoint)
+        if after is not None:
+            query = query.where(evaluations.c.id > after)
         query = query.order_by(evaluations.c.id)
         if limit is not None:
             query = query.limit(limit)
         return [_evaluation(row) for row in self._all(query)]
+
+    def stream_history(self, model: str, reference: str) -> Iterator[dict]:
+        """The columns a history needs of a model's evaluations on a reference, oldest first, read in
+        batches from the database (memory stays flat however many there are)."""
+        columns = (evaluations.c.id, evaluations.c.checkpoint, evaluations.c.fid, evaluations.c.created,
+                   evaluations.c.interval_low, evaluations.c.interval_high)
+        query = _filtered(sa.select(*columns), model, reference, None).order_by(evaluations.c.id)
+        with self.engine.connect() as connection:
+            for row in connection.execution_options(yield_per=2000).execute(query).mappings():
+                yield dict(row)
+
+    def model_references(self, model: str) -> list[str]:
+        """The references a model was evaluated against."""
+        query = sa.select(evaluations.c.reference).where(evaluations.c.model == model).distinct() \
+            .order_by(evaluations.c.reference)
+        with self.engine.connect() as connection:
+            return list(connection.execute(query).scalars())
 
     def model_summaries(self) -> list[dict]:
         """Per model and reference: how many checkpoints and evaluations, and the latest time."""
@@ -429,7 +494,10 @@ class Store:
         return self._all(sa.select(tokens.c.name, tokens.c.scope, tokens.c.created).order_by(tokens.c.id))
 
     def token(self, token: str) -> dict | None:
-        return self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
+        record = self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
+        if record is not None:
+            record["scope"] = _LEGACY_SCOPES.get(record["scope"], record["scope"])
+        return record
 
     # --- helpers ------------------------------------------------------------------------------------
     def _insert(self, table: sa.Table, values: dict) -> int:
@@ -449,6 +517,24 @@ class Store:
             return [dict(row) for row in connection.execute(query).mappings()]
 
 
+def state_bytes(dim: int) -> int:
+    return 8 * (dim * dim + dim + 1)
+
+
+def _filtered(query, model: str | None, reference: str | None, checkpoint: str | None):
+    for column, value in ((evaluations.c.model, model), (evaluations.c.reference, reference),
+                          (evaluations.c.checkpoint, checkpoint)):
+        if value is not None:
+            query = query.where(column == value)
+    return query
+
+
+def _private_folder(folder: Path) -> Path:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)  # a folder made earlier, or under another umask
+    return folder
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -462,8 +548,14 @@ def new_token() -> str:
 def _evaluation(row: dict) -> dict:
     row = dict(row)
     row["verdict"] = json.loads(row["verdict"]) if row.get("verdict") else None
+    key = row.get("idempotency_key")
+    if key and _SCOPED_KEY.fullmatch(key):  # the client's own key, without its token's scope
+        row["idempotency_key"] = key.partition(":")[2]
     row["inputs_sha256"] = json.loads(row["inputs_sha256"])
     return row
+
+
+_SCOPED_KEY = re.compile(r"[0-9a-f]{16}:.*", re.S)
 
 
 def _sqlite_pragmas(connection, _record) -> None:
