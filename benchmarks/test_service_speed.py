@@ -9,8 +9,8 @@
   acknowledged result must be in the store with its value. Memory must stay flat: its growth over
   the second half of the run below 5 % of the server's size;
 * a burst of 48 concurrent evaluations at d = FASTFID_BENCH_DIM while /healthz is asked every
-  20 ms: its 99th percentile must stay under 100 ms (it answers from the event loop; the
-  evaluations queue for the server's work slots);
+  20 ms from a process of its own: every answer must come within 100 ms (it answers from the
+  event loop; the evaluations queue for the server's work slots);
 * reading FASTFID_HISTORY_ROWS (300,000) stored evaluations: every page of GET /evaluations, and
   a model's history as JSON, CSV and page, while the server's peak resident memory (VmHWM) is
   read before and after: it must grow by less than 64 MiB, however many rows there are.
@@ -172,40 +172,52 @@ def test_soak_memory_flat_and_nothing_lost(two_workers):
     assert growth < 0.05
 
 
+# The probe runs in a process of its own, so that the 48 client threads here (each serialising a
+# statistics file) do not delay it: what it measures is the server's answer.
+_PROBE = """
+import sys, time, urllib.request
+url, latencies = sys.argv[1], []
+while sys.stdin.readline().strip() != "stop":
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+    latencies.append(time.perf_counter() - started)
+    print(len(latencies), flush=True)
+print(" ".join(f"{x:.6f}" for x in latencies), flush=True)
+"""
+
+
 def test_health_answers_within_100_ms_during_a_burst_of_evaluations(service, large):
+    import subprocess
+
     server, client = service
     _, generated = large
-    burst, results, latencies = 48, [], []
-    done = threading.Event()
+    burst, results = 48, []
 
     def evaluate(index: int) -> None:
         results.append(client.evaluate(model="burst", checkpoint=str(index), reference="large", stats=generated))
 
-    def probe() -> None:
-        while not done.is_set():
-            started = time.perf_counter()
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
-                assert response.status == 200
-            latencies.append(time.perf_counter() - started)
+    with subprocess.Popen([sys.executable, "-c", _PROBE, f"{server.url}/healthz"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as probe:
+        assert probe.stdin is not None and probe.stdout is not None
+        workers = [threading.Thread(target=evaluate, args=(i,)) for i in range(burst)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        while any(worker.is_alive() for worker in workers):  # one probe every 20 ms while the burst lasts
+            probe.stdin.write("go\n")
+            probe.stdin.flush()
+            probe.stdout.readline()
             time.sleep(0.02)
-
-    prober = threading.Thread(target=probe)
-    workers = [threading.Thread(target=evaluate, args=(i,)) for i in range(burst)]
-    started = time.perf_counter()
-    prober.start()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    seconds = time.perf_counter() - started
-    done.set()
-    prober.join()
-    assert len(results) == burst and len({r["id"] for r in results}) == burst
-    worst = max(latencies)
+        seconds = time.perf_counter() - started
+        probe.stdin.write("stop\n")
+        probe.stdin.flush()
+        latencies = np.array([float(x) for x in probe.stdout.readline().split()])
+    assert len(results) == burst and len({r["id"] for r in results}) == burst and len(latencies) > 0
     print(f"\n{burst} evaluations at d = {BENCH_DIM} in {seconds:.1f} s; /healthz meanwhile: {len(latencies)} answers, "
           f"p50 {1000 * np.percentile(latencies, 50):.1f} ms, p99 {1000 * np.percentile(latencies, 99):.1f} ms, "
-          f"max {1000 * worst:.1f} ms")
-    assert np.percentile(latencies, 99) < 0.1  # a rare probe waits longer (see the README's figures)
+          f"max {1000 * latencies.max():.1f} ms")
+    assert latencies.max() < 0.1
 
 
 def _peak_rss(pid: int) -> int:

@@ -1,14 +1,15 @@
 """The ASGI app (Starlette): REST resources under /references, /evaluations, /canaries and
-/models, plus /healthz and /metrics.
+/models, plus /healthz, /readyz and /metrics.
 
 Requests carry ``Authorization: Bearer TOKEN``; a token has the scope "read", "evaluate" (post
 evaluations, and read) or "admin" (references and canaries too), and is stored hashed. Reads need a
-token unless the service was started with ``public_read``; writes always need a token of their scope
-in that header. Browsers sign in at /signin with
-a read token, kept in an HttpOnly, SameSite=Strict cookie that grants reading only (see pages.py);
-the pages for people are / (models and references) and /models/{model}. Uploads are multipart forms whose files are
-statistics ``.npz`` (read without pickle) or feature ``.npy``; every refusal is a 4xx with
-``{"error": "..."}`` naming the problem, and changes nothing in the store.
+token unless the service was started with ``public_read``; writes always need a token of their
+scope in that header. Browsers sign in at /signin with a read token, kept in an HttpOnly,
+SameSite=Strict cookie that grants reading only (see pages.py); the pages for people are /
+(models and references) and /models/{model}. Uploads are multipart forms whose files are
+statistics ``.npz`` (read without pickle) or feature ``.npy``, bounded by their headers before
+they are read; every refusal is a JSON 4xx (a 503 when busy) with ``{"error": "..."}`` naming the
+problem, and changes nothing in the store.
 """
 
 from __future__ import annotations
@@ -307,6 +308,7 @@ class Service:
             if cookie:
                 record = await self._token(cookie)
                 if record is not None:
+                    self.rates.count(record["name"])
                     return record["name"]
                 raise ServiceError(401, "this browser's sign-in is no longer valid (the token was revoked): "
                                         "sign in again")

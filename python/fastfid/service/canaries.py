@@ -48,9 +48,9 @@ class Alerts:
                  on_alert: Callable[[dict], None] | None = None, senders: int = 4):
         self.store, self.webhook, self.attempts, self.backoff = store, webhook, attempts, backoff
         self._on_alert = on_alert
-        self._pool = None if webhook is None else ThreadPoolExecutor(senders, thread_name_prefix="fastfid-webhook")
         if webhook is not None:
             check_webhook(webhook)
+        self._pool = None if webhook is None else ThreadPoolExecutor(senders, thread_name_prefix="fastfid-webhook")
         self._opener = urllib.request.build_opener(_NoRedirects)
         self._pending: set[Future] = set()
 
