@@ -340,12 +340,13 @@ def _check_inflation(path: Path, data, headers: dict) -> None:
         stored = data.zip.getinfo(key + ".npy").compress_size
         if declared > _MOST_INFLATION * stored:
             raise ValueError(
-                f"{path}: {key} declares {_bytes(declared)} in {_bytes(stored)} of compressed data, "
+                f"{path}: {key} declares {size_text(declared)} in {size_text(stored)} of compressed data, "
                 f"more than {_MOST_INFLATION}:1, which statistics of real features never compress to; it was not "
                 "unpacked. A genuine file can be saved again without compression (numpy.savez)")
 
 
-def _bytes(count: int) -> str:
+def size_text(count: int) -> str:
+    """A byte count as messages say it: "51,200 bytes", or "512 MiB" from a MiB on."""
     return f"{count:,} bytes" if count < 1 << 20 else f"{count / 2**20:,.0f} MiB"
 
 

@@ -40,7 +40,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Match, Route
 
 from fastfid import __version__
-from fastfid.io import load_stats, stats_dim, stream_sha256
+from fastfid.io import load_stats, size_text, stats_dim, stream_sha256
 from fastfid.service import history, pages
 from fastfid.service.canaries import Alerts, run_all, run_canary
 from fastfid.service.evaluation import (KEY_SCOPE_CHARS, ReferenceCache, ServiceError, Submission, agreed_space,
@@ -184,10 +184,15 @@ def request_id(scope) -> str:
     return state["request_id"]
 
 
+def response_headers(scope) -> dict[str, str]:
+    """What every response carries: the security headers and this request's ID."""
+    return {**SECURITY_HEADERS, "x-request-id": request_id(scope)}
+
+
 def _with_headers(message: dict, scope) -> dict:
     present = {name.lower() for name, _ in message.get("headers", [])}
-    extra = [(name.encode(), value.encode()) for name, value in
-             {**SECURITY_HEADERS, "x-request-id": request_id(scope)}.items() if name.encode() not in present]
+    extra = [(name.encode(), value.encode()) for name, value in response_headers(scope).items()
+             if name.encode() not in present]
     return {**message, "headers": [*message.get("headers", []), *extra]}
 
 
@@ -371,22 +376,23 @@ class Service:
 
     def _bounded(self, form) -> int:
         """Refuse, from the uploads' headers alone, a request whose work would not be bounded by
-        what it carries: a dimension beyond --max-dim, or d × d states (8·d² bytes each) of more
-        than --max-state-mb or more than INFLATION times the uploaded bytes. Returns the dim."""
+        what it carries: a dimension beyond --max-dim, or exact states (state_bytes: 8·(d² + d + 1)
+        bytes each) of more than --max-state-mb or more than INFLATION times the uploaded bytes.
+        Returns the dim."""
         uploads = [(part, upload) for part in ("stats", "shard", "features") for upload in _files(form, part)]
         dims = [_declared_dim(upload, part) for part, upload in uploads]
         if not dims:
             return 0  # the request's own checks say what is missing
         dim, carried = max(dims), sum(upload.size or 0 for _, upload in uploads)
-        state = sum(8 * d * d for d in dims)
+        state = sum(state_bytes(d) for d in dims)
         if dim > self.config.max_dim:
             raise ServiceError(413, f"dimension {dim} is beyond this server's limit of {self.config.max_dim} "
                                     "(--max-dim)")
         if state > self.config.max_state_mb * 2**20:
-            raise ServiceError(413, f"the uploads declare {_mib(state)} of d × d statistics, beyond this server's "
-                                    f"limit of {self.config.max_state_mb:g} MiB (--max-state-mb)")
+            raise ServiceError(413, f"the uploads declare {size_text(state)} of d × d statistics, beyond this "
+                                    f"server's limit of {self.config.max_state_mb:g} MiB (--max-state-mb)")
         if state > INFLATION * carried:
-            raise ServiceError(413, f"the uploads declare {_mib(state)} of d × d statistics (dim {dim}) in "
+            raise ServiceError(413, f"the uploads declare {size_text(state)} of d × d statistics (dim {dim}) in "
                                     f"{carried:,} bytes: this server works at most {INFLATION}× what a request "
                                     "carries; send statistics (.npz) rather than so few feature rows")
         return dim
@@ -394,8 +400,8 @@ class Service:
     def _within_quota(self, uploader: str, stats: FeatureStats) -> None:
         stored, limit = self.store.stored_bytes_of(uploader), self.config.max_stored_mb * 2**20
         if stored + state_bytes(stats.dim) > limit:
-            raise ServiceError(413, f"token {uploader!r} has stored {_mib(stored)} of reference statistics; this "
-                                    f"upload ({_mib(state_bytes(stats.dim))}) would pass its quota of "
+            raise ServiceError(413, f"token {uploader!r} has stored {size_text(stored)} of reference statistics; this "
+                                    f"upload ({size_text(state_bytes(stats.dim))}) would pass its quota of "
                                     f"{self.config.max_stored_mb:g} MiB (--max-stored-mb)")
 
     def _same_dim_as_reference(self, form, dim: int) -> None:
@@ -661,7 +667,8 @@ async def _error_response(request: Request, error: Exception) -> Response:
         log.error("error", extra={"fields": {"path": request.url.path, "request_id": identity,
                                              "error": f"{type(error).__name__}: {error}"}}, exc_info=error)
         message = f"internal error: the server's log has the details under request ID {identity}"
-    headers = {**SECURITY_HEADERS, "x-request-id": identity}
+    # Sent from outside Observe when Starlette's last-resort handler answers a 500: the headers here.
+    headers = response_headers(request.scope)
     if isinstance(error, (ServiceError, HTTPException)) and error.headers:
         headers.update(error.headers)  # Retry-After; a 405's Allow
     return JSONResponse({"error": message, "request_id": identity}, status_code=status, headers=headers)
@@ -858,10 +865,6 @@ def _declared_dim(upload: UploadFile, part: str) -> int:
         raise ServiceError(400, f"the upload {upload.filename!r} declares {declared:,} bytes of features but holds "
                                 f"{max(carried, 0):,}: it is truncated")
     return int(shape[1])
-
-
-def _mib(count: int) -> str:
-    return f"{count / 2**20:,.0f} MiB"
 
 
 def _rewound(upload: UploadFile):
