@@ -119,3 +119,27 @@ def test_a_rank_whose_share_is_all_unreadable_adds_nothing_with_skip_bad(image_f
     alone = json.loads(single.stdout)
     assert shared["counts"] == alone["counts"] == [5, 10] and shared["skipped"] == alone["skipped"]
     assert shared["fid"] == pytest.approx(alone["fid"], rel=1e-10)
+
+
+def test_torchrun_several_spaces_equal_one_process(image_folders, tmp_path):
+    pytest.importorskip("open_clip")
+    import spaces_support
+
+    for name in ("dinov2", "clip"):
+        (tmp_path / name).mkdir()
+    dinov2, clip = spaces_support.dinov2_case(tmp_path / "dinov2"), spaces_support.clip_case(tmp_path / "clip")
+    worker = str(Path(__file__).with_name("distributed_spaces_worker.py"))
+    arguments = [str(image_folders / "real"), "--spaces", "inception,dinov2-vit-l14,clip-vit-l-14", "--weights",
+                 f"inception={image_folders / 'weights.pth'}", "--weights", f"dinov2-vit-l14={dinov2.weights}",
+                 "--weights", f"clip-vit-l-14={clip.weights}", "--quiet", "--num-workers", "0", "--batch-size", "2"]
+    run = torchrun(3, worker, "stats", *arguments, "-o", str(tmp_path / "shared.npz"), timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    single = subprocess.run([sys.executable, worker, "stats", *arguments, "-o", str(tmp_path / "alone.npz")],
+                            capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    shared, alone = fastfid.load_spaces(tmp_path / "shared.npz"), fastfid.load_spaces(tmp_path / "alone.npz")
+    assert list(shared) == list(alone) == ["inception", "dinov2-vit-l14", "clip-vit-l-14"]
+    for name in shared:
+        assert shared[name].count == alone[name].count == 10
+        # one thread per rank and in the single run: the same features; only the merge differs
+        np.testing.assert_allclose(shared[name].cov, alone[name].cov, rtol=1e-9, atol=1e-12)

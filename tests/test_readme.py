@@ -33,9 +33,38 @@ def fid_weights(tmp_path_factory):
     return path
 
 
-def _environment(fid_weights) -> dict:
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory):
+    """A torch hub cache holding a random DINOv2 ViT-S/14 in Meta's layout (the examples' space),
+    where the real file would be downloaded to."""
+    torch = pytest.importorskip("torch")
+    from peers import declare_torchvision_ops
+
+    declare_torchvision_ops()
+    timm = pytest.importorskip("timm")
+    home = tmp_path_factory.mktemp("torch_home")
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    network = timm.create_model("vit_small_patch14_dinov2", pretrained=False, num_classes=0, img_size=518)
+    torch.save({**network.state_dict(), "mask_token": torch.zeros(1, 384)},
+               home / "hub" / "checkpoints" / "dinov2_vits14_pretrain.pth")
+    return home
+
+
+def _environment(fid_weights, torch_home=None) -> dict:
+    extra = {}
+    if torch_home is not None:
+        # The shell blocks start `fastfid` itself: a sitecustomize gives it the tests' torchvision
+        # shim (see _FRESH below), as the Python blocks get it before they run.
+        startup = torch_home / "startup"
+        startup.mkdir(exist_ok=True)
+        (startup / "sitecustomize.py").write_text(
+            f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+            "from peers import declare_torchvision_ops\ndeclare_torchvision_ops()\n")
+        extra = {"TORCH_HOME": str(torch_home),
+                 "PYTHONPATH": os.pathsep.join(filter(None, [str(startup), os.environ.get("PYTHONPATH")]))}
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                FASTFID_WEIGHTS=str(fid_weights))
+                FASTFID_WEIGHTS=str(fid_weights), **extra)
 
 
 # A fresh interpreter for each block; first the tests' shim for the registry's torchvision, which
@@ -44,9 +73,9 @@ _FRESH = ("import sys; sys.path.insert(0, {tests!r}); from peers import declare_
           "declare_torchvision_ops(); exec(compile(sys.argv[1], 'README block', 'exec'), {{'__name__': '__main__'}})")
 
 
-def _run_alone(code: str, folder: Path, fid_weights: Path) -> subprocess.CompletedProcess:
+def _run_alone(code: str, folder: Path, fid_weights: Path, torch_home=None) -> subprocess.CompletedProcess:
     runner = _FRESH.format(tests=str(Path(__file__).resolve().parent))
-    return subprocess.run([sys.executable, "-c", runner, code], cwd=folder, env=_environment(fid_weights),
+    return subprocess.run([sys.executable, "-c", runner, code], cwd=folder, env=_environment(fid_weights, torch_home),
                           capture_output=True, text=True, timeout=600)
 
 
@@ -56,16 +85,16 @@ def _first_line(code: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("code", blocks("python"), ids=_first_line)
-def test_each_python_example_runs_alone(tmp_path, code, fid_weights):
-    run = _run_alone(code, tmp_path, fid_weights)
+def test_each_python_example_runs_alone(tmp_path, code, fid_weights, torch_home):
+    run = _run_alone(code, tmp_path, fid_weights, torch_home)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() or "print(" not in code  # what it prints is there
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", blocks("bash"), ids=_first_line)
-def test_shell_examples_run(tmp_path, script, fid_weights):
-    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=_environment(fid_weights),
-                         capture_output=True, text=True)
+def test_shell_examples_run(tmp_path, script, fid_weights, torch_home):
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                         env=_environment(fid_weights, torch_home), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert re.search(r"^FID: \d+\.\d{6}(  \[.*\])?$", run.stdout, flags=re.M)

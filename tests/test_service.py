@@ -867,6 +867,53 @@ def test_submit_on_the_command_line(service, tmp_path, rng):
     assert done.returncode == 1 and "401: missing token" in done.stderr
 
 
+def test_several_spaces_a_reference_each_and_one_evaluation_across_them(service, tmp_path, rng):
+    from fastfid.representations import SpaceStats
+
+    dims = {"dinov2-vit-l14": 12, "clip-vit-l-14": 10}
+
+    def spaces(n, shift):
+        return SpaceStats({name: stats_of(rng, n, d, shift=shift, space=f"{name} weights=test resize=dgm-eval 224x224")
+                           for name, d in dims.items()})
+
+    writer, reference = service["writer"], spaces(2000, 0.0)
+    uploaded = writer.upload_reference("imagenet", reference)["references"]
+    assert [r["name"] for r in uploaded] == ["imagenet.dinov2-vit-l14", "imagenet.clip-vit-l-14"]
+    assert [r["dim"] for r in uploaded] == [12, 10]
+    generated, valfd = spaces(1500, 0.3), {"dinov2-vit-l14": 2.0, "clip-vit-l-14": 0.5}
+    result = writer.evaluate(model="spaces", checkpoint=1, reference="imagenet", stats=generated, validation_fd=valfd)
+    expected = fastfid.fdr({name: (generated[name], reference[name], valfd[name]) for name in dims})
+    for name in dims:
+        record = result["spaces"][name]
+        assert record["reference"] == f"imagenet.{name}" and record["feature_space"] == generated[name].feature_space
+        assert record["fid"] == pytest.approx(expected.spaces[name].fd, rel=RTOL)
+    assert result["fdr"]["k"] == 2 and result["fdr"]["value"] == pytest.approx(expected.value, rel=RTOL)
+    # shards of several spaces: a jackknife error bar in each space
+    shards = [spaces(400, 0.3) for _ in range(4)]
+    for i, shard in enumerate(shards):
+        shard.save(tmp_path / f"shard{i}.npz")
+    done = subprocess.run(
+        [sys.executable, "-m", "fastfid", "submit", *(str(tmp_path / f"shard{i}.npz") for i in range(4)), "--url",
+         service["server"].url, "--token", service["write_token"], "--model", "spaces", "--checkpoint", "2",
+         "--reference", "imagenet", "--valfd", "dinov2-vit-l14=2", "--valfd", "clip-vit-l-14=0.5"],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("dinov2-vit-l14: FID: ") and "jackknife SE" in lines[0] and lines[-1].startswith("FDr^2: ")
+    assert [e["checkpoint"] for e in service["reader"].evaluations(reference="imagenet.clip-vit-l-14")] == ["1", "2"]
+    # refusals name the problem and store nothing
+    before = stored_count(service)
+    other = SpaceStats({"dinov2-vit-l14": generated["dinov2-vit-l14"], "siglip-so400m": generated["clip-vit-l-14"]})
+    with pytest.raises(ServiceError, match="404.*imagenet.siglip-so400m"):
+        writer.evaluate(model="spaces", checkpoint=3, reference="imagenet", stats=other)
+    with pytest.raises(ServiceError, match="422.*validation_fd must give every space"):
+        writer.evaluate(model="spaces", checkpoint=3, reference="imagenet", stats=generated,
+                        validation_fd={"clip-vit-l-14": 1.0})
+    with pytest.raises(ServiceError, match="422.*omit feature_space"):
+        writer.evaluate(model="spaces", checkpoint=3, reference="imagenet", stats=generated, feature_space="x")
+    assert stored_count(service) == before
+
+
 # --- raw HTTP ------------------------------------------------------------------------------------
 def get_url(url: str, token: str | None = None) -> bytes:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})

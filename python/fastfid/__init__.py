@@ -4,7 +4,8 @@ Streaming, mergeable feature statistics (:class:`FeatureStats`) and the Fréchet
 through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in replacements for
 pytorch-fid's functions; error bars, FD∞, seed panels and verdicts (``fastfid.uncertainty``);
 KID, precision/recall, density/coverage (``fastfid.metrics``); :func:`fdr` for FDr^k over
-several representation spaces. With torch: images to FID (:func:`compute_fid`,
+several representation spaces (:class:`SpaceStats`: statistics of several spaces from one pass,
+``fastfid.models.space_names()``). With torch: images to FID (:func:`compute_fid`,
 :func:`compute_stats`, :func:`inception_score`, the torchmetrics-style :class:`FID`, the FID
 Inception-v3 in ``fastfid.models``) and ``fastfid.loss`` for FD as a training loss. The
 evaluation service (``fastfid serve``, ``fastfid.service``) and its client (``fastfid.client``),
@@ -23,10 +24,11 @@ from fastfid._device import cuda_compiled
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.extraction import FIDResult, compute_fid, compute_stats, inception_score
 from fastfid.metrics import InceptionScore, density_coverage, kid, precision_recall
-from fastfid.representations import FDrResult, fdr
+from fastfid.representations import FDrResult, SpaceStats, fdr
 from fastfid.stats import FeatureStats
 from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
 
+load_spaces = SpaceStats.load
 __version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "FrechetResult",
     "InceptionScore",
     "Reference",
+    "SpaceStats",
     "calculate_frechet_distance",
     "compare",
     "compute_fid",
@@ -50,6 +53,7 @@ __all__ = [
     "frechet_distance",
     "inception_score",
     "kid",
+    "load_spaces",
     "precision_recall",
     "seed_study",
     "__version__",

@@ -8,7 +8,11 @@
     fastfid stats PATH -o out.npz [--shard i/k] [--resume | --overwrite] [--fingerprint stat|content]
     fastfid merge a.npz b.npz ... -o total.npz [--allow-partial]
     fastfid compare results.csv [--models A B] [--threshold 0.013] [--plot panel.png] [--json]
+    fastfid stats PATH -o reference.npz --spaces inception,dinov2-vit-l14 [--valfd NAME=VALUE ...]
+    fastfid fdr GENERATED REFERENCE --spaces inception,dinov2-vit-l14,clip-vit-l-14 [--valfd NAME=VALUE] [--json]
+        GENERATED/REFERENCE: image folders or zips, or statistics of those spaces (one file, several spaces)
     fastfid fdr --space NAME GENERATED.npz REFERENCE.npz VALIDATION(.npz or valFD) ... [--json]
+    --space NAME (fid, stats): a representation space instead of the Inception --dims
     fastfid serve [--store DIR] [--database URL] [--host 127.0.0.1] [--port 8000] [--workers 1] [--canary-every 1h]
     fastfid token create NAME --scope read|evaluate|admin | revoke NAME | list  [--store DIR] [--database URL]
     fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
@@ -37,9 +41,51 @@ def _extraction_options(args) -> dict:
 
     distributed = launched_by_torchrun()
     device = setup_from_environment(args.device) if distributed else args.device
-    return dict(model=args.dims, weights=args.weights, batch_size=args.batch_size, device=device,
+    model = _spaces(args) or args.space or args.dims
+    return dict(model=model, weights=_weights(args, model), batch_size=args.batch_size, device=device,
                 num_workers=args.num_workers, resize=args.resize, skip_bad=args.skip_bad,
                 progress=not args.quiet, distributed=distributed)
+
+
+def _spaces(args) -> list[str] | None:
+    """--spaces a,b,c as a list (None when not given)."""
+    text = getattr(args, "spaces", None)
+    if not text:
+        return None
+    if args.space is not None or args.dims != 2048:
+        raise ValueError("--spaces names every network: give --space and --dims without it")
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _weights(args, model):
+    """--weights PATH (the one network) or NAME=PATH (repeatable, for --spaces)."""
+    given = args.weights or []
+    if not isinstance(model, list):
+        if len(given) > 1:
+            raise ValueError("--weights is given more than once for one network")
+        if given and "=" in given[0] and given[0].split("=", 1)[0] == model:
+            return given[0].split("=", 1)[1]
+        return given[0] if given else None
+    weights = {}
+    for item in given:
+        name, separator, path = item.partition("=")
+        if not separator:
+            raise ValueError(f"--weights {item}: with --spaces, say which network: --weights NAME=PATH")
+        weights[name] = path
+    return weights
+
+
+def _valfds(items) -> dict[str, float]:
+    out = {}
+    for item in items or ():
+        name, separator, value = item.partition("=")
+        try:
+            out[name] = float(value) if separator else float("nan")
+        except ValueError:
+            out[name] = float("nan")
+        if not separator or not out[name] > 0:
+            raise ValueError(f"--valfd {item}: expected NAME=VALUE with a positive valFD")
+    return out
 
 
 def _is_lead_rank() -> bool:
@@ -195,20 +241,30 @@ def _submit(args) -> int:
     service = Service(args.url, args.token, retries=args.retries)
     result = service.evaluate(model=args.model, checkpoint=args.checkpoint, reference=args.reference,
                               train_seed=args.train_seed, sample_seed=args.sample_seed, baseline=args.baseline,
-                              feature_space=args.feature_space, **inputs)
-    _log_to_trackers(args, result)
+                              feature_space=args.feature_space, validation_fd=_valfds(args.valfd) or None, **inputs)
     if args.json:
         print(json.dumps(result))
-        return 0
+    elif "spaces" in result:  # a file of several spaces: one evaluation per space
+        for space, record in result["spaces"].items():
+            _print_evaluation(args, record, f"{space}: ")
+        if "fdr" in result:
+            print(f"FDr^{result['fdr']['k']}: {result['fdr']['value']:.6f}")
+    else:
+        _print_evaluation(args, result)
+    for record in result.get("spaces", {"": result}).values():
+        _log_to_trackers(args, record)
+    return 0
+
+
+def _print_evaluation(args, result: dict, prefix: str = "") -> None:
     error = "" if result["standard_error"] is None else f"; jackknife SE {result['standard_error']:.6f}"
-    print(f"FID: {result['fid']:.6f}  [{args.model} @ {args.checkpoint} vs {result['reference']} "
+    print(f"{prefix}FID: {result['fid']:.6f}  [{args.model} @ {args.checkpoint} vs {result['reference']} "
           f"v{result['reference_version']}{error}; evaluation {result['id']}]")
     verdict = result.get("verdict")
     if verdict:
         against = verdict["against"]
-        print(f"against {against['model']} @ {against['checkpoint']}: {verdict['verdict'] or 'no verdict'} — "
-              f"{verdict['reason']}")
-    return 0
+        print(f"{prefix}against {against['model']} @ {against['checkpoint']}: {verdict['verdict'] or 'no verdict'} "
+              f"— {verdict['reason']}")
 
 
 def _compare(args) -> int:
@@ -262,14 +318,31 @@ def _stats(args) -> int:
     checkpointed = not options["distributed"] and Path(args.path).suffix != ".npz"
     _refuse_to_replace(args, checkpointed)
     checkpoint = args.output if checkpointed else None
-    stats = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
-                          overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
-                          fingerprint=args.fingerprint, **options)
+    valfd = _valfds(args.valfd)
+    if valfd and not isinstance(options["model"], list):
+        raise ValueError("--valfd is stored with statistics of named spaces: give --spaces")
+    stats: Any = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
+                               overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
+                               fingerprint=args.fingerprint, **options)
+    if valfd:
+        unknown = sorted(set(valfd) - set(stats))
+        if unknown:
+            raise ValueError(f"--valfd for {', '.join(unknown)}, which is not among --spaces")
+        stats.validation_fd.update(valfd)
+        checkpoint = None  # saved again below, with them
     if _is_lead_rank():
         if checkpoint is None:
             stats.save(args.output)
-        print(f"{stats.count} samples of dim {stats.dim} -> {args.output}", file=sys.stderr)
+        print(f"{stats.count} samples ({_widths(stats)}) -> {args.output}", file=sys.stderr)
     return 0
+
+
+def _widths(stats) -> str:
+    from fastfid.representations import SpaceStats
+
+    if isinstance(stats, SpaceStats):
+        return ", ".join(f"{name}: dim {s.dim}" for name, s in stats.items())
+    return f"dim {stats.dim}"
 
 
 def _refuse_to_replace(args, checkpointed: bool) -> None:
@@ -301,18 +374,25 @@ def _shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str) -> None:
+def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str, space: bool = True) -> None:
+    from fastfid.models.spaces import SPACE_RESIZE_MODES, space_names
+
     p.add_argument("--dims", type=int, default=2048, choices=(64, 192, 768, 2048),
                    help="FID Inception-v3 layer (pytorch-fid's --dims; default 2048, pool3)")
+    if space:
+        p.add_argument("--space", choices=space_names(), metavar="NAME",
+                       help=f"a representation space instead of Inception: {', '.join(space_names())}")
     p.add_argument("--batch-size", type=int, default=50, help=batch_help)
     p.add_argument("--device", help="torch device for the network and statistics (default: cuda if available, "
                                     "under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
-    p.add_argument("--resize", choices=RESIZE_MODES, default="pytorch-fid",
-                   help="preprocessing, named after the library it reproduces: pytorch-fid (default), torch-fidelity, "
-                        "torchmetrics, clean, legacy_tensorflow (see the README's table)")
-    p.add_argument("--weights", help="FID Inception weights file (default: $FASTFID_WEIGHTS, the torch hub cache, "
-                                     "or a download)")
+    p.add_argument("--resize", choices=RESIZE_MODES + SPACE_RESIZE_MODES[:1],
+                   help="preprocessing, named after the library it reproduces: for Inception pytorch-fid (default), "
+                        "torch-fidelity, torchmetrics, clean, legacy_tensorflow; for the spaces dgm-eval (default) or "
+                        "torch-fidelity (see the README's tables)")
+    p.add_argument("--weights", action="append", metavar="[NAME=]PATH",
+                   help="weights file (default: Inception's from $FASTFID_WEIGHTS, the torch hub cache or a download; "
+                        "a space's from its library's cache); with --spaces, NAME=PATH, repeatable")
     p.add_argument("--skip-bad", action="store_true", help="leave unreadable images out and count them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -337,12 +417,18 @@ def _accept_partial_if_asked(args, paths) -> None:
 
 
 def _merge(args) -> int:
+    from fastfid.representations import SpaceStats
+
     check_writable(args.output, inputs=args.inputs)
     seen: dict[str, str] = {}
-    total = None
+    total: Any = None
     for path in args.inputs:
-        stats = load_stats(path, allow_partial=args.allow_partial)
-        digest = state_digest(stats)
+        stats: Any = SpaceStats.load(path, allow_partial=args.allow_partial) if _holds_spaces(path) else \
+            load_stats(path, allow_partial=args.allow_partial)
+        if total is not None and isinstance(stats, SpaceStats) != isinstance(total, SpaceStats):
+            raise ValueError(f"{path}: statistics of several spaces and of one cannot be merged")
+        digest = "".join(state_digest(s) for s in stats.values()) if isinstance(stats, SpaceStats) \
+            else state_digest(stats)
         if digest in seen:  # the same samples twice would count twice
             raise ValueError(f"{path} holds the same statistics as {seen[digest]}: merging both would count the same "
                              "samples twice")
@@ -354,15 +440,20 @@ def _merge(args) -> int:
     return 0
 
 
-def _fdr(args) -> int:
-    from fastfid.representations import fdr
+def _holds_spaces(path) -> bool:
+    from fastfid.io import holds_spaces
 
-    spaces = {}
-    for name, generated, reference, validation in args.space:
-        if name in spaces:
-            raise ValueError(f"space {name!r} is given twice")
-        spaces[name] = (generated, reference, _number_or_path(validation))
-    result = fdr(spaces)
+    return holds_spaces(path)
+
+
+def _fdr(args) -> int:
+    from fastfid.representations import FDrResult, fdr
+
+    result: FDrResult
+    if args.paths:
+        result = _fdr_of_images(args)
+    else:
+        result = fdr(_listed_spaces(args))
     if args.json:
         print(json.dumps({"fdr": result.value, "k": result.k, "spaces": {
             name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio} for name, r in result.spaces.items()}}))
@@ -371,6 +462,42 @@ def _fdr(args) -> int:
             print(f"{name}: FD {r.fd:.6f} / valFD {r.validation_fd:.6f} = FDr {r.ratio:.6f}")
         print(f"FDr^{result.k}: {result.value:.6f}")
     return 0
+
+
+def _fdr_of_images(args):
+    """FDr^k of GENERATED against REFERENCE in --spaces: images through every network in one pass,
+    statistics files of those spaces read as they are."""
+    from fastfid.extraction import compute_stats
+    from fastfid.representations import SpaceStats
+
+    if len(args.paths) != 2 or args.space:
+        raise ValueError("fdr takes GENERATED REFERENCE with --spaces, or --space NAME GEN REF VAL (statistics)")
+    names = _spaces(args)
+    if not names:
+        raise ValueError("fdr GENERATED REFERENCE needs --spaces NAME,NAME,...")
+    options = _extraction_options(args)
+    sides = []
+    for path in args.paths:
+        if _holds_spaces(path) or path.endswith(".npz"):
+            stats = SpaceStats.load(path)
+            missing = [name for name in names if name not in stats]
+            if missing:
+                raise ValueError(f"{path} holds no statistics of {', '.join(missing)}; it has {', '.join(stats)}")
+            sides.append(SpaceStats({name: stats[name] for name in names}, stats.validation_fd))
+        else:
+            sides.append(compute_stats(path, **options))
+    return sides[0].fdr(sides[1], _valfds(args.valfd))
+
+
+def _listed_spaces(args) -> dict:
+    if not args.space:
+        raise ValueError("fdr needs GENERATED REFERENCE --spaces ..., or --space NAME GEN REF VAL")
+    spaces = {}
+    for name, generated, reference, validation in args.space:
+        if name in spaces:
+            raise ValueError(f"space {name!r} is given twice")
+        spaces[name] = (generated, reference, _number_or_path(validation))
+    return spaces
 
 
 def _number_or_path(text: str):
@@ -409,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("-o", "--output", required=True, help="the .npz to write (also the checkpoint of a long run)")
     _add_extraction_arguments(p, "images per batch (default 50; feature files are read 4096 rows at a time)")
+    _add_spaces_arguments(p)
     p.add_argument("--shard", type=_shard, help="i/k: only the i-th of k contiguous parts (0-based), for job arrays")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the interrupted run saved in --output")
@@ -438,7 +566,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_compare)
 
     p = commands.add_parser("fdr", help="FDr per representation space (FD / valFD) and FDr^k, their mean")
-    p.add_argument("--space", nargs=4, action="append", required=True,
+    p.add_argument("paths", nargs="*", metavar="GENERATED REFERENCE",
+                   help="images (folder, zip) or statistics of --spaces (a file of several spaces)")
+    _add_extraction_arguments(p, "images per batch (default 50)", space=False)
+    _add_spaces_arguments(p)
+    p.add_argument("--space", nargs=4, action="append",
                    metavar=("NAME", "GENERATED", "REFERENCE", "VALIDATION"),
                    help="statistics files of one space; VALIDATION is held-out real statistics or a valFD number")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -490,7 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="a write token (default: $FASTFID_TOKEN)")
     p.add_argument("--model", required=True)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--reference", required=True, help="the reference's name in the service")
+    p.add_argument("--reference", required=True, help="the reference's name in the service (for a file of several "
+                                                       "spaces, each space's is REFERENCE.SPACE)")
+    p.add_argument("--valfd", action="append", metavar="NAME=VALUE",
+                   help="for a file of several spaces: each space's valFD, for FDr^k (repeatable)")
     p.add_argument("--train-seed", type=int)
     p.add_argument("--sample-seed", type=int)
     p.add_argument("--baseline", help="compare with MODEL or MODEL@CHECKPOINT instead of the previous checkpoint")
@@ -500,6 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_argument(p)
     p.set_defaults(run=_submit)
     return parser
+
+
+def _add_spaces_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spaces", metavar="NAME,NAME,...",
+                   help="several representation spaces in one pass over the images (each image decoded once), e.g. "
+                        "inception,dinov2-vit-l14,clip-vit-l-14; their statistics go in one file")
+    p.add_argument("--valfd", action="append", metavar="NAME=VALUE",
+                   help="a space's valFD (FD of held-out real images to the reference), repeatable: stored in the "
+                        "reference file by stats, used by fdr (over the one the reference carries)")
 
 
 def _add_store_arguments(p: argparse.ArgumentParser) -> None:

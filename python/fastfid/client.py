@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from fastfid.io import write_state
+from fastfid.io import write_spaces, write_state
+from fastfid.representations import SpaceStats
 from fastfid.stats import FeatureStats
 
 _RETRIED_STATUSES = (429, 502, 503, 504)  # a proxy or a restarting server: worth another try
@@ -55,7 +56,9 @@ class Service:
     # --- writes -------------------------------------------------------------------------------------
     def upload_reference(self, name: str, stats=None, *, features=None, feature_space: str | None = None) -> dict:
         """Store reference statistics (FeatureStats or a .npz path: fastfid's, pytorch-fid's,
-        clean-fid's) or features (array or .npy path) under ``name``, as its new version."""
+        clean-fid's) or features (array or .npy path) under ``name``, as its new version. Statistics
+        of several spaces (SpaceStats or their file) become one reference per space, ``NAME.SPACE``
+        (returned as ``{"references": [...]}``)."""
         files = [_stats_part("stats", stats)] if stats is not None else [_features_part(features)]
         return self._request("PUT", f"/references/{_quote(name)}", fields={"feature_space": feature_space},
                              files=files)
@@ -63,10 +66,12 @@ class Service:
     def evaluate(self, *, model: str, checkpoint: str | int, reference: str, stats=None,
                  shards: Sequence | None = None, features=None, train_seed: int | None = None,
                  sample_seed: int | None = None, baseline: str | None = None, feature_space: str | None = None,
-                 reference_version: int | None = None) -> dict:
+                 reference_version: int | None = None, validation_fd: dict[str, float] | None = None) -> dict:
         """Post one evaluation: ``stats`` (FeatureStats or .npz path), ``shards`` (a list of them: FID
         with a jackknife error bar) or ``features`` (array or .npy path). Returns the stored record:
-        fid, standard_error, interval, verdict, provenance."""
+        fid, standard_error, interval, verdict, provenance. Statistics of several spaces (SpaceStats or
+        their file) are evaluated per space against ``REFERENCE.SPACE``: ``{"spaces": {space:
+        record}}``, with ``"fdr"`` (per space and FDr^k) when ``validation_fd`` gives each space's valFD."""
         if sum(x is not None for x in (stats, shards, features)) != 1:
             raise ValueError("give exactly one of stats, shards or features")
         if stats is not None:
@@ -77,7 +82,8 @@ class Service:
             files = [_features_part(features)]
         fields = {"model": model, "checkpoint": str(checkpoint), "reference": reference, "train_seed": train_seed,
                   "sample_seed": sample_seed, "baseline": baseline, "feature_space": feature_space,
-                  "reference_version": reference_version}
+                  "reference_version": reference_version,
+                  "validation_fd": None if validation_fd is None else json.dumps(validation_fd)}
         return self._request("POST", "/evaluations", fields=fields, files=files,
                              headers={"Idempotency-Key": uuid.uuid4().hex})
 
@@ -179,6 +185,10 @@ def _stats_part(name: str, stats) -> tuple[str, str, bytes]:
         buffer = io.BytesIO()
         write_state(stats, buffer)
         return name, "stats.npz", buffer.getvalue()
+    if isinstance(stats, SpaceStats):
+        buffer = io.BytesIO()
+        write_spaces(dict(stats), buffer, stats.validation_fd)
+        return name, "spaces.npz", buffer.getvalue()
     raise TypeError(f"statistics must be FeatureStats or a path to a .npz, got {type(stats).__name__}")
 
 

@@ -15,7 +15,19 @@ Resize modes, as the published numbers were made (fastfid.resize_modes has the t
 - ``"clean"``: clean-fid's: each channel as a float image in [0, 255], PIL bicubic (antialiased
   when shrinking), clipped to [0, 255].
 
+The representation spaces' (fastfid.models.spaces) add two operations on the decoded 8-bit image:
+
+- ``"pil-bicubic-squash"``: PIL's bicubic resize to size × size (torchvision's ``Resize((s, s))`` on a
+  PIL image, as dgm-eval does);
+- ``"pil-bicubic-crop"``: the shorter side to size by PIL's bicubic (the longer one to
+  ``int(size · long / short)``), then the centre square (torchvision's ``Resize(s)`` and
+  ``CenterCrop(s)``, as open_clip does).
+
+On tensors (arrays, generators, the loss) both run as torch's antialiased bicubic, PIL's filter
+without its rounding to 8 bits, so that gradients pass.
+
 Every mode returns [0, 1] floats; the network scales them as its mode says (resize_modes.input_scaling).
+A source can resize each image several ways in one decode (``plans``: one (size, mode) per network).
 """
 
 from __future__ import annotations
@@ -48,6 +60,16 @@ class Batch:
     images: torch.Tensor | None
     attempted: int
     bad: list[str] = field(default_factory=list)
+    views: tuple = ()
+    """With several plans: the images resized by each, in order (``images`` is the first)."""
+
+
+def _plans(size, mode: str, plans) -> tuple:
+    return tuple(plans) if plans else ((size, mode),)
+
+
+def _batch(views: tuple | None, attempted: int, bad: list[str] | None = None) -> Batch:
+    return Batch(None if views is None else views[0], attempted, bad or [], () if views is None else views)
 
 
 # --- one image, one batch ----------------------------------------------------------------------
@@ -55,6 +77,8 @@ def resize_image(rgb: np.ndarray, size: tuple[int, int] | None, mode: str) -> to
     """One decoded (H, W, 3) image, uint8 or float32 in [0, 1] (16-bit and float files) → float32
     (3, h, w) in [0, 1] at ``size`` (None: as is)."""
     unit = np.float32(255) if rgb.dtype == np.uint8 else np.float32(1)
+    if mode.startswith("pil-bicubic-") and size is not None:
+        return torch.from_numpy(_pil_bicubic(rgb, size, mode))
     if mode == "clean" and size is not None:
         return torch.from_numpy(_clean_resize(rgb.astype(np.float32) * (255 / unit), size) / np.float32(255))
     image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).to(torch.float32).div(float(unit))
@@ -69,6 +93,40 @@ def _clean_resize(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     channels = [np.asarray(Image.fromarray(np.ascontiguousarray(hwc[:, :, c])).resize(
         (width, height), Image.Resampling.BICUBIC)) for c in range(hwc.shape[2])]
     return np.clip(np.stack(channels), 0, 255)
+
+
+def _pil_bicubic(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """(H, W, 3) uint8, or float32 in [0, 1] → float32 (3, h, w) in [0, 1] by PIL's bicubic, squashed or
+    shorter side then centre crop. 8-bit images are resized as 8-bit images (rounded, as PIL does)."""
+    from PIL import Image
+
+    target = _resized_size(rgb.shape[:2], size, mode)
+    if rgb.dtype == np.uint8:
+        resized = np.asarray(Image.fromarray(rgb).resize(target[::-1], Image.Resampling.BICUBIC), dtype=np.float32)
+        chw = resized.transpose(2, 0, 1) / np.float32(255)
+    else:
+        chw = np.clip(np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32)).resize(
+            target[::-1], Image.Resampling.BICUBIC)) for c in range(3)]), 0, 1)
+    top, left = _crop_corner(target, size)
+    return np.ascontiguousarray(chw[:, top:top + size[0], left:left + size[1]])
+
+
+def _resized_size(shape, size: tuple[int, int], mode: str) -> tuple[int, int]:
+    """(h, w) before the crop: ``size`` when squashing; the shorter side to size otherwise (torchvision's rule)."""
+    if mode == "pil-bicubic-squash":
+        return int(size[0]), int(size[1])
+    if mode != "pil-bicubic-crop":
+        raise ValueError(f"unknown image operation {mode!r}")
+    height, width = int(shape[0]), int(shape[1])
+    short = int(min(size))
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+def _crop_corner(resized: tuple[int, int], size) -> tuple[int, int]:
+    """The centre crop's top-left corner, rounded as torchvision's CenterCrop rounds it."""
+    return int(round((resized[0] - size[0]) / 2.0)), int(round((resized[1] - size[1]) / 2.0))
 
 
 def as_image_batch(images, name: str = "images") -> torch.Tensor:
@@ -118,6 +176,11 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int] | None, mode: str) 
     if size is None or tuple(images.shape[-2:]) == tuple(size):
         return images
     size = (int(size[0]), int(size[1]))
+    if mode.startswith("pil-bicubic-"):  # PIL's filter, in float (differentiable), then the crop
+        target = _resized_size(images.shape[-2:], size, mode)
+        resized = F.interpolate(images * 255, size=target, mode="bicubic", align_corners=False, antialias=True)
+        top, left = _crop_corner(target, size)
+        return resized[..., top:top + size[0], left:left + size[1]].clamp(0, 255) / 255
     if mode == "pytorch-fid":
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
     # The other modes resize pixel values 0–255, as their libraries do, so that rounding matches theirs.
@@ -232,11 +295,11 @@ class ImageFiles:
             return f"unreadable: {error.strerror}"
         return f"{info.st_size} {info.st_mtime_ns}"
 
-    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, num_workers: int,
-                pin_memory: bool, device=None):
+    def batches(self, start: int, stop: int, *, batch_size: int, size=None, mode: str = "pytorch-fid", num_workers: int,
+                pin_memory: bool, device=None, plans=None):
         from torch.utils.data import DataLoader, Subset
 
-        dataset = _DecodedImages(self.path, self.archive is not None, self.names, size, mode)
+        dataset = _DecodedImages(self.path, self.archive is not None, self.names, _plans(size, mode, plans))
         loader: Any = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate,
                             worker_init_fn=_init_worker)
@@ -244,7 +307,7 @@ class ImageFiles:
             if mixed_sizes:
                 raise ValueError(f"{self.path}: images of different sizes in one batch ({mixed_sizes}): "
                                  "give an image size to resize them to")
-            yield Batch(images, attempted, bad)
+            yield _batch(images, attempted, bad)
 
 
 def _image_files(root: Path) -> list[str]:
@@ -268,8 +331,8 @@ class _DecodedImages(torch.utils.data.Dataset):
     """torch Dataset: item i → (float32 CHW image or None, "file: reason" or None). It never raises, so that
     a bad file is reported by name from the main process rather than as a worker's traceback."""
 
-    def __init__(self, root: Path, is_archive: bool, names: list[str], size, mode: str):
-        self.root, self.is_archive, self.names, self.size, self.mode = root, is_archive, names, size, mode
+    def __init__(self, root: Path, is_archive: bool, names: list[str], plans: tuple):
+        self.root, self.is_archive, self.names, self.plans = root, is_archive, names, plans
         self._archive: zipfile.ZipFile | None = None  # opened lazily in each worker process
 
     def __len__(self) -> int:
@@ -286,7 +349,7 @@ class _DecodedImages(torch.utils.data.Dataset):
         except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
             return None, f"{label}: {type(error).__name__}: {error}"
 
-    def _decode(self, name: str) -> torch.Tensor:
+    def _decode(self, name: str) -> tuple:
         from PIL import Image
 
         if self.is_archive:
@@ -302,7 +365,7 @@ class _DecodedImages(torch.utils.data.Dataset):
         with handle, Image.open(handle) as image:
             image.load()  # decode now: a truncated file fails here, inside the try
             rgb = as_rgb(image)
-        return resize_image(rgb, self.size, self.mode)
+        return tuple(resize_image(rgb, size, mode) for size, mode in self.plans)  # decoded once, resized per plan
 
 
 # Pillow's modes of more than 8 bits per channel, which convert("RGB") clips instead of scaling;
@@ -333,17 +396,21 @@ def as_rgb(image) -> np.ndarray:
 
 
 def _collate(items):
-    good = [image for image, _ in items if image is not None]
+    good = [views for views, _ in items if views is not None]
     bad = [error for _, error in items if error is not None]
-    shapes = sorted({tuple(image.shape[1:]) for image in good})
-    if len(shapes) > 1:
-        return None, len(items), bad, f"{shapes[0]} and {shapes[-1]}"
     if not good:
         return None, len(items), bad, None
-    out = torch.empty((len(good),) + tuple(good[0].shape), dtype=good[0].dtype)
-    if torch.utils.data.get_worker_info() is not None:
-        out.share_memory_()  # stacked straight into shared memory: no copy when it crosses to the main process
-    return torch.stack(good, out=out), len(items), bad, None
+    stacked = []
+    for plan in range(len(good[0])):
+        images = [views[plan] for views in good]
+        shapes = sorted({tuple(image.shape[1:]) for image in images})
+        if len(shapes) > 1:
+            return None, len(items), bad, f"{shapes[0]} and {shapes[-1]}"
+        out = torch.empty((len(images),) + tuple(images[0].shape), dtype=images[0].dtype)
+        if torch.utils.data.get_worker_info() is not None:
+            out.share_memory_()  # stacked straight into shared memory: no copy when it crosses to the main process
+        stacked.append(torch.stack(images, out=out))
+    return tuple(stacked), len(items), bad, None
 
 
 def _init_worker(_):
@@ -376,11 +443,12 @@ class ImageArray:
 
     checks_items = False  # the whole array's fingerprint covers every item
 
-    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
+    def batches(self, start: int, stop: int, *, batch_size: int, size=None, mode: str = "pytorch-fid", device=None,
+                plans=None, **_):
         for first in range(start, stop, batch_size):
             chunk = self.images[first:min(stop, first + batch_size)]
-            images = _on_device(chunk, f"images {first}-{first + chunk.shape[0] - 1}", device, size, mode)
-            yield Batch(images, chunk.shape[0])
+            views = _on_device(chunk, f"images {first}-{first + chunk.shape[0] - 1}", device, _plans(size, mode, plans))
+            yield _batch(views, chunk.shape[0])
 
 
 class ImageGenerator:
@@ -403,19 +471,20 @@ class ImageGenerator:
 
     checks_items = False  # a generator's output cannot be checked
 
-    def batches(self, start: int, stop: int, *, batch_size: int, size, mode: str, device=None, **_):
+    def batches(self, start: int, stop: int, *, batch_size: int, size=None, mode: str = "pytorch-fid", device=None,
+                plans=None, **_):
         for first in range(start, stop, batch_size):
             wanted = min(stop, first + batch_size) - first
-            images = _on_device(self.generate(wanted), "generated images", device, size, mode)
-            if images.shape[0] != wanted:
-                raise ValueError(f"the generator returned {images.shape[0]} images when asked for {wanted}")
-            yield Batch(images, wanted)
+            views = _on_device(self.generate(wanted), "generated images", device, _plans(size, mode, plans))
+            if views[0].shape[0] != wanted:
+                raise ValueError(f"the generator returned {views[0].shape[0]} images when asked for {wanted}")
+            yield _batch(views, wanted)
 
 
-def _on_device(images, name: str, device, size, mode: str) -> torch.Tensor:
-    """User images (array or tensor) → a float batch on ``device`` at ``size``: resized there, so that
-    the bilinear resize of a GPU source runs on the GPU."""
+def _on_device(images, name: str, device, plans: tuple) -> tuple:
+    """User images (array or tensor) → a float batch on ``device`` per plan: resized there, so that
+    the resize of a GPU source runs on the GPU."""
     images = as_image_batch(images, name)
     if device is not None:
         images = images.to(device, non_blocking=True)
-    return resize_batch(images, size, mode)
+    return tuple(resize_batch(images, size, mode) for size, mode in plans)

@@ -215,6 +215,17 @@ class Reference:
         return f"Reference(dim={self.dim}, device={str(self._device)!r})"
 
 
+def _refuse_different_spaces(a: str | None, b: str | None) -> None:
+    """Statistics of two named representation spaces (Inception, DINOv2, CLIP, ...) have no distance
+    between them: refused, whatever their widths (DINOv2-L and CLIP-L are both 1024-d)."""
+    from fastfid.models.spaces import space_of
+
+    first, second = space_of(a), space_of(b)
+    if first and second and first != second:
+        raise ValueError(f"cannot compare statistics of different representation spaces: {first} ({a!r}) and "
+                         f"{second} ({b!r})")
+
+
 @overload
 def fid(a: StatsLike, b: StatsLike, *, method: str = ..., eps: float = ..., return_info: Literal[False] = ...,
         tolerance: float = ..., max_iterations: int = ..., trace_tolerance: float | None = ...) -> float: ...
@@ -238,6 +249,7 @@ def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, 
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    _refuse_different_spaces(a.feature_space, b.feature_space)
     if a.feature_space and b.feature_space and a.feature_space != b.feature_space:
         # Different networks, layers or resizing give different numbers (peers' most common complaint).
         warnings.warn(f"comparing statistics of different features: {a.feature_space!r} and {b.feature_space!r}",

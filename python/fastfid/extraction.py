@@ -18,8 +18,9 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from fastfid.distance import FrechetResult, fid
 from fastfid.distributed import shard_range
 from fastfid.metrics import ClassScores, InceptionScore
 from fastfid.stats import FeatureStats
+
+if TYPE_CHECKING:
+    from fastfid.representations import SpaceStats
 
 __all__ = ["FIDResult", "FeatureExtractor", "compute_fid", "compute_stats", "inception_score"]
 
@@ -84,26 +88,41 @@ def default_workers() -> int:
 
 class FeatureExtractor:
     """A feature network with its input handling: ``model`` is a dims (64, 192, 768, 2048: the FID
-    Inception-v3) or any ``torch.nn.Module`` mapping float NCHW images in [0, 1] to (N, d) features
-    (4-D outputs are averaged over space). ``image_size`` is what images are resized to (``"auto"``:
-    299 × 299 for the FID Inception, the module's ``input_size`` attribute or none for others)."""
+    Inception-v3), a representation space's name (``fastfid.models.space_names()``: ``"inception"``,
+    ``"dinov2-vit-l14"``, ...) or :class:`~fastfid.models.Space`, or any ``torch.nn.Module`` mapping
+    float NCHW images in [0, 1] to (N, d) features (4-D outputs are averaged over space).
+    ``resize``: the preprocessing mode (None: ``"pytorch-fid"`` for Inception and other networks,
+    ``"dgm-eval"`` for the spaces). ``image_size`` is what images are resized to (``"auto"``: 299 ×
+    299 for the FID Inception, the space's size, the module's ``input_size`` attribute or none)."""
 
-    def __init__(self, model=2048, *, weights=None, device=None, resize: str = "pytorch-fid", image_size="auto"):
+    def __init__(self, model=2048, *, weights=None, device=None, resize: str | None = None, image_size="auto"):
         import torch
 
+        from fastfid.models.spaces import INCEPTION, Space, check_space_resize, get_space
         from fastfid.resize_modes import check_resize, input_scaling
 
         self.device = torch.device(device) if device is not None else default_device()
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {self.device}: torch sees no CUDA GPU here (torch.cuda.is_available() is "
                                "False); use --device cpu / device='cpu'")
-        self.resize = check_resize(resize)
+        if model == INCEPTION:
+            model = 2048
+        space = model if isinstance(model, Space) else get_space(model) if isinstance(model, str) else None
+        if space is not None:
+            from fastfid.models.networks import SpaceNetwork
+
+            self.resize = check_space_resize(resize or "dgm-eval")
+            self.operation = space.resize_op(self.resize)  # the image operation of fastfid.data
+            model = SpaceNetwork(space, weights)
+        else:
+            self.resize = self.operation = check_resize(resize or "pytorch-fid")
         if isinstance(model, (int, np.integer)) and not isinstance(model, bool):
             from fastfid.models import FIDInceptionV3
 
-            model = FIDInceptionV3(int(model), weights=weights, scaling=input_scaling(resize))
+            model = FIDInceptionV3(int(model), weights=weights, scaling=input_scaling(self.resize))
         elif not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a dims (64, 192, 768, 2048) or a torch.nn.Module, got {type(model).__name__}")
+            raise TypeError(f"model must be a dims (64, 192, 768, 2048), a space name, or a torch.nn.Module, got "
+                            f"{type(model).__name__}")
         self.model = model.to(self.device).eval()
         size: Any = getattr(model, "input_size", None) if image_size == "auto" else image_size
         self.image_size = None if size is None else (int(size), int(size)) if isinstance(size, (int, np.integer)) \
@@ -111,6 +130,11 @@ class FeatureExtractor:
         name = getattr(model, "feature_space", type(model).__qualname__)
         where = "native size" if self.image_size is None else f"{self.image_size[0]}x{self.image_size[1]}"
         self.feature_space = f"{name} resize={self.resize} {where}"
+
+    @property
+    def plans(self) -> tuple:
+        """How fastfid.data resizes images for this network: ((size, operation),)."""
+        return ((self.image_size, self.operation),)
 
     @property
     def has_logits(self) -> bool:
@@ -136,7 +160,86 @@ class FeatureExtractor:
         from fastfid.data import as_image_batch, resize_batch
 
         images = as_image_batch(images).to(self.device, non_blocking=True)
-        return self(resize_batch(images, self.image_size, self.resize))[0]
+        return self(resize_batch(images, self.image_size, self.operation))[0]
+
+
+class SpaceExtractors:
+    """Several feature networks fed from one decode of each image: each gets its own resize (one
+    plan per distinct (size, operation): DINOv2, SigLIP, ConvNeXt and MAE share theirs), and a batch
+    gives one feature matrix per network."""
+
+    def __init__(self, names, *, weights=None, device=None, resize: str | None = None):
+        if isinstance(weights, (str, os.PathLike)):
+            raise ValueError("with several spaces, weights maps space names to files: {'dinov2-vit-l14': PATH, ...}")
+        weights = dict(weights or {})
+        self.names = [_space_name(name) for name in names]
+        if not self.names:
+            raise ValueError("model lists no spaces")
+        duplicates = sorted({n for n in self.names if self.names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"space {duplicates[0]!r} is named twice")
+        unknown = sorted(set(weights) - set(self.names))
+        if unknown:
+            raise ValueError(f"weights given for {', '.join(unknown)}, which is not among the spaces asked")
+        modes = [_mode_for(name, resize) for name in self.names]
+        if resize is not None and all(mode is None for mode in modes):
+            raise ValueError(f"resize {resize!r} applies to none of {', '.join(self.names)}")
+        self.extractors = [FeatureExtractor(space, weights=weights.get(name), device=device, resize=mode)
+                           for name, space, mode in zip(self.names, names, modes)]
+        self.device = self.extractors[0].device
+        self.plans = tuple(dict.fromkeys(e.plans[0] for e in self.extractors))
+        self._plan_of = [self.plans.index(e.plans[0]) for e in self.extractors]
+
+    @property
+    def feature_space(self) -> str:
+        return "; ".join(f"{name}: {e.feature_space}" for name, e in zip(self.names, self.extractors))
+
+    has_logits = False
+
+    def __call__(self, views) -> list:
+        """One feature matrix per network, from the batch resized by each plan."""
+        return [extractor(views[plan])[0] for extractor, plan in zip(self.extractors, self._plan_of)]
+
+    def new_stats(self):
+        from fastfid.representations import SpaceStats
+
+        device = None if self.device.type == "cpu" else self.device
+        return SpaceStats({name: FeatureStats(_network_dim(e.model), device=device, feature_space=e.feature_space)
+                           for name, e in zip(self.names, self.extractors)})
+
+
+def _space_name(model) -> str:
+    from fastfid.models.spaces import INCEPTION, Space, get_space
+
+    if isinstance(model, Space):
+        return model.name
+    if model == INCEPTION:
+        return INCEPTION
+    if not isinstance(model, str):
+        raise TypeError(f"a list of models names spaces (fastfid.models.space_names()), got {type(model).__name__}")
+    return get_space(model).name
+
+
+def _mode_for(name: str, resize: str | None) -> str | None:
+    """One preprocessing mode for a mix of Inception and spaces: an Inception mode (pytorch-fid, clean,
+    ...) applies to Inception, a space mode (dgm-eval) to the spaces, "torch-fidelity" (both have
+    it) to all; the others keep their defaults."""
+    from fastfid.models.spaces import INCEPTION, SPACE_RESIZE_MODES
+    from fastfid.resize_modes import RESIZE_MODES
+
+    if resize is None:
+        return None
+    if resize not in RESIZE_MODES + SPACE_RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES} (Inception) or {SPACE_RESIZE_MODES} (the spaces), "
+                         f"got {resize!r}")
+    return resize if resize in (RESIZE_MODES if name == INCEPTION else SPACE_RESIZE_MODES) else None
+
+
+def _network_dim(model) -> int:
+    for attribute in ("dims", "num_features"):
+        if hasattr(model, attribute):
+            return int(getattr(model, attribute))
+    return 0  # learnt from the first batch
 
 
 def _as_feature_matrix(features):
@@ -148,8 +251,9 @@ def _as_feature_matrix(features):
 
 
 # --- sources -----------------------------------------------------------------------------------
-def _open(source, num_samples):
-    """→ ("stats", FeatureStats) | ("features", 2-D array) | ("images", an image source of fastfid.data)."""
+def _open(source, num_samples, space: str | None = None):
+    """→ ("stats", FeatureStats) | ("features", 2-D array) | ("images", an image source of fastfid.data).
+    ``space``: the space to take from a statistics file of several spaces."""
     if isinstance(source, FeatureStats):
         return "stats", source
     if isinstance(source, (str, os.PathLike)):
@@ -157,6 +261,12 @@ def _open(source, num_samples):
         if path.suffix not in (".npz", ".npy"):
             _require_torch("images")
         if path.suffix == ".npz":
+            from fastfid.io import holds_spaces
+
+            if space is not None and holds_spaces(path):
+                from fastfid.representations import SpaceStats
+
+                return "stats", SpaceStats.load(path)[space]
             return "stats", FeatureStats.load(path)
         if path.suffix == ".npy":
             from fastfid.io import open_array
@@ -251,15 +361,30 @@ class _Progress:
         return len(self.bad)
 
 
+@overload
+def compute_stats(source, *, model: list[Any] | tuple[Any, ...], weights=None, batch_size: int = ..., device=...,
+                  num_workers=..., resize: str | None = ..., image_size=..., num_samples: int | None = ...,
+                  skip_bad: bool = ..., shard: tuple[int, int] | None = ..., progress: bool = ..., checkpoint=...,
+                  resume: bool = ..., overwrite: bool = ..., checkpoint_every: float = ..., fingerprint: str = ...,
+                  distributed: bool = ...) -> "SpaceStats": ...
+@overload
+def compute_stats(source, *, model: Any = ..., weights=None, batch_size: int = ..., device=..., num_workers=...,
+                  resize: str | None = ..., image_size=..., num_samples: int | None = ..., skip_bad: bool = ...,
+                  shard: tuple[int, int] | None = ..., progress: bool = ..., checkpoint=..., resume: bool = ...,
+                  overwrite: bool = ..., checkpoint_every: float = ..., fingerprint: str = ...,
+                  distributed: bool = ...) -> FeatureStats: ...
 def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
-                  resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
+                  resize: str | None = None, image_size="auto", num_samples: int | None = None,
                   skip_bad: bool = False, shard: tuple[int, int] | None = None, progress: bool = True,
                   checkpoint=None, resume: bool = False, overwrite: bool = False, checkpoint_every: float = 60.0,
-                  fingerprint: str = "stat", distributed: bool = False) -> FeatureStats:
+                  fingerprint: str = "stat", distributed: bool = False) -> "FeatureStats | SpaceStats":
     """Statistics of a source's features (see the module doc for sources).
 
     ``model``/``weights``/``device``/``resize``/``image_size``: see :class:`FeatureExtractor` (a
-    ready one may be passed as ``model``). ``num_workers`` loader processes for files (default: one
+    ready one may be passed as ``model``). A list of space names (``["inception", "dinov2-vit-l14",
+    ...]``) decodes each image once, resizes it for each network, and returns a
+    :class:`~fastfid.representations.SpaceStats` (name → FeatureStats); ``weights`` is then a dict
+    name → file for the spaces whose weights are given. ``num_workers`` loader processes for files (default: one
     per core, at most 8; 0 decodes in this process). ``skip_bad`` leaves unreadable images out
     (with a warning that counts them) instead of raising. ``shard=(i, k)`` takes the i-th of k
     contiguous parts (0-based), for job arrays and torch.distributed ranks; merge the parts after.
@@ -283,7 +408,7 @@ def compute_stats(source, *, model=2048, weights=None, batch_size: int = 50, dev
 
 
 def inception_score(source, *, splits: int = 10, weights=None, batch_size: int = 50, device=None, num_workers=None,
-                    resize: str = "pytorch-fid", num_samples: int | None = None, skip_bad: bool = False,
+                    resize: str | None = None, num_samples: int | None = None, skip_bad: bool = False,
                     progress: bool = True) -> InceptionScore:
     """Inception Score of images (exp of the mean KL between p(y|x) and p(y), over ``splits`` contiguous
     splits; mean and std) with the FID Inception-v3's 1008 classes."""
@@ -294,7 +419,7 @@ def inception_score(source, *, splits: int = 10, weights=None, batch_size: int =
 
 
 def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
-                resize: str = "pytorch-fid", image_size="auto", num_samples: int | None = None,
+                resize: str | None = None, image_size="auto", num_samples: int | None = None,
                 skip_bad: bool = False, progress: bool = True, method: str = "auto", isc: bool = False,
                 splits: int = 10, distributed: bool = False) -> FIDResult:
     """FID between two sources (folders, zips, .npy/.npz files, arrays, tensors, statistics,
@@ -304,7 +429,8 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
     the same arguments; each takes its share of every source, the statistics (and IS sums) are merged
     exactly, and every rank returns the same result. Returns a :class:`FIDResult` that says how the
     images were resized."""
-    opened = [_open(source, num_samples) for source in (source1, source2)]
+    named = _space_name(model) if isinstance(model, str) else None
+    opened = [_open(source, num_samples, named) for source in (source1, source2)]
     extractor = _extractor_for(model, weights, device, resize, image_size, opened, progress)
     sides, scores, skipped = [], None, []
     for index, source in enumerate(opened):
@@ -319,6 +445,9 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
         skipped.append(tuple(side_bad))
     distance = fid(sides[0], sides[1], method=method, return_info=True)
     feature_space = sides[0].feature_space or sides[1].feature_space
+    if isinstance(extractor, SpaceExtractors):
+        raise ValueError("compute_fid compares one space; for several use compute_stats(model=[...]) and "
+                         "SpaceStats.fdr, or `fastfid fdr`")
     mode = extractor.resize if extractor is not None else resize_named_in(feature_space)
     return FIDResult(distance.value, feature_space, mode, (sides[0].count, sides[1].count),
                      (len(skipped[0]), len(skipped[1])), (skipped[0], skipped[1]),
@@ -335,17 +464,35 @@ def resize_named_in(feature_space: str | None) -> str | None:
 
 def _extractor_for(model, weights, device, resize, image_size, opened, progress=False):
     """The feature network, built only if some opened source holds images (statistics need none)."""
-    if isinstance(model, FeatureExtractor):
+    if isinstance(model, (FeatureExtractor, SpaceExtractors)):
         return model
-    from fastfid.resize_modes import check_resize
-
-    check_resize(resize)
+    several = isinstance(model, (list, tuple))
+    if several:
+        for name in model:
+            _space_name(name)  # an unknown name fails before anything is read
+    else:
+        _check_model_and_mode(model, resize)
     if all(kind != "images" for kind, _ in opened):
         return None
     if progress:  # reading the weights (or downloading them) takes seconds before the first image
-        name = f"the FID Inception-v3 (dims {model})" if isinstance(model, (int, np.integer)) else "the feature network"
+        name = f"the FID Inception-v3 (dims {model})" if isinstance(model, (int, np.integer)) else \
+            ", ".join(map(_space_name, model)) if several else model if isinstance(model, str) else "the feature network"
         print(f"fastfid: loading {name}", file=sys.stderr, flush=True)
+    if several:
+        return SpaceExtractors(model, weights=weights, device=device, resize=resize)
     return FeatureExtractor(model, weights=weights, device=device, resize=resize, image_size=image_size)
+
+
+def _check_model_and_mode(model, resize) -> None:
+    """The model's name and its preprocessing mode, checked before any image is read."""
+    from fastfid.models.spaces import INCEPTION, Space, check_space_resize
+    from fastfid.resize_modes import check_resize
+
+    if isinstance(model, Space) or (isinstance(model, str) and model != INCEPTION and _space_name(model)):
+        if resize is not None:
+            check_space_resize(resize)
+    elif resize is not None:
+        check_resize(resize)
 
 
 def _collect(opened, extractor, *, distributed=False, **options):
@@ -440,18 +587,21 @@ class _Job:
             for index in range(first, stop):
                 self.processed.update(self.source.item_identity(index, self.content).encode() + b"\n")
 
-    def _new_stats(self, dim: int | None = None) -> FeatureStats:
+    @property
+    def _several(self) -> bool:
+        return isinstance(self.extractor, SpaceExtractors)
+
+    def _new_stats(self, dim: int | None = None):
+        if self._several:
+            return self.extractor.new_stats()
         return FeatureStats(dim or self._feature_dim(), device=self.device, feature_space=self.feature_space)
 
     def _feature_dim(self) -> int:
         if self.extractor is None:
             return self.source.dim
-        model = self.extractor.model
-        if hasattr(model, "dims"):
-            return model.dims
-        if hasattr(model, "num_features"):
-            return int(model.num_features)
-        return 0  # learnt from the first batch
+        if self._several:  # every space's network declares its width
+            return 1
+        return _network_dim(self.extractor.model)
 
     def _start(self, resume: bool, overwrite: bool):
         from fastfid.io import read_progress
@@ -481,7 +631,7 @@ class _Job:
                              f"processed changed since it was saved (their {what} differ); {afresh}")
         if self.scores is not None:
             raise ValueError("resumable jobs compute statistics only")
-        stats: FeatureStats | None = FeatureStats.load(self.checkpoint, allow_partial=True)
+        stats: Any = self._load_checkpoint()
         if stats is not None and stats.count == 0:
             stats = None  # nothing was added yet; the width is learnt again from the first batch
         elif stats is not None and self.device is not None:
@@ -489,6 +639,13 @@ class _Job:
         bad = list(saved.get("skipped_items", []))
         bad += ["(unnamed: skipped by an earlier version)"] * (int(saved["skipped"]) - len(bad))
         return stats, _Progress(int(saved["next"]), bad)
+
+    def _load_checkpoint(self):
+        if self._several:
+            from fastfid.representations import SpaceStats
+
+            return SpaceStats.load(self.checkpoint, allow_partial=True)
+        return FeatureStats.load(self.checkpoint, allow_partial=True)
 
     def _done(self, saved: dict | None = None) -> str:
         """How far this job (or a saved one) got: "400 of 1000 rows done"."""
@@ -503,7 +660,8 @@ class _Job:
             self.stats = self._new_stats()
         from fastfid.io import save_stats
 
-        save_stats(self.stats, self.checkpoint, progress={
+        save: Any = self.stats.save if self._several else partial(save_stats, self.stats)
+        save(self.checkpoint, progress={
             **self.record, "start": self.start, "stop": self.stop, "next": self.progress.next,
             "skipped": self.progress.skipped, "skipped_items": self.progress.bad,
             "complete": self.progress.next >= self.stop,
@@ -520,7 +678,7 @@ class _Job:
         stop_signal = _StopOnSignal(enabled=self.checkpoint is not None)
         last_save = time.monotonic()
         image_options = {} if extractor is None else dict(
-            size=extractor.image_size, mode=extractor.resize, num_workers=num_workers,
+            plans=extractor.plans, num_workers=num_workers,
             pin_memory=extractor.device.type == "cuda", device=extractor.device)
         batches = iter(self.source.batches(done.next, self.stop, batch_size=batch_size, **image_options))
         # Until the first batch is through the network (tens of seconds on a CPU), the bar says
@@ -603,6 +761,11 @@ class _Job:
                 first = self.progress.next
                 raise type(error)(f"{self.source.description}, rows {first}–{first + batch.attempted - 1}: {error}") \
                     from error
+            return
+        if self._several:
+            if self.stats is None:
+                self.stats = self._new_stats()
+            self.stats.update(self.extractor([v.to(self.extractor.device, non_blocking=True) for v in batch.views]))
             return
         images = batch.images.to(self.extractor.device, non_blocking=True)
         features, logits = self.extractor(images, logits=self.scores is not None)

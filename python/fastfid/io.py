@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import socket
 import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -30,6 +32,9 @@ FORMAT_VERSION = 1
 _COUNT, _COMOMENT, _FORMAT = "fastfid_count", "fastfid_comoment_upper", "fastfid_format"
 # What the features are (FeatureStats.feature_space), and the progress record of a resumable job (JSON).
 _FEATURE_SPACE, _PROGRESS = "fastfid_feature_space", "fastfid_progress"
+# Statistics of several representation spaces in one file: the names (and valFDs) as JSON, and each
+# space's statistics file, whole, as a byte array member "space<i>".
+_SPACES = "fastfid_spaces"
 # The mean of partial statistics: not "mu", which peers would read as final.
 _PARTIAL_MEAN = "fastfid_partial_mean"
 _TEMPORARY_SUFFIX = ".tmp"
@@ -53,6 +58,92 @@ def save_stats(stats: FeatureStats, path: str | os.PathLike, progress: dict | No
         raise ValueError("refusing to save empty statistics (0 samples)")
     partial = progress is not None and not progress.get("complete", False)
     _write_npz(Path(path), _arrays_of(stats, progress, partial))
+
+
+def save_spaces(spaces: dict[str, FeatureStats], path: str | os.PathLike, *, validation_fd: dict | None = None,
+                progress: dict | None = None) -> None:
+    """Statistics of several spaces (name → FeatureStats) in one file, atomically; ``validation_fd``
+    (name → valFD) travels with them; ``progress`` as for :func:`save_stats`."""
+    if not spaces:
+        raise ValueError("no spaces to save")
+    partial = progress is not None and not progress.get("complete", False)
+    arrays: dict[str, Any] = {_SPACES: np.str_(json.dumps({"spaces": list(spaces),
+                                                          "validation_fd": dict(validation_fd or {})}))}
+    for index, stats in enumerate(spaces.values()):
+        if stats.device != "cpu":
+            stats = stats.to("cpu")
+        if stats.count == 0 and progress is None:
+            raise ValueError("refusing to save empty statistics (0 samples)")
+        buffer = io.BytesIO()
+        np.savez(buffer, **_arrays_of(stats, None, partial))
+        arrays[f"space{index}"] = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+    if progress is not None:
+        arrays[_PROGRESS] = np.str_(json.dumps(progress))
+    _write_npz(Path(path), arrays)
+
+
+def holds_spaces(path: str | os.PathLike | BinaryIO) -> bool:
+    """Whether ``path`` (or a seekable stream, left rewound) is a statistics file of several spaces
+    (False for anything else, unreadable included)."""
+    try:
+        with _opened(path) as handle, zipfile.ZipFile(handle) as archive:
+            return f"{_SPACES}.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    finally:
+        if _is_stream(path):
+            cast(BinaryIO, path).seek(0)
+
+
+def write_spaces(spaces: dict[str, FeatureStats], stream: BinaryIO, validation_fd: dict | None = None) -> None:
+    """Statistics of several spaces on a binary stream, each as its exact state alone (see
+    :func:`write_state`), for sending them over a network; :func:`load_spaces` reads it."""
+    arrays: dict[str, Any] = {_SPACES: np.str_(json.dumps({"spaces": list(spaces),
+                                                          "validation_fd": dict(validation_fd or {})}))}
+    for index, stats in enumerate(spaces.values()):
+        buffer = io.BytesIO()
+        write_state(stats, buffer)
+        arrays[f"space{index}"] = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+    np.savez(stream, **arrays)
+
+
+def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = False
+                ) -> tuple[dict[str, FeatureStats], dict]:
+    """(name → FeatureStats, name → valFD) of a file (or seekable stream) of several spaces; a file of
+    one space's statistics gives that space alone (named by its feature space, ``"features"`` when it
+    names none)."""
+    from fastfid.models.spaces import space_of
+
+    source, path = path, _name_of(path)
+    with _open_npz(source) as data:
+        headers = _headers(path, data)
+        if _SPACES not in headers:
+            single = None
+        else:
+            if _PROGRESS in headers and not allow_partial and not _progress(path, data).get("complete", False):
+                raise PartialStatisticsError(
+                    f"{path} holds partial statistics of an unfinished job ({_done(_progress(path, data))}): finish "
+                    "it with --resume, or accept them explicitly (--allow-partial / allow_partial=True)")
+            try:
+                record = json.loads(str(_read_member(path, data, _SPACES)))
+                names, valfd = list(record["spaces"]), {str(k): float(v) for k, v in record["validation_fd"].items()}
+            except (ValueError, KeyError, TypeError) as error:
+                raise OSError(f"{path} has a corrupt list of spaces: {error}") from error
+            members = [f"space{index}" for index in range(len(names))]
+            missing = [m for m in members if m not in headers]
+            if missing:
+                raise OSError(f"{path} names {len(names)} spaces but lacks {missing}: the file is damaged")
+            _check_inflation(path, data, headers)
+            parts = {name: _read_member(path, data, member) for name, member in zip(names, members)}
+    if _SPACES not in headers:
+        stats = load_stats(source, allow_partial=allow_partial)
+        return {space_of(stats.feature_space) or "features": stats}, {}
+    spaces = {}
+    for name, part in parts.items():
+        stream = io.BytesIO(part.tobytes())
+        stream.name = f"{path} [{name}]"
+        spaces[name] = load_stats(stream, allow_partial=True)
+    return spaces, valfd
 
 
 def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict[str, Any]:
@@ -214,6 +305,10 @@ def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fals
     source, path = path, _name_of(path)
     with _open_npz(source) as data:
         headers = _headers(path, data)
+        if _SPACES in headers:
+            names = json.loads(str(_read_member(path, data, _SPACES))).get("spaces", [])
+            raise ValueError(f"{path} holds statistics of {len(names)} spaces ({', '.join(map(str, names))}): read it "
+                             "with fastfid.load_spaces, or give the space (--space NAME)")
         progress = _progress(path, data) if _PROGRESS in headers else None
         if progress is not None and not progress.get("complete", False) and not allow_partial:
             raise PartialStatisticsError(
@@ -348,6 +443,19 @@ def _check_inflation(path: Path, data, headers: dict) -> None:
 def size_text(count: int) -> str:
     """A byte count as messages say it: "51,200 bytes", or "512 MiB" from a MiB on."""
     return f"{count:,} bytes" if count < 1 << 20 else f"{count / 2**20:,.0f} MiB"
+
+
+def spaces_dims(path: str | os.PathLike | BinaryIO) -> list[int]:
+    """The dimension of each space a statistics file (path or seekable stream) declares, from headers:
+    a file of one space gives one."""
+    if not holds_spaces(path):
+        return [stats_dim(path)]
+    with _open_npz(path) as data:
+        headers = _headers(_name_of(path), data)
+        _check_inflation(_name_of(path), data, headers)
+        members = sorted((key for key in headers if re.fullmatch(r"space\d+", key)), key=lambda k: int(k[5:]))
+        parts = [_read_member(_name_of(path), data, key) for key in members]
+    return [stats_dim(io.BytesIO(part.tobytes())) for part in parts]
 
 
 def stats_dim(path: str | os.PathLike | BinaryIO) -> int:

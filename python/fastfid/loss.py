@@ -8,6 +8,8 @@
 * :class:`FrechetLoss` — FD of a large population of generated features (e.g. 50,000) against
   reference statistics, where only the current batch carries gradient: a circular queue of
   detached features with float64 running statistics (exact add and evict).
+* :class:`SpaceFrechetLoss` — the same from images, through the networks of named representation
+  spaces (DINOv2, CLIP, ...; gradients pass through each network and its resize).
 
 torch is required by this module (``pip install torch``).
 """
@@ -23,7 +25,7 @@ import torch
 
 from fastfid import _core, _device
 
-__all__ = ["FrechetLoss", "frechet_distance"]
+__all__ = ["FrechetLoss", "SpaceFrechetLoss", "frechet_distance"]
 
 
 # --- a differentiable FD -------------------------------------------------------------------------
@@ -372,3 +374,91 @@ def _gather(batch: torch.Tensor) -> torch.Tensor:
     parts[dist.get_rank()] = batch
     return torch.cat(parts)
 
+
+
+# --- from images, through the networks of named spaces ---------------------------------------------
+# The resizes whose torch code is differentiable (clean-fid's runs through PIL on the host).
+_DIFFERENTIABLE = ("pytorch-fid", "torch-fidelity", "torchmetrics", "legacy_tensorflow", "pil-bicubic-squash",
+                   "pil-bicubic-crop")
+
+
+class SpaceFrechetLoss(torch.nn.Module):
+    """FD of generated images in named representation spaces, as a loss: each space's network
+    (frozen, in eval mode) maps the batch to features with the gradient passing through it and
+    through its resize, then a :class:`FrechetLoss` per space (its population, its reference).
+
+    ``reference``: statistics of those spaces (:class:`~fastfid.representations.SpaceStats` or a
+    file of them, e.g. from ``fastfid stats real/ -o ref.npz --spaces ...``); ``spaces``: names
+    (default: every space of the reference); ``network_weights``: name → weights file where not
+    the published one; ``weights``, ``population``, ``normalize``, ``refresh_every``: as for
+    :class:`FrechetLoss` (``normalize=True`` with equal weights is the Representation Fréchet Loss,
+    Σ log FD up to a constant). ``forward(images)`` takes float NCHW images in [0, 1] of any size.
+    """
+
+    def __init__(self, reference, spaces=None, population: int = 50_000, *, weights=None, network_weights=None,
+                 normalize: bool = False, resize: str | None = None, refresh_every: int = 1000):
+        super().__init__()
+        from fastfid.extraction import SpaceExtractors
+        from fastfid.models.spaces import SPACE_RESIZE_MODES
+        from fastfid.representations import SpaceStats
+
+        reference = reference if isinstance(reference, SpaceStats) else SpaceStats.load(reference)
+        names = list(spaces) if spaces is not None else list(reference)
+        missing = [name for name in names if name not in reference]
+        if missing:
+            raise ValueError(f"the reference holds no statistics of {', '.join(missing)}; it has "
+                             f"{', '.join(reference)}")
+        if resize is not None and resize not in _DIFFERENTIABLE + SPACE_RESIZE_MODES:
+            raise ValueError(f"resize {resize!r} runs through PIL on the host: no gradient passes; use one of "
+                             f"{_DIFFERENTIABLE[:4]} for Inception")
+        extractors = SpaceExtractors(names, weights=network_weights, device="cpu", resize=resize)
+        self.names = extractors.names
+        self.networks = torch.nn.ModuleList(e.model.requires_grad_(False) for e in extractors.extractors)
+        self.plans = [e.plans[0] for e in extractors.extractors]
+        self.distance = FrechetLoss([reference[name] for name in self.names], population, weights=weights,
+                                    normalize=normalize, refresh_every=refresh_every)
+        # A checkpoint holds the populations, not the frozen networks (named by their weights, GBs).
+        self._register_state_dict_hook(_without_networks)
+        self.register_load_state_dict_pre_hook(_with_current_networks)
+
+    def train(self, mode: bool = True) -> "SpaceFrechetLoss":
+        """Only the populations follow training mode; the networks stay in eval mode (fixed norms, no dropout)."""
+        self.training = mode
+        self.distance.train(mode)
+        return self
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """One (N, d) feature batch per space, differentiable in ``images``."""
+        from fastfid.data import resize_batch
+
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a float tensor (N, 3, H, W) in [0, 1], got "
+                             f"{getattr(images, 'shape', type(images).__name__)}")
+        out = []
+        for network, (size, operation) in zip(self.networks, self.plans):
+            features = network(resize_batch(images, size, operation))
+            out.append(features.mean(dim=(2, 3)) if features.dim() == 4 else features)
+        return out
+
+    @torch.no_grad()
+    def fill(self, images: torch.Tensor) -> None:
+        """Add the features of these images to the populations, without a loss."""
+        self.distance.fill(*self.features(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.distance(*self.features(images))
+
+    @property
+    def last_distances(self) -> dict[str, float]:
+        """The FD of each space at the last call, for logging."""
+        return dict(zip(self.names, self.distance.last_distances))
+
+
+def _without_networks(module, state, prefix, metadata):
+    for key in [k for k in state if k.startswith(f"{prefix}networks.")]:
+        del state[key]
+
+
+def _with_current_networks(module, state, prefix, *_):
+    for key, value in module.networks.state_dict(prefix=f"{prefix}networks.").items():
+        state.setdefault(key, value)

@@ -8,13 +8,14 @@ mean over the k spaces (Representation Fréchet Loss, arXiv 2604.28190).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
 
 from fastfid.distance import fid
+from fastfid.stats import FeatureStats
 
-__all__ = ["FDrResult", "SpaceFDr", "fdr"]
+__all__ = ["FDrResult", "SpaceFDr", "SpaceStats", "fdr"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,91 @@ def fdr(spaces: Mapping[str, tuple]) -> FDrResult:
 
 def _is_number(x) -> bool:
     return isinstance(x, Real) and not isinstance(x, bool)
+
+
+class SpaceStats(Mapping):
+    """Statistics of several representation spaces from one pass over the images: a mapping of
+    space name → :class:`FeatureStats`, in the order asked, with the valFDs that travel with them in
+    a file (``validation_fd``: name → valFD, for :meth:`fdr`)."""
+
+    def __init__(self, spaces: Mapping[str, FeatureStats], validation_fd: Mapping[str, float] | None = None):
+        self._spaces = dict(spaces)
+        self.validation_fd = {str(k): float(v) for k, v in (validation_fd or {}).items()}
+
+    def __getitem__(self, name: str) -> FeatureStats:
+        try:
+            return self._spaces[name]
+        except KeyError:
+            raise KeyError(f"no statistics of space {name!r}; these are of {', '.join(self._spaces)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spaces)
+
+    def __len__(self) -> int:
+        return len(self._spaces)
+
+    def __repr__(self) -> str:
+        return f"SpaceStats({', '.join(f'{k}: {v.count} × {v.dim}' for k, v in self._spaces.items())})"
+
+    @property
+    def count(self) -> int | None:
+        """Samples seen (the same in every space: one pass)."""
+        return next(iter(self._spaces.values())).count
+
+    @property
+    def device(self):
+        return next(iter(self._spaces.values())).device
+
+    @property
+    def feature_space(self) -> str:
+        return "; ".join(f"{name}: {stats.feature_space}" for name, stats in self._spaces.items())
+
+    def update(self, features: Sequence) -> None:
+        """Add one batch of features per space, in order."""
+        if len(features) != len(self._spaces):
+            raise ValueError(f"{len(features)} feature batches for {len(self._spaces)} spaces")
+        for stats, batch in zip(self._spaces.values(), features):
+            stats.update(batch)
+
+    def to(self, device) -> "SpaceStats":
+        return SpaceStats({k: v.to(device) for k, v in self._spaces.items()}, self.validation_fd)
+
+    def all_reduce(self) -> None:
+        for stats in self._spaces.values():
+            stats.all_reduce()
+
+    def merge(self, other: "SpaceStats") -> "SpaceStats":
+        """Merge another shard's statistics into these, in place (as FeatureStats.merge): the same
+        spaces on both sides."""
+        if not isinstance(other, SpaceStats) or list(other) != list(self):
+            raise ValueError(f"cannot merge statistics of spaces {list(other)} into {list(self)}")
+        for name, stats in self._spaces.items():
+            stats.merge(other[name])
+        self.validation_fd = {**other.validation_fd, **self.validation_fd}
+        return self
+
+    def save(self, path, progress: dict | None = None) -> None:
+        from fastfid.io import save_spaces
+
+        save_spaces(self._spaces, path, validation_fd=self.validation_fd, progress=progress)
+
+    @classmethod
+    def load(cls, path, *, allow_partial: bool = False) -> "SpaceStats":
+        """A file of several spaces (a single space's statistics file gives that space alone)."""
+        from fastfid.io import load_spaces
+
+        spaces, validation_fd = load_spaces(path, allow_partial=allow_partial)
+        return cls(spaces, validation_fd)
+
+    def fdr(self, reference: "SpaceStats", validation_fd: Mapping[str, float] | None = None) -> FDrResult:
+        """FDr per space and FDr^k of these (generated) statistics against ``reference``, each space
+        normalised by ``validation_fd[name]`` or else the valFD the reference carries."""
+        given = {**reference.validation_fd, **dict(validation_fd or {})}
+        missing = [name for name in self if name not in given]
+        if missing:
+            raise ValueError(f"no valFD for {', '.join(missing)}: give it (--valfd NAME=VALUE / validation_fd=) or "
+                             "store it in the reference file (fastfid stats ... --valfd NAME=VALUE)")
+        absent = [name for name in self if name not in reference]
+        if absent:
+            raise ValueError(f"the reference holds no statistics of {', '.join(absent)}; it has {', '.join(reference)}")
+        return fdr({name: (stats, reference[name], given[name]) for name, stats in self.items()})

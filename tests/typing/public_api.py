@@ -24,3 +24,10 @@ assert_type(reference.distance(stats), float)
 assert_type(reference.distance(stats, return_info=True).trace_sqrt, float)
 assert_type(stats.count, int | None)
 assert_type(fastfid.FeatureStats.load("stats.npz", allow_partial=True), fastfid.FeatureStats)
+
+# One pass over images for several representation spaces gives their statistics by name.
+spaces = fastfid.compute_stats("images/", model=["inception", "dinov2-vit-l14"])
+assert_type(spaces, fastfid.SpaceStats)
+assert_type(spaces["dinov2-vit-l14"], fastfid.FeatureStats)
+assert_type(fastfid.compute_stats("images/", model="dinov2-vit-l14"), fastfid.FeatureStats)
+assert_type(spaces.fdr(fastfid.load_spaces("reference.npz")).value, float)

@@ -32,7 +32,9 @@ def fid_weights_path(weights=None) -> Path:
         return _existing(Path(os.environ[WEIGHTS_VARIABLE]), f"{WEIGHTS_VARIABLE}")
     cached = cache_dir() / FID_WEIGHTS_FILE
     if not cached.exists():
-        download(FID_WEIGHTS_URL, cached, FID_WEIGHTS_SHA256)
+        download(FID_WEIGHTS_URL, cached, FID_WEIGHTS_SHA256, what="the FID Inception weights", advice=(
+            f"offline, copy {FID_WEIGHTS_FILE} to this machine and set {WEIGHTS_VARIABLE}=/path/to/{FID_WEIGHTS_FILE} "
+            f"(or pass weights=PATH / --weights PATH), or put it at {cached}"))
     return cached
 
 
@@ -48,9 +50,10 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
-def download(url: str, target: Path, sha256: str) -> None:
+def download(url: str, target: Path, sha256: str | None, *, what: str, advice: str) -> None:
     """Fetch ``url`` into ``target`` through a temporary file; nothing is left behind unless the
-    SHA-256 matches."""
+    SHA-256 matches (where the publisher gives one). ``what`` names the file in errors, ``advice``
+    says what to do offline."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as handle:
@@ -61,14 +64,10 @@ def download(url: str, target: Path, sha256: str) -> None:
                         digest.update(chunk)
                         handle.write(chunk)
             except (urllib.error.URLError, OSError) as error:
-                raise OSError(
-                    f"cannot download the FID Inception weights from {url} ({error}). Offline, copy "
-                    f"{FID_WEIGHTS_FILE} to this machine and set {WEIGHTS_VARIABLE}=/path/to/{FID_WEIGHTS_FILE} "
-                    f"(or pass weights=PATH / --weights PATH), or put it at {target}") from error
-            if digest.hexdigest() != sha256:
+                raise OSError(f"cannot download {what} from {url} ({error}): {advice}") from error
+            if sha256 is not None and digest.hexdigest() != sha256:
                 raise OSError(f"the file downloaded from {url} has SHA-256 {digest.hexdigest()}, expected {sha256}: "
-                              "it was not kept; try again, or fetch it yourself and set "
-                              f"{WEIGHTS_VARIABLE}")
+                              f"it was not kept; try again, or fetch it yourself: {advice}")
         except BaseException:
             handle.close()
             os.unlink(handle.name)
@@ -108,10 +107,10 @@ def load_fid_weights(model, weights=None) -> str:
     model.load_state_dict(state)
     if path.name == FID_WEIGHTS_FILE:
         return FID_WEIGHTS_FILE.removesuffix(".pth")
-    return f"{path.name}:sha256={_sha256(path)[:12]}"
+    return f"{path.name}:sha256={sha256_of(path)[:12]}"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     from fastfid.io import stream_sha256
 
     with open(path, "rb") as handle:

@@ -40,11 +40,11 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Match, Route
 
 from fastfid import __version__
-from fastfid.io import load_stats, size_text, stats_dim, stream_sha256
+from fastfid.io import holds_spaces, load_spaces, load_stats, size_text, spaces_dims, stream_sha256
 from fastfid.service import history, pages
 from fastfid.service.canaries import Alerts, run_all, run_canary
 from fastfid.service.evaluation import (KEY_SCOPE_CHARS, ReferenceCache, ServiceError, Submission, agreed_space,
-                                         check_reference, evaluate)
+                                         check_reference, evaluate, evaluate_spaces, split_by_space)
 from fastfid.service.metrics import CONTENT_TYPE, Metrics
 from fastfid.service.store import SCOPES, CorruptFile, NotFound, Store, jsonable, state_bytes
 from fastfid.stats import FeatureStats
@@ -380,7 +380,7 @@ class Service:
         bytes each) of more than --max-state-mb or more than INFLATION times the uploaded bytes.
         Returns the dim."""
         uploads = [(part, upload) for part in ("stats", "shard", "features") for upload in _files(form, part)]
-        dims = [_declared_dim(upload, part) for part, upload in uploads]
+        dims = [dim for part, upload in uploads for dim in _declared_dims(upload, part)]
         if not dims:
             return 0  # the request's own checks say what is missing
         dim, carried = max(dims), sum(upload.size or 0 for _, upload in uploads)
@@ -398,10 +398,13 @@ class Service:
         return dim
 
     def _within_quota(self, uploader: str, stats: FeatureStats) -> None:
+        self._within_quota_of(uploader, state_bytes(stats.dim))
+
+    def _within_quota_of(self, uploader: str, size: int) -> None:
         stored, limit = self.store.stored_bytes_of(uploader), self.config.max_stored_mb * 2**20
-        if stored + state_bytes(stats.dim) > limit:
+        if stored + size > limit:
             raise ServiceError(413, f"token {uploader!r} has stored {size_text(stored)} of reference statistics; this "
-                                    f"upload ({size_text(state_bytes(stats.dim))}) would pass its quota of "
+                                    f"upload ({size_text(size)}) would pass its quota of "
                                     f"{self.config.max_stored_mb:g} MiB (--max-stored-mb)")
 
     def _same_dim_as_reference(self, form, dim: int) -> None:
@@ -460,6 +463,9 @@ class Service:
         name = _name(request.path_params["name"], "reference name")
         async with self.work.slot(), _form(request) as form:
             await run_in_threadpool(self._bounded, form)
+            spaces = await run_in_threadpool(_uploaded_spaces, form)
+            if spaces is not None:
+                return await self._put_space_references(name, spaces, uploader, form)
             stats, _ = await run_in_threadpool(_one_stats, form)
             await run_in_threadpool(check_reference, stats)
             await run_in_threadpool(self._within_quota, uploader, stats)
@@ -472,14 +478,37 @@ class Service:
                                                  fastfid_version=__version__))
         return _json(record, 201 if created else 200)
 
+    async def _put_space_references(self, name: str, spaces: dict, uploader: str, form) -> Response:
+        """A file of several spaces: one reference per space, named ``NAME.SPACE``, each checked and
+        counted toward the quota before any is stored."""
+        if _field(form, "feature_space") is not None:
+            raise ServiceError(422, "a file of several spaces names each space's features itself: omit feature_space")
+        for stats in spaces.values():
+            await run_in_threadpool(check_reference, stats)
+            if not stats.feature_space:
+                raise ServiceError(422, "every space of the file must name its feature space")
+        await run_in_threadpool(self._within_quota_of, uploader, sum(state_bytes(s.dim) for s in spaces.values()))
+        records, created = [], False
+        for space, stats in spaces.items():
+            record, new = await run_in_threadpool(
+                lambda: self.store.add_reference(_name(f"{name}.{space}", "reference name"), stats,
+                                                 feature_space=stats.feature_space, uploader=uploader,
+                                                 fastfid_version=__version__))
+            records.append(record)
+            created = created or new
+        return _json({"references": records}, 201 if created else 200)
+
     async def post_evaluation(self, request: Request) -> Response:
         submitter = await self.authorise(request, "evaluate")
         async with self.work.slot(), _form(request) as form:
             dim = await run_in_threadpool(self._bounded, form)
-            await run_in_threadpool(self._same_dim_as_reference, form, dim)
             submission = await run_in_threadpool(_submission, form, request.headers.get("idempotency-key"))
+            if not submission.per_space:
+                await run_in_threadpool(self._same_dim_as_reference, form, dim)
             try:
-                record, created = await run_in_threadpool(evaluate, self.store, self.cache, submission, submitter)
+                record, created = await run_in_threadpool(
+                    evaluate_spaces if submission.per_space else evaluate, self.store, self.cache, submission,
+                    submitter)
             except ServiceError:
                 self.metrics.evaluations.labels("refused").inc()
                 raise
@@ -823,6 +852,26 @@ def _read_stats(upload: UploadFile) -> tuple[FeatureStats, str]:
         raise type(error)(str(error).replace("upload", f"the upload {upload.filename!r}", 1)) from error
 
 
+def _read_spaces(upload: UploadFile) -> tuple[dict[str, FeatureStats], str]:
+    """The statistics of each space of an uploaded file of several spaces, and the SHA-256 of its bytes."""
+    digest = stream_sha256(_rewound(upload))
+    try:
+        spaces, _ = load_spaces(_rewound(upload))
+    except (OSError, ValueError) as error:
+        raise type(error)(str(error).replace("upload", f"the upload {upload.filename!r}", 1)) from error
+    for space in spaces:
+        _name(space, "space name")
+    return spaces, digest
+
+
+def _uploaded_spaces(form) -> dict[str, FeatureStats] | None:
+    """A reference upload's statistics by space, when its one file holds several spaces."""
+    stats_files = _files(form, "stats")
+    if len(stats_files) != 1 or _files(form, "features") or not holds_spaces(_rewound(stats_files[0])):
+        return None
+    return _read_spaces(stats_files[0])[0]
+
+
 def _read_features(upload: UploadFile) -> tuple[np.ndarray, str]:
     digest = stream_sha256(_rewound(upload))
     try:
@@ -839,13 +888,13 @@ def _read_features(upload: UploadFile) -> tuple[np.ndarray, str]:
 INFLATION = 64  # a request's d × d statistics at most this many times the bytes it uploaded
 
 
-def _declared_dim(upload: UploadFile, part: str) -> int:
-    """The dimension an uploaded .npz (statistics) or .npy (features) declares in its headers, which
-    are checked against the upload's size; nothing large is read."""
+def _declared_dims(upload: UploadFile, part: str) -> list[int]:
+    """The dimensions an uploaded .npz (statistics: one per space) or .npy (features) declares in its
+    headers, which are checked against the upload's size; nothing large is unpacked."""
     handle = _rewound(upload)
     if part != "features":
         try:
-            return stats_dim(handle)
+            return spaces_dims(handle)
         except (OSError, ValueError) as error:
             raise type(error)(str(error).replace("upload", f"the upload {upload.filename!r}", 1)) from error
     try:
@@ -864,7 +913,7 @@ def _declared_dim(upload: UploadFile, part: str) -> int:
     if declared > carried:
         raise ServiceError(400, f"the upload {upload.filename!r} declares {declared:,} bytes of features but holds "
                                 f"{max(carried, 0):,}: it is truncated")
-    return int(shape[1])
+    return [int(shape[1])]
 
 
 def _rewound(upload: UploadFile):
@@ -903,6 +952,10 @@ def _submission(form, idempotency_key: str | None) -> Submission:
     if submission.kind == "features":
         submission.features, digest = _read_features(feature_files[0])
         submission.inputs_sha256 = [digest]
+    elif any(holds_spaces(_rewound(upload)) for upload in stats_files or shard_files):
+        spaces = [_read_spaces(upload) for upload in (stats_files or shard_files)]
+        split_by_space(submission, [s for s, _ in spaces], [digest for _, digest in spaces],
+                       _validation_fd(_field(form, "validation_fd")))
     else:
         loaded = [_read_stats(upload) for upload in (stats_files or shard_files)]
         submission.inputs_sha256 = [digest for _, digest in loaded]
@@ -914,6 +967,21 @@ def _submission(form, idempotency_key: str | None) -> Submission:
             if len(dims) > 1:
                 raise ServiceError(422, f"the shards have different dims: {sorted(dims)}")
     return submission
+
+
+def _validation_fd(text: str | None) -> dict[str, float]:
+    """The ``validation_fd`` field: a JSON object of space → valFD (positive numbers)."""
+    if text is None:
+        return {}
+    try:
+        values = json.loads(text)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in values.values()):
+        raise ServiceError(422, "validation_fd: a JSON object of space name → valFD, each a positive number")
+    return {str(k): float(v) for k, v in values.items()}
 
 
 def default_store() -> Path:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,6 +54,9 @@ class Submission:
     sample_seed: int | None = None
     baseline: str | None = None
     idempotency_key: str | None = None
+    per_space: dict[str, "Submission"] = field(default_factory=dict)
+    """A file of several spaces: one submission per space, against the reference ``REFERENCE.SPACE``."""
+    validation_fd: dict[str, float] = field(default_factory=dict)
 
     def dim(self) -> int:
         if self.features is not None:
@@ -157,6 +160,55 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
         verdict=verdict, fastfid_version=__version__, submitter=submitter, created=time.time(), **result)
     stored, created = store.add_evaluation(record)
     return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
+
+
+def split_by_space(submission: Submission, files: list[dict[str, FeatureStats]], digests: list[str],
+                   validation_fd: dict[str, float]) -> None:
+    """Fill ``submission.per_space`` from uploads of several spaces (one stats file or shards, all of
+    the same spaces): one submission per space against ``REFERENCE.SPACE``, with the same inputs."""
+    names = list(files[0])
+    if any(list(f) != names for f in files):
+        raise ServiceError(422, f"the shards hold different spaces: {sorted({', '.join(f) for f in files})}")
+    if submission.feature_space is not None or submission.reference_version is not None:
+        raise ServiceError(422, "a file of several spaces names each space's features, and each space has its own "
+                                "reference: omit feature_space and reference_version")
+    unknown = sorted(set(validation_fd) - set(names))
+    if unknown:
+        raise ServiceError(422, f"validation_fd names {', '.join(unknown)}, which the upload does not hold")
+    if validation_fd and set(validation_fd) != set(names):
+        raise ServiceError(422, f"validation_fd must give every space's valFD for FDr^k: {', '.join(names)}")
+    key = submission.idempotency_key
+    if key is not None and len(key) + 1 + max(map(len, names)) > 200 - KEY_SCOPE_CHARS:
+        raise ServiceError(422, "Idempotency-Key: too long to name each space's evaluation (KEY.SPACE)")
+    for name in names:
+        part = replace(submission, reference=f"{submission.reference}.{name}", inputs_sha256=list(digests),
+                       idempotency_key=None if key is None else f"{key}.{name}", per_space={}, validation_fd={})
+        if submission.kind == "stats":
+            part.stats = files[0][name]
+        else:
+            part.shards = [f[name] for f in files]
+        submission.per_space[name] = part
+    submission.validation_fd = dict(validation_fd)
+
+
+def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
+    """One evaluation per space (each stored as evaluate stores one), after every space's reference,
+    feature space and dimension were checked; with valFDs, FDr per space and FDr^k, their mean."""
+    for part in submission.per_space.values():
+        reference = store.reference(part.reference, None)
+        _checked_space(part, reference)
+        if part.dim() != reference["dim"]:
+            raise ServiceError(422, f"the {part.kind} have dim {part.dim()}, but reference {reference['name']!r} has "
+                                    f"dim {reference['dim']}")
+    done = {name: evaluate(store, cache, part, submitter) for name, part in submission.per_space.items()}
+    records = {name: record for name, (record, _) in done.items()}
+    result: dict = {"spaces": records}
+    if submission.validation_fd:
+        ratios = {name: records[name]["fid"] / submission.validation_fd[name] for name in records}
+        result["fdr"] = {"value": sum(ratios.values()) / len(ratios), "k": len(ratios), "spaces": {
+            name: {"fd": records[name]["fid"], "validation_fd": submission.validation_fd[name], "fdr": ratio}
+            for name, ratio in ratios.items()}}
+    return result, any(created for _, created in done.values())
 
 
 def scoped_key(submitter: str, key: str) -> str:
