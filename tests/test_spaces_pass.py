@@ -159,6 +159,10 @@ def test_bad_space_lists_fail_in_one_line(small_spaces, tmp_path, capsys):
     assert cli.main(["stats", str(setup["real"]), "-o", str(tmp_path / "x.npz"), "--spaces", "inception,dinov3",
                      "--quiet"]) == 1
     assert "unknown representation space 'dinov3'" in capsys.readouterr().err
+    assert cli.main(["stats", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"), "--spaces", "inception"]) == 1
+    assert "--spaces computes statistics of images" in capsys.readouterr().err
+    assert cli.main(["fdr", str(tmp_path / "x.npy"), str(tmp_path / "y.npz"), "--spaces", "inception"]) == 1
+    assert "fdr reads images (a folder or zip) or statistics of the spaces" in capsys.readouterr().err
     with pytest.raises(ValueError, match="space 'clip-vit-l-14' is named twice"):
         fastfid.compute_stats(setup["real"], model=["clip-vit-l-14", "clip-vit-l-14"], **OPTIONS)
     with pytest.raises(ValueError, match="weights maps space names to files"):

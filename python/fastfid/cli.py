@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,15 +77,17 @@ def _weights(args, model):
 
 
 def _valfds(items) -> dict[str, float]:
+    """--valfd NAME=VALUE (repeatable) as name → valFD."""
     out = {}
     for item in items or ():
-        name, separator, value = item.partition("=")
+        name, _, value = item.partition("=")
         try:
-            out[name] = float(value) if separator else float("nan")
+            number = float(value)
         except ValueError:
-            out[name] = float("nan")
-        if not separator or not out[name] > 0:
+            number = math.nan
+        if not name or not math.isfinite(number) or number <= 0:
             raise ValueError(f"--valfd {item}: expected NAME=VALUE with a positive valFD")
+        out[name] = number
     return out
 
 
@@ -321,6 +324,8 @@ def _stats(args) -> int:
     valfd = _valfds(args.valfd)
     if valfd and not isinstance(options["model"], list):
         raise ValueError("--valfd is stored with statistics of named spaces: give --spaces")
+    if isinstance(options["model"], list) and Path(args.path).suffix in (".npz", ".npy"):
+        raise ValueError(f"--spaces computes statistics of images (a folder or zip), not of {args.path}")
     stats: Any = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
                                overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
                                fingerprint=args.fingerprint, **options)
@@ -478,6 +483,8 @@ def _fdr_of_images(args):
     options = _extraction_options(args)
     sides = []
     for path in args.paths:
+        if path.endswith(".npy"):
+            raise ValueError(f"{path}: fdr reads images (a folder or zip) or statistics of the spaces (.npz)")
         if _holds_spaces(path) or path.endswith(".npz"):
             stats = SpaceStats.load(path)
             missing = [name for name in names if name not in stats]

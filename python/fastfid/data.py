@@ -15,7 +15,7 @@ Resize modes, as the published numbers were made (fastfid.resize_modes has the t
 - ``"clean"``: clean-fid's: each channel as a float image in [0, 255], PIL bicubic (antialiased
   when shrinking), clipped to [0, 255].
 
-The representation spaces' (fastfid.models.spaces) add two operations on the decoded 8-bit image:
+The representation spaces (fastfid.models.spaces) add two operations on the decoded 8-bit image:
 
 - ``"pil-bicubic-squash"``: PIL's bicubic resize to size × size (torchvision's ``Resize((s, s))`` on a
   PIL image, as dgm-eval does);
