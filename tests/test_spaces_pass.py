@@ -93,6 +93,11 @@ def test_space_files_round_trip_merge_by_shard_and_are_not_read_as_one_space(sma
         np.testing.assert_array_equal(loaded[name].cov, whole[name].cov)  # the exact state is stored
     with pytest.raises(ValueError, match=r"holds statistics of 2 spaces \(dinov2-vit-l14, clip-vit-l-14\)"):
         fastfid.FeatureStats.load(tmp_path / "ref.npz")
+    for record in ("[1]", '{"spaces": [3], "validation_fd": {}}', '{"spaces": ["a", "a"], "validation_fd": {}}'):
+        np.savez(tmp_path / "bad.npz", fastfid_spaces=np.str_(record), space0=np.zeros(3, np.uint8))
+        for read in (fastfid.load_spaces, fastfid.FeatureStats.load):  # a damaged record is an OSError, never a crash
+            with pytest.raises(OSError, match="has a corrupt list of spaces"):
+                read(tmp_path / "bad.npz")
     assert cli.main(["merge", str(tmp_path / "part0.npz"), str(tmp_path / "part1.npz"), "-o",
                      str(tmp_path / "merged.npz")]) == 0
     np.testing.assert_allclose(fastfid.load_spaces(tmp_path / "merged.npz")["clip-vit-l-14"].cov,

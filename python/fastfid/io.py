@@ -117,18 +117,14 @@ def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fal
     source, path = path, _name_of(path)
     with _open_npz(source) as data:
         headers = _headers(path, data)
-        if _SPACES not in headers:
-            single = None
-        else:
-            if _PROGRESS in headers and not allow_partial and not _progress(path, data).get("complete", False):
+        if _SPACES in headers:
+            progress = _progress(path, data) if _PROGRESS in headers else None
+            partial = progress is not None and not progress.get("complete", False)
+            if partial and not allow_partial:
                 raise PartialStatisticsError(
-                    f"{path} holds partial statistics of an unfinished job ({_done(_progress(path, data))}): finish "
+                    f"{path} holds partial statistics of an unfinished job ({_done(progress or {})}): finish "
                     "it with --resume, or accept them explicitly (--allow-partial / allow_partial=True)")
-            try:
-                record = json.loads(str(_read_member(path, data, _SPACES)))
-                names, valfd = list(record["spaces"]), {str(k): float(v) for k, v in record["validation_fd"].items()}
-            except (ValueError, KeyError, TypeError) as error:
-                raise OSError(f"{path} has a corrupt list of spaces: {error}") from error
+            names, valfd = _space_names(path, data)
             members = [f"space{index}" for index in range(len(names))]
             missing = [m for m in members if m not in headers]
             if missing:
@@ -142,8 +138,21 @@ def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fal
     for name, part in parts.items():
         stream = io.BytesIO(part.tobytes())
         stream.name = f"{path} [{name}]"
-        spaces[name] = load_stats(stream, allow_partial=True)
+        spaces[name] = load_stats(stream, allow_partial=partial)  # a finished file holds finished statistics
     return spaces, valfd
+
+
+def _space_names(path: Path, data) -> tuple[list[str], dict[str, float]]:
+    """The names (distinct strings) and valFDs a file of several spaces records."""
+    try:
+        record = json.loads(str(_read_member(path, data, _SPACES)))
+        names = list(record["spaces"])
+        valfd = {str(k): float(v) for k, v in record["validation_fd"].items()}
+        if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"the names {names!r} are not distinct strings")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise OSError(f"{path} has a corrupt list of spaces: {error}") from error
+    return names, valfd
 
 
 def _arrays_of(stats: FeatureStats, progress: dict | None, partial: bool) -> dict[str, Any]:
@@ -306,7 +315,7 @@ def load_stats(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fals
     with _open_npz(source) as data:
         headers = _headers(path, data)
         if _SPACES in headers:
-            names = json.loads(str(_read_member(path, data, _SPACES))).get("spaces", [])
+            names, _ = _space_names(path, data)
             raise ValueError(f"{path} holds statistics of {len(names)} spaces ({', '.join(map(str, names))}): read it "
                              "with fastfid.load_spaces, or give the space (--space NAME)")
         progress = _progress(path, data) if _PROGRESS in headers else None

@@ -74,6 +74,8 @@ class SpaceStats(Mapping):
 
     def __init__(self, spaces: Mapping[str, FeatureStats], validation_fd: Mapping[str, float] | None = None):
         self._spaces = dict(spaces)
+        if not self._spaces:
+            raise ValueError("SpaceStats needs the statistics of at least one space")
         self.validation_fd = {str(k): float(v) for k, v in (validation_fd or {}).items()}
 
     def __getitem__(self, name: str) -> FeatureStats:

@@ -488,12 +488,12 @@ class Service:
             if not stats.feature_space:
                 raise ServiceError(422, "every space of the file must name its feature space")
         await run_in_threadpool(self._within_quota_of, uploader, sum(state_bytes(s.dim) for s in spaces.values()))
+        names = {space: _name(f"{name}.{space}", "reference name") for space in spaces}  # all valid, or none stored
         records, created = [], False
         for space, stats in spaces.items():
             record, new = await run_in_threadpool(
-                lambda: self.store.add_reference(_name(f"{name}.{space}", "reference name"), stats,
-                                                 feature_space=stats.feature_space, uploader=uploader,
-                                                 fastfid_version=__version__))
+                lambda: self.store.add_reference(names[space], stats, feature_space=stats.feature_space,
+                                                 uploader=uploader, fastfid_version=__version__))
             records.append(record)
             created = created or new
         return _json({"references": records}, 201 if created else 200)
