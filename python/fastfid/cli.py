@@ -31,7 +31,7 @@ from typing import Any
 from fastfid import __version__
 from fastfid._text import counted
 from fastfid.distance import METHODS
-from fastfid.io import check_writable, load_stats, open_features, state_digest
+from fastfid.io import check_writable, holds_spaces, load_stats, open_features, state_digest
 from fastfid.resize_modes import RESIZE_MODES
 from fastfid.stats import FeatureStats
 
@@ -428,7 +428,7 @@ def _merge(args) -> int:
     seen: dict[str, str] = {}
     total: Any = None
     for path in args.inputs:
-        stats: Any = SpaceStats.load(path, allow_partial=args.allow_partial) if _holds_spaces(path) else \
+        stats: Any = SpaceStats.load(path, allow_partial=args.allow_partial) if holds_spaces(path) else \
             load_stats(path, allow_partial=args.allow_partial)
         if total is not None and isinstance(stats, SpaceStats) != isinstance(total, SpaceStats):
             raise ValueError(f"{path}: statistics of several spaces and of one cannot be merged")
@@ -445,12 +445,6 @@ def _merge(args) -> int:
     return 0
 
 
-def _holds_spaces(path) -> bool:
-    from fastfid.io import holds_spaces
-
-    return holds_spaces(path)
-
-
 def _fdr(args) -> int:
     from fastfid.representations import FDrResult, fdr
 
@@ -460,8 +454,7 @@ def _fdr(args) -> int:
     else:
         result = fdr(_listed_spaces(args))
     if args.json:
-        print(json.dumps({"fdr": result.value, "k": result.k, "spaces": {
-            name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio} for name, r in result.spaces.items()}}))
+        print(json.dumps({"fdr": result.value, "k": result.k, "spaces": result.spaces_as_json()}))
     else:
         for name, r in result.spaces.items():
             print(f"{name}: FD {r.fd:.6f} / valFD {r.validation_fd:.6f} = FDr {r.ratio:.6f}")
@@ -485,7 +478,7 @@ def _fdr_of_images(args):
     for path in args.paths:
         if path.endswith(".npy"):
             raise ValueError(f"{path}: fdr reads images (a folder or zip) or statistics of the spaces (.npz)")
-        if _holds_spaces(path) or path.endswith(".npz"):
+        if holds_spaces(path) or path.endswith(".npz"):
             stats = SpaceStats.load(path)
             missing = [name for name in names if name not in stats]
             if missing:

@@ -488,11 +488,9 @@ def _check_model_and_mode(model, resize) -> None:
     from fastfid.models.spaces import INCEPTION, Space, check_space_resize
     from fastfid.resize_modes import check_resize
 
-    if isinstance(model, Space) or (isinstance(model, str) and model != INCEPTION and _space_name(model)):
-        if resize is not None:
-            check_space_resize(resize)
-    elif resize is not None:
-        check_resize(resize)
+    named = _space_name(model) if isinstance(model, (str, Space)) else None  # an unknown name fails here
+    if resize is not None:
+        (check_resize if named in (None, INCEPTION) else check_space_resize)(resize)
 
 
 def _collect(opened, extractor, *, distributed=False, **options):
@@ -599,8 +597,6 @@ class _Job:
     def _feature_dim(self) -> int:
         if self.extractor is None:
             return self.source.dim
-        if self._several:  # every space's network declares its width
-            return 1
         return _network_dim(self.extractor.model)
 
     def _start(self, resume: bool, overwrite: bool):
@@ -655,7 +651,7 @@ class _Job:
 
     def _save(self) -> None:
         if self.stats is None:
-            if not self._feature_dim():
+            if not (self._several or self._feature_dim()):  # every space's network declares its width
                 return  # nothing added yet, and the width is unknown until the first batch: nothing to save
             self.stats = self._new_stats()
         from fastfid.io import save_stats

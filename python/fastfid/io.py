@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-import re
 import socket
 import tempfile
 import zipfile
@@ -67,19 +66,30 @@ def save_spaces(spaces: dict[str, FeatureStats], path: str | os.PathLike, *, val
     if not spaces:
         raise ValueError("no spaces to save")
     partial = progress is not None and not progress.get("complete", False)
-    arrays: dict[str, Any] = {_SPACES: np.str_(json.dumps({"spaces": list(spaces),
-                                                          "validation_fd": dict(validation_fd or {})}))}
-    for index, stats in enumerate(spaces.values()):
+
+    def write(stats: FeatureStats, stream: BinaryIO) -> None:
         if stats.device != "cpu":
             stats = stats.to("cpu")
         if stats.count == 0 and progress is None:
             raise ValueError("refusing to save empty statistics (0 samples)")
-        buffer = io.BytesIO()
-        np.savez(buffer, **_arrays_of(stats, None, partial))
-        arrays[f"space{index}"] = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+        np.savez(stream, **_arrays_of(stats, None, partial))
+
+    arrays = _spaces_arrays(spaces, validation_fd, write)
     if progress is not None:
         arrays[_PROGRESS] = np.str_(json.dumps(progress))
     _write_npz(Path(path), arrays)
+
+
+def _spaces_arrays(spaces: dict[str, FeatureStats], validation_fd: dict | None, write) -> dict[str, Any]:
+    """The members of a file of several spaces: the JSON record, and each space's statistics file
+    (as ``write(stats, stream)`` writes it) as the byte array ``space<i>``."""
+    arrays: dict[str, Any] = {_SPACES: np.str_(json.dumps({"spaces": list(spaces),
+                                                          "validation_fd": dict(validation_fd or {})}))}
+    for index, stats in enumerate(spaces.values()):
+        buffer = io.BytesIO()
+        write(stats, buffer)
+        arrays[f"space{index}"] = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
+    return arrays
 
 
 def holds_spaces(path: str | os.PathLike | BinaryIO) -> bool:
@@ -98,13 +108,7 @@ def holds_spaces(path: str | os.PathLike | BinaryIO) -> bool:
 def write_spaces(spaces: dict[str, FeatureStats], stream: BinaryIO, validation_fd: dict | None = None) -> None:
     """Statistics of several spaces on a binary stream, each as its exact state alone (see
     :func:`write_state`), for sending them over a network; :func:`load_spaces` reads it."""
-    arrays: dict[str, Any] = {_SPACES: np.str_(json.dumps({"spaces": list(spaces),
-                                                          "validation_fd": dict(validation_fd or {})}))}
-    for index, stats in enumerate(spaces.values()):
-        buffer = io.BytesIO()
-        write_state(stats, buffer)
-        arrays[f"space{index}"] = np.frombuffer(buffer.getbuffer(), dtype=np.uint8)
-    np.savez(stream, **arrays)
+    np.savez(stream, **_spaces_arrays(spaces, validation_fd, write_state))
 
 
 def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = False
@@ -124,13 +128,7 @@ def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fal
                 raise PartialStatisticsError(
                     f"{path} holds partial statistics of an unfinished job ({_done(progress or {})}): finish "
                     "it with --resume, or accept them explicitly (--allow-partial / allow_partial=True)")
-            names, valfd = _space_names(path, data)
-            members = [f"space{index}" for index in range(len(names))]
-            missing = [m for m in members if m not in headers]
-            if missing:
-                raise OSError(f"{path} names {len(names)} spaces but lacks {missing}: the file is damaged")
-            _check_inflation(path, data, headers)
-            parts = {name: _read_member(path, data, member) for name, member in zip(names, members)}
+            parts, valfd = _space_parts(path, data, headers)
     if _SPACES not in headers:
         stats = load_stats(source, allow_partial=allow_partial)
         return {space_of(stats.feature_space) or "features": stats}, {}
@@ -140,6 +138,17 @@ def load_spaces(path: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fal
         stream.name = f"{path} [{name}]"
         spaces[name] = load_stats(stream, allow_partial=partial)  # a finished file holds finished statistics
     return spaces, valfd
+
+
+def _space_parts(path: Path, data, headers: dict) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """(name → the bytes of that space's statistics file, name → valFD) of a file of several spaces."""
+    names, valfd = _space_names(path, data)
+    members = [f"space{index}" for index in range(len(names))]
+    missing = [m for m in members if m not in headers]
+    if missing:
+        raise OSError(f"{path} names {len(names)} spaces but lacks {missing}: the file is damaged")
+    _check_inflation(path, data, headers)
+    return {name: _read_member(path, data, member) for name, member in zip(names, members)}, valfd
 
 
 def _space_names(path: Path, data) -> tuple[list[str], dict[str, float]]:
@@ -460,11 +469,8 @@ def spaces_dims(path: str | os.PathLike | BinaryIO) -> list[int]:
     if not holds_spaces(path):
         return [stats_dim(path)]
     with _open_npz(path) as data:
-        headers = _headers(_name_of(path), data)
-        _check_inflation(_name_of(path), data, headers)
-        members = sorted((key for key in headers if re.fullmatch(r"space\d+", key)), key=lambda k: int(k[5:]))
-        parts = [_read_member(_name_of(path), data, key) for key in members]
-    return [stats_dim(io.BytesIO(part.tobytes())) for part in parts]
+        parts, _ = _space_parts(_name_of(path), data, _headers(_name_of(path), data))
+    return [stats_dim(io.BytesIO(part.tobytes())) for part in parts.values()]
 
 
 def stats_dim(path: str | os.PathLike | BinaryIO) -> int:

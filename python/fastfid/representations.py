@@ -15,7 +15,7 @@ from numbers import Real
 from fastfid.distance import fid
 from fastfid.stats import FeatureStats
 
-__all__ = ["FDrResult", "SpaceFDr", "SpaceStats", "fdr"]
+__all__ = ["FDrResult", "SpaceFDr", "SpaceStats", "fdr", "fdr_of_distances"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class FDrResult:
     def k(self) -> int:
         return len(self.spaces)
 
+    def spaces_as_json(self) -> dict:
+        """Each space's FD, valFD and FDr, as the command line and the service report them."""
+        return {name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio} for name, r in self.spaces.items()}
+
 
 def fdr(spaces: Mapping[str, tuple]) -> FDrResult:
     """FDr per space and FDr^k, their mean.
@@ -49,13 +53,20 @@ def fdr(spaces: Mapping[str, tuple]) -> FDrResult:
     """
     if not isinstance(spaces, Mapping) or not spaces:
         raise ValueError("spaces must map at least one space name to (generated, reference, validation)")
-    results = {}
+    distances = {}
     for name, entry in spaces.items():
         if not isinstance(entry, (tuple, list)) or len(entry) != 3:
             raise ValueError(f"space {name!r}: expected (generated, reference, validation), got {entry!r}")
         generated, reference, validation = entry
-        distance = fid(generated, reference)
-        validation_fd = float(validation) if _is_number(validation) else fid(validation, reference)
+        distances[name] = (fid(generated, reference),
+                           float(validation) if _is_number(validation) else fid(validation, reference))
+    return fdr_of_distances(distances)
+
+
+def fdr_of_distances(distances: Mapping[str, tuple[float, float]]) -> FDrResult:
+    """FDr per space and FDr^k from each space's (FD, valFD), already computed (e.g. by the service)."""
+    results = {}
+    for name, (distance, validation_fd) in distances.items():
         if not validation_fd > 0:
             raise ValueError(f"space {name!r}: the validation FD is {validation_fd}; it must be positive to normalise by")
         results[str(name)] = SpaceFDr(distance, validation_fd, distance / validation_fd)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from fastfid.models.spaces import INCEPTION, Space, get_space
-from fastfid.models.weights import cache_dir, download, sha256_of
+from fastfid.models.weights import cache_dir, download, sha256_of, state_dict_problems
 
 __all__ = ["SpaceNetwork", "build_network", "dinov2_pos_embed"]
 
@@ -97,17 +97,12 @@ def load_weights(network: torch.nn.Module, space: Space, weights=None) -> str:
                          f"{error})") from error
     expected = network.state_dict()
     state = {k: v for k, v in state.items() if k in expected or k not in _CLASSIFIER_KEYS}
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    wrong = sorted(f"{k} {tuple(state[k].shape)} for {tuple(expected[k].shape)}" for k in expected.keys() & state.keys()
-                   if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        problems = [f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-                    for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"{path} does not hold the {space.name} weights ({space.timm_model}): " + "; ".join(problems))
+    problems = state_dict_problems(expected, state)
+    if problems:
+        raise ValueError(f"{path} does not hold the {space.name} weights ({space.timm_model}): {problems}")
     network.load_state_dict(state)
     if weights is None:
-        return space.weights.name.rsplit("/", 1)[-1] if space.weights.url else space.weights.name
+        return space.weights.name
     return f"{path.name}:sha256={sha256_of(path)[:12]}"
 
 

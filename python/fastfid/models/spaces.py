@@ -38,7 +38,7 @@ class Weights:
     @property
     def name(self) -> str:
         """The file's name, which statistics carry as the weights' identity."""
-        return (self.url or "").rsplit("/", 1)[-1] if self.url else f"{self.repo}/{self.filename}"
+        return self.url.rsplit("/", 1)[-1] if self.url else f"{self.repo}/{self.filename}"
 
 
 @dataclass(frozen=True)

@@ -97,17 +97,25 @@ def load_fid_weights(model, weights=None) -> str:
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = value
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    wrong = sorted(k for k in expected.keys() & state.keys() if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        problems = [f"{name}: {keys[:3]}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-                    for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"{path} does not hold the FID Inception-v3 weights: " + "; ".join(problems))
+    problems = state_dict_problems(expected, state)
+    if problems:
+        raise ValueError(f"{path} does not hold the FID Inception-v3 weights: {problems}")
     model.load_state_dict(state)
     if path.name == FID_WEIGHTS_FILE:
         return FID_WEIGHTS_FILE.removesuffix(".pth")
     return f"{path.name}:sha256={sha256_of(path)[:12]}"
+
+
+def state_dict_problems(expected: dict, state: dict) -> str | None:
+    """How ``state`` fails to fit a network whose state dict is ``expected`` (keys missing, keys
+    unexpected, shapes that differ: the first three of each), or None when it fits exactly."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    wrong = sorted(f"{k} {tuple(state[k].shape)} for {tuple(expected[k].shape)}" for k in expected.keys() & state.keys()
+                   if tuple(state[k].shape) != tuple(expected[k].shape))
+    problems = [f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+    return "; ".join(problems) or None
 
 
 def sha256_of(path: Path) -> str:

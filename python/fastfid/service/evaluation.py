@@ -18,6 +18,7 @@ import numpy as np
 
 from fastfid import __version__
 from fastfid.distance import Reference
+from fastfid.representations import fdr_of_distances
 from fastfid.service.store import Store
 from fastfid.stats import FeatureStats
 from fastfid.uncertainty import _merged, compare, fid_with_error
@@ -145,11 +146,7 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
         stored = store.find_evaluation(key)
         if stored is not None:
             return _replayed(stored, submission), False
-    reference = store.reference(submission.reference, submission.reference_version)
-    space = _checked_space(submission, reference)
-    if submission.dim() != reference["dim"]:
-        raise ServiceError(422, f"the {submission.kind} have dim {submission.dim()}, but reference "
-                                f"{reference['name']!r} has dim {reference['dim']}")
+    reference, space = _checked_reference(store, submission)
     result = _fid(cache.get(reference), submission)
     verdict = _verdict(store, submission, result)
     record = dict(
@@ -195,20 +192,25 @@ def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission,
     """One evaluation per space (each stored as evaluate stores one), after every space's reference,
     feature space and dimension were checked; with valFDs, FDr per space and FDr^k, their mean."""
     for part in submission.per_space.values():
-        reference = store.reference(part.reference, None)
-        _checked_space(part, reference)
-        if part.dim() != reference["dim"]:
-            raise ServiceError(422, f"the {part.kind} have dim {part.dim()}, but reference {reference['name']!r} has "
-                                    f"dim {reference['dim']}")
+        _checked_reference(store, part)
     done = {name: evaluate(store, cache, part, submitter) for name, part in submission.per_space.items()}
     records = {name: record for name, (record, _) in done.items()}
     result: dict = {"spaces": records}
     if submission.validation_fd:
-        ratios = {name: records[name]["fid"] / submission.validation_fd[name] for name in records}
-        result["fdr"] = {"value": sum(ratios.values()) / len(ratios), "k": len(ratios), "spaces": {
-            name: {"fd": records[name]["fid"], "validation_fd": submission.validation_fd[name], "fdr": ratio}
-            for name, ratio in ratios.items()}}
+        ratios = fdr_of_distances({name: (records[name]["fid"], submission.validation_fd[name]) for name in records})
+        result["fdr"] = {"value": ratios.value, "k": ratios.k, "spaces": ratios.spaces_as_json()}
     return result, any(created for _, created in done.values())
+
+
+def _checked_reference(store: Store, submission: Submission) -> tuple[dict, str]:
+    """The submission's reference record and feature space, after checking that its space and dim
+    are the reference's."""
+    reference = store.reference(submission.reference, submission.reference_version)
+    space = _checked_space(submission, reference)
+    if submission.dim() != reference["dim"]:
+        raise ServiceError(422, f"the {submission.kind} have dim {submission.dim()}, but reference "
+                                f"{reference['name']!r} has dim {reference['dim']}")
+    return reference, space
 
 
 def scoped_key(submitter: str, key: str) -> str:
