@@ -5,19 +5,13 @@ FASTFID_BENCH_SAMPLES shrink them (CI runs them small with --benchmark-disable, 
 checks). Speed ratios are asserted only when timings are taken.
 """
 
-import os
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-BENCH_DIM = int(os.environ.get("FASTFID_BENCH_DIM", "2048"))
-BENCH_SAMPLES = int(os.environ.get("FASTFID_BENCH_SAMPLES", "50000"))
-
-
-def relu_features(rng, n, d, *, offset, decay):
-    z = rng.standard_normal((n, d)) * np.exp(-np.arange(d) / decay)
-    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
-    return np.maximum(z @ q + offset, 0)
+# The benchmarks share the tests' helpers (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +23,3 @@ def timings_enabled(request):
 def medians():
     """Median seconds per benchmark name, filled as the benchmarks of a module run."""
     return {}
-
-
-def record(benchmark, medians, name):
-    if benchmark.stats is not None:
-        medians[name] = benchmark.stats.stats.median

@@ -8,7 +8,6 @@ python -m pytest benchmarks/test_compat_images_speed.py --benchmark-group-by=gro
 """
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from peers import calibrated_state_dict, peer  # noqa: E402
+from support.peers import calibrated_state_dict, peer  # noqa: E402
 
 IMAGES = int(os.environ.get("FASTFID_BENCH_IMAGES", "2000"))
 BATCH, WORKERS = 50, 2

@@ -5,17 +5,14 @@ the numbers agree.
 python -m pytest benchmarks/test_compat_speed.py --benchmark-group-by=group --benchmark-columns=median,rounds
 """
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import BENCH_DIM, BENCH_SAMPLES, relu_features
+from support.benchmarks import BENCH_DIM, BENCH_SAMPLES, relu_features
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from peers import peer  # noqa: E402
+from support.peers import peer  # noqa: E402
 
 SAMPLES = min(BENCH_SAMPLES, 10_000)
 pytestmark = [pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning"),

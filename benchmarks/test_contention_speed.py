@@ -21,7 +21,7 @@ from scipy.linalg import blas, lapack
 
 import fastfid
 from fastfid import _threads
-from conftest import BENCH_DIM, record, relu_features
+from support.benchmarks import BENCH_DIM, record, relu_features
 
 GROUP = f"contention-d{BENCH_DIM}"
 FLOOR_GROUP = f"floors-d{BENCH_DIM}"

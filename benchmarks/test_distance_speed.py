@@ -6,7 +6,7 @@ import pytest
 from scipy import linalg
 
 import fastfid
-from conftest import BENCH_DIM, record, relu_features
+from support.benchmarks import BENCH_DIM, record, relu_features
 
 GROUP = f"frechet-distance-d{BENCH_DIM}"
 

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from fastfid import loss  # noqa: E402
-from conftest import BENCH_DIM, BENCH_SAMPLES, record, relu_features  # noqa: E402
+from support.benchmarks import BENCH_DIM, BENCH_SAMPLES, record, relu_features  # noqa: E402
 
 BATCH = 256
 GROUP = f"fd-loss-step-d{BENCH_DIM}-population{BENCH_SAMPLES}-batch{BATCH}"

@@ -33,10 +33,9 @@ import pytest
 pytest.importorskip("starlette")
 
 import fastfid  # noqa: E402
-from conftest import BENCH_DIM, record  # noqa: E402
+from support.benchmarks import BENCH_DIM, record  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from service_support import Server, make_token, stats_of  # noqa: E402
+from support.service import Server, make_token, stats_of  # noqa: E402
 
 from fastfid.client import Service  # noqa: E402
 

@@ -12,15 +12,12 @@ sets the folder's images (default 24 at full size: a ViT-L/14 takes about a seco
 """
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from peers import declare_torchvision_ops  # noqa: E402
+from support.peers import declare_torchvision_ops  # noqa: E402
 
 declare_torchvision_ops()  # timm imports torchvision (see tests/peers.py)
 pytest.importorskip("timm")
@@ -42,7 +39,7 @@ def small_definitions():
     if not SMALL:
         yield
         return
-    import spaces_support
+    import support.spaces as spaces_support
 
     saved = dict(registry.SPACES)
     for name in space_names()[1:]:

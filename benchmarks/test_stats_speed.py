@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import BENCH_DIM, BENCH_SAMPLES, record
+from support.benchmarks import BENCH_DIM, BENCH_SAMPLES, record
 
 GROUP = f"feature-stats-{BENCH_SAMPLES}x{BENCH_DIM}-float32"
 

@@ -6,7 +6,7 @@ import pytest
 
 import fastfid
 import fastfid.uncertainty
-from conftest import BENCH_DIM, BENCH_SAMPLES, record, relu_features
+from support.benchmarks import BENCH_DIM, BENCH_SAMPLES, record, relu_features
 
 GROUP = f"jackknife-20-groups-d{BENCH_DIM}"
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import fastfid
+import fastfid.files
 from fastfid.cli import main
-from conftest import relu_features
+from support.features import relu_features
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def test_an_interrupted_stats_run_resumes(image_job, tmp_path, monkeypatch, caps
     monkeypatch.setattr(FIDInceptionV3, "forward", interrupted_forward)
     assert main(["stats", str(root / "real"), "-o", output] + flags) == 130
     assert "resume" in capsys.readouterr().err
-    with pytest.raises(fastfid.io.PartialStatisticsError, match="6 of 10 items done"):
+    with pytest.raises(fastfid.files.PartialStatisticsError, match="6 of 10 items done"):
         fastfid.FeatureStats.load(output)  # a checkpoint is not final statistics
     assert fastfid.FeatureStats.load(output, allow_partial=True).count == 6
     assert not {"mu", "sigma"} & set(np.load(output).files)  # nor can pytorch-fid read it as such
@@ -208,3 +209,25 @@ def test_bad_images_fail_with_the_name_or_are_skipped(image_job, tmp_path, capsy
     assert "1 unreadable image skipped" in capsys.readouterr().out
     assert main(["fid", str(tmp_path / "nowhere"), str(root / "real")] + _image_flags(root)) == 1
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [ValueError("v"), TypeError("t"), RuntimeError("r"), OSError("o"), ImportError("i"),
+                                   EOFError("e"), MemoryError("m"), KeyError("k"), KeyboardInterrupt("stopped")],
+                         ids=lambda error: type(error).__name__)
+def test_fastfid_debug_prints_a_traceback_for_every_exception_class(monkeypatch, capsys, tmp_path, error):
+    import fastfid.cli
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(fastfid.cli, "_merge", failing)
+    argv = ["merge", str(tmp_path / "a.npz"), "-o", str(tmp_path / "out.npz")]
+    monkeypatch.delenv("FASTFID_DEBUG", raising=False)
+    code = main(argv)
+    quiet = capsys.readouterr().err
+    assert code in (1, 130) and "Traceback" not in quiet and len(quiet.strip().splitlines()) == 1
+    monkeypatch.setenv("FASTFID_DEBUG", "1")
+    assert main(argv) == code
+    loud = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in loud and "in failing" in loud
+    assert loud.strip().splitlines()[-1] == quiet.strip()  # the same one line closes it

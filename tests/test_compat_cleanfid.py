@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from peers import peer
+from support.peers import peer
 
 cf = peer("cleanfid.fid")
 from fastfid.compat import cleanfid  # noqa: E402

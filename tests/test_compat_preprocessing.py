@@ -8,7 +8,7 @@ import torch
 from fastfid.data import resize_batch
 from fastfid.models import FIDInceptionV3
 from fastfid.resize_modes import input_scaling
-from peers import peer
+from support.peers import peer
 
 SIZES = [(32, 32), (64, 48), (300, 310), (512, 384)]
 

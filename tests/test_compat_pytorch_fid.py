@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from peers import peer
+from support.peers import peer
 
 pf_score = peer("pytorch_fid.fid_score")
 pf_inception = peer("pytorch_fid.inception")

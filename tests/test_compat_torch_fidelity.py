@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from peers import peer
+from support.peers import peer
 
 tf = peer("torch_fidelity")
 from fastfid.compat import torch_fidelity  # noqa: E402

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from peers import peer
+from support.peers import peer
 
 tm_fid = peer("torchmetrics.image.fid")
 tm_kid = peer("torchmetrics.image.kid")
@@ -191,7 +191,7 @@ def test_ranks_merge_exactly(tmp_path):
     real, fake = 1000 + rng.normal(size=(101, 6)), 1000.3 + rng.normal(size=(80, 6))
     np.savez(tmp_path / "inputs.npz", real=real, fake=fake)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          str(Path(__file__).with_name("distributed_compat_worker.py")), str(tmp_path)],
+                          str((Path(__file__).parent / "support" / "distributed_compat_worker.py")), str(tmp_path)],
                          capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
     whole = FeatureStats.from_features(real)

@@ -10,7 +10,7 @@ PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
 
 from fastfid import data  # noqa: E402
-from conftest import bicubic_reference, bilinear_reference  # noqa: E402
+from support.features import bicubic_reference, bilinear_reference  # noqa: E402
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import relu_features
+from support.features import relu_features
 
 torch = pytest.importorskip("torch")
 from fastfid import _cuda, _device  # noqa: E402
@@ -204,8 +204,10 @@ def test_device_update_refuses_bad_batches(backend, batch, error, match):
 
 
 def test_without_kernels_cuda_falls_back_to_torch_ops_with_one_warning(monkeypatch):
-    monkeypatch.setattr(_device, "cuda_compiled", False)
-    monkeypatch.setattr(_device, "_warned", set())
+    from fastfid._device import routing
+
+    monkeypatch.setattr(routing, "cuda_compiled", False)
+    monkeypatch.setattr(routing, "_warned", set())
     with pytest.warns(RuntimeWarning, match="no CUDA kernels.*torch float64 ops"):
         assert _device.kernels_for(torch.device("cuda")) is None
     assert _device.kernels_for(torch.device("cuda")) is None  # once: warnings are errors here
@@ -246,7 +248,6 @@ def test_the_fast_mode_is_opt_in_and_stays_near_the_exact_statistics(rng):
     from fastfid.testing import emulated_cuda
 
     x, y = relu_features(rng, 1500, 40, offset=0.5), relu_features(rng, 1500, 40, offset=0.8)
-    exact = [fastfid.FeatureStats.from_features(v) for v in (x, y)]
     # Per type: the covariance's largest error over its largest entry, and the FID's relative error.
     for dtype, largest_error, fid_error in ((torch.float32, 1e-3, 1e-4), (torch.bfloat16, 1e-4, 1e-6)):
         with emulated_cuda():

@@ -43,7 +43,7 @@ def test_a_tighter_tolerance_sends_the_distance_to_the_exact_route(rng):
 
     import fastfid
     from fastfid.testing import emulated_cuda
-    from conftest import relu_features
+    from support.features import relu_features
 
     x, y = relu_features(rng, 200, 24, offset=0.5), relu_features(rng, 200, 24, offset=0.8)
     moments = [torch.from_numpy(v) for v in (x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))]

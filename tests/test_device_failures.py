@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import relu_features
+from support.features import relu_features
 
 torch = pytest.importorskip("torch")
-from fastfid import _cuda, _device  # noqa: E402
+from fastfid import _cuda  # noqa: E402
 from fastfid.testing import emulated_cuda  # noqa: E402
 
 # The device route against the exact one: the kernels certify |error| ≤ their bound (~1e-10 of the

@@ -4,7 +4,7 @@ import pytest
 from scipy import linalg
 
 import fastfid
-from conftest import relu_features
+from support.features import relu_features
 
 
 def pair_of_stats(rng, n, d):

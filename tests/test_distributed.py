@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 
 import fastfid  # noqa: E402
 from fastfid.models import FIDInceptionV3  # noqa: E402
-from conftest import relu_features  # noqa: E402
+from support.features import relu_features  # noqa: E402
 
 
 def torchrun(world, *command, cwd=None, timeout=240):
@@ -30,7 +30,7 @@ def test_all_reduce_is_the_exact_merge_of_every_rank(rng, tmp_path, world, sizes
     features = relu_features(rng, sum(sizes), 12, offset=1000.0)  # a large mean: raw sums would lose digits
     fake = relu_features(rng, 150, 12, offset=1000.3)
     np.savez(tmp_path / "inputs.npz", features=features, fake=fake, bounds=np.cumsum([0] + sizes))
-    run = torchrun(world, str(Path(__file__).with_name("distributed_stats_worker.py")), str(tmp_path))
+    run = torchrun(world, str((Path(__file__).parent / "support" / "distributed_stats_worker.py")), str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
     whole = fastfid.FeatureStats.from_features(features)
     torch.manual_seed(0)
@@ -123,12 +123,12 @@ def test_a_rank_whose_share_is_all_unreadable_adds_nothing_with_skip_bad(image_f
 
 def test_torchrun_several_spaces_equal_one_process(image_folders, tmp_path):
     pytest.importorskip("open_clip")
-    import spaces_support
+    import support.spaces as spaces_support
 
     for name in ("dinov2", "clip"):
         (tmp_path / name).mkdir()
     dinov2, clip = spaces_support.dinov2_case(tmp_path / "dinov2"), spaces_support.clip_case(tmp_path / "clip")
-    worker = str(Path(__file__).with_name("distributed_spaces_worker.py"))
+    worker = str((Path(__file__).parent / "support" / "distributed_spaces_worker.py"))
     arguments = [str(image_folders / "real"), "--spaces", "inception,dinov2-vit-l14,clip-vit-l-14", "--weights",
                  f"inception={image_folders / 'weights.pth'}", "--weights", f"dinov2-vit-l14={dinov2.weights}",
                  "--weights", f"clip-vit-l-14={clip.weights}", "--quiet", "--num-workers", "0", "--batch-size", "2"]

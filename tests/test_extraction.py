@@ -17,7 +17,7 @@ import fastfid  # noqa: E402
 from fastfid.extraction import FeatureExtractor, Interrupted  # noqa: E402
 from fastfid.metrics import ClassScores, inception_score_from_logits  # noqa: E402
 from fastfid.models import FIDInceptionV3, weights  # noqa: E402
-from conftest import bilinear_reference  # noqa: E402
+from support.features import bilinear_reference  # noqa: E402
 
 SIZE = 24
 
@@ -161,7 +161,7 @@ def test_an_interrupted_job_resumes_without_losing_or_repeating_work(folder, tmp
     interrupted = FeatureExtractor(InterruptedNet(), device="cpu", image_size=SIZE)
     with pytest.raises(Interrupted, match="resume"):
         fastfid.compute_stats(folder, model=interrupted, checkpoint=checkpoint, **OPTIONS)
-    from fastfid.io import read_progress
+    from fastfid.files.stats import read_progress
 
     record = read_progress(checkpoint)
     assert record["next"] == 12 and not record["complete"]  # the third batch finished, then it stopped
@@ -309,7 +309,7 @@ def test_an_unreadable_file_keeps_the_work_done_before_it(folder, tmp_path):
     checkpoint = tmp_path / "stats.npz"
     with pytest.raises(OSError, match=victim.name):
         fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, **OPTIONS)
-    from fastfid.io import read_progress
+    from fastfid.files.stats import read_progress
 
     assert read_progress(checkpoint)["next"] == 8 and fastfid.FeatureStats.load(checkpoint, allow_partial=True).count == 8
     victim.write_bytes(good)  # repaired: the listing is the same, so the job resumes
@@ -406,3 +406,24 @@ def test_images_changed_under_a_checkpoint_are_not_resumed(folder, tmp_path, fin
     with pytest.raises(ValueError, match="already processed changed"):
         fastfid.compute_stats(copy, model=tiny(), checkpoint=checkpoint, resume=True, fingerprint=fingerprint,
                               **OPTIONS)
+
+
+def test_compute_fid_refuses_several_spaces_before_any_image_is_read(folder, tmp_path, monkeypatch, rng):
+    import fastfid.data
+
+    decoded = []
+    real_decode = fastfid.data._DecodedImages._decode
+    monkeypatch.setattr(fastfid.data._DecodedImages, "_decode",
+                        lambda self, name: decoded.append(name) or real_decode(self, name))
+    with pytest.raises(ValueError, match="compute_fid compares one space"):
+        fastfid.compute_fid(folder, folder, model=["inception", "dinov2-vit-l14"], **OPTIONS)
+    assert decoded == []
+    # With two statistics files the list is refused too, not silently ignored.
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    for path in (a, b):
+        fastfid.FeatureStats.from_features(rng.standard_normal((20, 4))).save(path)
+    with pytest.raises(ValueError, match="compute_fid compares one space"):
+        fastfid.compute_fid(a, b, model=["inception", "dinov2-vit-l14"], **OPTIONS)
+    # The decode counter sees reads when there are some.
+    fastfid.compute_fid(folder, folder, model=tiny(), **OPTIONS)
+    assert decoded

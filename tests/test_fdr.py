@@ -6,7 +6,7 @@ import pytest
 import fastfid
 from fastfid import cli
 from fastfid.representations import fdr
-from conftest import relu_features
+from support.features import relu_features
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import relu_features
+from support.features import relu_features
 
 torch = pytest.importorskip("torch")
-from fastfid import _cuda, _device  # noqa: E402
+from fastfid import _device  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and fastfid.cuda_compiled),
                                 reason="needs a CUDA GPU and a build with fastfid's kernels")

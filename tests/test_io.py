@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import relu_features
+import fastfid.files.stats
+from support.features import relu_features
 
 
 @pytest.fixture
@@ -94,18 +95,18 @@ def test_plain_mu_sigma_file_reads_but_does_not_merge(stats, tmp_path):
 def test_statistics_read_from_a_stream_and_written_as_a_state(stats, tmp_path):
     import io
 
-    from fastfid.io import write_state
+    from fastfid.files.stats import write_state
 
     buffer = io.BytesIO()
-    write_state(stats, buffer)  # no sigma: what fastfid.client sends
+    write_state(stats.to_stored(), buffer)  # no sigma: what fastfid.client sends
     with np.load(io.BytesIO(buffer.getvalue())) as data:
         assert "sigma" not in data.files
     loaded = fastfid.FeatureStats.load(buffer)
     assert loaded.count == stats.count and np.array_equal(loaded.comoment, stats.comoment)
     with pytest.raises(OSError, match="upload is not a readable .npz"):
-        fastfid.io.load_stats(io.BytesIO(buffer.getvalue()[:200]))
+        fastfid.FeatureStats.load(io.BytesIO(buffer.getvalue()[:200]))
     with pytest.raises(ValueError, match="at least one sample"):
-        write_state(fastfid.FeatureStats(3), io.BytesIO())
+        write_state(fastfid.FeatureStats(3).to_stored(), io.BytesIO())
 
 
 def test_clean_fid_compressed_file_reads(stats, tmp_path):
@@ -236,4 +237,4 @@ def test_a_small_file_that_would_unpack_to_gigabytes_is_refused_unread(tmp_path,
         fastfid.fid(small, bomb)
     with pytest.raises(ValueError, match="statistics of dim 20000 cannot be compared with a reference of dim 12"):
         fastfid.Reference(small).distance(bomb)
-    assert fastfid.io.stats_dim(small) == 12
+    assert fastfid.files.stats.stats_dim(small) == 12

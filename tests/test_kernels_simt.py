@@ -11,7 +11,7 @@ import pytest
 
 import fastfid
 from fastfid import _cuda
-from conftest import relu_features
+from support.features import relu_features
 
 BACKEND = _cuda.emulated_backend()
 
@@ -273,15 +273,15 @@ def test_the_distance_kernels_match_the_cpu_core_with_means(rng):
 # --- the emulation itself -------------------------------------------------------------------------
 def test_emulation_reports_a_barrier_reached_by_only_some_threads():
     with pytest.raises(RuntimeError, match="only some threads"):
-        _cuda._selftest_divergent_barrier()
+        _cuda.selftest.divergent_barrier()
 
 
 def test_the_two_schedules_expose_a_missing_barrier():
     _cuda.emulator.set_schedule("forward")
-    forward = _cuda._selftest_missing_barrier(1)
+    forward = _cuda.selftest.missing_barrier(1)
     _cuda.emulator.set_schedule("reverse")
     try:
-        reverse = _cuda._selftest_missing_barrier(2)
+        reverse = _cuda.selftest.missing_barrier(2)
     finally:
         _cuda.emulator.set_schedule("forward")
     # Forward: thread t reads slot t+1 before its owner wrote it; reverse: after.
@@ -292,20 +292,20 @@ def test_the_emulated_mma_follows_the_documented_fragment_layout(rng):
     # Small integers: every product and sum is exact in float64, so D must equal A B + C exactly,
     # and any lane holding the wrong element (a layout slip) changes some entry.
     a, b, c = (rng.integers(-50, 50, size=shape).astype(float) for shape in ((8, 4), (4, 8), (8, 8)))
-    d = np.array(_cuda._selftest_mma_f64(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist())).reshape(8, 8)
+    d = np.array(_cuda.selftest.mma_f64(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist())).reshape(8, 8)
     np.testing.assert_array_equal(d, a @ b + c)
     # Rounding: each entry is c + Σ_k a b by fused multiply-adds in k order (tested where it shows).
     tiny = np.zeros((8, 4))
     tiny[0] = [1.0, 2.0**-60, -1.0, 2.0**-60]
     ones = np.ones((4, 8))
-    d = np.array(_cuda._selftest_mma_f64(tiny.ravel().tolist(), ones.ravel().tolist(), [0.0] * 64)).reshape(8, 8)
+    d = np.array(_cuda.selftest.mma_f64(tiny.ravel().tolist(), ones.ravel().tolist(), [0.0] * 64)).reshape(8, 8)
     assert d[0, 0] == 2.0**-60  # ((1 + 2⁻⁶⁰) − 1) + 2⁻⁶⁰ in order: the first 2⁻⁶⁰ is lost to rounding
 
 
 def test_the_emulated_tf32_mma_follows_the_documented_fragment_layout(rng):
     # Small integers are TF32 values; their products and sums are exact in float32.
     a, b, c = (rng.integers(-50, 50, size=shape).astype(np.float32) for shape in ((16, 8), (8, 8), (16, 8)))
-    d = np.array(_cuda._selftest_mma_tf32(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist()),
+    d = np.array(_cuda.selftest.mma_tf32(a.ravel().tolist(), b.ravel().tolist(), c.ravel().tolist()),
                  dtype=np.float32).reshape(16, 8)
     np.testing.assert_array_equal(d, a @ b + c)
 
@@ -320,7 +320,7 @@ def test_the_emulated_tf32_mma_follows_the_documented_fragment_layout(rng):
     (2.0**-136 + 2.0**-137, 2.0**-135),      # a subnormal tie: away
 ])
 def test_tf32_rounding_is_to_nearest_with_ties_away(x, expected):
-    assert _cuda._to_tf32(np.float32(x)) == np.float32(expected)
+    assert _cuda.selftest.to_tf32(np.float32(x)) == np.float32(expected)
 
 
 def test_the_tf32_statistics_stay_within_their_stated_bound(rng):
@@ -344,7 +344,7 @@ def test_the_tf32_statistics_stay_within_their_stated_bound(rng):
 
 def test_an_mma_that_only_some_lanes_reach_is_reported():
     with pytest.raises(RuntimeError, match="only some threads"):
-        _cuda._selftest_mma_f64([0.0] * 32, [0.0] * 32, [0.0] * 64, lanes=16)
+        _cuda.selftest.mma_f64([0.0] * 32, [0.0] * 32, [0.0] * 64, lanes=16)
 
 
 def test_workspace_sizes():
@@ -394,7 +394,7 @@ def test_the_emulated_16bit_mma_follows_the_documented_fragment_layout(rng, bflo
     # so any misplaced fragment element shows.
     a, b, c = (rng.integers(-50, 50, size=shape).astype(np.float32) for shape in ((16, 16), (16, 8), (16, 8)))
     bits = bfloat16_bits if bfloat16 else (lambda v: np.asarray(v, dtype=np.float16).view(np.uint16))
-    d = np.array(_cuda._selftest_mma_16bit(bits(a).ravel().tolist(), bits(b).ravel().tolist(), c.ravel().tolist(),
+    d = np.array(_cuda.selftest.mma_16bit(bits(a).ravel().tolist(), bits(b).ravel().tolist(), c.ravel().tolist(),
                                            bfloat16), dtype=np.float32).reshape(16, 8)
     np.testing.assert_array_equal(d, a @ b + c)
 
@@ -406,10 +406,10 @@ def test_a_16bit_mma_reads_its_operands_in_their_own_format():
     b = np.zeros((16, 8), dtype=np.float16)
     b[0, 0] = 1.0
     half_bits = a.view(np.uint16).ravel().tolist(), b.view(np.uint16).ravel().tolist()
-    as_float16 = _cuda._selftest_mma_16bit(*half_bits, [0.0] * 128, False)
+    as_float16 = _cuda.selftest.mma_16bit(*half_bits, [0.0] * 128, False)
     assert as_float16[0] == np.float32(1 + 2.0**-10)
     # Reread as bfloat16: 0x3C01 is 2⁻⁷·(1 + 2⁻⁷); 0x3C00 is 2⁻⁷.
-    as_bfloat16 = _cuda._selftest_mma_16bit(*half_bits, [0.0] * 128, True)
+    as_bfloat16 = _cuda.selftest.mma_16bit(*half_bits, [0.0] * 128, True)
     assert as_bfloat16[0] == np.float32(2.0**-7 * (1 + 2.0**-7) * 2.0**-7)
 
 
@@ -422,7 +422,7 @@ def test_a_16bit_mma_reads_its_operands_in_their_own_format():
     (3.0e38, 226 / 128 * 2.0**127),          # near the top of the range: still finite
 ])
 def test_bfloat16_rounding_is_to_nearest_with_ties_to_even(x, expected):
-    assert _cuda._to_bfloat16(np.float32(x)) == np.float32(expected)
+    assert _cuda.selftest.to_bfloat16(np.float32(x)) == np.float32(expected)
 
 
 @pytest.mark.parametrize("type_name", ["float16", "bfloat16"])
@@ -458,7 +458,7 @@ def test_the_split_bfloat16_statistics_stay_within_their_stated_bound(rng, type_
 def test_the_gemm_tiles_against_numpy(rng, products):
     d = 100  # two tiles with a ragged edge, seven staged depths
     a, b = rng.standard_normal((d, d)), rng.standard_normal((d, d)) * np.logspace(0, -6, d)
-    c = _cuda._selftest_gemm(a, b, products)
+    c = _cuda.selftest.gemm(a, b, products)
     magnitudes = np.abs(a) @ np.abs(b)
     error = np.abs(c - a @ b)
     if products == "tf32x3":
@@ -507,8 +507,8 @@ def test_a_symmetric_product_runs_its_upper_tiles_and_mirrors_them(rng, products
     a = a + a.T
     b = a @ a + np.eye(d)  # commutes with a: a @ b is symmetric, as the symmetric route's products are
     upper = np.triu_indices(d)
-    half = _cuda._selftest_gemm(a, b, products, symmetric=True)
-    full = _cuda._selftest_gemm(a, b, products)
+    half = _cuda.selftest.gemm(a, b, products, symmetric=True)
+    full = _cuda.selftest.gemm(a, b, products)
     np.testing.assert_array_equal(half, half.T)  # exactly symmetric
     np.testing.assert_array_equal(half[upper], full[upper])  # the upper tiles' own numbers
     assert np.abs(half - a @ b).max() <= 1e-4 * np.abs(a @ b).max()

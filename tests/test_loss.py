@@ -11,7 +11,7 @@ from fastfid import _cuda, _device, loss  # noqa: E402
 from fastfid.testing import emulated_cuda  # noqa: E402
 
 KERNELS = _device.DeviceKernels(_cuda.emulated_backend(), 0)  # fastfid's kernels on the emulated driver
-from conftest import relu_features  # noqa: E402
+from support.features import relu_features  # noqa: E402
 
 
 def moments(x):
@@ -255,7 +255,7 @@ def test_under_torch_distributed_the_population_holds_every_rank(rng, reference,
     np.savez(tmp_path / "inputs.npz", population=400, **{f"older_{r}": older[r] for r in range(world)},
              **{f"batch_{r}": batches[r] for r in range(world)})
     reference.save(tmp_path / "reference.npz")
-    worker = Path(__file__).with_name("distributed_loss_worker.py")
+    worker = (Path(__file__).parent / "support" / "distributed_loss_worker.py")
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}",
                     str(worker), str(tmp_path)], check=True, capture_output=True, timeout=120)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastfid import _core, metrics
-from conftest import relu_features
+from support.features import relu_features
 
 
 def distances(a, b):

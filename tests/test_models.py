@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from fastfid.models import FIDInceptionV3, weights  # noqa: E402
-from conftest import bilinear_reference  # noqa: E402
+from support.features import bilinear_reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def torch_home(tmp_path_factory):
     """A torch hub cache holding a random DINOv2 ViT-S/14 in Meta's layout (the examples' space),
     where the real file would be downloaded to."""
     torch = pytest.importorskip("torch")
-    from peers import declare_torchvision_ops
+    from support.peers import declare_torchvision_ops
 
     declare_torchvision_ops()
     timm = pytest.importorskip("timm")
@@ -60,7 +60,7 @@ def _environment(fid_weights, torch_home=None) -> dict:
         startup.mkdir(exist_ok=True)
         (startup / "sitecustomize.py").write_text(
             f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
-            "from peers import declare_torchvision_ops\ndeclare_torchvision_ops()\n")
+            "from support.peers import declare_torchvision_ops\ndeclare_torchvision_ops()\n")
         extra = {"TORCH_HOME": str(torch_home),
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(startup), os.environ.get("PYTHONPATH")]))}
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -69,7 +69,7 @@ def _environment(fid_weights, torch_home=None) -> dict:
 
 # A fresh interpreter for each block; first the tests' shim for the registry's torchvision, which
 # does not match the CPU torch (see peers.py; the blocks never name torchvision, torchmetrics does).
-_FRESH = ("import sys; sys.path.insert(0, {tests!r}); from peers import declare_torchvision_ops; "
+_FRESH = ("import sys; sys.path.insert(0, {tests!r}); from support.peers import declare_torchvision_ops; "
           "declare_torchvision_ops(); exec(compile(sys.argv[1], 'README block', 'exec'), {{'__name__': '__main__'}})")
 
 

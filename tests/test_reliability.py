@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 import fastfid
-from fastfid import io
+from fastfid.files import atomic, format as keys
+from fastfid.files.stats import read_progress, save_stats
 from fastfid.cli import main
-from conftest import relu_features
+from support.features import relu_features
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def partial_file(tmp_path, rng):
     """A checkpoint of a job stopped after 140 of 300 samples."""
     stats = fastfid.FeatureStats.from_features(relu_features(rng, 140, 16))
     path = tmp_path / "partial.npz"
-    io.save_stats(stats, path, progress={"start": 0, "stop": 300, "next": 140, "skipped": 0, "complete": False})
+    save_stats(stats.to_stored(), path, progress={"start": 0, "stop": 300, "next": 140, "skipped": 0, "complete": False})
     return path
 
 
@@ -50,9 +51,9 @@ def one_error_line(capsys) -> str:
 def test_partial_statistics_are_refused_where_final_ones_are_read(tmp_path, rng, features, capsys):
     partial = partial_file(tmp_path, rng)
     assert not {"mu", "sigma"} & set(np.load(partial).files)  # pytorch-fid cannot read them as final
-    with pytest.raises(io.PartialStatisticsError, match="140 of 300 items done"):
+    with pytest.raises(keys.PartialStatisticsError, match="140 of 300 items done"):
         fastfid.FeatureStats.load(partial)
-    with pytest.raises(io.PartialStatisticsError):
+    with pytest.raises(keys.PartialStatisticsError):
         fastfid.fid(partial, f"{features['real']}.npz")
     assert main(["fid", str(partial), f"{features['real']}.npz"]) == 1
     assert "partial statistics" in one_error_line(capsys)
@@ -290,9 +291,9 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_nothing(features, tmp_path,
 def test_temporaries_of_killed_writers_are_removed(features, tmp_path):
     target = tmp_path / "stats.npz"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    abandoned = tmp_path / f"{io._temporary_prefix(target, int(dead.stdout))}abc{io._TEMPORARY_SUFFIX}"
+    abandoned = tmp_path / f"{atomic._temporary_prefix(target, int(dead.stdout))}abc{atomic.TEMPORARY_SUFFIX}"
     abandoned.write_bytes(b"x" * 1000)
-    alive = tmp_path / f"{io._temporary_prefix(target)}def{io._TEMPORARY_SUFFIX}"  # this process: a live writer
+    alive = tmp_path / f"{atomic._temporary_prefix(target)}def{atomic.TEMPORARY_SUFFIX}"  # this process: a live writer
     alive.write_bytes(b"y")
     fastfid.FeatureStats.load(f"{features['real']}.npz").save(target)
     assert not abandoned.exists() and alive.exists()
@@ -325,8 +326,8 @@ def test_an_interrupted_feature_file_resumes(rng, tmp_path, monkeypatch, capsys)
     np.testing.assert_allclose(resumed.cov, whole.cov, rtol=0, atol=1e-12 * np.abs(whole.cov).max())
     # A feature file rewritten under the same name is not resumed into.
     assert main(["stats", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"), "--quiet"]) == 0
-    io.save_stats(fastfid.FeatureStats.load(output), tmp_path / "y.npz", progress={
-        **fastfid.io.read_progress(output), "next": 500, "complete": False})
+    save_stats(fastfid.FeatureStats.load(output).to_stored(), tmp_path / "y.npz", progress={
+        **read_progress(output), "next": 500, "complete": False})
     capsys.readouterr()
     time.sleep(0.01)
     np.save(tmp_path / "x.npy", x + 1)

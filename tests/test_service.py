@@ -22,7 +22,7 @@ pytest.importorskip("uvicorn")
 import fastfid  # noqa: E402
 from fastfid.client import Service, ServiceError  # noqa: E402
 from fastfid.uncertainty import compare, fid_with_error, split_into_shards  # noqa: E402
-from service_support import Server, Webhook, features, make_token, saved, stats_of, wait_for  # noqa: E402
+from support.service import Server, Webhook, features, make_token, saved, stats_of, wait_for  # noqa: E402
 
 D = 24
 SPACE = "test-space"
@@ -56,7 +56,7 @@ def test_reference_versions_are_content_addressed_and_kept(service, tmp_path, rn
     second = writer.upload_reference("versions", stats)
     same = writer.upload_reference("versions", saved(stats, tmp_path / "same.npz"))  # the same state, as a file
     assert (first["version"], second["version"], same["version"]) == (1, 2, 2)
-    assert same["state_sha256"] == second["state_sha256"] == fastfid.io.state_digest(stats)
+    assert same["state_sha256"] == second["state_sha256"] == stats.state_sha256()
     assert second["uploader"] == "ci-writer" and second["count"] == 300 and second["dim"] == D
     assert service["reader"].reference("versions")["version"] == 2
     assert service["reader"].reference("versions", version=1)["state_sha256"] == first["state_sha256"]
@@ -87,7 +87,7 @@ def test_evaluation_of_statistics(service, rng):
     result = service["writer"].evaluate(model="stats-model", checkpoint="1000", reference="golden", stats=generated)
     np.testing.assert_allclose(result["fid"], fastfid.fid(generated, service["reference"]), rtol=RTOL)
     assert result["standard_error"] is None and result["verdict"] is None and not result["replayed"]
-    assert result["reference_sha256"] == fastfid.io.state_digest(service["reference"])
+    assert result["reference_sha256"] == service["reference"].state_sha256()
     assert result["feature_space"] == SPACE and result["count"] == 800 and result["submitter"] == "ci-writer"
     assert result["fastfid_version"] == fastfid.__version__ and len(result["inputs_sha256"][0]) == 64
     assert service["reader"].evaluation(result["id"])["fid"] == result["fid"]

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("starlette")
 from PIL import Image  # noqa: E402
 
-from browser import Browser, chromium  # noqa: E402
+from support.browser import Browser, chromium  # noqa: E402
 from fastfid.client import Service  # noqa: E402
 from fastfid.uncertainty import split_into_shards  # noqa: E402
-from service_support import Server, features, make_token, stats_of  # noqa: E402
+from support.service import Server, features, make_token, stats_of  # noqa: E402
 
 BLUE = np.array([0x1F, 0x77, 0xB4])  # the line and points (history.plot)
 GREY = np.array([0x77, 0x77, 0x77])  # the error bars

@@ -18,9 +18,8 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from fastfid.io import state_digest  # noqa: E402
 from fastfid.service.store import CorruptFile, NotFound, Store, blobs  # noqa: E402
-from service_support import Server, free_port, make_token, stats_of  # noqa: E402
+from support.service import Server, free_port, make_token, stats_of  # noqa: E402
 
 D = 10
 
@@ -99,7 +98,7 @@ def test_references_are_versioned_and_content_addressed(store, rng):
     again, created_again = store.add_reference("cifar", first, feature_space="s", uploader="a", fastfid_version="x")
     v2, _ = store.add_reference("cifar", second, feature_space="s", uploader="b", fastfid_version="x")
     assert (created1, created_again) == (True, False) and again["id"] == v1["id"]
-    assert (v1["version"], v2["version"]) == (1, 2) and v2["state_sha256"] == state_digest(second)
+    assert (v1["version"], v2["version"]) == (1, 2) and v2["state_sha256"] == second.state_sha256()
     assert store.reference("cifar")["version"] == 2 and store.reference("cifar", 1)["uploader"] == "a"
     assert [r["version"] for r in store.reference_versions("cifar")] == [1, 2]
     assert [r["version"] for r in store.current_references()] == [2]
@@ -181,13 +180,7 @@ def test_tokens_are_stored_hashed(store):
     store.add_token("ci", "evaluate", "s3cret-token")
     assert store.token("s3cret-token")["scope"] == "evaluate" and store.token("wrong") is None
     with pytest.raises(ValueError, match="scope must be one of"):
-        store.add_token("ci", "write", "x")  # the old all-powerful scope is no longer made
-    from fastfid.service.store import token_hash, tokens
-
-    with store.engine.begin() as connection:  # a token made before the scopes were split
-        connection.execute(tokens.insert().values(name="old-ci", scope="write", token_sha256=token_hash("old"),
-                                                  created=0.0))
-    assert store.token("old")["scope"] == "evaluate"  # it keeps posting evaluations, and no more
+        store.add_token("ci", "write", "x")
 
 
 def test_two_hosts_serve_one_postgresql_store(postgres_url, tmp_path, rng):
@@ -321,14 +314,13 @@ def test_hostile_requests_get_json_4xx_that_leak_nothing_and_change_nothing(data
     from urllib.parse import quote
 
     from fastfid.client import Service
-    from fastfid.io import save_stats
 
     folder, url = database
     token = make_token(folder, "fuzzer", "admin", url)
     options = ("--database", url) if url else ()
     rng = np.random.default_rng(2026)
     reference = stats_of(rng, 300, D)
-    save_stats(reference, tmp_path / "good.npz")
+    reference.save(tmp_path / "good.npz")
     good = (tmp_path / "good.npz").read_bytes()
     np.save(tmp_path / "few.npy", rng.standard_normal((3, D)))
     with Server(folder, *options) as server:

@@ -18,7 +18,7 @@ for _library in ("timm", "transformers", "open_clip", "safetensors", "huggingfac
     pytest.importorskip(_library, reason=f"{_library} is not installed (pip install 'fastfid[spaces]' and the test extras)")
 from PIL import Image  # noqa: E402
 
-import spaces_support as support  # noqa: E402
+import support.spaces as support  # noqa: E402
 from fastfid.data import ImageFiles  # noqa: E402
 from fastfid.extraction import FeatureExtractor  # noqa: E402
 from fastfid.models import get_space, space_names, space_of  # noqa: E402

@@ -3,7 +3,6 @@ gradient checked by finite differences in float64."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -11,7 +10,7 @@ for _library in ("timm", "open_clip", "safetensors"):
     pytest.importorskip(_library, reason=f"{_library} is not installed (pip install 'fastfid[spaces]' and the test extras)")
 
 import fastfid  # noqa: E402
-import spaces_support as support  # noqa: E402
+import support.spaces as support  # noqa: E402
 from fastfid.loss import FrechetLoss, SpaceFrechetLoss  # noqa: E402
 from fastfid.models import spaces as registry  # noqa: E402
 

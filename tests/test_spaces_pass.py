@@ -15,7 +15,7 @@ for _library in ("timm", "transformers", "open_clip", "safetensors"):
     pytest.importorskip(_library, reason=f"{_library} is not installed (pip install 'fastfid[spaces]' and the test extras)")
 
 import fastfid  # noqa: E402
-import spaces_support as support  # noqa: E402
+import support.spaces as support  # noqa: E402
 from fastfid import cli  # noqa: E402
 from fastfid.models import spaces as registry  # noqa: E402
 from fastfid.representations import SpaceStats  # noqa: E402

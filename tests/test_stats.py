@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastfid
-from conftest import relu_features
+from support.features import relu_features
 
 # Float64 accumulation over n rows errs by at most ~n·eps relative to the largest entry, and
 # centring on a shift near the mean keeps cancellation out; 1e-12 relative is the bound

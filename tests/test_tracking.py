@@ -14,7 +14,7 @@ import pytest
 import fastfid
 from fastfid import tracking
 from fastfid.uncertainty import fid_with_error
-from service_support import features, saved, stats_of
+from support.service import features, saved, stats_of
 
 D = 12
 
@@ -43,12 +43,12 @@ def test_mlflow_metrics_params_and_artifact(mlflow_store, result):
     assert data.metrics["fid"] == result.value
     assert data.metrics["fid_count_generated"] == 200 and data.metrics["fid_count_reference"] == 300
     assert data.params["feature_space"] == "test-space" and data.params["method"] == "eigh"
-    assert data.params["reference_sha256"] == fastfid.io.state_digest(result.statistics[1])
+    assert data.params["reference_sha256"] == result.statistics[1].state_sha256()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "fid")] == [3]
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "fastfid")]
     assert artifacts == ["fastfid/generated_stats.npz"]
     local = client.download_artifacts(run.info.run_id, artifacts[0])
-    assert fastfid.io.state_digest(fastfid.FeatureStats.load(local)) == fastfid.io.state_digest(result.statistics[0])
+    assert fastfid.FeatureStats.load(local).state_sha256() == result.statistics[0].state_sha256()
 
 
 def test_error_bars_are_logged_too(mlflow_store, rng):
@@ -78,7 +78,7 @@ def test_wandb_offline_summary_and_config(tmp_path, monkeypatch, result):
     # service process may still be writing it when finish() returns (seen on a loaded CI machine:
     # 7 bytes), so it is read until complete, for at most 30 s.
     texts = ("fid_count_generated", json.dumps(result.value), "fastfid/reference_sha256",
-             json.dumps(fastfid.io.state_digest(result.statistics[1])))
+             json.dumps(result.statistics[1].state_sha256()))
     deadline = time.monotonic() + 30
     while True:
         logs = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))

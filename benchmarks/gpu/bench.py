@@ -134,7 +134,7 @@ def bench_distance(timer, device, d, generator) -> list[dict]:
         return mean_term + traces - 2 * float(values.clamp(min=0).sqrt().sum())
 
     def torch_newton_schulz():  # fastfid's torch route: the same iteration in torch float64 ops
-        return _device._frechet_with_torch(mu1, s1, mu2, s2, 1e-12, 100, []).distance
+        return _device.frechet_with_torch(mu1, s1, mu2, s2, 1e-12, 100, []).distance
 
     rows = []
     for name, work in (("fastfid frechet_distance (kernels)", lambda: fastfid.frechet_distance(mu1, s1, mu2, s2)),

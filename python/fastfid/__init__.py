@@ -13,14 +13,10 @@ and logging to MLflow, W&B and TensorBoard (``fastfid.tracking``). Importing fas
 import torch: those parts import it when first used.
 """
 
-from importlib.metadata import version as _version
-
-import numpy as _numpy  # noqa: F401  (its BLAS threads start first: fastfid._threads tells them from ours)
-
-# Loads the BLAS/LAPACK library the native core links against, then the core, noting which
-# threads are that library's pool.
-from fastfid import _threads  # noqa: F401
+# The native modules, in their order (numpy, the BLAS wheel, the core, the device path).
+from fastfid import _native  # noqa: F401
 from fastfid._device import cuda_compiled
+from fastfid._version import __version__
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.extraction import FIDResult, compute_fid, compute_stats, inception_score
 from fastfid.metrics import InceptionScore, density_coverage, kid, precision_recall
@@ -29,7 +25,6 @@ from fastfid.stats import FeatureStats
 from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
 
 load_spaces = SpaceStats.load
-__version__ = _version("fastfid")  # pyproject.toml is the one place it is set
 
 __all__ = [
     "FDrResult",

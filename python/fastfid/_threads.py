@@ -17,22 +17,8 @@ import time
 from functools import lru_cache
 
 
-def _task_ids() -> set[str]:
-    try:
-        return set(os.listdir("/proc/self/task"))
-    except OSError:
-        return set()
-
-
-# OpenBLAS starts its worker threads when the library loads: the threads that appear while it and
-# the core are loaded are this library's pool. Every other runnable thread, numpy's spinning pool
-# included, competes with it for the cores. (fastfid/__init__.py imports numpy first.)
-_before_core = _task_ids()
-import scipy_openblas32  # noqa: E402,F401  (loads the library the core links, before the core)
-
-from fastfid import _core  # noqa: E402
-
-_OWN_POOL = _task_ids() - _before_core
+from fastfid._native import BLAS_POOL as _OWN_POOL
+from fastfid._native import core as _core
 
 # Load is sampled at most this often: a training loop calls update() hundreds of times a second.
 _SAMPLE_SECONDS = 0.05
@@ -72,7 +58,8 @@ def busy_elsewhere(allowed: int) -> int:
     """Threads that would compete with the core's BLAS pool now: the kernel's instantaneous count of
     runnable threads, less the calling thread and the pool's own (spinning) workers. Other
     processes count, and so do this process's other threads (numpy's pool spinning after a GEMM).
-    0 when this process may not use every core (``allowed``, from allowed_cores): the count then covers cores it cannot run on."""
+    0 when this process may not use every core (``allowed``, from allowed_cores): the count then
+    covers cores it cannot run on."""
     if allowed != (os.cpu_count() or 1):
         return 0
     # The least of a few samples: a thread that runs for a moment (a kernel worker, a shell) is

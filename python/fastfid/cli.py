@@ -28,10 +28,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fastfid import __version__
+from fastfid._version import __version__
 from fastfid._text import counted
 from fastfid.distance import METHODS
-from fastfid.io import check_writable, holds_spaces, load_stats, open_features, state_digest
+from fastfid.files.arrays import open_features
+from fastfid.files.atomic import check_writable
+from fastfid.files.spaces import holds_spaces
+from fastfid.files.stats import read_progress
 from fastfid.resize_modes import RESIZE_MODES
 from fastfid.stats import FeatureStats
 
@@ -118,17 +121,7 @@ def _fid(args) -> int:
         return 0
     _log_to_trackers(args, result)
     if args.json:
-        d = result.distance
-        score = result.inception_score
-        print(json.dumps({
-            "fid": result.value, "feature_space": result.feature_space, "resize": result.resize,
-            "counts": result.counts, "skipped": result.skipped, "skipped_items": result.skipped_items,
-            "inception_score": None if score is None else {"mean": score.mean, "std": score.std,
-                                                           "splits": score.splits, "count": score.count},
-            "trace_sqrt": d.trace_sqrt, "mean_term": d.mean_term, "method": d.method, "rank": d.rank,
-            "iterations": d.iterations, "clamped": d.clamped, "most_negative": d.most_negative,
-            "converged": d.converged,
-        }))
+        print(json.dumps(result.as_dict()))
     else:
         print(result)
     return 0
@@ -142,18 +135,16 @@ def _fid_with_error(args) -> int:
     progress = not args.quiet
     generated = open_features(args.path1)
     reference = FeatureStats.from_features(open_features(args.path2)) if args.path2.endswith(".npy") \
-        else load_stats(args.path2, allow_partial=args.allow_partial)
+        else FeatureStats.load(args.path2, allow_partial=args.allow_partial)
     result = fid_with_error(split_into_shards(generated, args.groups, seed=None, progress=progress), reference,
                             progress=progress)
-    _log_to_trackers(args, result, reference_sha256=state_digest(reference))
+    _log_to_trackers(args, result, reference_sha256=reference.state_sha256())
     if args.plot:
         from fastfid.plots import plot_jackknife
 
         plot_jackknife(result, args.plot)
     if args.json:
-        print(json.dumps({"fid": result.value, "standard_error": result.standard_error, "interval": result.interval,
-                          "confidence": result.confidence, "bias_corrected": result.bias_corrected,
-                          "groups": result.groups, "method": result.method}))
+        print(json.dumps(result.as_dict()))
     else:
         low, high = result.interval
         # The interval belongs to the bias-corrected value; the plain FID, biased up by the finite
@@ -167,7 +158,7 @@ def _fid_with_error(args) -> int:
 
 def _log_to_trackers(args, result, **details) -> None:
     """--log: the result in each named tracker (a run opened and closed around it)."""
-    from fastfid import tracking
+    import fastfid.tracking as tracking
 
     for tracker in args.log or ():
         run, close = tracking.open_run(tracker)
@@ -179,31 +170,22 @@ def _log_to_trackers(args, result, **details) -> None:
 
 
 def _serve(args) -> int:
-    from fastfid.service.app import ServiceConfig, default_store
     from fastfid.service.canaries import check_webhook
-    from fastfid.service.server import parse_duration, serve
+    from fastfid.service.config import from_arguments
+    from fastfid.service.server import serve
 
-    if args.webhook:
-        check_webhook(args.webhook)  # refused before the server starts, in one line
-
-    config = ServiceConfig(store=str(args.store or default_store()), database_url=args.database,
-                           public_read=args.public_read, public_metrics=args.public_metrics,
-                           max_upload_mb=args.max_upload_mb, max_dim=args.max_dim, max_state_mb=args.max_state_mb,
-                           max_requests_per_minute=args.max_requests_per_minute, max_stored_mb=args.max_stored_mb,
-                           max_running=args.max_running, max_queue=args.max_queue, body_timeout=args.body_timeout,
-                           header_timeout=args.header_timeout,
-                           cache_size=args.cache_size,
-                           webhook=args.webhook, canary_every=parse_duration(args.canary_every) if args.canary_every
-                           else None)
+    config = from_arguments(args)
+    if config.webhook:
+        check_webhook(config.webhook)  # refused before the server starts, in one line
     serve(config, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
 def _token(args) -> int:
-    from fastfid.service.app import default_store
+    from fastfid.service.config import default_store
     from fastfid.service.store import Store, new_token
 
-    store = Store(args.store or default_store(), args.database)
+    store = Store(args.store or default_store(), args.database_url)
     try:
         if args.action == "create":
             if not args.name or not args.scope:
@@ -292,13 +274,8 @@ def _compare(args) -> int:
             plot_seed_study(studies[name], target.with_name(f"{target.stem}_{name}{target.suffix}") if len(names) > 1
                             else target)
     if args.json:
-        print(json.dumps({
-            "models": {name: {"mean": s.mean, "sigma_between": s.sigma_between, "sigma_within": s.sigma_within,
-                              "cov_between": s.cov_between, "cov_within": s.cov_within, "icc": s.icc,
-                              "interval": s.interval, "training_seeds": s.training_seeds,
-                              "sampling_seeds": s.sampling_seeds} for name, s in studies.items()},
-            "verdict": None if verdict is None else {"verdict": verdict.verdict, "gap": verdict.gap,
-                                                     "interval": verdict.interval, "reason": verdict.reason}}))
+        print(json.dumps({"models": {name: study.as_dict() for name, study in studies.items()},
+                          "verdict": None if verdict is None else verdict.as_dict()}))
     else:
         for name, s in studies.items():
             print(f"{name}: FID {s.mean:.4f} [{s.interval[0]:.4f}, {s.interval[1]:.4f}] over {s.training_seeds}×"
@@ -353,8 +330,6 @@ def _widths(stats) -> str:
 def _refuse_to_replace(args, checkpointed: bool) -> None:
     """Finished statistics at --output are replaced only with --overwrite. A partial run's checkpoint
     is the job's to continue (--resume) or discard (--overwrite); without one, it is refused here."""
-    from fastfid.io import read_progress
-
     if args.overwrite or args.resume or not Path(args.output).exists():
         return
     try:
@@ -409,15 +384,13 @@ def _accept_partial_if_asked(args, paths) -> None:
         return
     import warnings
 
-    from fastfid.io import read_progress
-
     for index, path in enumerate(paths):
         if str(path).endswith(".npz"):
             record = read_progress(path)
             if record is not None and not record.get("complete", False):
                 warnings.warn(f"{path} holds partial statistics; used as they are (--allow-partial)", RuntimeWarning,
                               stacklevel=2)
-                paths[index] = load_stats(path, allow_partial=True)
+                paths[index] = FeatureStats.load(path, allow_partial=True)
     args.path1, args.path2 = paths
 
 
@@ -429,11 +402,11 @@ def _merge(args) -> int:
     total: Any = None
     for path in args.inputs:
         stats: Any = SpaceStats.load(path, allow_partial=args.allow_partial) if holds_spaces(path) else \
-            load_stats(path, allow_partial=args.allow_partial)
+            FeatureStats.load(path, allow_partial=args.allow_partial)
         if total is not None and isinstance(stats, SpaceStats) != isinstance(total, SpaceStats):
             raise ValueError(f"{path}: statistics of several spaces and of one cannot be merged")
-        digest = "".join(state_digest(s) for s in stats.values()) if isinstance(stats, SpaceStats) \
-            else state_digest(stats)
+        digest = "".join(s.state_sha256() for s in stats.values()) if isinstance(stats, SpaceStats) \
+            else stats.state_sha256()
         if digest in seen:  # the same samples twice would count twice
             raise ValueError(f"{path} holds the same statistics as {seen[digest]}: merging both would count the same "
                              "samples twice")
@@ -454,7 +427,7 @@ def _fdr(args) -> int:
     else:
         result = fdr(_listed_spaces(args))
     if args.json:
-        print(json.dumps({"fdr": result.value, "k": result.k, "spaces": result.spaces_as_json()}))
+        print(json.dumps(result.as_dict()))
     else:
         for name, r in result.spaces.items():
             print(f"{name}: FD {r.fd:.6f} / valFD {r.validation_fd:.6f} = FDr {r.ratio:.6f}")
@@ -577,33 +550,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_fdr)
 
     p = commands.add_parser("serve", help="run the evaluation service (references, evaluations, canaries, history)")
-    _add_store_arguments(p)
+    from fastfid.service.config import add_arguments
+
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing the store (default 1)")
-    p.add_argument("--public-read", action="store_true", help="let requests without a token read (writes still "
-                                                              "need a write token)")
-    p.add_argument("--public-metrics", action="store_true",
-                   help="serve /metrics without a token (it names canaries and counts; default: a token of any scope)")
-    p.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest accepted upload (default 1024 MiB)")
-    p.add_argument("--max-dim", type=int, default=16384, help="largest feature dimension accepted (default 16384)")
-    p.add_argument("--max-state-mb", type=float, default=4096.0,
-                   help="most d × d statistics one request may declare (default 4096 MiB; also at most 64× its upload)")
-    p.add_argument("--max-requests-per-minute", type=int, default=6000,
-                   help="per token and server process; beyond, 429 with Retry-After (default 6000; 0: no limit)")
-    p.add_argument("--max-stored-mb", type=float, default=10240.0,
-                   help="reference statistics one token may store (default 10240 MiB)")
-    p.add_argument("--max-running", type=int, default=0,
-                   help="uploads, evaluations and canary runs at once per process (default: the cores, at least 2)")
-    p.add_argument("--max-queue", type=int, default=64,
-                   help="such requests waiting per process; beyond, 503 with Retry-After (default 64)")
-    p.add_argument("--header-timeout", type=float, default=10.0,
-                   help="seconds a client has to send a request's headers (default 10)")
-    p.add_argument("--body-timeout", type=float, default=30.0,
-                   help="seconds a request body may stall before a 408 (default 30)")
-    p.add_argument("--cache-size", type=int, default=8, help="factorised references kept in memory (default 8)")
-    p.add_argument("--webhook", help="URL that receives every alert as JSON (retried with backoff)")
-    p.add_argument("--canary-every", metavar="DURATION", help="run every canary this often, e.g. 1h or 30m")
+    add_arguments(p)
     p.set_defaults(run=_serve)
 
     p = commands.add_parser("token", help="the service's bearer tokens: create (printed once, stored hashed), "
@@ -647,9 +599,9 @@ def _add_spaces_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_store_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", help="the service's folder: SQLite database and statistics files "
-                                   "(default $FASTFID_HOME/service, else ~/.fastfid/service)")
-    p.add_argument("--database", help="a PostgreSQL URL shared by several hosts (records and statistics live there)")
+    from fastfid.service.config import add_arguments
+
+    add_arguments(p, only=("store", "database_url"))
 
 
 def _add_log_argument(p: argparse.ArgumentParser) -> None:
@@ -665,8 +617,10 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Every failure is one line on stderr (FASTFID_DEBUG=1 shows the traceback of unexpected ones)."""
+    """Every failure is one line on stderr; with FASTFID_DEBUG=1 its traceback comes first, whatever
+    the exception."""
     import os
+    import traceback
     import warnings
 
     warnings.formatwarning = _one_line_warning  # a command line prints messages, not source lines
@@ -676,23 +630,34 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except KeyboardInterrupt as stop:  # a checkpointed job's Interrupted says where its progress is
-        print(f"fastfid: {str(stop) or 'interrupted'}", file=sys.stderr)
+    except SystemExit:
+        raise
+    except BaseException as error:
+        if os.environ.get("FASTFID_DEBUG"):
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        return _report(error)
+    finally:
+        _shut_down_process_group()
+
+
+# What a user's input or machine can cause: said in one line, without the exception's class.
+_EXPECTED = (ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError)
+
+
+def _report(error: BaseException) -> int:
+    """The one line a failure prints on stderr, and the exit status."""
+    if isinstance(error, KeyboardInterrupt):  # a checkpointed job's Interrupted says where its progress is
+        print(f"fastfid: {str(error) or 'interrupted'}", file=sys.stderr)
         return 130
-    except MemoryError as error:
+    if isinstance(error, MemoryError):
         print(f"fastfid: error: out of memory{f': {error}' if str(error) else ''}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, OSError, ImportError, RuntimeError, EOFError) as error:
+    if isinstance(error, _EXPECTED):
         # Notes say what a failed job kept and how to go on (its saved progress), on the same line.
         print("; ".join([f"fastfid: error: {error}", *getattr(error, "__notes__", ())]), file=sys.stderr)
         return 1
-    except Exception as error:
-        if os.environ.get("FASTFID_DEBUG"):
-            raise
-        print(f"fastfid: error: {type(error).__name__}: {error} (FASTFID_DEBUG=1 shows where)", file=sys.stderr)
-        return 1
-    finally:
-        _shut_down_process_group()
+    print(f"fastfid: error: {type(error).__name__}: {error} (FASTFID_DEBUG=1 shows where)", file=sys.stderr)
+    return 1
 
 
 def _shut_down_process_group() -> None:

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from fastfid.io import write_spaces, write_state
+from fastfid.files.spaces import write_spaces
+from fastfid.files.stats import write_state
 from fastfid.representations import SpaceStats
 from fastfid.stats import FeatureStats
 
@@ -112,8 +113,8 @@ class Service:
         after = None
         while limit is None or len(rows) < limit:
             size = _PAGE if limit is None else min(_PAGE, limit - len(rows))
-            page = self._request("GET", "/evaluations", query={"model": model, "reference": reference,
-                                                                "checkpoint": checkpoint, "limit": size, "after": after})
+            query = {"model": model, "reference": reference, "checkpoint": checkpoint, "limit": size, "after": after}
+            page = self._request("GET", "/evaluations", query=query)
             rows += page
             if len(page) < size:
                 break
@@ -183,11 +184,11 @@ def _stats_part(name: str, stats) -> tuple[str, str, bytes]:
         return name, path.name, path.read_bytes()
     if isinstance(stats, FeatureStats):
         buffer = io.BytesIO()
-        write_state(stats, buffer)
+        write_state(stats.to_stored(), buffer)
         return name, "stats.npz", buffer.getvalue()
     if isinstance(stats, SpaceStats):
         buffer = io.BytesIO()
-        write_spaces(dict(stats), buffer, stats.validation_fd)
+        write_spaces({name: s.to_stored() for name, s in stats.items()}, buffer, stats.validation_fd)
         return name, "spaces.npz", buffer.getvalue()
     raise TypeError(f"statistics must be FeatureStats or a path to a .npz, got {type(stats).__name__}")
 

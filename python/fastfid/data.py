@@ -45,7 +45,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fastfid.io import file_fingerprint, stream_sha256
+from fastfid._hashing import stream_sha256
+from fastfid.files.arrays import file_fingerprint
 from fastfid.resize_modes import RESIZE_MODES, check_resize  # noqa: F401  (part of this module's interface)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
@@ -226,7 +227,8 @@ class ImageFiles:
             self.archive = self.path
             with zipfile.ZipFile(self.path) as archive:
                 members = [info for info in archive.infolist()
-                           if info.filename.lower().endswith(IMAGE_EXTENSIONS) and not info.filename.startswith("__MACOSX/")
+                           if info.filename.lower().endswith(IMAGE_EXTENSIONS)
+                           and not info.filename.startswith("__MACOSX/")
                            and not Path(info.filename).name.startswith(".")]
             names = [info.filename for info in members]
             repeated = sorted(name for name, times in Counter(names).items() if times > 1)
@@ -262,6 +264,7 @@ class ImageFiles:
     def description(self) -> str:
         return str(self.path.resolve())
 
+    needs_network = True
     checks_items = True  # see item_identity
 
     def fingerprint(self, content: bool = False) -> str:
@@ -441,7 +444,11 @@ class ImageArray:
     def fingerprint(self, content: bool = False) -> str:
         return file_fingerprint(self._description, f"{tuple(self.images.shape)} {self.images.dtype}", content)
 
+    needs_network = True
     checks_items = False  # the whole array's fingerprint covers every item
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        raise NotImplementedError("an array's items are identified by its fingerprint")
 
     def batches(self, start: int, stop: int, *, batch_size: int, size=None, mode: str = "pytorch-fid", device=None,
                 plans=None, **_):
@@ -469,7 +476,11 @@ class ImageGenerator:
     def fingerprint(self, content: bool = False) -> str:
         return str(self.num_samples)
 
+    needs_network = True
     checks_items = False  # a generator's output cannot be checked
+
+    def item_identity(self, index: int, content: bool = False) -> str:
+        raise NotImplementedError("a generator's output cannot be identified")
 
     def batches(self, start: int, stop: int, *, batch_size: int, size=None, mode: str = "pytorch-fid", device=None,
                 plans=None, **_):

@@ -3,7 +3,8 @@
 The trace term comes from the native core: Σ₁ = P L Lᵀ Pᵀ by Cholesky (pivoted only when Σ₁ is
 semidefinite), then the eigenvalues of the symmetric positive semidefinite Lᵀ Σ₂ L ("eigh"), or
 Newton–Schulz on that matrix ("newton_schulz"), all in float64. Both covariances are factored and
-the one of lower rank is taken as Σ₁, so that FD(a, b) = FD(b, a) when one is singular. "sqrtm" runs pytorch-fid's scipy reference. Inputs on a
+the one of lower rank is taken as Σ₁, so that FD(a, b) = FD(b, a) when one is singular. "sqrtm"
+runs pytorch-fid's scipy reference. Inputs on a
 CUDA device stay there: the CUDA kernels run scaled Newton–Schulz on the same symmetric matrix and
 certify its corrected trace with a bound, or take its float64 eigenvalues (fastfid/_device.py).
 """
@@ -14,16 +15,19 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, overload
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 
-from fastfid import _core, _device, _threads
+from fastfid import _device, _threads
+from fastfid._native import core as _core
 from fastfid._arrays import as_covariance, as_mean
-from fastfid._typing import Array, StatsLike
+from fastfid._typing import Array
 from fastfid.stats import FeatureStats
 
 METHODS = ("auto", "eigh", "newton_schulz", "sqrtm")
+# Statistics: FeatureStats, the path of a statistics .npz, or a (mu, sigma) pair.
+StatsLike = Union[FeatureStats, str, os.PathLike, tuple[Array, Array]]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class FrechetResult:
 
     def __float__(self) -> float:
         return self.value
+
+    def as_dict(self) -> dict:
+        """The distance (as ``fid``) and its diagnostics, JSON-able."""
+        return {"fid": self.value, "trace_sqrt": self.trace_sqrt, "mean_term": self.mean_term, "method": self.method,
+                "rank": self.rank, "iterations": self.iterations, "clamped": self.clamped,
+                "most_negative": self.most_negative, "converged": self.converged, "error_bound": self.error_bound}
 
 
 @overload
@@ -309,7 +319,7 @@ def _declared_dim(x: StatsLike) -> int | None:
     if isinstance(x, FeatureStats):
         return x.dim
     if isinstance(x, (str, os.PathLike)):
-        from fastfid.io import stats_dim
+        from fastfid.files.stats import stats_dim
 
         return stats_dim(x)
     return None

@@ -106,10 +106,10 @@ class FID(_Base):
 
     def compute(self) -> torch.Tensor:
         """FID of everything added so far (all ranks merged), as a float64 scalar tensor."""
-        real, fake = self._merged(self._real, "real"), self._merged(self._fake, "generated")
+        real, fake = self._across_ranks(self._real, "real"), self._across_ranks(self._fake, "generated")
         return torch.tensor(fid(real, fake, method=self.method), dtype=torch.float64)
 
-    def _merged(self, stats: FeatureStats | None, which: str) -> FeatureStats:
+    def _across_ranks(self, stats: FeatureStats | None, which: str) -> FeatureStats:
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fastfid import _core, _device
+from fastfid import _device
+from fastfid._native import core as _core
 
 __all__ = ["FrechetLoss", "SpaceFrechetLoss", "frechet_distance"]
 
@@ -43,8 +44,7 @@ def _maps_on_cpu(sigma1, sigma2, forward: bool, inverse: bool):
     if not (forward or inverse):
         return _core.trace_sqrt_product(factor, s2)["trace_sqrt"], None, None
     trace, t, t_inverse = _core.transport_maps(factor, s2, forward=forward, inverse=inverse)
-    as_tensor = (lambda a: None if a is None else torch.from_numpy(a))
-    return trace, as_tensor(t), as_tensor(t_inverse)
+    return trace, *(None if a is None else torch.from_numpy(a) for a in (t, t_inverse))
 
 
 def _maps_by_newton_schulz(sigma1, sigma2, kernels, forward: bool, inverse: bool):
@@ -162,7 +162,8 @@ class _Moments:
             return _Moments(0, torch.zeros_like(self.mean), torch.zeros_like(self.comoment))
         mean = (self.mean * self.count - part.mean * part.count) / rest
         delta = part.mean - mean
-        return _Moments(rest, mean, self.comoment - part.comoment - torch.outer(delta, delta) * (rest * part.count / self.count))
+        shift = torch.outer(delta, delta) * (rest * part.count / self.count)
+        return _Moments(rest, mean, self.comoment - part.comoment - shift)
 
 
 class _PopulationQueue:
@@ -236,7 +237,8 @@ class _PopulationQueue:
         self.features[:features.shape[0]] = features
         self.count = features.shape[0]
         self.head = self.count % self.capacity
-        self.moments = _Moments(int(state["count"]), state["mean"].to(torch.float64), state["comoment"].to(torch.float64))
+        self.moments = _Moments(int(state["count"]), state["mean"].to(torch.float64),
+                                state["comoment"].to(torch.float64))
         self._additions = int(state["additions"])
 
 
@@ -264,7 +266,8 @@ class FrechetLoss(torch.nn.Module):
     def __init__(self, reference, population: int = 50_000, *, weights=None, normalize: bool = False,
                  refresh_every: int = 1000):
         super().__init__()
-        references = list(reference) if isinstance(reference, (list, tuple)) and not _is_pair(reference) else [reference]
+        several = isinstance(reference, (list, tuple)) and not _is_pair(reference)
+        references = list(reference) if several else [reference]
         if not references:
             raise ValueError("reference must name at least one set of statistics")
         if not isinstance(population, int) or population < 2:
@@ -336,7 +339,8 @@ class FrechetLoss(torch.nn.Module):
 
     def _batches(self, features):
         if len(features) != len(self._queues):
-            raise ValueError(f"expected {len(self._queues)} feature batch(es), one per representation, got {len(features)}")
+            raise ValueError(f"expected {len(self._queues)} feature batch(es), one per representation, "
+                             f"got {len(features)}")
         for i, batch in enumerate(features):
             if not isinstance(batch, torch.Tensor) or batch.dim() != 2:
                 raise ValueError(f"features for representation {i} must be a 2-D tensor (batch, dim)")
@@ -359,8 +363,8 @@ def _reference_moments(reference):
 
     stats = _as_stats(reference, "reference")
     mean, cov = stats.mean, stats.cov
-    as_tensor = (lambda a: a.detach().to(torch.float64) if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a, dtype=np.float64)))
-    return as_tensor(mean), as_tensor(cov)
+    return tuple(a.detach().to(torch.float64) if isinstance(a, torch.Tensor)
+                 else torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (mean, cov))
 
 
 def _gather(batch: torch.Tensor) -> torch.Tensor:

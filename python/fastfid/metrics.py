@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastfid import _core
+from fastfid._native import core as _core
 from fastfid._arrays import as_features
 
 __all__ = ["ClassScores", "DensityCoverage", "InceptionScore", "KID", "Kernel", "PrecisionRecall", "density_coverage",
@@ -84,7 +84,8 @@ def kid(real, fake, *, subsets: int = 100, subset_size: int = 1000, seed: int | 
     if m < 2:
         raise ValueError("KID needs at least 2 samples in each set")
     rng = np.random.default_rng(seed)
-    draws = [(np.sort(rng.choice(real.shape[0], m, replace=False)), np.sort(rng.choice(fake.shape[0], m, replace=False)))
+    draws = [(np.sort(rng.choice(real.shape[0], m, replace=False)),
+              np.sort(rng.choice(fake.shape[0], m, replace=False)))
              for _ in range(subsets)]
     return _kid_of_checked_subsets(real, fake, draws, kernel)
 
@@ -161,6 +162,9 @@ class InceptionScore:
 
     def __str__(self) -> str:
         return f"IS {self.mean:.4f} ± {self.std:.4f}"
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "splits": self.splits, "count": self.count}
 
 
 class ClassScores:

@@ -38,9 +38,11 @@ class FDrResult:
     def k(self) -> int:
         return len(self.spaces)
 
-    def spaces_as_json(self) -> dict:
-        """Each space's FD, valFD and FDr, as the command line and the service report them."""
-        return {name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio} for name, r in self.spaces.items()}
+    def as_dict(self) -> dict:
+        """FDr^k, k and each space's FD, valFD and FDr, as the command line and the service report them."""
+        return {"fdr": self.value, "k": self.k,
+                "spaces": {name: {"fd": r.fd, "validation_fd": r.validation_fd, "fdr": r.ratio}
+                           for name, r in self.spaces.items()}}
 
 
 def fdr(spaces: Mapping[str, tuple]) -> FDrResult:
@@ -68,7 +70,8 @@ def fdr_of_distances(distances: Mapping[str, tuple[float, float]]) -> FDrResult:
     results = {}
     for name, (distance, validation_fd) in distances.items():
         if not validation_fd > 0:
-            raise ValueError(f"space {name!r}: the validation FD is {validation_fd}; it must be positive to normalise by")
+            raise ValueError(f"space {name!r}: the validation FD is {validation_fd}; it must be positive to "
+                             "normalise by")
         results[str(name)] = SpaceFDr(distance, validation_fd, distance / validation_fd)
     value = sum(r.ratio for r in results.values()) / len(results)
     return FDrResult(value, results)
@@ -142,17 +145,30 @@ class SpaceStats(Mapping):
         return self
 
     def save(self, path, progress: dict | None = None) -> None:
-        from fastfid.io import save_spaces
+        """One file of every space's statistics and the valFDs, written atomically (``progress``: a job's
+        record, as FeatureStats' checkpoints carry it)."""
+        from fastfid.files.spaces import save_spaces
 
-        save_spaces(self._spaces, path, validation_fd=self.validation_fd, progress=progress)
+        save_spaces({name: stats.to_stored() for name, stats in self._spaces.items()}, path,
+                    validation_fd=self.validation_fd, progress=progress)
 
     @classmethod
     def load(cls, path, *, allow_partial: bool = False) -> "SpaceStats":
-        """A file of several spaces (a single space's statistics file gives that space alone)."""
-        from fastfid.io import load_spaces
+        """A file of several spaces (a path or a seekable stream); a single space's statistics file
+        gives that space alone, named by its feature space (``"features"`` when it names none)."""
+        from fastfid.files import format as keys
+        from fastfid.files.archive import open_npz
+        from fastfid.files.spaces import spaces_from_archive
+        from fastfid.files.stats import stats_from_archive
+        from fastfid.models.spaces import space_of
 
-        spaces, validation_fd = load_spaces(path, allow_partial=allow_partial)
-        return cls(spaces, validation_fd)
+        with open_npz(path) as archive:
+            if keys.SPACES in archive:
+                stored, validation_fd = spaces_from_archive(archive, allow_partial=allow_partial)
+                return cls({name: FeatureStats.from_stored(part, f"{archive.path} [{name}]")
+                            for name, part in stored.items()}, validation_fd)
+            single = FeatureStats.from_stored(stats_from_archive(archive, allow_partial=allow_partial), archive.path)
+        return cls({space_of(single.feature_space) or "features": single})
 
     def fdr(self, reference: "SpaceStats", validation_fd: Mapping[str, float] | None = None) -> FDrResult:
         """FDr per space and FDr^k of these (generated) statistics against ``reference``, each space

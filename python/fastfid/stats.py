@@ -5,14 +5,18 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Any, Callable, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, ParamSpec, TypeVar
 
 import numpy as np
 
-from fastfid import _core, _device, _threads
+from fastfid import _device, _threads
+from fastfid._native import core as _core
 from fastfid._arrays import as_features, as_mean, as_covariance
 from fastfid._typing import Array
 
+if TYPE_CHECKING:
+    from fastfid.files.stats import StoredStats
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -196,6 +200,17 @@ class FeatureStats:
             self._count = _core.accumulate(pending, self._count, self._mean, self._comoment)
             self._pending_rows = 0
 
+    @classmethod
+    def merged(cls, shards: "Sequence[FeatureStats]") -> "FeatureStats":
+        """The exact merge of disjoint shards' statistics into new statistics (the shards unchanged)."""
+        shards = list(shards)
+        if not shards:
+            raise ValueError("no statistics to merge")
+        total = shards[0].copy()
+        for shard in shards[1:]:
+            total.merge(shard)
+        return total
+
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Merge another set of statistics into this one, in place."""
         if not isinstance(other, FeatureStats):
@@ -353,14 +368,6 @@ class FeatureStats:
         _core.symmetrize_upper(full)
         return full
 
-    @_locked
-    def _upper_comoment(self) -> np.ndarray:
-        """The co-moment's upper triangle as the state holds it (its lower part is stale): no copy,
-        for writers that read the upper triangle only (fastfid.io.write_state)."""
-        self._require_exact("give a co-moment")
-        self._flush()
-        return self._comoment
-
     @property
     @_locked
     def cov(self) -> np.ndarray:
@@ -376,27 +383,67 @@ class FeatureStats:
         return full
 
     # --- files ---------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, progress: dict | None = None) -> None:
         """Write a .npz with ``mu`` and ``sigma`` (pytorch-fid / clean-fid readable) plus the exact
-        state to resume and merge; the file is replaced atomically."""
-        from fastfid.io import save_stats
+        state to resume and merge; the file is replaced atomically. ``progress``: a job's record, as
+        its checkpoints carry it (while it is not complete, the file holds no ``mu``/``sigma``)."""
+        from fastfid.files.stats import save_stats
 
-        save_stats(self, path)
+        save_stats(self.to_stored(), path, progress)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, allow_partial: bool = False) -> "FeatureStats":
-        """Read fastfid's .npz, or a plain pytorch-fid / clean-fid one (``mu``, ``sigma``). The
-        checkpoint of an unfinished job is refused unless ``allow_partial``."""
-        from fastfid.io import load_stats
+    def load(cls, path: "str | os.PathLike | BinaryIO", *, allow_partial: bool = False) -> "FeatureStats":
+        """Read fastfid's .npz, or a plain pytorch-fid / clean-fid one (``mu``, ``sigma``), from a path
+        or a seekable binary stream. The checkpoint of an unfinished job is refused unless
+        ``allow_partial``; OSError for unreadable or corrupt files, ValueError for bad contents."""
+        from fastfid.files.archive import name_of
+        from fastfid.files.stats import read_stats
 
-        return load_stats(path, allow_partial=allow_partial)
+        return cls.from_stored(read_stats(path, allow_partial=allow_partial), name_of(path))
+
+    @_locked
+    def to_stored(self) -> "StoredStats":
+        """These statistics as the plain host arrays fastfid.files writes (the co-moment's upper
+        triangle as the state holds it: no copy on the CPU)."""
+        from fastfid.files.stats import StoredStats
+
+        if self._device_state is not None:
+            return self.to("cpu").to_stored()
+        self._flush()
+        if self._count is None:
+            return StoredStats(self._mean, None, sigma=self._sigma, feature_space=self.feature_space)
+        return StoredStats(self._mean, self._count, self._comoment, feature_space=self.feature_space)
+
+    @classmethod
+    def from_stored(cls, stored: "StoredStats", source: object = "statistics") -> "FeatureStats":
+        """Statistics from what fastfid.files read (the arrays are taken as they are); ``source`` names
+        the file in messages."""
+        try:
+            if stored.count is None:
+                stats = cls.from_mean_cov(stored.mean, stored.sigma)
+            elif stored.count == 0:  # a resumable job saved before its first sample
+                stats = cls(stored.dim)
+            else:
+                assert stored.upper is not None  # exact statistics carry their co-moment
+                stats = cls._adopt_state(stored.count, stored.mean, stored.upper)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{source}: {error}") from error
+        stats.feature_space = stored.feature_space
+        return stats
+
+    def state_sha256(self) -> str:
+        """SHA-256 of the exact state (count, mean, co-moment): equal for the same samples, in any file."""
+        from fastfid.files.stats import state_digest
+
+        return state_digest(self.to_stored())
 
     @_locked
     def __getstate__(self):
         if self._device_state is not None:  # pickled as its CPU copy, restored onto the device
             return {"host": self.to("cpu").__getstate__(), "device": str(self._device_state.device)}
         self._flush()
-        return {name: getattr(self, name) for name in self.__slots__ if name not in ("_pending", "_device_state", "_lock")}
+        transient = ("_pending", "_device_state", "_lock")
+        return {name: getattr(self, name) for name in self.__slots__ if name not in transient}
 
     def __setstate__(self, state):
         if "device" in state:
@@ -404,7 +451,6 @@ class FeatureStats:
             host.__setstate__(state["host"])
             moved = host.to(state["device"])
             state = {name: getattr(moved, name) for name in self.__slots__ if name not in ("_pending", "_lock")}
-        self.feature_space = None  # absent from pickles of fastfid 0.1 before feature spaces
         for name, value in state.items():
             setattr(self, name, value)
         self._pending = None

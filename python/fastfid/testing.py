@@ -13,7 +13,8 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-from fastfid import _cuda, _device
+from fastfid import _device
+from fastfid._native import cuda as _cuda
 
 __all__ = ["emulated_cuda"]
 
@@ -37,12 +38,11 @@ def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90") -> Iterator[
     if match is None or int(match[1]) * 10 + int(match[2]) < 80:
         raise ValueError(f"architecture must be 'sm_XY' of a GPU fastfid's kernels support (sm_80 or later), "
                          f"got {architecture!r}")
-    previous = _device._emulation
+    previous = _device.current_emulation()
     _cuda.emulator.reset(devices, int(match[1]) * 10 + int(match[2]))
-    _device._forget("emulated")
-    _device._emulation = _device.Emulation(_cuda.emulated_backend())
+    emulation = _device.Emulation(_cuda.emulated_backend())
+    _device.set_emulation(emulation)
     try:
-        yield _device._emulation
+        yield emulation
     finally:
-        _device._emulation = previous
-        _device._forget("emulated")
+        _device.set_emulation(previous)

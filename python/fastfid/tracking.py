@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastfid import __version__
-from fastfid.io import save_stats, state_digest
+from fastfid._version import __version__
 from fastfid.stats import FeatureStats
 
 TRACKERS = ("mlflow", "wandb", "tensorboard")
@@ -61,20 +60,18 @@ def record_of(result: Any, *, feature_space: str | None = None, reference_sha256
                       feature_space or result.get("feature_space"),
                       {"generated": result["count"]} if result.get("count") else {},
                       reference_sha256 or result.get("reference_sha256"), result.get("input_kind"))
-    record = Record(float(getattr(result, "value", result)), feature_space=feature_space,
-                    reference_sha256=reference_sha256)
-    if hasattr(result, "standard_error"):  # FIDWithError
-        record.standard_error, record.method = float(result.standard_error), result.method
-        record.interval = (float(result.interval[0]), float(result.interval[1]))
-    if hasattr(result, "distance"):  # FIDResult
-        record.feature_space = feature_space or result.feature_space
-        record.method = result.distance.method
-        record.counts = {side: count for side, count in zip(("generated", "reference"), result.counts)
-                         if count is not None}
-        if reference_sha256 is None and result.statistics is not None:
-            record.reference_sha256 = state_digest(result.statistics[1])
-    elif hasattr(result, "trace_sqrt"):  # FrechetResult
-        record.method = result.method
+    values: dict[str, Any] = result.as_dict() if hasattr(result, "as_dict") else {"fid": float(result)}
+    interval = values.get("interval")
+    counts = dict(zip(("generated", "reference"), values.get("counts") or ()))
+    error = values.get("standard_error")
+    record = Record(float(values["fid"]), None if error is None else float(error),
+                    None if interval is None else (float(interval[0]), float(interval[1])),
+                    feature_space or values.get("feature_space"),
+                    {side: count for side, count in counts.items() if count is not None}, reference_sha256,
+                    values.get("method"))
+    statistics = getattr(result, "statistics", None)
+    if record.reference_sha256 is None and statistics is not None:
+        record.reference_sha256 = statistics[1].state_sha256()
     return record
 
 
@@ -122,7 +119,7 @@ def _with_file(statistics, action) -> None:
         raise TypeError(f"statistics must be FeatureStats or a .npz path, got {type(statistics).__name__}")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated_stats.npz"
-        save_stats(statistics, path)
+        statistics.save(path)
         action(path)
 
 

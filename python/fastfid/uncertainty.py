@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,13 +61,6 @@ def _steps(items, progress: bool, unit: str):
     return tqdm(items, unit=unit.rstrip("s"), desc=unit, file=sys.stderr, leave=False)
 
 
-def _merged(shards: Sequence[FeatureStats]) -> FeatureStats:
-    total = shards[0].copy()
-    for shard in shards[1:]:
-        total.merge(shard)
-    return total
-
-
 def _is_shard_list(x) -> bool:
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(s, FeatureStats) for s in x)
 
@@ -105,6 +97,12 @@ class FIDWithError:
     replicates: np.ndarray = field(repr=False)
     """The replicate FIDs: leave-one-shard-out (jackknife) or resampled (bootstrap)."""
 
+    def as_dict(self) -> dict:
+        """The result as JSON-able values (``fastfid fid --error-bars --json``; the trackers)."""
+        return {"fid": self.value, "standard_error": self.standard_error, "interval": list(self.interval),
+                "confidence": self.confidence, "bias_corrected": self.bias_corrected, "groups": self.groups,
+                "method": self.method}
+
 
 def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidence: float = 0.95,
                    method: str = "jackknife", rounds: int = 200, seed: int | None = 0,
@@ -124,7 +122,7 @@ def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidenc
         raise ValueError(f"method must be 'jackknife' or 'bootstrap', got {method!r}")
     shards = _as_shards(shards_or_features, groups, seed, progress)
     ref = _reference(reference)
-    total = _merged(shards)
+    total = FeatureStats.merged(shards)
     value = ref.distance(total)
     g = len(shards)
     if method == "jackknife":
@@ -138,7 +136,7 @@ def fid_with_error(shards_or_features, reference, *, groups: int = 20, confidenc
         if not isinstance(rounds, int) or rounds < 2:
             raise ValueError(f"rounds must be an integer ≥ 2, got {rounds!r}")
         rng = np.random.default_rng(seed)
-        replicates = np.array([ref.distance(_merged([shards[i] for i in rng.integers(0, g, g)]))
+        replicates = np.array([ref.distance(FeatureStats.merged([shards[i] for i in rng.integers(0, g, g)]))
                                for _ in _steps(range(rounds), progress, "replicates")])
         standard_error = float(replicates.std(ddof=1))
         bias_corrected = 2 * value - float(replicates.mean())
@@ -257,6 +255,13 @@ class SeedStudy:
     def half_width(self) -> float:
         return (self.interval[1] - self.interval[0]) / 2
 
+    def as_dict(self) -> dict:
+        """The panel's summary, JSON-able (``fastfid compare --json``)."""
+        return {"mean": self.mean, "sigma_between": self.sigma_between, "sigma_within": self.sigma_within,
+                "cov_between": self.cov_between, "cov_within": self.cov_within, "icc": self.icc,
+                "interval": list(self.interval), "training_seeds": self.training_seeds,
+                "sampling_seeds": self.sampling_seeds}
+
     def training_seeds_for(self, half_width: float) -> int:
         """Training seeds (K sampling seeds each) for an interval of the mean this narrow."""
         if not half_width > 0:
@@ -361,6 +366,9 @@ class Verdict:
 
     def __str__(self) -> str:
         return f"{self.verdict}: {self.reason}"
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "gap": self.gap, "interval": list(self.interval), "reason": self.reason}
 
 
 def compare(runs_a, runs_b, *, threshold: float = 0.013, confidence: float = 0.95) -> Verdict:

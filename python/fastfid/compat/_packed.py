@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fastfid import _core, _device
+from fastfid import _device
+from fastfid._native import core as _core
 from fastfid.stats import FeatureStats
 
 

@@ -26,9 +26,10 @@ import torch
 
 from fastfid.data import resize_image
 from fastfid.distance import frechet_distance
-from fastfid.io import load_stats
 from fastfid.metrics import kid_of_subsets
 from fastfid.models import FIDInceptionV3
+from fastfid.models.inception import INPUT_SIZE
+from fastfid.models.label import FeatureSpace
 from fastfid.resize_modes import input_scaling
 from fastfid.stats import FeatureStats
 
@@ -80,7 +81,7 @@ class _Features:
     def feature_space(self) -> str | None:
         if self.network is None:
             return None
-        return f"{self.network.feature_space} resize={self.mode} 299x299"
+        return str(FeatureSpace(self.network.feature_space, self.mode, INPUT_SIZE))
 
     def prepare(self, image: np.ndarray) -> torch.Tensor:
         """One HWC image (uint8 or float 0–255) → float32 CHW in [0, 1] at 299 × 299."""
@@ -207,7 +208,7 @@ def _reference(dataset_name, dataset_res, dataset_split, mode, model_name, metri
     if metric == "KID":
         with np.load(path, allow_pickle=False) as data:
             return data["feats"]
-    return load_stats(path)
+    return FeatureStats.load(path)
 
 
 # --- the public functions ------------------------------------------------------------------------
@@ -262,7 +263,8 @@ def compute_kid(fdir1=None, fdir2=None, gen=None, mode="clean", num_workers=12, 
     if fdir1 is not None and fdir2 is not None:
         feats1, feats2 = folder(fdir1), folder(fdir2)
     elif fdir1 is not None:
-        feats1, feats2 = folder(fdir1), _reference(dataset_name, dataset_res, dataset_split, mode, "inception_v3", "KID")
+        feats1 = folder(fdir1)
+        feats2 = _reference(dataset_name, dataset_res, dataset_split, mode, "inception_v3", "KID")
     elif gen is not None and fdir2 is not None:
         feats2, feats1 = folder(fdir2), model()
     elif gen is not None:
@@ -306,10 +308,11 @@ def make_custom_stats(name, fdir, num=None, mode="clean", model_name="inception_
     _check_model_name(model_name)
     path = _custom_file(name, mode, model_name)
     if path.exists():
-        raise Exception(f"The statistics file {name} already exists. Use remove_custom_stats function to delete it first.")
+        raise Exception(f"The statistics file {name} already exists. "
+                        "Use remove_custom_stats function to delete it first.")
     features = _Features(mode, device)
-    stats, feats = _statistics(_folder_batches(fdir, features, batch_size, num_workers, num=num), features.feature_space,
-                               keep=True)
+    batches = _folder_batches(fdir, features, batch_size, num_workers, num=num)
+    stats, feats = _statistics(batches, features.feature_space, keep=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     if verbose:
         print(f"saving custom FID stats to {path}")

@@ -22,7 +22,7 @@ import os
 import numpy as np
 import torch
 
-from fastfid import _core
+from fastfid._native import core as _core
 from fastfid.distance import frechet_distance
 from fastfid.metrics import Kernel, inception_score_from_logits, kid_of_subsets
 from fastfid.models import FIDInceptionV3
@@ -58,7 +58,8 @@ def calculate_metrics(**kwargs) -> dict:
     options = {**DEFAULTS, **kwargs}
     _vassert(not options.get("ppl"), "ppl (perceptual path length) is not provided by fastfid")
     _vassert(options["feature_extractor"] in (None, "inception-v3-compat"),
-             f'Feature extractor "{options["feature_extractor"]}" is not provided by fastfid (only inception-v3-compat)')
+             f'Feature extractor "{options["feature_extractor"]}" is not provided by fastfid '
+             "(only inception-v3-compat)")
     _vassert(any(options[m] for m in ("isc", "fid", "kid", "prc")), "At least one metric must be specified")
     _vassert(not (options["prc"] and options["feature_extractor"] is None),
              "prc's default features in torch-fidelity are VGG16's, which fastfid does not provide: pass "
@@ -139,7 +140,8 @@ def _batches(which: int, options: dict, device):
         for batch in loader:
             yield batch
     elif all(hasattr(source, name) for name in ("z_size", "z_type", "num_classes")):
-        yield from _generated(source, options[f"input{which}_model_num_samples"], batch_size, options["rng_seed"], device)
+        count = options[f"input{which}_model_num_samples"]
+        yield from _generated(source, count, batch_size, options["rng_seed"], device)
     else:
         raise ValueError(f"Input {which} must be a folder path, a Dataset of uint8 images, a uint8 (N, 3, H, W) tensor "
                          f"or a generative model; got {type(source).__name__}")

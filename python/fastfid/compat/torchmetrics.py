@@ -45,6 +45,8 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from fastfid.compat import _packed
 from fastfid.distance import fid
 from fastfid.metrics import Kernel, inception_score_from_logits, kid_of_subsets
+from fastfid.models.inception import INPUT_SIZE
+from fastfid.models.label import FeatureSpace
 
 __all__ = ["FrechetInceptionDistance", "InceptionScore", "KernelInceptionDistance"]
 
@@ -69,7 +71,7 @@ class _Network(Module):
 
     @property
     def feature_space(self) -> str:
-        return f"{self.network.feature_space} resize={self.resize} 299x299"
+        return str(FeatureSpace(self.network.feature_space, self.resize, INPUT_SIZE))
 
     def train(self, mode: bool = True) -> "_Network":
         """Always in evaluation mode, as torchmetrics keeps its network whatever the parent's mode."""

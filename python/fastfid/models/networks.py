@@ -9,6 +9,8 @@ A file from the hub is checked against the SHA-256 the hub publishes for it (its
 
 from __future__ import annotations
 
+from typing import Any
+
 import importlib
 import math
 import os
@@ -86,7 +88,8 @@ def load_weights(network: torch.nn.Module, space: Space, weights=None) -> str:
         raise FileNotFoundError(f"the {space.name} weights file {path} does not exist")
     state = read_state_dict(path)
     if space.converter == "dinov2" and "pos_embed" in state:
-        grid = int(getattr(network, "patch_embed").grid_size[0])
+        patch_embed: Any = network.patch_embed  # timm's PatchEmbed (a Module to the type checker)
+        grid = int(patch_embed.grid_size[0])
         state["pos_embed"] = dinov2_pos_embed(state["pos_embed"], grid)
     filter_fn = getattr(sys.modules[type(network).__module__], "checkpoint_filter_fn", None)
     try:

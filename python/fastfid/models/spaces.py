@@ -125,7 +125,8 @@ def get_space(name: str) -> Space:
 
 
 def space_of(feature_space: str | None) -> str | None:
-    """The space a statistics file's ``feature_space`` names (None for other networks)."""
+    """The space a statistics file's ``feature_space`` (or its network's label) names (None for other
+    networks)."""
     if not feature_space:
         return None
     if feature_space.startswith("FIDInceptionV3(dims=2048"):

@@ -119,7 +119,6 @@ def state_dict_problems(expected: dict, state: dict) -> str | None:
 
 
 def sha256_of(path: Path) -> str:
-    from fastfid.io import stream_sha256
+    from fastfid._hashing import file_sha256
 
-    with open(path, "rb") as handle:
-        return stream_sha256(handle)
+    return file_sha256(path)

@@ -14,7 +14,8 @@ except ImportError as error:
     raise ImportError(f"fastfid's service needs its extra ({error.name} is missing): "
                       "pip install 'fastfid[service]'") from error
 
-from fastfid.service.app import ServiceConfig, create_app  # noqa: E402
+from fastfid.service.app import create_app  # noqa: E402
+from fastfid.service.config import ServiceConfig  # noqa: E402
 from fastfid.service.store import Store  # noqa: E402
 
 __all__ = ["ServiceConfig", "Store", "create_app"]

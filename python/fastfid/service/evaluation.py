@@ -6,6 +6,7 @@ checkpoint or a named baseline. The numbers are fastfid's own: ``Reference.dista
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 import threading
@@ -16,36 +17,40 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fastfid import __version__
+from fastfid._version import __version__
 from fastfid.distance import Reference
 from fastfid.representations import fdr_of_distances
+from fastfid.service.errors import Refusal
 from fastfid.service.store import Store
+from fastfid.service.uploads import KEY_SCOPE_CHARS, ONE_SPACE, Upload
 from fastfid.stats import FeatureStats
-from fastfid.uncertainty import _merged, compare, fid_with_error
+from fastfid.uncertainty import compare, fid_with_error
 
 ERROR_BAR_GROUPS = 20  # jackknife groups when features are posted (fastfid fid --error-bars' default)
 _Z95 = 1.959963984540054  # the normal 97.5 % quantile: a 95 % interval from two standard errors
 
 
-class ServiceError(Exception):
-    """A request the service refuses: an HTTP status and a message that names the problem."""
+class InputKind(enum.Enum):
+    """What a submission posts (its value is what records store as ``input_kind``)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}  # e.g. Retry-After
+    STATS = "stats"
+    SHARDS = "shards"
+    FEATURES = "features"
 
 
 @dataclass
 class Submission:
-    """What a client posted: one of stats, shards or features, and what they are of."""
+    """What a client posted: its uploads (inspected, not yet read) and what they are of. The arrays
+    arrive in ``stats``, ``shards`` or ``features`` when :meth:`read` reads them, after every check
+    that can be made from the uploads' declarations."""
 
     model: str
     checkpoint: str
     reference: str
-    kind: str  # "stats", "shards" or "features"
-    inputs_sha256: list[str]
+    kind: InputKind
+    uploads: list[Upload]
+    space: str = ONE_SPACE
+    """The space of the uploads this submission evaluates (ONE_SPACE for files of one space)."""
     stats: FeatureStats | None = None
     shards: list[FeatureStats] = field(default_factory=list)
     features: np.ndarray | None = None
@@ -58,24 +63,47 @@ class Submission:
     per_space: dict[str, "Submission"] = field(default_factory=dict)
     """A file of several spaces: one submission per space, against the reference ``REFERENCE.SPACE``."""
     validation_fd: dict[str, float] = field(default_factory=dict)
+    reference_record: dict | None = None
+    """The reference's record, read once from the store by :func:`check_against_reference`."""
+
+    @property
+    def inputs_sha256(self) -> list[str]:
+        return [upload.sha256 for upload in self.uploads]
 
     def dim(self) -> int:
-        if self.features is not None:
-            return int(self.features.shape[1])
-        return (self.stats or self.shards[0]).dim
+        """The dim the uploads declare for this submission's space."""
+        dims = {upload.spaces[self.space].dim for upload in self.uploads}
+        if len(dims) > 1:
+            raise Refusal(422, f"the shards have different dims: {sorted(dims)}")
+        return dims.pop()
 
     def declared_space(self) -> str | None:
         """The feature space the files name, or the ``feature_space`` field for files that name none."""
-        spaces = {s.feature_space for s in ([self.stats] if self.stats else self.shards) if s.feature_space}
+        spaces = {space for upload in self.uploads if (space := upload.spaces[self.space].feature_space)}
         if len(spaces) > 1:
-            raise ServiceError(422, f"the shards come from different feature spaces: {sorted(spaces)}")
+            raise Refusal(422, f"the shards come from different feature spaces: {sorted(spaces)}")
         return agreed_space(spaces.pop() if spaces else None, self.feature_space)
+
+    def read(self) -> None:
+        """Read the uploads' arrays (every space of a file of several spaces at once)."""
+        if self.kind is InputKind.FEATURES:
+            self.features = self.uploads[0].read_features()
+            return
+        if not self.per_space:
+            self.shards = [upload.read_stats() for upload in self.uploads]
+        else:
+            contents = [upload.read_spaces() for upload in self.uploads]
+            for name, part in self.per_space.items():
+                part.shards = [content[name] for content in contents]
+        for part in self.per_space.values() or [self]:
+            if part.kind is InputKind.STATS:
+                part.stats = part.shards.pop()
 
 
 def agreed_space(in_file: str | None, declared: str | None) -> str | None:
     """A file's own feature space, or the one declared for it; both, when they differ, is a 422."""
     if in_file and declared and in_file != declared:
-        raise ServiceError(422, f"the uploaded file says its features are {in_file!r}, but feature_space says "
+        raise Refusal(422, f"the uploaded file says its features are {in_file!r}, but feature_space says "
                                 f"{declared!r}")
     return in_file or declared
 
@@ -85,15 +113,15 @@ def check_reference(stats: FeatureStats) -> None:
     client for): fewer than 2 samples, or statistics that fastfid's own distance refuses (not
     finite, not positive semidefinite, too large for float64), tried here on the reference itself."""
     if stats.count is not None and stats.count < 2:
-        raise ServiceError(422, f"the reference holds {stats.count} sample(s): a covariance needs at least 2")
+        raise Refusal(422, f"the reference holds {stats.count} sample(s): a covariance needs at least 2")
     try:
         Reference(stats).distance(stats)  # the factorisation, the trace term and their checks
     except (ValueError, RuntimeError, ArithmeticError) as error:
-        raise ServiceError(422, f"no evaluation could use this reference: {error}") from error
+        raise Refusal(422, f"no evaluation could use this reference: {error}") from error
     with np.errstate(over="ignore"):
         squared_norm = float(np.dot(stats.mean, stats.mean))
     if not math.isfinite(squared_norm):  # the mean term against any other mean would overflow
-        raise ServiceError(422, "no evaluation could use this reference: its mean is too large for float64 "
+        raise Refusal(422, "no evaluation could use this reference: its mean is too large for float64 "
                                 "(its squared norm overflows)")
 
 
@@ -138,79 +166,79 @@ class ReferenceCache:
             self._on_lookup(hit)
 
 
+def check_against_reference(store: Store, submission: Submission) -> None:
+    """Read each space's reference record once (kept in ``reference_record``) and check, from the
+    uploads' declarations alone, that its feature space and dim are the reference's: before any
+    array is read."""
+    for part in (submission.per_space or {ONE_SPACE: submission}).values():
+        reference = store.reference(part.reference, part.reference_version)
+        _checked_space(part, reference)
+        if part.dim() != reference["dim"]:
+            raise Refusal(422, f"the uploads have dim {part.dim()}, but reference {reference['name']!r} has dim "
+                               f"{reference['dim']}")
+        part.reference_record = reference
+
+
 def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
-    """Compute and store one evaluation; returns (record, created). A retried post (same
-    idempotency key) returns the stored record without computing again."""
+    """Compute and store one evaluation (its reference checked and read by check_against_reference,
+    its arrays by Submission.read); returns (record, created). A retried post (same idempotency key)
+    returns the stored record without computing again."""
     key = None if submission.idempotency_key is None else scoped_key(submitter, submission.idempotency_key)
     if key is not None:
         stored = store.find_evaluation(key)
         if stored is not None:
             return _replayed(stored, submission), False
-    reference, space = _checked_reference(store, submission)
+    reference = submission.reference_record
+    assert reference is not None, "check_against_reference reads the reference first"
     result = _fid(cache.get(reference), submission)
     verdict = _verdict(store, submission, result)
     record = dict(
         idempotency_key=key, model=submission.model, checkpoint=submission.checkpoint,
         train_seed=submission.train_seed, sample_seed=submission.sample_seed, reference=reference["name"],
-        reference_version=reference["version"], reference_sha256=reference["state_sha256"], feature_space=space,
-        dim=reference["dim"], input_kind=submission.kind, inputs_sha256=submission.inputs_sha256,
-        verdict=verdict, fastfid_version=__version__, submitter=submitter, created=time.time(), **result)
+        reference_version=reference["version"], reference_sha256=reference["state_sha256"],
+        feature_space=reference["feature_space"], dim=reference["dim"], input_kind=submission.kind.value,
+        inputs_sha256=submission.inputs_sha256, verdict=verdict, fastfid_version=__version__, submitter=submitter,
+        created=time.time(), **result)
     stored, created = store.add_evaluation(record)
     return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
 
 
-def split_by_space(submission: Submission, files: list[dict[str, FeatureStats]], digests: list[str],
-                   validation_fd: dict[str, float]) -> None:
+def split_by_space(submission: Submission, validation_fd: dict[str, float]) -> None:
     """Fill ``submission.per_space`` from uploads of several spaces (one stats file or shards, all of
     the same spaces): one submission per space against ``REFERENCE.SPACE``, with the same inputs."""
-    names = list(files[0])
-    if any(list(f) != names for f in files):
-        raise ServiceError(422, f"the shards hold different spaces: {sorted({', '.join(f) for f in files})}")
+    names = list(submission.uploads[0].spaces)
+    if any(list(upload.spaces) != names for upload in submission.uploads):
+        raise Refusal(422, "the shards hold different spaces: "
+                           f"{sorted({', '.join(upload.spaces) for upload in submission.uploads})}")
     if submission.feature_space is not None or submission.reference_version is not None:
-        raise ServiceError(422, "a file of several spaces names each space's features, and each space has its own "
-                                "reference: omit feature_space and reference_version")
+        raise Refusal(422, "a file of several spaces names each space's features, and each space has its own "
+                           "reference: omit feature_space and reference_version")
     unknown = sorted(set(validation_fd) - set(names))
     if unknown:
-        raise ServiceError(422, f"validation_fd names {', '.join(unknown)}, which the upload does not hold")
+        raise Refusal(422, f"validation_fd names {', '.join(unknown)}, which the upload does not hold")
     if validation_fd and set(validation_fd) != set(names):
-        raise ServiceError(422, f"validation_fd must give every space's valFD for FDr^k: {', '.join(names)}")
+        raise Refusal(422, f"validation_fd must give every space's valFD for FDr^k: {', '.join(names)}")
     key = submission.idempotency_key
     if key is not None and len(key) + 1 + max(map(len, names)) > 200 - KEY_SCOPE_CHARS:
-        raise ServiceError(422, "Idempotency-Key: too long to name each space's evaluation (KEY.SPACE)")
+        raise Refusal(422, "Idempotency-Key: too long to name each space's evaluation (KEY.SPACE)")
     for name in names:
-        part = replace(submission, reference=f"{submission.reference}.{name}", inputs_sha256=list(digests),
-                       idempotency_key=None if key is None else f"{key}.{name}", per_space={}, validation_fd={})
-        if submission.kind == "stats":
-            part.stats = files[0][name]
-        else:
-            part.shards = [f[name] for f in files]
-        submission.per_space[name] = part
+        submission.per_space[name] = replace(
+            submission, reference=f"{submission.reference}.{name}", space=name,
+            idempotency_key=None if key is None else f"{key}.{name}", per_space={}, validation_fd={})
     submission.validation_fd = dict(validation_fd)
 
 
 def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
-    """One evaluation per space (each stored as evaluate stores one), after every space's reference,
-    feature space and dimension were checked; with valFDs, FDr per space and FDr^k, their mean."""
-    for part in submission.per_space.values():
-        _checked_reference(store, part)
+    """One evaluation per space (each stored as evaluate stores one); with valFDs, FDr per space and
+    FDr^k, their mean."""
     done = {name: evaluate(store, cache, part, submitter) for name, part in submission.per_space.items()}
     records = {name: record for name, (record, _) in done.items()}
     result: dict = {"spaces": records}
     if submission.validation_fd:
         ratios = fdr_of_distances({name: (records[name]["fid"], submission.validation_fd[name]) for name in records})
-        result["fdr"] = {"value": ratios.value, "k": ratios.k, "spaces": ratios.spaces_as_json()}
+        summary = ratios.as_dict()
+        result["fdr"] = {"value": summary.pop("fdr"), **summary}
     return result, any(created for _, created in done.values())
-
-
-def _checked_reference(store: Store, submission: Submission) -> tuple[dict, str]:
-    """The submission's reference record and feature space, after checking that its space and dim
-    are the reference's."""
-    reference = store.reference(submission.reference, submission.reference_version)
-    space = _checked_space(submission, reference)
-    if submission.dim() != reference["dim"]:
-        raise ServiceError(422, f"the {submission.kind} have dim {submission.dim()}, but reference "
-                                f"{reference['name']!r} has dim {reference['dim']}")
-    return reference, space
 
 
 def scoped_key(submitter: str, key: str) -> str:
@@ -219,19 +247,16 @@ def scoped_key(submitter: str, key: str) -> str:
     return f"{hashlib.sha256(submitter.encode()).hexdigest()[:KEY_SCOPE_CHARS - 1]}:{key}"
 
 
-KEY_SCOPE_CHARS = 17  # what scoped_key puts before the client's key
-
-
 def _replayed(stored: dict, submission: Submission) -> dict:
     """The stored record of a retried post; the same key with other inputs is a client's mistake
     that must not silently lose the second submission: 409, naming the first."""
     asked = (submission.model, submission.checkpoint, submission.reference, submission.train_seed,
-             submission.sample_seed, submission.kind, submission.inputs_sha256)
+             submission.sample_seed, submission.kind.value, submission.inputs_sha256)
     kept = (stored["model"], stored["checkpoint"], stored["reference"], stored["train_seed"], stored["sample_seed"],
             stored["input_kind"], stored["inputs_sha256"])
     version = submission.reference_version
     if asked != kept or (version is not None and version != stored["reference_version"]):
-        raise ServiceError(409, f"Idempotency-Key {submission.idempotency_key!r} was already used for evaluation "
+        raise Refusal(409, f"Idempotency-Key {submission.idempotency_key!r} was already used for evaluation "
                                 f"{stored['id']} ({stored['model']} @ {stored['checkpoint']}) with other inputs; "
                                 "use a new key for a new submission")
     return stored
@@ -240,11 +265,12 @@ def _replayed(stored: dict, submission: Submission) -> dict:
 def _checked_space(submission: Submission, reference: dict) -> str:
     space = submission.declared_space()
     if space is None:
-        raise ServiceError(422, f"the posted {submission.kind} name no feature space (features, shards and the files "
-                                f"of pytorch-fid or clean-fid carry none): pass feature_space, e.g. the reference's {reference['feature_space']!r}, "
+        raise Refusal(422, f"the posted {submission.kind.value} name no feature space (features, shards and the files "
+                                "of pytorch-fid or clean-fid carry none): pass feature_space, e.g. the reference's "
+                                f"{reference['feature_space']!r}, "
                                 "if that is what they are")
     if space != reference["feature_space"]:
-        raise ServiceError(422, f"feature-space mismatch: the posted {submission.kind} are {space!r}, reference "
+        raise Refusal(422, f"feature-space mismatch: the posted {submission.kind.value} are {space!r}, reference "
                                 f"{reference['name']!r} is {reference['feature_space']!r}; their FID would not be "
                                 "comparable, so none was computed")
     return space
@@ -253,19 +279,19 @@ def _checked_space(submission: Submission, reference: dict) -> str:
 def _fid(reference: Reference, submission: Submission) -> dict:
     """FID, and with shards or enough features a jackknife error bar."""
     stats: FeatureStats | None
-    if submission.kind == "features":
+    if submission.kind is InputKind.FEATURES:
         features = submission.features
         assert features is not None
         if features.shape[0] >= 2 * ERROR_BAR_GROUPS:
             return _with_error(fid_with_error(features, reference, groups=ERROR_BAR_GROUPS), features.shape[0])
         stats = FeatureStats.from_features(features)
-    elif submission.kind == "shards" and len(submission.shards) >= 2:
+    elif submission.kind is InputKind.SHARDS and len(submission.shards) >= 2:
         return _with_error(fid_with_error(submission.shards, reference), sum(s.count or 0 for s in submission.shards))
     else:
-        stats = submission.stats if submission.kind == "stats" else _merged(submission.shards)
+        stats = submission.stats if submission.kind is InputKind.STATS else FeatureStats.merged(submission.shards)
     assert stats is not None
     if stats.count is not None and stats.count < 2:
-        raise ServiceError(422, f"FID needs statistics of at least 2 samples, got {stats.count}")
+        raise Refusal(422, f"FID needs statistics of at least 2 samples, got {stats.count}")
     return dict(fid=reference.distance(stats), standard_error=None, interval_low=None, interval_high=None,
                 groups=None, count=stats.count)
 
@@ -319,7 +345,7 @@ def _baseline(store: Store, submission: Submission) -> tuple[str, str] | None:
         model, _, named = submission.baseline.partition("@")
         checkpoint = named or store.latest_checkpoint(model, submission.reference)
         if checkpoint is None or store.latest_evaluation(model, submission.reference, checkpoint) is None:
-            raise ServiceError(404, f"baseline {submission.baseline!r} has no evaluations against reference "
+            raise Refusal(404, f"baseline {submission.baseline!r} has no evaluations against reference "
                                     f"{submission.reference!r}")
         return model, checkpoint
     checkpoint = store.latest_checkpoint(submission.model, submission.reference, other_than=submission.checkpoint)

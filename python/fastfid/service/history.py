@@ -91,7 +91,8 @@ def page(model: str, reference: str, points: list[dict], *, signed_in: bool = Fa
         for p in points)
     body = f"""{plot(points)}
 <p class="note">{html.escape(bar_explanation(points))}</p>
-<table><tr><th class="name">checkpoint</th><th>FID</th><th>95% interval</th><th>evaluations</th><th>first evaluated</th></tr>
+<table><tr><th class="name">checkpoint</th><th>FID</th><th>95% interval</th><th>evaluations</th>
+<th>first evaluated</th></tr>
 {rows}</table>
 <p><a href="{data}&amp;format=csv">CSV</a> · <a href="{data}">JSON</a></p>"""
     return pages.document(title, body, signed_in=signed_in)

@@ -4,33 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from fastfid.service.app import ServiceConfig, config_to_environment, create_app
+from fastfid.service.app import create_app
+from fastfid.service.config import ServiceConfig, default_of
 from fastfid.service.store import Store
 
 LOG_CONFIG = {  # uvicorn's own lines as JSON too; the access log is replaced by the service's request lines
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "fastfid.service.app.JsonFormatter"}},
+    "formatters": {"json": {"()": "fastfid.service.observe.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "loggers": {"uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
                 "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}},
 }
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """"90", "45s", "30m", "1h", "2d" -> seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if match is None or float(match.group(1)) <= 0:
-        raise ValueError(f"invalid duration {text!r}: a positive number with an optional unit s, m, h or d (e.g. 1h)")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
 
 def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     import uvicorn
@@ -50,7 +39,7 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, w
     shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
-    config_to_environment(config)
+    config.to_environment()
     try:
         uvicorn.run("fastfid.service.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                     **options)
@@ -89,7 +78,7 @@ def _header_deadline_protocol():
 
         def _arm(self) -> None:
             self._disarm()
-            seconds = float(os.environ.get(HEADER_TIMEOUT_VARIABLE, "10"))
+            seconds = float(os.environ.get(HEADER_TIMEOUT_VARIABLE, default_of("header_timeout")))
             self._deadline = self.loop.call_later(seconds, self._too_slow)
 
         def _disarm(self) -> None:

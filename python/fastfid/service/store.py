@@ -2,7 +2,7 @@
 and content-addressed statistics files (a folder beside the SQLite file; a table of the database
 when several hosts share a PostgreSQL server, so that no shared file system is needed).
 
-Durability: a statistics file is written and fsynced (fastfid.io's atomic save) before the
+Durability: a statistics file is written and fsynced (fastfid.files' atomic save) before the
 record that names it is committed, and SQLite runs with ``synchronous=FULL``, so what was acknowledged survives a kill
 of the process. Records are only ever added (a reference name gains versions; nothing is
 overwritten), except canaries' last-run fields and alerts' delivery fields.
@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.exc import IntegrityError
 
-from fastfid.io import load_stats, remove_abandoned_temporaries, save_stats, state_digest
+from fastfid.files.atomic import remove_abandoned_temporaries
 from fastfid.stats import FeatureStats
 
 _metadata = sa.MetaData()
@@ -129,7 +129,6 @@ blobs = sa.Table(  # statistics files, when the database is shared (PostgreSQL)
 
 # Each includes those before it: read; evaluate (post evaluations); admin (references, canaries).
 SCOPES = ("read", "evaluate", "admin")
-_LEGACY_SCOPES = {"write": "evaluate"}  # tokens made before the scopes were split
 
 
 class NotFound(LookupError):
@@ -183,10 +182,6 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def ping(self) -> None:
-        with self.engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-
     def readiness_problems(self) -> list[str]:
         """What would make requests fail: a database that does not answer or is damaged (SQLite's
         quick_check), and current references whose statistics are missing or no longer hash as
@@ -224,14 +219,14 @@ class Store:
         """Store statistics under the SHA-256 of their exact state; returns (state hash, file hash).
         A stored file of the same state is kept (its hash is the one older records hold), unless it
         no longer reads as that state, when it is written anew."""
-        state = state_digest(stats)
+        state = stats.state_sha256()
         with contextlib.suppress(OSError, ValueError):
             stored = self._stored_bytes(state)
-            if state_digest(load_stats(io.BytesIO(stored))) == state:
+            if FeatureStats.load(io.BytesIO(stored)).state_sha256() == state:
                 return state, file_sha256(stored)
         if self.embedded:
             target = self.files / f"{state}.npz"
-            save_stats(stats, target)  # atomic and fsynced, as every statistics file fastfid writes
+            stats.save(target)  # atomic and fsynced, as every statistics file fastfid writes
             os.chmod(target, 0o600)  # in a 0700 folder: private from the start
             return state, file_sha256(target.read_bytes())
         data = _npz_bytes(stats)
@@ -256,7 +251,7 @@ class Store:
 
     def load_stats(self, state: str, expected_file_sha256: str) -> FeatureStats:
         """Stored statistics, after checking that their bytes still hash as recorded."""
-        return load_stats(io.BytesIO(self.verified_bytes(state, expected_file_sha256)))
+        return FeatureStats.load(io.BytesIO(self.verified_bytes(state, expected_file_sha256)))
 
     def verified_bytes(self, state: str, expected_file_sha256: str) -> bytes:
         """A stored file's bytes; CorruptFile if they no longer hash as recorded."""
@@ -278,7 +273,8 @@ class Store:
             if current is not None and current["state_sha256"] == state and current["feature_space"] == feature_space:
                 return current, False
             version = 1 if current is None else int(current["version"]) + 1
-            record = dict(name=name, version=version, state_sha256=state, file_sha256=file_hash, feature_space=feature_space, count=stats.count, dim=stats.dim,
+            record = dict(name=name, version=version, state_sha256=state, file_sha256=file_hash,
+                          feature_space=feature_space, count=stats.count, dim=stats.dim,
                           fastfid_version=fastfid_version, uploader=uploader, created=time.time())
             try:
                 with self.engine.begin() as connection:
@@ -326,7 +322,8 @@ class Store:
     def add_evaluation(self, record: dict) -> tuple[dict, bool]:
         """Insert an evaluation; with an idempotency key already stored, the stored one instead (a
         retried post). Returns (record, created)."""
-        record = dict(record, verdict=json.dumps(record.get("verdict")), inputs_sha256=json.dumps(record["inputs_sha256"]))
+        record = dict(record, verdict=json.dumps(record.get("verdict")),
+                      inputs_sha256=json.dumps(record["inputs_sha256"]))
         key = record.get("idempotency_key")
         try:
             record["id"] = self._insert(evaluations, record)
@@ -494,10 +491,7 @@ class Store:
         return self._all(sa.select(tokens.c.name, tokens.c.scope, tokens.c.created).order_by(tokens.c.id))
 
     def token(self, token: str) -> dict | None:
-        record = self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
-        if record is not None:
-            record["scope"] = _LEGACY_SCOPES.get(record["scope"], record["scope"])
-        return record
+        return self._one(sa.select(tokens).where(tokens.c.token_sha256 == token_hash(token)))
 
     # --- helpers ------------------------------------------------------------------------------------
     def _insert(self, table: sa.Table, values: dict) -> int:
@@ -571,7 +565,7 @@ def _npz_bytes(stats: FeatureStats) -> bytes:
     """fastfid's statistics file (readable by the peers too), as bytes."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "stats.npz"
-        save_stats(stats, path)
+        stats.save(path)
         return path.read_bytes()
 
 

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from fastfid.compat.pytorch_fid.inception import InceptionV3
 from fastfid.data import ImageFiles
 from fastfid.distance import calculate_frechet_distance
-from fastfid.io import load_stats
 from fastfid.stats import FeatureStats
 
 __all__ = ["IMAGE_EXTENSIONS", "calculate_activation_statistics", "calculate_fid_given_paths",
@@ -72,7 +71,7 @@ def compute_statistics_of_path(path, model, batch_size: int, dims: int, device, 
     """(mu, sigma) of a statistics ``.npz`` or of the images directly in a folder (pytorch-fid's
     extensions, lower case, not recursive)."""
     if str(path).endswith(".npz"):
-        stats = load_stats(path)
+        stats = FeatureStats.load(path)
         return stats.mean, stats.cov
     folder = pathlib.Path(path)
     files = sorted(file for ext in IMAGE_EXTENSIONS for file in folder.glob(f"*.{ext}"))

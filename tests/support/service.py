@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 import fastfid
-from fastfid.io import save_stats
 
 
 def free_port() -> int:
@@ -98,7 +97,7 @@ def features(rng, n: int, d: int, *, shift: float = 0.0) -> np.ndarray:
 
 
 def saved(stats: fastfid.FeatureStats, path: Path) -> Path:
-    save_stats(stats, path)
+    stats.save(path)
     return path
 
 

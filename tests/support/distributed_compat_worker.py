@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from peers import declare_torchvision_ops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.peers import declare_torchvision_ops  # noqa: E402
 
 declare_torchvision_ops()  # torchmetrics imports torchvision (see peers.py)
 from fastfid.compat import _packed  # noqa: E402

@@ -5,8 +5,8 @@ and CLIP-L definitions of the parity tests registered under their names. Usage: 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import spaces_support  # noqa: E402  (applies the tests' torchvision shim)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import support.spaces as spaces_support  # noqa: E402  (applies the tests' torchvision shim)
 from fastfid import cli  # noqa: E402
 from fastfid.models import spaces  # noqa: E402
 

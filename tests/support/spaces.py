@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from peers import declare_torchvision_ops
+from support.peers import declare_torchvision_ops
 
 declare_torchvision_ops()  # timm and open_clip import torchvision (see peers.py)
 

@@ -1,0 +1,84 @@
+"""Who may do what: bearer tokens (stored hashed, looked up on every request so that a revocation
+holds at once everywhere) of the scopes read < evaluate < admin, and the browser's sign-in, a read
+token kept in an HttpOnly, SameSite=Strict cookie that grants reading only."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from fastfid.service import pages
+from fastfid.service.errors import Refusal
+from fastfid.service.limits import RateLimit
+from fastfid.service.store import SCOPES, Store
+
+
+class Access:
+    """Authorisation of requests against the store's tokens, each counted toward its rate limit."""
+
+    def __init__(self, store: Store, rates: RateLimit, public_read: bool):
+        self.store, self.rates, self.public_read = store, rates, public_read
+
+    async def authorise(self, request: Request, scope: str, *, public: bool | None = None) -> str:
+        """The token's name, or 401/403. Reads also take the sign-in cookie; writes never do.
+        ``public``: whether a request without a token may pass (default: --public-read, for reads)."""
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        if not token or kind.lower() != "bearer":
+            cookie = request.cookies.get(pages.READ_COOKIE) if scope == "read" else None
+            if cookie:
+                record = await self.token(cookie)
+                if record is not None:
+                    self.rates.count(record["name"])
+                    return record["name"]
+                raise Refusal(401, "this browser's sign-in is no longer valid (the token was revoked): sign in again")
+            if (self.public_read and scope == "read") if public is None else public:
+                return "anonymous"
+            raise Refusal(401, f"missing token: send 'Authorization: Bearer TOKEN' with a {scope} token "
+                               "(fastfid token create NAME --scope ...)")
+        record = await self.token(token.strip())
+        if record is None:
+            raise Refusal(401, "unknown token")
+        self.rates.count(record["name"])
+        if SCOPES.index(record["scope"]) < SCOPES.index(scope):
+            raise Refusal(403, f"token {record['name']!r} has the {record['scope']} scope; this needs a token of the "
+                               f"{scope} scope (fastfid token create NAME --scope {scope})")
+        return record["name"]
+
+    async def page_reader(self, request: Request) -> Response | None:
+        """None if the request may read; else the sign-in page (a browser cannot send a bearer header)."""
+        try:
+            await self.authorise(request, "read")
+        except Refusal as refusal:
+            if refusal.status != 401:
+                raise
+            wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            missing = refusal.message.startswith("missing token")
+            return HTMLResponse(pages.sign_in(wanted, None if missing else refusal.message), status_code=401)
+        return None
+
+    async def token(self, token: str) -> dict | None:
+        """A token's record, read from the store on every request (one indexed lookup)."""
+        return await run_in_threadpool(self.store.token, token)
+
+    async def sign_in(self, request: Request, form: dict[str, str]) -> Response:
+        """A read token from the form becomes the read cookie; a token of a wider scope is refused, so
+        that the browser never holds the right to write."""
+        token, wanted = form.get("token", "").strip(), form.get("next", "/")
+        record = await self.token(token) if 0 < len(token) <= pages.MAX_TOKEN_CHARS else None
+        problem = ("unknown token" if record is None else
+                   f"token {record['name']!r} has the {record['scope']} scope: sign in with a read token, so that "
+                   "this browser can read only" if record["scope"] != "read" else None)
+        if problem:
+            return HTMLResponse(pages.sign_in(wanted, problem), status_code=401)
+        response = RedirectResponse(pages.safe_next(wanted), status_code=303)
+        response.set_cookie(pages.READ_COOKIE, token, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https", path="/")
+        return response
+
+
+def sign_out() -> Response:
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(pages.READ_COOKIE, path="/", httponly=True, samesite="strict")
+    return response

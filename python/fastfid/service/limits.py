@@ -1,0 +1,155 @@
+"""What one request may cost: its body's size and pace, the requests per token per minute, the heavy
+requests running at once, the work its uploads declare (refused from their headers, before any
+array is read), and what a token may store."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+
+from fastfid._text import size_text
+from fastfid.service.config import WORK_PER_UPLOADED_BYTE, ServiceConfig
+from fastfid.service.errors import Refusal, send_refusal
+from fastfid.service.store import Store, state_bytes
+
+
+class _TooLarge(Refusal):
+    def __init__(self, limit_mb: float):
+        super().__init__(413, f"upload too large: the limit is {limit_mb:g} MiB (fastfid serve --max-upload-mb)")
+
+
+class _Stalled(Refusal):
+    def __init__(self, seconds: float):
+        super().__init__(408, f"the request body stalled: no bytes for {seconds:g} s (--body-timeout)")
+
+
+BODY_REFUSALS = (_TooLarge, _Stalled)
+
+
+class UploadLimit:
+    """413 for a body over ``limit`` bytes: by its Content-Length before anything is read, or as
+    the bytes arrive when it declares none; 408 when the body stops arriving for ``idle_seconds``
+    (a slow sender holds a connection and a worker slot, never for long)."""
+
+    def __init__(self, app, limit_mb: float, idle_seconds: float = 30.0):
+        self.app, self.limit_mb, self.limit = app, limit_mb, int(limit_mb * 2**20)
+        self.idle_seconds = idle_seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await send_refusal(_TooLarge(self.limit_mb), scope, receive, send)
+        received = 0
+        started = False
+        complete = False
+
+        async def counting_receive():
+            nonlocal received, complete
+            if complete:  # after the body, receive() waits for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.idle_seconds)
+            except asyncio.TimeoutError:
+                raise _Stalled(self.idle_seconds) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > self.limit:
+                    raise _TooLarge(self.limit_mb)  # the app's handler answers 413
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BODY_REFUSALS as error:  # read outside a handler
+            if not started:
+                await send_refusal(error, scope, receive, send)
+
+
+class RateLimit:
+    """At most ``per_minute`` requests per token in any 60 s, in this process (0: no limit); beyond,
+    429 with the seconds until the oldest of them leaves the window."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._recent: dict[str, collections.deque] = {}
+
+    def count(self, name: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        recent = self._recent.setdefault(name, collections.deque())
+        while recent and now - recent[0] >= 60.0:
+            recent.popleft()
+        if len(recent) >= self.per_minute:
+            wait = max(1, math.ceil(60.0 - (now - recent[0])))
+            raise Refusal(429, f"token {name!r} sent more than {self.per_minute} requests in a minute "
+                               "(--max-requests-per-minute); retry later", {"retry-after": str(wait)})
+        recent.append(now)
+
+
+class WorkQueue:
+    """Heavy requests (uploads, evaluations, canary runs) at most ``running`` at once in this
+    process, and at most ``waiting`` more in line, their bodies not yet read; beyond that, 503 with
+    Retry-After, which fastfid's client retries. Reads and /healthz never wait here."""
+
+    def __init__(self, running: int, waiting: int):
+        self.running, self.waiting = running, waiting
+        self._slots: asyncio.Semaphore | None = None  # made in the server's event loop
+        self._in_line = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.running)
+        if self._slots.locked() and self._in_line >= self.waiting:
+            raise Refusal(503, f"the server is busy ({self.running} heavy requests running, {self._in_line} "
+                               "waiting); retry later", {"retry-after": "5"})
+        self._in_line += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._in_line -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def check_work(dims: Iterable[int], carried: int, config: ServiceConfig) -> None:
+    """Refuse, from the uploads' headers alone, a request whose work would not be bounded by what it
+    carries: a dimension beyond --max-dim, or exact states (state_bytes: 8·(d² + d + 1) bytes each,
+    every space of every upload) of more than --max-state-mb or more than WORK_PER_UPLOADED_BYTE times
+    the ``carried`` bytes."""
+    dims = list(dims)
+    if not dims:
+        return  # the request's own checks say what is missing
+    dim, state = max(dims), sum(state_bytes(d) for d in dims)
+    if dim > config.max_dim:
+        raise Refusal(413, f"dimension {dim} is beyond this server's limit of {config.max_dim} (--max-dim)")
+    if state > config.max_state_mb * 2**20:
+        raise Refusal(413, f"the uploads declare {size_text(state)} of d × d statistics, beyond this server's "
+                           f"limit of {config.max_state_mb:g} MiB (--max-state-mb)")
+    if state > WORK_PER_UPLOADED_BYTE * carried:
+        raise Refusal(413, f"the uploads declare {size_text(state)} of d × d statistics (dim {dim}) in {carried:,} "
+                           f"bytes: this server works at most {WORK_PER_UPLOADED_BYTE}× what a request carries; send "
+                           "statistics (.npz) rather than so few feature rows")
+
+
+def check_quota(store: Store, uploader: str, size: int, config: ServiceConfig) -> None:
+    """413 when storing ``size`` more bytes of reference statistics would pass the token's quota."""
+    stored, limit = store.stored_bytes_of(uploader), config.max_stored_mb * 2**20
+    if stored + size > limit:
+        raise Refusal(413, f"token {uploader!r} has stored {size_text(stored)} of reference statistics; this upload "
+                           f"({size_text(size)}) would pass its quota of {config.max_stored_mb:g} MiB "
+                           "(--max-stored-mb)")
