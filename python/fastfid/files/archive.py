@@ -332,7 +332,7 @@ def open_npz(source, *, most: int = MOST_MEMBERS) -> Iterator[Npz]:
     with opened(source) as handle:
         if stream_size(handle) == 0:
             raise OSError(f"{path} is empty (0 bytes), not a statistics .npz file")
-        if handle.read(4) != b"PK\x03\x04":
+        if handle.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):  # a member first, or an empty archive
             handle.seek(0)
             if handle.read(6) == b"\x93NUMPY":
                 raise ValueError(f"{path} holds a single array, not a statistics .npz with 'mu' and 'sigma'")

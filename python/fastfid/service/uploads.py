@@ -1,7 +1,7 @@
 """Reading requests: multipart forms and their fields, and uploaded files, each inspected **once**
 into an :class:`Upload` (its kind, each space's declared dim and feature space, its SHA-256) before
 any array in it is read. Every check of a request reads that value; the arrays are read afterwards,
-by :meth:`Upload.read`, which opens the archive a second and last time.
+by the ``Upload.read_*`` methods, which open the archive a second and last time.
 
 The inspection trusts nothing the client sent: the zip's central directory is checked by
 fastfid.files.archive (overlapping or out-of-file entries, member count), every member's declared
@@ -185,7 +185,7 @@ ONE_SPACE = ""  # the key of a file of one space's statistics, or of features, i
 class Upload:
     """One uploaded file, inspected once: its form field (``part``), its kind, each space's
     declaration (``spaces``; a file of one space or features under ONE_SPACE), its SHA-256 and size.
-    :meth:`read` reads its arrays, after the request's checks."""
+    The ``read_*`` methods read its arrays, after the request's checks."""
 
     part: str
     filename: str
