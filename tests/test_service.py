@@ -349,6 +349,11 @@ def test_idempotency_keys_belong_to_their_token_and_a_reused_key_is_a_409(servic
                                        changed_stats, headers={"Idempotency-Key": "build-7"})
         assert status == 409 and f"evaluation {mine['id']}" in refused["error"], refused
     assert stored_count(service) == before
+    # Two tokens of one name are two tokens: neither replays the other's key.
+    twin_a, twin_b = (make_token(service["store"], "twin", "evaluate") for _ in range(2))
+    a = post_raw(url, twin_a, stats, model="keys", checkpoint="5", key="build-8")
+    b = post_raw(url, twin_b, other, model="keys", checkpoint="6", key="build-8")
+    assert not a["replayed"] and not b["replayed"] and a["id"] != b["id"] and a["submitter"] == b["submitter"]
 
 
 def test_scopes_evaluate_cannot_replace_references_or_rebanding_canaries(service, rng):
@@ -426,32 +431,98 @@ def _answer(connection) -> bytes:
         chunks.append(chunk)
 
 
-def test_overload_is_a_503_slow_senders_are_cut_off_and_health_answers_meanwhile(tmp_path):
+def test_slow_bodies_hold_no_work_slot_are_capped_and_cut_off_and_health_answers_meanwhile(tmp_path, rng):
     import time
 
     store = tmp_path / "store"
-    token = make_token(store, "ci", "admin")
-    with Server(store, "--max-running", "1", "--max-queue", "1", "--body-timeout", "2", "--header-timeout",
-                "2") as server:
+    admin, other = make_token(store, "ci", "admin"), make_token(store, "other", "evaluate")
+    with Server(store, "--max-running", "1", "--max-bodies", "3", "--max-bodies-per-token", "2", "--body-timeout",
+                "2", "--body-deadline", "4", "--header-timeout", "2") as server:
         service = {"server": server}
-        running, waiting = _slow_upload(server.port, token), _slow_upload(server.port, token)
-        time.sleep(0.5)  # the first holds the one slot, the second waits in line
-        status, headers, body = exchange(service, "POST", "/evaluations", body=b"",
-                                         headers={"Authorization": f"Bearer {token}",
-                                                  "Content-Type": "multipart/form-data; boundary=b"})
-        assert status == 503 and headers["retry-after"] == "5" and "busy" in json.loads(body)["error"]
+        Service(server.url, admin).upload_reference("golden", stats_of(rng, 300, D))
+        # Two bodies that trickle (their senders wait): with one work slot, an evaluation is answered anyway.
+        first, second = _slow_upload(server.port, admin), _slow_upload(server.port, admin)
+        time.sleep(0.5)
+        started = time.monotonic()
+        answer = Service(server.url, other).evaluate(model="m", checkpoint="1", reference="golden",
+                                                     stats=stats_of(rng, 200, D))
+        assert answer["fid"] > 0 and time.monotonic() - started < 2, "a slow body held the work slot"
+        # A token sends at most 2 bodies at once (429); the server receives at most 3 (503).
+        status, headers, body = exchange(service, "POST", "/evaluations", body=b"--b\r\n", headers={
+            "Authorization": f"Bearer {admin}", "Content-Type": "multipart/form-data; boundary=b"})
+        assert status == 429 and "--max-bodies-per-token" in json.loads(body)["error"]
+        third = _slow_upload(server.port, other)
+        time.sleep(0.3)
+        status, headers, body = exchange(service, "POST", "/evaluations", body=b"--b\r\n", headers={
+            "Authorization": f"Bearer {other}", "Content-Type": "multipart/form-data; boundary=b"})
+        assert status == 503 and headers["retry-after"] == "5" and "--max-bodies" in json.loads(body)["error"]
         started = time.monotonic()
         assert exchange(service, "GET", "/healthz")[0] == 200 and time.monotonic() - started < 0.5
-        # The stalled bodies are cut off: 408, and the slots are free again.
-        answer = _answer(running)
+        # The stalled bodies are cut off: 408, and their places are free again.
+        answer = _answer(first)
         assert answer.startswith(b"HTTP/1.1 408") and b"stalled" in answer
-        assert _answer(waiting).startswith(b"HTTP/1.1 408")
+        assert _answer(second).startswith(b"HTTP/1.1 408") and _answer(third).startswith(b"HTTP/1.1 408")
+        # A body that trickles just under the idle timeout is cut off by the total deadline.
+        import select
+
+        steady = _slow_upload(server.port, admin)
+        started = time.monotonic()
+        while time.monotonic() - started < 10 and not select.select([steady], [], [], 1.0)[0]:
+            steady.sendall(b"x")  # a byte a second: never a 2 s stall
+        answer = steady.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 408") and b"--body-deadline" in answer
+        assert 3.5 < time.monotonic() - started < 7
         # A client that never finishes its headers is disconnected.
-        silent = _slow_upload(server.port, token, headers_only=True)
+        silent = _slow_upload(server.port, admin, headers_only=True)
         started = time.monotonic()
         assert _answer(silent) == b"" and time.monotonic() - started < 10
-        for connection in (running, waiting, silent):
+        for connection in (first, second, third, steady, silent):
             connection.close()
+
+
+def test_headers_are_bounded_with_a_431_before_they_are_buffered(service):
+    import socket
+
+    from fastfid.service.server import MOST_HEADER_BYTES, MOST_HEADER_FIELDS
+
+    def raw(request: bytes, *, pieces: int = 1) -> bytes:
+        with socket.create_connection(("127.0.0.1", service["server"].port), timeout=30) as connection:
+            step = -(-len(request) // pieces)
+            try:
+                for start in range(0, len(request), step):
+                    connection.sendall(request[start:start + step])
+            except (BrokenPipeError, ConnectionResetError):  # refused and closed while we were still sending
+                pass
+            return _answer(connection)
+
+    many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-%d: y\r\n" % i for i in range(MOST_HEADER_FIELDS + 1)) + b"\r\n"
+    answer = raw(many)
+    assert answer.startswith(b"HTTP/1.1 431") and b"header fields" in answer
+    # One value of 4 MiB, sent in pieces: refused once 64 KiB have come, not buffered whole.
+    huge = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (4 << 20)
+    answer = raw(huge, pieces=64)
+    assert answer.startswith(b"HTTP/1.1 431") and b"%d KiB" % (MOST_HEADER_BYTES // 1024) in answer
+    # Headers within the bounds, followed at once by a body larger than the bound, are a request.
+    from fastfid.client import _multipart
+
+    rng = np.random.default_rng(431)
+    body, content_type = _multipart({"feature_space": SPACE}, [("features", "f.npy", _npy(rng.standard_normal((400, D))))])
+    assert len(body) > MOST_HEADER_BYTES
+    fine = (b"PUT /references/header-bound HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n"
+            b"Content-Type: %s\r\nAuthorization: Bearer %s\r\n" % (len(body), content_type.encode(),
+                                                                       service["write_token"].encode())
+            + b"".join(b"X-%d: y\r\n" % i for i in range(MOST_HEADER_FIELDS - 6)) + b"\r\n" + body)
+    assert raw(fine).startswith(b"HTTP/1.1 201")
+    assert exchange(service, "GET", "/healthz")[0] == 200
+
+
+def _npy(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def test_404_and_405_are_json_and_every_response_has_an_id_and_security_headers(service):
@@ -848,6 +919,10 @@ def test_several_workers_share_one_store(tmp_path, rng):
         assert len(client.evaluations(model="workers")) == 16 == len({r["id"] for r in results})
         text = urllib.request.urlopen(server.url + "/metrics").read().decode()  # --public-metrics
         assert "fastfid_requests_total" in text and "fastfid_stored_evaluations 16.0" in text
+        # The workers' shared counters are private like the rest of the store.
+        [counters] = store.glob("prometheus-*")
+        assert counters.stat().st_mode & 0o777 == 0o700
+        assert all(path.stat().st_mode & 0o777 == 0o600 for path in counters.iterdir()) and any(counters.iterdir())
 
 
 def test_submit_on_the_command_line(service, tmp_path, rng):
@@ -972,3 +1047,34 @@ def test_client_retries_with_one_idempotency_key(rng):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_text_inputs_with_control_characters_and_foreign_sign_ins_are_refused(service, rng):
+    from urllib.parse import urlencode
+
+    token = service["write_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    for path in ("/references/a%00b", "/evaluations?model=a%00", "/models/m%01/history", "/alerts?canary=%00"):
+        status, _, body = exchange(service, "GET", path, headers=auth)
+        assert status == 400 and "control character" in json.loads(body)["error"], (path, body)
+    for fields in ({"reference": "gol\x00den"}, {"feature_space": "a\x00b"}, {"model": "m\x07"}):
+        status, _, refused = post_form(service, {"model": "m", "checkpoint": "1", "reference": "golden", **fields},
+                                       stats_of(rng, 50, D), headers={})
+        assert status == 422, refused
+    status, _, refused = post_form(service, {"model": "m", "checkpoint": "1", "reference": "golden",
+                                             "feature_space": "x" * 1001}, stats_of(rng, 50, D, space=None), headers={})
+    assert status == 422 and "feature_space" in refused["error"]
+    status, _, refused = post_form(service, {"model": "m", "checkpoint": "1", "reference": "golden",
+                                             "validation_fd": '{"test-space": 1.0}'}, stats_of(rng, 50, D), headers={})
+    assert status == 422 and "validation_fd" in refused["error"]  # one space: nothing to normalise, said so
+    # Login CSRF: a sign-in form posted from another site's page is refused.
+    read = make_token(service["store"], "csrf-reader", "read")
+    form = urlencode({"token": read, "next": "/"}).encode()
+    for foreign in ({"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, _, body = exchange(service, "POST", "/signin", body=form, headers={
+            "Content-Type": "application/x-www-form-urlencoded", **foreign})
+        assert status == 403 and "own page" in json.loads(body)["error"]
+    own = f"http://127.0.0.1:{service['server'].port}"
+    status, headers, _ = exchange(service, "POST", "/signin", body=form, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Origin": own, "Sec-Fetch-Site": "same-origin"})
+    assert status == 303 and "fastfid_read" in headers["set-cookie"]

@@ -348,3 +348,33 @@ def test_hostile_requests_get_json_4xx_that_leak_nothing_and_change_nothing(data
         after = (len(client.evaluations()), client.reference("golden")["version"])
         assert seen >= 500 and after == before
         assert not any("fuzz" == c["name"] for c in client._request("GET", "/canaries"))
+
+
+def test_concurrent_runs_of_a_canary_raise_each_alert_once(store, rng):
+    import threading
+
+    from fastfid.service.canaries import Alerts, run_canary
+    from fastfid.service.evaluation import ReferenceCache
+
+    reference = stats_of(rng, 300, D)
+    record, _ = store.add_reference("golden", reference, feature_space="s", uploader="a", fastfid_version="x")
+    far = stats_of(rng, 300, D, shift=3.0)
+    state, file_hash = store.put_stats(far)
+    store.put_canary(dict(name="far", reference="golden", reference_sha256=record["state_sha256"], stats_sha256=state,
+                          stats_file_sha256=file_hash, low=0.0, high=1e-3, created=0.0))  # out of band at every run
+    alerts, cache = Alerts(store), ReferenceCache(store)
+    start = threading.Barrier(10)
+    outcomes = []
+
+    def run():
+        start.wait()
+        outcomes.append(run_canary(store, cache, alerts, "far"))
+
+    threads = [threading.Thread(target=run) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [o["status"] for o in outcomes] == ["alert"] * 10
+    assert len(store.all_alerts("far")) == 1 == sum(len(o["alerts"]) for o in outcomes)
+    assert store.canary("far")["last_status"] == "out_of_band"

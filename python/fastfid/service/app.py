@@ -38,11 +38,11 @@ from fastfid.service.config import ServiceConfig
 from fastfid.service.errors import HANDLED, Refusal, error_response
 from fastfid.service.evaluation import (InputKind, ReferenceCache, Submission, agreed_space, check_against_reference,
                                          check_reference, evaluate, evaluate_spaces, split_by_space)
-from fastfid.service.limits import RateLimit, UploadLimit, WorkQueue, check_quota, check_work
+from fastfid.service.limits import BodyGate, RateLimit, UploadLimit, WorkQueue, check_quota, check_work
 from fastfid.service.observe import Observe, configure_logging, log
 from fastfid.service.prometheus import CONTENT_TYPE, Metrics
 from fastfid.service.store import NotFound, Store, jsonable, state_bytes
-from fastfid.service.uploads import Kind, Upload
+from fastfid.service.uploads import Kind, TextInputs, Upload
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # evaluations per page of GET /evaluations
 
@@ -57,6 +57,7 @@ class Handlers:
         self.cache = ReferenceCache(self.store, config.cache_size, on_lookup=self.metrics.cache_lookup)
         self.access = Access(self.store, RateLimit(config.max_requests_per_minute), config.public_read)
         self.work = WorkQueue(config.running, config.max_queue)
+        self.bodies = BodyGate(config.max_bodies, config.max_bodies_per_token)
         self.alerts = Alerts(self.store, config.webhook, attempts=config.webhook_attempts,
                              backoff=config.webhook_backoff,
                              on_alert=lambda alert: self.metrics.alerts.labels(alert["kind"]).inc())
@@ -116,16 +117,18 @@ class Handlers:
         return _json(await run_in_threadpool(self.store.reference_versions, request.path_params["name"]))
 
     async def put_reference(self, request: Request) -> Response:
-        uploader = await self.access.authorise(request, "admin")
+        principal = await self.access.authorise(request, "admin")
+        uploader = principal.name
         name = uploads.valid_name(request.path_params["name"], "reference name")
-        async with self.work.slot(), uploads.read_form(request) as form:
+        async with uploads.read_form(request, self.bodies, principal) as form, self.work.slot():
             upload = await run_in_threadpool(self._one_upload, form)
             if upload.kind is Kind.SPACES:
                 return await self._put_space_references(name, upload, uploader, form)
             stats = await run_in_threadpool(upload.as_stats)
             await run_in_threadpool(check_reference, stats)
             await run_in_threadpool(check_quota, self.store, uploader, state_bytes(stats.dim), self.config)
-            space = agreed_space(stats.feature_space, uploads.field(form, "feature_space"))
+            space = agreed_space(stats.feature_space,
+                                 uploads.valid_label(uploads.field(form, "feature_space"), "feature_space"))
             if not space:
                 raise Refusal(422, "the uploaded statistics name no feature space (files from pytorch-fid or "
                                    "clean-fid carry none): pass the feature_space field")
@@ -168,7 +171,7 @@ class Handlers:
     # --- evaluations --------------------------------------------------------------------------------
     async def post_evaluation(self, request: Request) -> Response:
         submitter = await self.access.authorise(request, "evaluate")
-        async with self.work.slot(), uploads.read_form(request) as form:
+        async with uploads.read_form(request, self.bodies, submitter) as form, self.work.slot():
             submission = await run_in_threadpool(self._checked_submission, form,
                                                  request.headers.get("idempotency-key"))
             try:
@@ -243,9 +246,9 @@ class Handlers:
 
     # --- canaries -----------------------------------------------------------------------------------
     async def put_canary(self, request: Request) -> Response:
-        await self.access.authorise(request, "admin")
+        principal = await self.access.authorise(request, "admin")
         name = uploads.valid_name(request.path_params["name"], "canary name")
-        async with self.work.slot(), uploads.read_form(request) as form:
+        async with uploads.read_form(request, self.bodies, principal) as form, self.work.slot():
             upload = await run_in_threadpool(self._one_upload, form)
             if upload.kind is Kind.SPACES:
                 raise Refusal(422, "a canary holds the statistics of one space: upload that space's file")
@@ -347,7 +350,9 @@ def create_app(config: ServiceConfig) -> Starlette:
 
     routes = handlers.routes()
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=dict.fromkeys(HANDLED, error_response))
-    app.add_middleware(UploadLimit, limit_mb=config.max_upload_mb, idle_seconds=config.body_timeout)
+    app.add_middleware(UploadLimit, limit_mb=config.max_upload_mb, idle_seconds=config.body_timeout,
+                       deadline_seconds=config.body_deadline)
+    app.add_middleware(TextInputs)
     app.add_middleware(Observe, metrics=handlers.metrics, routes=routes)
     app.state.handlers = handlers
     return app
@@ -372,17 +377,21 @@ def _submission(form, inspected: list[Upload], key: str | None) -> Submission:
         model=uploads.valid_name(uploads.required(form, "model"), "model"),
         checkpoint=uploads.valid_name(uploads.required(form, "checkpoint"), "checkpoint", slash=True),
         reference=uploads.required(form, "reference"), kind=kinds[0], uploads=inspected,
-        feature_space=uploads.field(form, "feature_space"),
+        feature_space=uploads.valid_label(uploads.field(form, "feature_space"), "feature_space"),
         reference_version=uploads.optional_int(uploads.field(form, "reference_version"), "reference_version"),
         train_seed=uploads.optional_int(uploads.field(form, "train_seed"), "train_seed", uploads.SEEDS),
         sample_seed=uploads.optional_int(uploads.field(form, "sample_seed"), "sample_seed", uploads.SEEDS),
         baseline=uploads.optional_name(uploads.field(form, "baseline"), "baseline"),
         idempotency_key=uploads.idempotency_key(key))
     several = [upload.kind is Kind.SPACES for upload in inspected]
+    validation_fd = uploads.validation_fd(uploads.field(form, "validation_fd"))
     if any(several):
         if not all(several):
             raise Refusal(422, "the shards mix files of several spaces with files of one")
-        split_by_space(submission, uploads.validation_fd(uploads.field(form, "validation_fd")))
+        split_by_space(submission, validation_fd)
+    elif validation_fd:
+        raise Refusal(422, "validation_fd normalises the spaces of a file of several spaces (FDr^k); this upload "
+                           "holds one space: omit it")
     return submission
 
 

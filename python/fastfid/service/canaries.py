@@ -119,9 +119,13 @@ def run_canary(store: Store, cache: ReferenceCache, alerts: Alerts, name: str) -
         if not canary["low"] <= fid <= canary["high"]:
             problems["out_of_band"] = (f"FID {fid:.6g} against {reference['name']!r} is outside the expected band "
                                        f"[{canary['low']:.6g}, {canary['high']:.6g}]")
-    already = set((canary["last_status"] or "ok").split(",")) - {"ok"}
+    # What the next run compares with, recorded against the status this run read: a concurrent run that
+    # recorded first makes this one read again, so each problem is raised by exactly one run.
+    status, previous = ",".join(problems) or "ok", canary["last_status"]
+    while not store.record_canary_run(name, fid, status, previous):
+        previous = store.canary(name)["last_status"]
+    already = set((previous or "ok").split(",")) - {"ok"}
     raised = [alerts.raise_alert(name, kind, message) for kind, message in problems.items() if kind not in already]
-    store.record_canary_run(name, fid, ",".join(problems) or "ok")  # what the next run compares with
     return {"canary": name, "status": "alert" if problems else "ok", "fid": fid, "problems": list(problems),
             "alerts": raised}
 

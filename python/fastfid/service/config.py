@@ -54,6 +54,12 @@ class ServiceConfig:
         "such requests waiting per process; beyond, 503 with Retry-After"))
     body_timeout: float = field(default=30.0, metadata=_option(
         "seconds a request body may stall before a 408", metavar="SECONDS"))
+    body_deadline: float = field(default=600.0, metadata=_option(
+        "seconds a request body may take in all before a 408, however steadily it trickles", metavar="SECONDS"))
+    max_bodies: int = field(default=32, metadata=_option(
+        "request bodies being received at once per process (before any waits for a work slot); beyond, 503"))
+    max_bodies_per_token: int = field(default=4, metadata=_option(
+        "request bodies one token may be sending at once; beyond, 429"))
     header_timeout: float = field(default=10.0, metadata=_option(
         "seconds a client has to send a request's headers", metavar="SECONDS"))
     max_stored_mb: float = field(default=10240.0, metadata=_option("reference statistics one token may store, in MiB"))

@@ -20,6 +20,7 @@ import numpy as np
 from fastfid._version import __version__
 from fastfid.distance import Reference
 from fastfid.representations import fdr_of_distances
+from fastfid.service.auth import Principal
 from fastfid.service.errors import Refusal
 from fastfid.service.store import Store
 from fastfid.service.uploads import KEY_SCOPE_CHARS, ONE_SPACE, Upload
@@ -179,11 +180,11 @@ def check_against_reference(store: Store, submission: Submission) -> None:
         part.reference_record = reference
 
 
-def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
+def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submitter: Principal) -> tuple[dict, bool]:
     """Compute and store one evaluation (its reference checked and read by check_against_reference,
     its arrays by Submission.read); returns (record, created). A retried post (same idempotency key)
     returns the stored record without computing again."""
-    key = None if submission.idempotency_key is None else scoped_key(submitter, submission.idempotency_key)
+    key = None if submission.idempotency_key is None else scoped_key(submitter.id, submission.idempotency_key)
     if key is not None:
         stored = store.find_evaluation(key)
         if stored is not None:
@@ -197,7 +198,7 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
         train_seed=submission.train_seed, sample_seed=submission.sample_seed, reference=reference["name"],
         reference_version=reference["version"], reference_sha256=reference["state_sha256"],
         feature_space=reference["feature_space"], dim=reference["dim"], input_kind=submission.kind.value,
-        inputs_sha256=submission.inputs_sha256, verdict=verdict, fastfid_version=__version__, submitter=submitter,
+        inputs_sha256=submission.inputs_sha256, verdict=verdict, fastfid_version=__version__, submitter=submitter.name,
         created=time.time(), **result)
     stored, created = store.add_evaluation(record)
     return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
@@ -228,7 +229,8 @@ def split_by_space(submission: Submission, validation_fd: dict[str, float]) -> N
     submission.validation_fd = dict(validation_fd)
 
 
-def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission, submitter: str) -> tuple[dict, bool]:
+def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission,
+                    submitter: Principal) -> tuple[dict, bool]:
     """One evaluation per space (each stored as evaluate stores one); with valFDs, FDr per space and
     FDr^k, their mean."""
     done = {name: evaluate(store, cache, part, submitter) for name, part in submission.per_space.items()}
@@ -241,10 +243,10 @@ def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission,
     return result, any(created for _, created in done.values())
 
 
-def scoped_key(submitter: str, key: str) -> str:
-    """How a client's Idempotency-Key is stored: behind its token's name (hashed to a fixed length),
-    so that one token's key never finds another token's record."""
-    return f"{hashlib.sha256(submitter.encode()).hexdigest()[:KEY_SCOPE_CHARS - 1]}:{key}"
+def scoped_key(token_id: int | None, key: str) -> str:
+    """How a client's Idempotency-Key is stored: behind its token's id (hashed to a fixed length), so
+    that one token's key never finds another token's record, even of a token of the same name."""
+    return f"{hashlib.sha256(f'token {token_id}'.encode()).hexdigest()[:KEY_SCOPE_CHARS - 1]}:{key}"
 
 
 def _replayed(stored: dict, submission: Submission) -> dict:

@@ -27,17 +27,23 @@ class _Stalled(Refusal):
         super().__init__(408, f"the request body stalled: no bytes for {seconds:g} s (--body-timeout)")
 
 
-BODY_REFUSALS = (_TooLarge, _Stalled)
+class _TooSlow(Refusal):
+    def __init__(self, seconds: float):
+        super().__init__(408, f"the request body took more than {seconds:g} s in all (--body-deadline)")
+
+
+BODY_REFUSALS = (_TooLarge, _Stalled, _TooSlow)
 
 
 class UploadLimit:
     """413 for a body over ``limit`` bytes: by its Content-Length before anything is read, or as
-    the bytes arrive when it declares none; 408 when the body stops arriving for ``idle_seconds``
-    (a slow sender holds a connection and a worker slot, never for long)."""
+    the bytes arrive when it declares none; 408 when the body stops arriving for ``idle_seconds``,
+    or has not arrived whole ``deadline_seconds`` after its first byte was asked for (a body that
+    trickles just fast enough never to stall still ends)."""
 
-    def __init__(self, app, limit_mb: float, idle_seconds: float = 30.0):
+    def __init__(self, app, limit_mb: float, idle_seconds: float = 30.0, deadline_seconds: float = 600.0):
         self.app, self.limit_mb, self.limit = app, limit_mb, int(limit_mb * 2**20)
-        self.idle_seconds = idle_seconds
+        self.idle_seconds, self.deadline_seconds = idle_seconds, deadline_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -48,15 +54,20 @@ class UploadLimit:
         received = 0
         started = False
         complete = False
+        first: float | None = None
 
         async def counting_receive():
-            nonlocal received, complete
+            nonlocal received, complete, first
             if complete:  # after the body, receive() waits for a disconnect: no deadline
                 return await receive()
+            now = time.monotonic()
+            first = now if first is None else first
+            left = self.deadline_seconds - (now - first)
             try:
-                message = await asyncio.wait_for(receive(), self.idle_seconds)
+                message = await asyncio.wait_for(receive(), max(0.0, min(self.idle_seconds, left)))
             except asyncio.TimeoutError:
-                raise _Stalled(self.idle_seconds) from None
+                raise (_Stalled(self.idle_seconds) if left > self.idle_seconds else _TooSlow(self.deadline_seconds)) \
+                    from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
@@ -98,10 +109,41 @@ class RateLimit:
         recent.append(now)
 
 
+class BodyGate:
+    """Request bodies being received at once: at most ``total`` in this process (beyond, 503) and
+    ``per_token`` for one token (beyond, 429). A body is received before its request waits for a
+    work slot, so a slow sender holds a place here, never a work slot."""
+
+    def __init__(self, total: int, per_token: int):
+        self.total, self.per_token = total, per_token
+        self._receiving = 0
+        self._by_token: collections.Counter[int | None] = collections.Counter()
+
+    @contextlib.asynccontextmanager
+    async def receiving(self, token: int | None, name: str):
+        """A place for one body of the token ``token`` (its id; ``name`` for messages)."""
+        if self._by_token[token] >= self.per_token:
+            raise Refusal(429, f"token {name!r} is already sending {self.per_token} request bodies at once "
+                               "(--max-bodies-per-token); retry when one is through", {"retry-after": "5"})
+        if self._receiving >= self.total:
+            raise Refusal(503, f"the server is receiving {self.total} request bodies already (--max-bodies); retry "
+                               "later", {"retry-after": "5"})
+        self._receiving += 1
+        self._by_token[token] += 1
+        try:
+            yield
+        finally:
+            self._receiving -= 1
+            self._by_token[token] -= 1
+            if not self._by_token[token]:
+                del self._by_token[token]
+
+
 class WorkQueue:
     """Heavy requests (uploads, evaluations, canary runs) at most ``running`` at once in this
-    process, and at most ``waiting`` more in line, their bodies not yet read; beyond that, 503 with
-    Retry-After, which fastfid's client retries. Reads and /healthz never wait here."""
+    process, and at most ``waiting`` more in line, their bodies already received (BodyGate);
+    beyond that, 503 with Retry-After, which fastfid's client retries. Reads and /healthz never wait
+    here."""
 
     def __init__(self, running: int, waiting: int):
         self.running, self.waiting = running, waiting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 from pathlib import Path
@@ -37,7 +38,8 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, w
     # shared through files (cleared at start: counters count from the server's start).
     metrics = Path(config.store) / f"prometheus-{os.getpid()}"
     shutil.rmtree(metrics, ignore_errors=True)
-    metrics.mkdir()
+    os.umask(0o077)  # the workers' counter files, like everything in the store, are the service user's alone
+    metrics.mkdir(mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     config.to_environment()
     try:
@@ -50,31 +52,88 @@ def serve(config: ServiceConfig, *, host: str = "127.0.0.1", port: int = 8000, w
 HEADER_TIMEOUT_VARIABLE = "FASTFID_HEADER_TIMEOUT"
 
 
+MOST_HEADER_BYTES = 64 << 10
+"""A request's line and header fields together, in bytes: far above any client's (a few KiB), and the
+most an unauthenticated connection can make the server hold."""
+MOST_HEADER_FIELDS = 100
+
+
 def _header_deadline_protocol():
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    class TooManyHeaderFields(httptools.HttpParserError):
+        pass
+
     class HeaderDeadline(HttpToolsProtocol):
-        """uvicorn's protocol with a deadline on each request's headers: a client that opens a
-        connection and sends its headers slowly (or never) is disconnected, instead of holding
-        the connection for ever (uvicorn itself times out only idle keep-alive connections)."""
+        """uvicorn's protocol with bounds on each request's headers: a deadline (a client that sends
+        its headers slowly, or never, is disconnected instead of holding the connection for ever),
+        and a size: at most MOST_HEADER_BYTES of request line and headers, in at most
+        MOST_HEADER_FIELDS fields, else a 431 and the connection closed. The bytes are counted as
+        they arrive, so a single huge header value is refused before the parser buffers it whole."""
 
         _deadline: asyncio.TimerHandle | None = None
+        _head = b""  # this message's bytes until its headers end (at most MOST_HEADER_BYTES + 4)
+        _in_head = True
+        _fields = 0
+        _refusal: str | None = None
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
 
+        def data_received(self, data: bytes) -> None:
+            if self._refusal is not None:
+                return
+            if self._in_head:
+                self._head += data[:MOST_HEADER_BYTES + 4 - len(self._head)]
+                if len(self._head) > MOST_HEADER_BYTES and b"\r\n\r\n" not in self._head:
+                    self._refuse(f"the request line and headers pass {MOST_HEADER_BYTES // 1024} KiB")
+                    return
+            super().data_received(data)
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._fields = 0
             self._arm()
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._fields += 1
+            if self._fields > MOST_HEADER_FIELDS:
+                self._refusal = f"more than {MOST_HEADER_FIELDS} header fields"
+                raise TooManyHeaderFields(self._refusal)  # uvicorn answers a parser error: see send_400_response
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self._in_head, self._head = False, b""
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head = True  # the next request on this connection
+
+        def send_400_response(self, msg: str) -> None:
+            if self._refusal is not None:
+                self._refuse(self._refusal)
+                return
+            super().send_400_response(msg)
 
         def connection_lost(self, exc) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def _refuse(self, why: str) -> None:
+            self._refusal = why
+            self._disarm()
+            body = json.dumps({"error": f"request headers too large: {why}"}).encode()
+            self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+            # The client may still be sending: what it sends is dropped unread (data_received), and the
+            # connection closes a moment later, so that the answer is not lost to a reset.
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(1.0, self.transport.close)
 
         def _arm(self) -> None:
             self._disarm()

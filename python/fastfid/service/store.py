@@ -429,10 +429,16 @@ class Store:
     def all_canaries(self) -> list[dict]:
         return self._all(sa.select(canaries).order_by(canaries.c.name))
 
-    def record_canary_run(self, name: str, fid: float | None, status: str) -> None:
+    def record_canary_run(self, name: str, fid: float | None, status: str, previous: str | None) -> bool:
+        """Record a run's outcome if the canary's last status is still ``previous``; False when another
+        run recorded one first (the caller reads the canary again and retries): an atomic claim, so
+        that concurrent runs raise each alert once."""
         with self.engine.begin() as connection:
-            connection.execute(canaries.update().where(canaries.c.name == name)
-                               .values(last_run=time.time(), last_fid=fid, last_status=status))
+            updated = connection.execute(
+                canaries.update().where(canaries.c.name == name)
+                .where(canaries.c.last_status.is_not_distinct_from(previous))
+                .values(last_run=time.time(), last_fid=fid, last_status=status))
+        return updated.rowcount == 1
 
     def add_alert(self, canary: str, kind: str, message: str) -> dict:
         return self.alert(self._insert(alerts, dict(canary=canary, kind=kind, message=message, created=time.time(),

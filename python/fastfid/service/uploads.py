@@ -30,8 +30,9 @@ from fastfid.files import format as keys
 from fastfid.files.archive import Npz, Window, open_npz, stream_size
 from fastfid.files.spaces import space_archives, space_names, spaces_from_archive
 from fastfid.files.stats import declared_dim, layout, stats_from_archive
-from fastfid.service.errors import Refusal
-from fastfid.service.limits import BODY_REFUSALS
+from fastfid.service.auth import Principal
+from fastfid.service.errors import Refusal, send_refusal
+from fastfid.service.limits import BODY_REFUSALS, BodyGate
 from fastfid.stats import FeatureStats
 
 MOST_FILES = 1000  # shards in one post
@@ -47,16 +48,19 @@ class _Parser(MultiPartParser):
 
 
 @contextlib.asynccontextmanager
-async def read_form(request: Request):
+async def read_form(request: Request, gate: BodyGate, sender: Principal):
+    """The request's multipart form, its body received whole (file parts spooled) under ``gate``'s
+    place for ``sender``'s token: before the request waits for a work slot."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise Refusal(415, f"send a multipart/form-data upload, not {content_type or 'no content type'!r}")
-    try:
-        form = await _Parser(request.headers, request.stream(), max_files=MOST_FILES, max_fields=100).parse()
-    except BODY_REFUSALS:
-        raise
-    except Exception as error:  # the multipart parser's own errors: a malformed body
-        raise Refusal(400, f"malformed multipart upload: {error}") from error
+    async with gate.receiving(sender.id, sender.name):
+        try:
+            form = await _Parser(request.headers, request.stream(), max_files=MOST_FILES, max_fields=100).parse()
+        except BODY_REFUSALS:
+            raise
+        except Exception as error:  # the multipart parser's own errors: a malformed body
+            raise Refusal(400, f"malformed multipart upload: {error}") from error
     try:
         yield form
     finally:
@@ -80,6 +84,36 @@ async def small_form(request: Request, limit: int = 4096) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab and line ends, and DEL
+
+
+def free_of_controls(value: str, what: str) -> str:
+    """Refuse NUL and other control characters in any text a request sends (a database may refuse
+    them, PostgreSQL does: never a 500)."""
+    if _CONTROLS.search(value):
+        raise Refusal(422, f"{what} holds a control character (NUL, ...): {value[:60]!r}")
+    return value
+
+
+class TextInputs:
+    """Middleware: a request whose path or query holds a control character is refused (400) before
+    any handler, whatever the route."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            texts = [("the path", scope.get("path", ""))] + [
+                ("the query", text) for name, values in query.items() for text in (name, *values)]
+            for what, text in texts:
+                if _CONTROLS.search(text):
+                    refusal = Refusal(400, f"{what} holds a control character (NUL, ...)")
+                    return await send_refusal(refusal, scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def files(form, name: str) -> list[UploadFile]:
     return [item for item in form.getlist(name) if isinstance(item, UploadFile)]
 
@@ -88,7 +122,7 @@ def field(form, name: str) -> str | None:
     value = form.get(name)
     if isinstance(value, UploadFile):
         raise Refusal(422, f"{name} is a field, not a file")
-    return value or None
+    return free_of_controls(value, f"the field {name!r}") if value else None
 
 
 def required(form, name: str) -> str:
@@ -109,6 +143,17 @@ def valid_name(value: str, what: str, *, slash: bool = False) -> str:
 
 def optional_name(value: str | None, what: str) -> str | None:
     return None if value is None else valid_name(value, what, slash=True)
+
+
+MOST_LABEL_CHARS = 1000
+
+
+def valid_label(value: str | None, what: str) -> str | None:
+    """A feature-space label as stored: printable (no control, format or bidi character), at most
+    MOST_LABEL_CHARS characters (fastfid's own are about a hundred)."""
+    if value is not None and (not value or len(value) > MOST_LABEL_CHARS or not value.isprintable()):
+        raise Refusal(422, f"invalid {what} {value[:60]!r}: 1–{MOST_LABEL_CHARS} printable characters")
+    return value
 
 
 def number(form, name: str) -> float:
@@ -276,14 +321,16 @@ def _check_members(archive: Npz) -> None:
                                f"characters at most); it declares {member.shape} of {member.dtype}")
 
 
-def _text(archive: Npz, key: str) -> str | None:
-    return str(archive.read(key)) if key in archive else None
+def _label(archive: Npz) -> str | None:
+    """The feature space a statistics file names (checked as the field is)."""
+    label = str(archive.read(keys.FEATURE_SPACE)) if keys.FEATURE_SPACE in archive else None
+    return valid_label(label, f"feature space of {archive.path}")
 
 
 def _declared_spaces(archive: Npz) -> tuple[Kind, dict[str, Declared]]:
     if keys.SPACES not in archive:
         layout(archive)  # shapes consistent with the mean's dim
-        return Kind.STATS, {ONE_SPACE: Declared(declared_dim(archive), _text(archive, keys.FEATURE_SPACE))}
+        return Kind.STATS, {ONE_SPACE: Declared(declared_dim(archive), _label(archive))}
     names, _ = space_names(archive)
     for name in names:
         valid_name(name, "space name")
@@ -297,7 +344,7 @@ def _declared_spaces(archive: Npz) -> tuple[Kind, dict[str, Declared]]:
         for name, space in inner.items():
             _check_members(space)
             layout(space)
-            spaces[name] = Declared(declared_dim(space), _text(space, keys.FEATURE_SPACE))
+            spaces[name] = Declared(declared_dim(space), _label(space))
     return Kind.SPACES, spaces
 
 
