@@ -592,6 +592,23 @@ def test_healthz_is_liveness_and_readyz_checks_the_database_and_the_files(tmp_pa
         answer = json.loads(body)
         assert status == 503 and headers["retry-after"] and "reference 'golden' version 1" in answer["problems"][0]
         assert exchange(service, "GET", "/healthz")[0] == 200  # alive, though not ready
+    # A flipped bit that keeps the file's size and modification time is found too, within --verify-every.
+    with Server(store, "--verify-every", "1") as server:
+        service = {"server": server}
+        Service(server.url, token).upload_reference("silver", stats_of(rng, 200, D + 1))
+        path = store / "statistics" / f"{Service(server.url, token).reference('silver')['state_sha256']}.npz"
+        status, _, body = exchange(service, "GET", "/readyz")  # silver is hashed and found intact here
+        assert not any("'silver'" in problem for problem in json.loads(body)["problems"])
+        info = path.stat()
+        data = bytearray(path.read_bytes())
+        data[-100] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))  # the same size and time
+        import time
+
+        time.sleep(1.2)
+        status, _, body = exchange(service, "GET", "/readyz")
+        assert status == 503 and any("'silver'" in problem for problem in json.loads(body)["problems"])
 
 
 def test_a_500_names_a_request_id_and_nothing_internal(tmp_path, rng):

@@ -378,3 +378,49 @@ def test_concurrent_runs_of_a_canary_raise_each_alert_once(store, rng):
     assert [o["status"] for o in outcomes] == ["alert"] * 10
     assert len(store.all_alerts("far")) == 1 == sum(len(o["alerts"]) for o in outcomes)
     assert store.canary("far")["last_status"] == "out_of_band"
+
+
+def test_an_evaluation_of_several_spaces_is_stored_whole_or_not_at_all(database, tmp_path, rng):
+    import fastfid
+    from fastfid.client import Service
+
+    folder, url = database
+    token = make_token(folder, "ci", "admin", url)
+    options = ("--database", url) if url else ()
+    with Server(folder, *options) as server:
+        client = Service(server.url, token)
+        for space in ("a", "b"):
+            client.upload_reference(f"multi.{space}", stats_of(rng, 300, D, space=space))
+        # Space b holds one sample: its FID fails after space a's was computed.
+        broken = fastfid.SpaceStats({"a": stats_of(rng, 50, D, space="a"), "b": stats_of(rng, 1, D, space="b")})
+        broken.save(tmp_path / "broken.npz")
+        fixed = fastfid.SpaceStats({"a": stats_of(rng, 50, D, space="a"), "b": stats_of(rng, 50, D, space="b")})
+        fixed.save(tmp_path / "fixed.npz")
+
+        def post(path):
+            from fastfid.client import _multipart
+
+            body, content_type = _multipart({"model": "m", "checkpoint": "1", "reference": "multi"},
+                                            [("stats", path.name, path.read_bytes())])
+            return urllib_post(server.url, token, body, content_type, "key-1")
+
+        status, answer = post(tmp_path / "broken.npz")
+        assert status == 422 and "at least 2 samples" in answer["error"]
+        assert client.evaluations(model="m") == []  # space a's record was not kept
+        status, answer = post(tmp_path / "fixed.npz")  # the corrected retry, with the same key, is a new post
+        assert status == 201 and set(answer["spaces"]) == {"a", "b"}
+        assert len(client.evaluations(model="m")) == 2
+
+
+def urllib_post(base: str, token: str, body: bytes, content_type: str, key: str) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(base + "/evaluations", data=body, method="POST", headers={
+        "Content-Type": content_type, "Authorization": f"Bearer {token}", "Idempotency-Key": key})
+    try:
+        with urllib.request.urlopen(request) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

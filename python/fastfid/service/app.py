@@ -52,7 +52,7 @@ class Handlers:
 
     def __init__(self, config: ServiceConfig):
         self.config = config
-        self.store = Store(config.store, config.database_url)
+        self.store = Store(config.store, config.database_url, verify_every=config.verify_every)
         self.metrics = Metrics(self.store)
         self.cache = ReferenceCache(self.store, config.cache_size, on_lookup=self.metrics.cache_lookup)
         self.access = Access(self.store, RateLimit(config.max_requests_per_minute), config.public_read)

@@ -64,6 +64,9 @@ class ServiceConfig:
         "seconds a client has to send a request's headers", metavar="SECONDS"))
     max_stored_mb: float = field(default=10240.0, metadata=_option("reference statistics one token may store, in MiB"))
     cache_size: int = field(default=8, metadata=_option("factorised references kept in memory"))
+    verify_every: float = field(default=300.0, metadata=_option(
+        "seconds after which /readyz hashes a current reference's stored statistics again, though their size and "
+        "time did not change", metavar="SECONDS"))
     webhook: str | None = field(default=None, metadata=_option(
         "URL that receives every alert as JSON (retried with backoff)", metavar="URL"))
     webhook_attempts: int = field(default=5, metadata=_option("tries of each webhook delivery", cli=False))

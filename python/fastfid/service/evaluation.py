@@ -184,11 +184,21 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
     """Compute and store one evaluation (its reference checked and read by check_against_reference,
     its arrays by Submission.read); returns (record, created). A retried post (same idempotency key)
     returns the stored record without computing again."""
+    replayed, record = _prepared(store, cache, submission, submitter)
+    if replayed is not None:
+        return replayed, False
+    stored, created = store.add_evaluation(record)
+    return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
+
+
+def _prepared(store: Store, cache: ReferenceCache, submission: Submission,
+              submitter: Principal) -> tuple[dict | None, dict]:
+    """(the stored record of a retried post, or None; the record to store, computed when there is none)."""
     key = None if submission.idempotency_key is None else scoped_key(submitter.id, submission.idempotency_key)
     if key is not None:
         stored = store.find_evaluation(key)
         if stored is not None:
-            return _replayed(stored, submission), False
+            return _replayed(stored, submission), {}
     reference = submission.reference_record
     assert reference is not None, "check_against_reference reads the reference first"
     result = _fid(cache.get(reference), submission)
@@ -200,8 +210,7 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
         feature_space=reference["feature_space"], dim=reference["dim"], input_kind=submission.kind.value,
         inputs_sha256=submission.inputs_sha256, verdict=verdict, fastfid_version=__version__, submitter=submitter.name,
         created=time.time(), **result)
-    stored, created = store.add_evaluation(record)
-    return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
+    return None, record
 
 
 def split_by_space(submission: Submission, validation_fd: dict[str, float]) -> None:
@@ -231,9 +240,15 @@ def split_by_space(submission: Submission, validation_fd: dict[str, float]) -> N
 
 def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission,
                     submitter: Principal) -> tuple[dict, bool]:
-    """One evaluation per space (each stored as evaluate stores one); with valFDs, FDr per space and
-    FDr^k, their mean."""
-    done = {name: evaluate(store, cache, part, submitter) for name, part in submission.per_space.items()}
+    """One evaluation per space, stored in one transaction: every space's or none (a space that
+    fails leaves nothing behind, and a corrected retry with the same key is a new post); with valFDs,
+    FDr per space and FDr^k, their mean."""
+    prepared = {name: _prepared(store, cache, part, submitter) for name, part in submission.per_space.items()}
+    new = [name for name, (replayed, _) in prepared.items() if replayed is None]
+    stored = dict(zip(new, store.add_evaluations([prepared[name][1] for name in new])))
+    done = {name: (replayed, False) if replayed is not None else
+            (stored[name] if stored[name][1] else (_replayed(stored[name][0], submission.per_space[name]), False))
+            for name, (replayed, _) in prepared.items()}
     records = {name: record for name, (record, _) in done.items()}
     result: dict = {"spaces": records}
     if submission.validation_fd:

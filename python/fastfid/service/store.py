@@ -158,7 +158,7 @@ class Store:
     """Records and statistics files. ``directory`` holds the SQLite file and the statistics folder
     (and temporary files); with ``url`` (PostgreSQL) the records and files live in that database."""
 
-    def __init__(self, directory: str | os.PathLike, url: str | None = None):
+    def __init__(self, directory: str | os.PathLike, url: str | None = None, *, verify_every: float = 300.0):
         # Only the service's own user reads the store: folders 0700, files 0600.
         self.directory = _private_folder(Path(directory))
         self.url = database_url(self.directory, url)
@@ -169,7 +169,11 @@ class Store:
         else:
             self.engine = sa.create_engine(self.url, pool_pre_ping=True)
         self.files = _private_folder(self.directory / "statistics")
-        self._verified: set[tuple] = set()  # files found intact, by name, hash, size and time
+        # Files found intact: signature (name, hash, size and time) → when. A file whose size and time
+        # stay the same can still change (a flipped bit on disk, an UPDATE of a blob): each is hashed
+        # again after verify_every seconds.
+        self._verified: dict[tuple, float] = {}
+        self.verify_every = verify_every
         remove_abandoned_temporaries(self.files)  # writes that a kill -9 cut short
         try:
             _metadata.create_all(self.engine, checkfirst=True)
@@ -185,7 +189,8 @@ class Store:
     def readiness_problems(self) -> list[str]:
         """What would make requests fail: a database that does not answer or is damaged (SQLite's
         quick_check), and current references whose statistics are missing or no longer hash as
-        recorded. A file is hashed again only when its size or modification time changed."""
+        recorded. A file is hashed again when its size or modification time changed, and in any case
+        every ``verify_every`` seconds (reads hash what they read every time)."""
         try:
             with self.engine.connect() as connection:
                 if self.embedded:
@@ -210,9 +215,11 @@ class Store:
         if self.embedded:
             info = (self.files / f"{state}.npz").stat()
             signature += (info.st_size, info.st_mtime_ns)
-        if signature not in self._verified:
+        checked = self._verified.get(signature)
+        if checked is None or time.monotonic() - checked >= self.verify_every:
+            self._verified.pop(signature, None)
             self.verified_bytes(state, expected_file_sha256)
-            self._verified.add(signature)
+            self._verified[signature] = time.monotonic()
 
     # --- statistics files ---------------------------------------------------------------------------
     def put_stats(self, stats: FeatureStats) -> tuple[str, str]:
@@ -322,19 +329,27 @@ class Store:
     def add_evaluation(self, record: dict) -> tuple[dict, bool]:
         """Insert an evaluation; with an idempotency key already stored, the stored one instead (a
         retried post). Returns (record, created)."""
-        record = dict(record, verdict=json.dumps(record.get("verdict")),
-                      inputs_sha256=json.dumps(record["inputs_sha256"]))
-        key = record.get("idempotency_key")
+        return self.add_evaluations([record])[0]
+
+    def add_evaluations(self, records: list[dict]) -> list[tuple[dict, bool]]:
+        """Insert evaluations in one transaction: all of them, or none. When an idempotency key is
+        already stored (a concurrent retry won), the stored records instead, if every record's key is
+        found; (record, created) each."""
+        rows = [dict(record, verdict=json.dumps(record.get("verdict")),
+                     inputs_sha256=json.dumps(record["inputs_sha256"])) for record in records]
         try:
-            record["id"] = self._insert(evaluations, record)
+            with self.engine.begin() as connection:
+                for row in rows:
+                    key = connection.execute(evaluations.insert().values(**row)).inserted_primary_key
+                    assert key is not None
+                    row["id"] = int(key[0])
         except IntegrityError:
-            if key is None:
+            keys = [row.get("idempotency_key") for row in rows]
+            stored = [None if key is None else self.find_evaluation(key) for key in keys]
+            if any(found is None for found in stored):
                 raise
-            existing = self._one(sa.select(evaluations).where(evaluations.c.idempotency_key == key))
-            if existing is None:
-                raise
-            return _evaluation(existing), False
-        return _evaluation(record), True
+            return [(found, False) for found in stored if found is not None]
+        return [(_evaluation(row), True) for row in rows]
 
     def find_evaluation(self, key: str) -> dict | None:
         row = self._one(sa.select(evaluations).where(evaluations.c.idempotency_key == key))
