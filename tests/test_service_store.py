@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from fastfid.service.store import CorruptFile, NotFound, Store, blobs  # noqa: E402
+from fastfid.service.store import CorruptFile, NotFound, Store, blobs, state_bytes  # noqa: E402
 from support.service import Server, free_port, make_token, stats_of  # noqa: E402
 
 D = 10
@@ -424,3 +424,48 @@ def urllib_post(base: str, token: str, body: bytes, content_type: str, key: str)
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_concurrent_uploads_cannot_pass_a_quota_together_and_canaries_count(database, tmp_path, rng):
+    import threading
+
+    from fastfid.client import Service, ServiceError
+
+    folder, url = database
+    token = make_token(folder, "ci", "admin", url)
+    options = ("--database", url) if url else ()
+    one = state_bytes(D)  # the quota fits one state, not two
+    with Server(folder, *options, "--max-stored-mb", f"{1.5 * one / 2**20:.9f}", "--max-running", "8",
+                "--max-bodies-per-token", "8") as server:
+        client = Service(server.url, token, retries=0)
+        uploads = [stats_of(np.random.default_rng(i), 100, D) for i in range(6)]
+        start, outcomes = threading.Barrier(6), []
+
+        def upload(index):
+            start.wait()
+            try:
+                outcomes.append(client.upload_reference(f"race-{index}", uploads[index])["version"])
+            except ServiceError as error:
+                outcomes.append(error.status)
+
+        threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(outcomes) == [1] + [413] * 5, outcomes
+        # A canary's statistics count too: the token has no room left for them.
+        stored = [name for name in (f"race-{i}" for i in range(6)) if _has_reference(client, name)]
+        with pytest.raises(ServiceError, match="quota") as refused:
+            client.set_canary("over", stats_of(rng, 100, D), reference=stored[0], low=0, high=1e9)
+        assert refused.value.status == 413
+
+
+def _has_reference(client, name: str) -> bool:
+    from fastfid.client import ServiceError
+
+    try:
+        client.reference(name)
+        return True
+    except ServiceError:
+        return False

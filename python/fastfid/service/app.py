@@ -58,6 +58,7 @@ class Handlers:
         self.access = Access(self.store, RateLimit(config.max_requests_per_minute), config.public_read)
         self.work = WorkQueue(config.running, config.max_queue)
         self.bodies = BodyGate(config.max_bodies, config.max_bodies_per_token)
+        self.quota = config.max_stored_mb * 2**20  # bytes of statistics per token
         self.alerts = Alerts(self.store, config.webhook, attempts=config.webhook_attempts,
                              backoff=config.webhook_backoff,
                              on_alert=lambda alert: self.metrics.alerts.labels(alert["kind"]).inc())
@@ -134,7 +135,7 @@ class Handlers:
                                    "clean-fid carry none): pass the feature_space field")
             record, created = await run_in_threadpool(
                 lambda: self.store.add_reference(name, stats, feature_space=space, uploader=uploader,
-                                                 fastfid_version=__version__))
+                                                 fastfid_version=__version__, quota=self.quota))
         return _json(record, 201 if created else 200)
 
     async def _put_space_references(self, name: str, upload: Upload, uploader: str, form) -> Response:
@@ -149,15 +150,11 @@ class Handlers:
         spaces = await run_in_threadpool(upload.read_spaces)
         for stats in spaces.values():
             await run_in_threadpool(check_reference, stats)
-        records, created = [], False
-        for space, stats in spaces.items():
-            assert stats.feature_space is not None  # checked from the upload's declarations above
-            record, new = await run_in_threadpool(
-                partial(self.store.add_reference, names[space], stats, feature_space=stats.feature_space,
-                        uploader=uploader, fastfid_version=__version__))
-            records.append(record)
-            created = created or new
-        return _json({"references": records}, 201 if created else 200)
+        entries = [(names[space], stats, str(stats.feature_space)) for space, stats in spaces.items()]
+        added = await run_in_threadpool(partial(self.store.add_references, entries, uploader=uploader,
+                                                fastfid_version=__version__, quota=self.quota))
+        return _json({"references": [record for record, _ in added]},
+                     201 if any(created for _, created in added) else 200)
 
     def _one_upload(self, form) -> Upload:
         """The one file of a reference or canary upload (a ``stats`` .npz or a ``features`` .npy),
@@ -262,10 +259,12 @@ class Handlers:
                 if upload.dims[0] != reference["dim"]:
                     raise Refusal(422, f"the canary's statistics have dim {upload.dims[0]}, reference "
                                        f"{reference_name!r} has dim {reference['dim']}")
+                check_quota(self.store, principal.name, state_bytes(upload.dims[0]), self.config)
                 state, file_hash = self.store.put_stats(upload.as_stats())
                 return self.store.put_canary(dict(
                     name=name, reference=reference_name, reference_sha256=reference["state_sha256"],
-                    stats_sha256=state, stats_file_sha256=file_hash, low=low, high=high, created=time.time()))
+                    stats_sha256=state, stats_file_sha256=file_hash, low=low, high=high, created=time.time(),
+                    uploader=principal.name), quota=self.quota, size=state_bytes(upload.dims[0]))
 
             record = await run_in_threadpool(create)
         return _json(record, 201)

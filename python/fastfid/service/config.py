@@ -62,7 +62,8 @@ class ServiceConfig:
         "request bodies one token may be sending at once; beyond, 429"))
     header_timeout: float = field(default=10.0, metadata=_option(
         "seconds a client has to send a request's headers", metavar="SECONDS"))
-    max_stored_mb: float = field(default=10240.0, metadata=_option("reference statistics one token may store, in MiB"))
+    max_stored_mb: float = field(default=10240.0, metadata=_option(
+        "statistics (references and canaries) one token may store, in MiB"))
     cache_size: int = field(default=8, metadata=_option("factorised references kept in memory"))
     verify_every: float = field(default=300.0, metadata=_option(
         "seconds after which /readyz hashes a current reference's stored statistics again, though their size and "

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from fastfid.service.observe import log, request_id, response_headers
-from fastfid.service.store import CorruptFile, NotFound
+from fastfid._text import size_text
+from fastfid.service.store import CorruptFile, NotFound, QuotaExceeded
 
 
 class Refusal(Exception):
@@ -50,6 +51,10 @@ def status_of(error: Exception) -> tuple[int, str]:
         return error.status_code, str(error.detail)
     if isinstance(error, NotFound):
         return 404, str(error)
+    if isinstance(error, QuotaExceeded):
+        return 413, (f"token {error.uploader!r} has stored {size_text(error.stored)} of statistics; this upload "
+                     f"({size_text(error.adding)}) would pass its quota of {error.quota / 2**20:g} MiB "
+                     "(--max-stored-mb)")
     if isinstance(error, CorruptFile):
         return 500, ""
     if isinstance(error, MemoryError):

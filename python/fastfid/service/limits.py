@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from fastfid._text import size_text
 from fastfid.service.config import WORK_PER_UPLOADED_BYTE, ServiceConfig
 from fastfid.service.errors import Refusal, send_refusal
-from fastfid.service.store import Store, state_bytes
+from fastfid.service.store import QuotaExceeded, Store, state_bytes
 
 
 class _TooLarge(Refusal):
@@ -189,9 +189,8 @@ def check_work(dims: Iterable[int], carried: int, config: ServiceConfig) -> None
 
 
 def check_quota(store: Store, uploader: str, size: int, config: ServiceConfig) -> None:
-    """413 when storing ``size`` more bytes of reference statistics would pass the token's quota."""
-    stored, limit = store.stored_bytes_of(uploader), config.max_stored_mb * 2**20
-    if stored + size > limit:
-        raise Refusal(413, f"token {uploader!r} has stored {size_text(stored)} of reference statistics; this upload "
-                           f"({size_text(size)}) would pass its quota of {config.max_stored_mb:g} MiB "
-                           "(--max-stored-mb)")
+    """413, before an upload is read, when storing ``size`` more bytes of statistics would pass the
+    token's quota (the store checks it again, atomically, as it writes: Store.add_references)."""
+    stored = store.stored_bytes_of(uploader)
+    if stored + size > config.max_stored_mb * 2**20:
+        raise QuotaExceeded(uploader, stored, size, config.max_stored_mb * 2**20)  # errors.py words it

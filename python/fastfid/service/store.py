@@ -92,6 +92,8 @@ canaries = sa.Table(
     sa.Column("last_run", sa.Float),
     sa.Column("last_fid", sa.Float),
     sa.Column("last_status", sa.String(40)),
+    # Who set it: its statistics count toward that token's quota (added to stores made before it).
+    sa.Column("uploader", sa.String(200)),
 )
 
 alerts = sa.Table(
@@ -133,6 +135,14 @@ SCOPES = ("read", "evaluate", "admin")
 
 class NotFound(LookupError):
     """A named record that the store does not hold."""
+
+
+class QuotaExceeded(Exception):
+    """Storing statistics would pass a token's quota."""
+
+    def __init__(self, uploader: str, stored: int, adding: int, quota: float):
+        super().__init__(uploader, stored, adding, quota)
+        self.uploader, self.stored, self.adding, self.quota = uploader, stored, adding, quota
 
 
 class CorruptFile(OSError):
@@ -179,9 +189,18 @@ class Store:
             _metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.DBAPIError:  # another process created a table between the check and the create
             _metadata.create_all(self.engine, checkfirst=True)
+        self._add_missing_columns()
         if self.embedded:  # SQLite gives its -wal and -shm files the database's mode
             with contextlib.suppress(OSError):
                 os.chmod(self.directory / "fastfid.db", 0o600)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a store was made (nullable, so that old rows read as before)."""
+        present = {column["name"] for column in sa.inspect(self.engine).get_columns("canaries")}
+        if "uploader" not in present:
+            with contextlib.suppress(sa.exc.DBAPIError):  # another process added it meanwhile
+                with self.engine.begin() as connection:
+                    connection.execute(sa.text("ALTER TABLE canaries ADD COLUMN uploader VARCHAR(200)"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -271,33 +290,82 @@ class Store:
 
     # --- references ---------------------------------------------------------------------------------
     def add_reference(self, name: str, stats: FeatureStats, *, feature_space: str, uploader: str,
-                      fastfid_version: str) -> tuple[dict, bool]:
+                      fastfid_version: str, quota: float | None = None) -> tuple[dict, bool]:
         """A new version of ``name`` (or the current one, unchanged, when it holds the same state);
-        returns (record, created)."""
-        state, file_hash = self.put_stats(stats)
+        returns (record, created). See add_references for ``quota``."""
+        return self.add_references([(name, stats, feature_space)], uploader=uploader, fastfid_version=fastfid_version,
+                                   quota=quota)[0]
+
+    def add_references(self, entries: list[tuple[str, FeatureStats, str]], *, uploader: str, fastfid_version: str,
+                       quota: float | None = None) -> list[tuple[dict, bool]]:
+        """New versions of several references (name, statistics, feature space), in one transaction: all
+        or none. With ``quota`` (bytes), the uploader's stored statistics and the new ones must fit it:
+        checked and written under one lock per uploader (SQLite's write lock, a PostgreSQL advisory
+        lock), so that concurrent uploads cannot pass it together; QuotaExceeded otherwise."""
+        files = [self.put_stats(stats) for _, stats, _ in entries]
         for _ in range(20):  # two uploads racing for the same version number: the loser retries
-            current = self._latest_reference(name)
-            if current is not None and current["state_sha256"] == state and current["feature_space"] == feature_space:
-                return current, False
-            version = 1 if current is None else int(current["version"]) + 1
-            record = dict(name=name, version=version, state_sha256=state, file_sha256=file_hash,
-                          feature_space=feature_space, count=stats.count, dim=stats.dim,
-                          fastfid_version=fastfid_version, uploader=uploader, created=time.time())
             try:
-                with self.engine.begin() as connection:
-                    connection.execute(references.insert().values(**record))
-                return self.reference(name, version), True
+                with self._locked(uploader) as connection:
+                    if quota is not None:
+                        new = {state: state_bytes(stats.dim) for (_, stats, _), (state, _) in zip(entries, files)}
+                        self._check_quota(connection, uploader, new, quota)
+                    out = [self._add_version(connection, name, stats, space, state, file_hash, uploader,
+                                             fastfid_version)
+                           for (name, stats, space), (state, file_hash) in zip(entries, files)]
+                return [(self.reference(record["name"], record["version"]), created) for record, created in out]
             except IntegrityError:
                 continue
-        raise RuntimeError(f"could not add a version of reference {name!r}: too many concurrent uploads")
+        raise RuntimeError(f"could not add versions of {[name for name, _, _ in entries]}: too many concurrent uploads")
+
+    def _add_version(self, connection, name: str, stats: FeatureStats, feature_space: str, state: str,
+                     file_hash: str, uploader: str, fastfid_version: str) -> tuple[dict, bool]:
+        current = connection.execute(sa.select(references).where(references.c.name == name)
+                                     .order_by(references.c.version.desc()).limit(1)).mappings().first()
+        if current is not None and current["state_sha256"] == state and current["feature_space"] == feature_space:
+            return dict(current), False
+        version = 1 if current is None else int(current["version"]) + 1
+        record = dict(name=name, version=version, state_sha256=state, file_sha256=file_hash,
+                      feature_space=feature_space, count=stats.count, dim=stats.dim,
+                      fastfid_version=fastfid_version, uploader=uploader, created=time.time())
+        connection.execute(references.insert().values(**record))
+        return record, True
+
+    @contextlib.contextmanager
+    def _locked(self, uploader: str):
+        """A transaction that holds the uploader's quota lock until it ends."""
+        with self.engine.connect() as connection:
+            if self.embedded:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's write lock, from the first statement on
+            else:
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:who))"), {"who": uploader})
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+
+    def _check_quota(self, connection, uploader: str, new: dict[str, int], quota: float) -> None:
+        stored = self._stored_states(connection, uploader)
+        adding = sum(size for state, size in new.items() if state not in stored)
+        total = sum(stored.values())
+        if total + adding > quota:
+            raise QuotaExceeded(uploader, total, adding, quota)
+
+    def _stored_states(self, connection, uploader: str) -> dict[str, int]:
+        """state hash → bytes of the statistics a token stored: its references' and its canaries'."""
+        referenced = sa.select(references.c.state_sha256, references.c.dim).where(references.c.uploader == uploader)
+        # A canary's statistics have its reference's dim (checked when it is set).
+        canaried = sa.select(canaries.c.stats_sha256, references.c.dim).join(
+            references, references.c.state_sha256 == canaries.c.reference_sha256).where(canaries.c.uploader == uploader)
+        return {state: state_bytes(int(dim)) for query in (referenced, canaried)
+                for state, dim in connection.execute(query)}
 
     def stored_bytes_of(self, uploader: str) -> int:
-        """The bytes of the distinct statistics a token uploaded as references: 8·(d² + d + 1) each,
-        the exact state's size (count, mean, co-moment)."""
-        query = sa.select(references.c.state_sha256, references.c.dim).where(references.c.uploader == uploader) \
-            .distinct()
+        """The bytes of the distinct statistics a token stored (references and canaries): 8·(d² + d + 1)
+        each, the exact state's size (count, mean, co-moment)."""
         with self.engine.connect() as connection:
-            return sum(state_bytes(int(dim)) for _, dim in connection.execute(query))
+            return sum(self._stored_states(connection, uploader).values())
 
     def reference(self, name: str, version: int | None = None) -> dict:
         """The current (highest) version of a reference name, or the given version."""
@@ -429,8 +497,12 @@ class Store:
             return int(connection.execute(sa.select(sa.func.count()).select_from(evaluations)).scalar() or 0)
 
     # --- canaries and alerts ------------------------------------------------------------------------
-    def put_canary(self, record: dict) -> dict:
-        with self.engine.begin() as connection:
+    def put_canary(self, record: dict, *, quota: float | None = None, size: int = 0) -> dict:
+        """Set a canary (replacing one of the same name); with ``quota``, its statistics (``size``
+        bytes) count toward its uploader's, checked under the uploader's lock as add_references does."""
+        with self._locked(record.get("uploader") or "") as connection:
+            if quota is not None:
+                self._check_quota(connection, record["uploader"], {record["stats_sha256"]: size}, quota)
             connection.execute(canaries.delete().where(canaries.c.name == record["name"]))
             connection.execute(canaries.insert().values(**record))
         return self.canary(record["name"])
