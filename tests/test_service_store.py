@@ -469,3 +469,30 @@ def _has_reference(client, name: str) -> bool:
         return True
     except ServiceError:
         return False
+
+
+def test_a_store_made_before_canaries_had_an_uploader_gains_the_column(database, rng):
+    import sqlalchemy as sa
+
+    from fastfid.service.store import canaries, database_url
+
+    folder, url = database
+    folder.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(database_url(folder, url))
+    old = sa.MetaData()
+    sa.Table("canaries", old, *[sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+                                for c in canaries.columns if c.name != "uploader"])
+    old.create_all(engine)
+    engine.dispose()
+    store = Store(*database)
+    try:
+        assert "uploader" in {c["name"] for c in sa.inspect(store.engine).get_columns("canaries")}
+        record, _ = store.add_reference("golden", stats_of(rng, 100, D), feature_space="s", uploader="a",
+                                        fastfid_version="x")
+        state, file_hash = store.put_stats(stats_of(rng, 100, D))
+        canary = store.put_canary(dict(name="c", reference="golden", reference_sha256=record["state_sha256"],
+                                       stats_sha256=state, stats_file_sha256=file_hash, low=0.0, high=1.0, created=0.0,
+                                       uploader="a"))
+        assert canary["uploader"] == "a" and store.stored_bytes_of("a") == 2 * state_bytes(D)
+    finally:
+        store.close()
