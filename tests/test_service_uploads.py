@@ -157,6 +157,13 @@ def test_features_posts_are_bounded_from_their_header(client, array_reads, rng):
     answer = send(client, "POST", "/evaluations", [("features", "f.npy", tiny.getvalue())],
                   {"model": "m", "checkpoint": "1", "reference": "golden", "feature_space": SPACE})
     assert answer.status_code == 413 and "64×" in answer.json()["error"]
+    # Enough rows for an error bar cost the jackknife's 20 replicates too: 70 rows of d = 2048 (574 KB)
+    # declare a 32 MiB state, under 64× the upload, but 21 FDs of it are not.
+    jackknifed = io.BytesIO()
+    np.save(jackknifed, np.ones((70, 2048), np.float32))
+    answer = send(client, "POST", "/evaluations", [("features", "f.npy", jackknifed.getvalue())],
+                  {"model": "m", "checkpoint": "1", "reference": "golden", "feature_space": SPACE})
+    assert answer.status_code == 413 and "jackknife replicates" in answer.json()["error"]
     rows = io.BytesIO()
     np.save(rows, features(rng, 100, D))
     answer = send(client, "POST", "/evaluations", [("features", "f.npy", rows.getvalue())],

@@ -37,7 +37,8 @@ from fastfid.service.canaries import Alerts, run_all, run_canary
 from fastfid.service.config import ServiceConfig
 from fastfid.service.errors import HANDLED, Refusal, error_response
 from fastfid.service.evaluation import (InputKind, ReferenceCache, Submission, agreed_space, check_against_reference,
-                                         check_reference, evaluate, evaluate_spaces, split_by_space)
+                                         check_reference, evaluate, evaluate_spaces, jackknife_replicates,
+                                         split_by_space)
 from fastfid.service.limits import BodyGate, RateLimit, UploadLimit, WorkQueue, check_quota, check_work
 from fastfid.service.observe import Observe, configure_logging, log
 from fastfid.service.prometheus import CONTENT_TYPE, Metrics
@@ -185,7 +186,8 @@ class Handlers:
         """Every check that the uploads' declarations allow (the work they declare, the fields, each
         space's reference: read once here, with its feature space and dim), then the arrays."""
         inspected = uploads.inspect_all(form)
-        check_work([dim for upload in inspected for dim in upload.dims], sum(u.size for u in inspected), self.config)
+        check_work([dim for upload in inspected for dim in upload.dims], sum(u.size for u in inspected), self.config,
+                   replicates=jackknife_replicates(inspected))
         submission = _submission(form, inspected, key)
         check_against_reference(self.store, submission)
         submission.read()

@@ -167,6 +167,13 @@ class ReferenceCache:
             self._on_lookup(hit)
 
 
+def jackknife_replicates(uploads: list[Upload]) -> list[int]:
+    """The dims of the extra FDs a post costs: features of enough rows for an error bar cost the
+    jackknife's ERROR_BAR_GROUPS replicates besides the FD itself."""
+    return [declared.dim for upload in uploads for declared in upload.spaces.values()
+            for _ in range(ERROR_BAR_GROUPS if (declared.rows or 0) >= 2 * ERROR_BAR_GROUPS else 0)]
+
+
 def check_against_reference(store: Store, submission: Submission) -> None:
     """Read each space's reference record once (kept in ``reference_record``) and check, from the
     uploads' declarations alone, that its feature space and dim are the reference's: before any

@@ -168,22 +168,26 @@ class WorkQueue:
             self._slots.release()
 
 
-def check_work(dims: Iterable[int], carried: int, config: ServiceConfig) -> None:
+def check_work(dims: Iterable[int], carried: int, config: ServiceConfig, *,
+               replicates: Iterable[int] = ()) -> None:
     """Refuse, from the uploads' headers alone, a request whose work would not be bounded by what it
-    carries: a dimension beyond --max-dim, or exact states (state_bytes: 8·(d² + d + 1) bytes each,
-    every space of every upload) of more than --max-state-mb or more than WORK_PER_UPLOADED_BYTE times
-    the ``carried`` bytes."""
-    dims = list(dims)
+    carries: a dimension beyond --max-dim, exact states (state_bytes: 8·(d² + d + 1) bytes each, every
+    space of every upload) of more than --max-state-mb held at once, or d × d work of more than
+    WORK_PER_UPLOADED_BYTE times the ``carried`` bytes, counting each state once per FD it costs
+    (``replicates``: the dims of the jackknife's extra FDs)."""
+    dims, replicates = list(dims), list(replicates)
     if not dims:
         return  # the request's own checks say what is missing
     dim, state = max(dims), sum(state_bytes(d) for d in dims)
+    work = state + sum(state_bytes(d) for d in replicates)
     if dim > config.max_dim:
         raise Refusal(413, f"dimension {dim} is beyond this server's limit of {config.max_dim} (--max-dim)")
     if state > config.max_state_mb * 2**20:
         raise Refusal(413, f"the uploads declare {size_text(state)} of d × d statistics, beyond this server's "
                            f"limit of {config.max_state_mb:g} MiB (--max-state-mb)")
-    if state > WORK_PER_UPLOADED_BYTE * carried:
-        raise Refusal(413, f"the uploads declare {size_text(state)} of d × d statistics (dim {dim}) in {carried:,} "
+    if work > WORK_PER_UPLOADED_BYTE * carried:
+        extra = f", {len(replicates)} jackknife replicates included" if replicates else ""
+        raise Refusal(413, f"the uploads ask for {size_text(work)} of d × d work (dim {dim}{extra}) in {carried:,} "
                            f"bytes: this server works at most {WORK_PER_UPLOADED_BYTE}× what a request carries; send "
                            "statistics (.npz) rather than so few feature rows")
 

@@ -221,6 +221,8 @@ class Declared:
 
     dim: int
     feature_space: str | None
+    rows: int | None = None
+    """Feature rows (a features upload), else None."""
 
 
 ONE_SPACE = ""  # the key of a file of one space's statistics, or of features, in Upload.spaces
@@ -366,4 +368,4 @@ def _features_declared(file: Window, label: str, size: int) -> Declared:
     if declared > carried:
         raise Refusal(400, f"{label} declares {declared:,} bytes of features but holds {max(carried, 0):,}: it is "
                            "truncated")
-    return Declared(int(shape[1]), None)
+    return Declared(int(shape[1]), None, int(shape[0]))
