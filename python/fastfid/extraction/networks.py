@@ -212,10 +212,10 @@ def check_model(model, resize) -> None:
 
 
 def extractor_for(model, weights, device, resize, image_size, *, progress: bool = False):
-    """The feature network(s) ``model`` names (a ready extractor is taken as it is)."""
+    """The feature network(s) ``model`` names (a ready extractor is taken as it is; the callers ran
+    check_model before opening any source)."""
     if isinstance(model, (FeatureExtractor, SpaceExtractors)):
         return model
-    check_model(model, resize)
     several = isinstance(model, (list, tuple))
     if progress:  # reading the weights (or downloading them) takes seconds before the first image
         name = f"the FID Inception-v3 (dims {model})" if isinstance(model, (int, np.integer)) else \

@@ -71,8 +71,9 @@ def stats_arrays(stats: StoredStats, progress: dict | None = None, *, partial: b
     arrays[keys.COMOMENT] = pack_upper(stats.upper)  # the exact state, stored once
     arrays[keys.FORMAT] = np.int64(keys.FORMAT_VERSION)
     if not partial:
-        arrays["sigma"] = symmetric(stats.upper) / max(stats.count - 1, 1) if stats.count > 1 \
-            else np.zeros_like(stats.upper)
+        sigma = symmetric(stats.upper) if stats.count > 1 else np.zeros_like(stats.upper)
+        sigma /= max(stats.count - 1, 1)  # in place: sigma costs one d × d array, not two
+        arrays["sigma"] = sigma
     return arrays
 
 

@@ -194,8 +194,14 @@ def evaluate(store: Store, cache: ReferenceCache, submission: Submission, submit
     replayed, record = _prepared(store, cache, submission, submitter)
     if replayed is not None:
         return replayed, False
-    stored, created = store.add_evaluation(record)
-    return (stored, True) if created else (_replayed(stored, submission), False)  # a concurrent retry won
+    return _kept(store.add_evaluation(record), submission)
+
+
+def _kept(added: tuple[dict, bool], submission: Submission) -> tuple[dict, bool]:
+    """What the store kept of a new record: it, or the record of a concurrent retry that won (checked
+    as any replay is)."""
+    stored, created = added
+    return (stored, True) if created else (_replayed(stored, submission), False)
 
 
 def _prepared(store: Store, cache: ReferenceCache, submission: Submission,
@@ -252,9 +258,8 @@ def evaluate_spaces(store: Store, cache: ReferenceCache, submission: Submission,
     FDr per space and FDr^k, their mean."""
     prepared = {name: _prepared(store, cache, part, submitter) for name, part in submission.per_space.items()}
     new = [name for name, (replayed, _) in prepared.items() if replayed is None]
-    stored = dict(zip(new, store.add_evaluations([prepared[name][1] for name in new])))
-    done = {name: (replayed, False) if replayed is not None else
-            (stored[name] if stored[name][1] else (_replayed(stored[name][0], submission.per_space[name]), False))
+    added = dict(zip(new, store.add_evaluations([prepared[name][1] for name in new])))
+    done = {name: (replayed, False) if replayed is not None else _kept(added[name], submission.per_space[name])
             for name, (replayed, _) in prepared.items()}
     records = {name: record for name, (record, _) in done.items()}
     result: dict = {"spaces": records}
