@@ -22,6 +22,7 @@ pytest.importorskip("uvicorn")
 import fastfid  # noqa: E402
 from fastfid.client import Service, ServiceError  # noqa: E402
 from fastfid.uncertainty import compare, fid_with_error, split_into_shards  # noqa: E402
+from support.hostile import answer_of, response_of  # noqa: E402
 from support.service import Server, Webhook, features, make_token, saved, stats_of, wait_for  # noqa: E402
 
 D = 24
@@ -422,15 +423,6 @@ def _slow_upload(port: int, token: str, *, headers_only: bool = False):
     return connection
 
 
-def _answer(connection) -> bytes:
-    chunks = []
-    while True:
-        chunk = connection.recv(65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def test_slow_bodies_hold_no_work_slot_are_capped_and_cut_off_and_health_answers_meanwhile(tmp_path, rng):
     import time
 
@@ -459,9 +451,9 @@ def test_slow_bodies_hold_no_work_slot_are_capped_and_cut_off_and_health_answers
         started = time.monotonic()
         assert exchange(service, "GET", "/healthz")[0] == 200 and time.monotonic() - started < 0.5
         # The stalled bodies are cut off: 408, and their places are free again.
-        answer = _answer(first)
+        answer = answer_of(first)
         assert answer.startswith(b"HTTP/1.1 408") and b"stalled" in answer
-        assert _answer(second).startswith(b"HTTP/1.1 408") and _answer(third).startswith(b"HTTP/1.1 408")
+        assert answer_of(second).startswith(b"HTTP/1.1 408") and answer_of(third).startswith(b"HTTP/1.1 408")
         # A body that trickles just under the idle timeout is cut off by the total deadline.
         import select
 
@@ -469,13 +461,13 @@ def test_slow_bodies_hold_no_work_slot_are_capped_and_cut_off_and_health_answers
         started = time.monotonic()
         while time.monotonic() - started < 10 and not select.select([steady], [], [], 1.0)[0]:
             steady.sendall(b"x")  # a byte a second: never a 2 s stall
-        answer = steady.recv(65536)
+        answer = response_of(steady)  # the head and the body may come in two reads
         assert answer.startswith(b"HTTP/1.1 408") and b"--body-deadline" in answer
         assert 3.5 < time.monotonic() - started < 7
         # A client that never finishes its headers is disconnected.
         silent = _slow_upload(server.port, admin, headers_only=True)
         started = time.monotonic()
-        assert _answer(silent) == b"" and time.monotonic() - started < 10
+        assert answer_of(silent) == b"" and time.monotonic() - started < 10
         for connection in (first, second, third, steady, silent):
             connection.close()
 
@@ -493,7 +485,7 @@ def test_headers_are_bounded_with_a_431_before_they_are_buffered(service):
                     connection.sendall(request[start:start + step])
             except (BrokenPipeError, ConnectionResetError):  # refused and closed while we were still sending
                 pass
-            return _answer(connection)
+            return answer_of(connection)
 
     many = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"".join(
         b"X-%d: y\r\n" % i for i in range(MOST_HEADER_FIELDS + 1)) + b"\r\n"

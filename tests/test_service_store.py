@@ -4,14 +4,9 @@ can start)."""
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
+import io
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,54 +14,20 @@ import pytest
 pytest.importorskip("sqlalchemy")
 
 from fastfid.service.store import CorruptFile, NotFound, Store, blobs, state_bytes  # noqa: E402
-from support.service import Server, free_port, make_token, stats_of  # noqa: E402
+from support.postgres import Unavailable, postgres_server  # noqa: E402
+from support.service import Server, make_token, stats_of  # noqa: E402
 
 D = 10
-
-
-def _postgres_binaries() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    return Path(candidates[-1]).parent if candidates else None
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL server of our own on loopback, for this test session."""
-    binaries = _postgres_binaries()
-    if binaries is None:
-        pytest.skip("no PostgreSQL server binaries (apt-get install postgresql)")
-    pytest.importorskip("psycopg")
-    # Not under pytest's folder, which only root may enter: the server runs as the postgres user.
-    root = Path(tempfile.mkdtemp(prefix="fastfid-postgres-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the package's postgres user
-        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode:
-            pytest.skip("running as root without a 'postgres' user to start PostgreSQL as")
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    initdb = subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                            capture_output=True, text=True)
-    if initdb.returncode:
-        pytest.skip(f"initdb failed: {initdb.stderr.strip()[-300:]}")
-    start = subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-                            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
-                           capture_output=True, text=True)
-    if start.returncode:
-        pytest.skip(f"PostgreSQL did not start: {start.stderr.strip()[-300:]}")
-    import psycopg
-
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as connection:
-        connection.execute("CREATE DATABASE fastfid")
-    yield f"postgresql://postgres@127.0.0.1:{port}/fastfid"
-    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        with postgres_server() as url:
+            yield url
+    except Unavailable as reason:
+        pytest.skip(str(reason))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -241,7 +202,27 @@ def _zip_flagged(data: bytes, *, flag: int = 0, method: int | None = None) -> by
     return bytes(out)
 
 
-def _hostile_requests(rng, good: bytes, features: bytes):
+def _costly_files(rng, good: bytes) -> list[tuple[str, str, bytes]]:
+    """(part, what, file) of issue 29's uploads that cost the server more than their bytes: each must
+    be refused from its headers, before its arrays are read."""
+    from support import hostile
+
+    wide_features = io.BytesIO()
+    np.save(wide_features, rng.standard_normal((16, 8192)))  # d = 8192 rows against the d = D reference
+    wide = io.BytesIO()  # a dim mismatch of the reference's feature space (8 MiB), read only if unchecked
+    np.savez(wide, mu=np.zeros(1024), sigma=np.eye(1024), fastfid_feature_space=np.str_("test-space"))
+    return [("stats", "32 spaces of 63 MiB zeros", hostile.spaces_of_zeros(32, 63)),
+            ("stats", "overlapping entries", hostile.overlapping_zip()),
+            ("stats", "entries sharing one stream", hostile.shared_stream_zip()),
+            ("stats", "a 63 MiB feature-space member", hostile.inflated_metadata(good)),
+            ("stats", "a 63 MiB progress member", hostile.inflated_metadata(good, "fastfid_progress")),
+            ("stats", "2,000 members", hostile.many_members(2000)),
+            ("stats", "d = 1024 statistics", wide.getvalue()),
+            ("features", "d = 8192 features", wide_features.getvalue()),
+            ("shard", "32 spaces of 63 MiB zeros", hostile.spaces_of_zeros(32, 63))]
+
+
+def _hostile_requests(rng, good: bytes, features: bytes, costly: list):
     """(method, path, headers, body) of malformed requests, each with at least one defect."""
     from fastfid.client import _multipart
 
@@ -257,8 +238,8 @@ def _hostile_requests(rng, good: bytes, features: bytes):
                  _npz_bytes(sigma=np.eye(D)), _npz_bytes(mu=np.zeros((D, 2)), sigma=np.eye(D)),
                  _npz_bytes(mu=np.array(["a"] * D), sigma=np.eye(D)), features[:40], b"\x93NUMPY garbage"]
     fields = {"model": "fuzz", "checkpoint": "1", "reference": "golden"}
-    for index in range(520):
-        kind = index % 8
+    for index in range(585):
+        kind = index % 9
         headers: dict = {}
         body = b""
         if kind == 0:  # integers where the database has ranges (0 and below are no ids either)
@@ -299,6 +280,15 @@ def _hostile_requests(rng, good: bytes, features: bytes):
             method, path = "POST", "/evaluations"
             headers = {"Content-Type": content_type,
                        "Idempotency-Key": pick(["k" * 300, "tab\tkey", "\u202ekey", "é" * 10])}
+        elif kind == 8:  # uploads that cost more than their bytes, to evaluate or as references
+            part, _, data = pick(costly)
+            if pick([True, False]):
+                body, content_type = _multipart(fields, [(part, "f.npz", data)])
+                method, path = "POST", "/evaluations"
+            else:
+                body, content_type = _multipart({}, [("stats" if part == "shard" else part, "f.npz", data)])
+                method, path = "PUT", "/references/costly"
+            headers = {"Content-Type": content_type}
         else:  # bad canaries
             body, content_type = _multipart({"reference": pick(["golden", "", "missing"]), "low": pick(huge),
                                              "high": pick(["1", "inf", "-inf", "nan", "x"])},
@@ -308,46 +298,105 @@ def _hostile_requests(rng, good: bytes, features: bytes):
         yield method, path, headers, body
 
 
-def test_hostile_requests_get_json_4xx_that_leak_nothing_and_change_nothing(database, tmp_path):
+def test_hostile_requests_get_json_4xx_that_leak_nothing_change_nothing_and_cost_little(database, tmp_path):
+    """Issue 29's attacks among 585 malformed requests, while two bodies trickle and eight clients
+    flood headers: each answer is a JSON 4xx without internals, none waits on a slow body, the
+    server's peak memory stays near its start, and nothing is stored; then concurrent canary runs
+    alert once and concurrent uploads fill the quota exactly."""
     import http.client
     import json
     from urllib.parse import quote
 
-    from fastfid.client import Service
+    from fastfid.client import Service, ServiceError
+    from support import hostile
 
     folder, url = database
     token = make_token(folder, "fuzzer", "admin", url)
+    trickler, filler = make_token(folder, "trickler", "evaluate", url), make_token(folder, "filler", "admin", url)
     options = ("--database", url) if url else ()
     rng = np.random.default_rng(2026)
     reference = stats_of(rng, 300, D)
     reference.save(tmp_path / "good.npz")
     good = (tmp_path / "good.npz").read_bytes()
     np.save(tmp_path / "few.npy", rng.standard_normal((3, D)))
-    with Server(folder, *options) as server:
+    costly = _costly_files(rng, good)
+    quota = 2.5 * state_bytes(D) / 2**20  # the golden reference and one canary; then two more states
+    with Server(folder, *options, "--max-running", "2", "--max-bodies-per-token", "8",
+                "--max-stored-mb", f"{quota:.9f}") as server:
         client = Service(server.url, token)
         client.upload_reference("golden", reference)
         before = (len(client.evaluations()), client.reference("golden")["version"])
+        start_rss = hostile.peak_rss(server.process.pid)
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        seen = 0
-        for method, path, headers, body in _hostile_requests(rng, good, (tmp_path / "few.npy").read_bytes()):
-            path = quote(path, safe="/?=&%;:'@")  # what a client puts on the wire
-            raw = {name: value.encode() for name, value in {"Authorization": f"Bearer {token}", **headers}.items()}
-            try:
-                connection.request(method, path, body=body, headers=raw)
-                response = connection.getresponse()
-                status, text = response.status, response.read().decode("utf-8", "replace")
-            except (http.client.HTTPException, OSError):
-                connection.close()  # the server may close a connection it refused; open another
-                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-                continue
-            seen += 1
-            assert 400 <= status < 500, (method, path, headers, body[:400], status, text[:300])
-            assert "error" in json.loads(text), text[:300]
-            assert not any(leak in text.lower() for leak in _LEAKS), (path, text[:300])
+        seen, slowest = 0, 0.0
+        with hostile.Trickle(server.port, trickler, connections=2, every=1.0):  # as many as work slots
+            for index, (method, path, headers, body) in enumerate(
+                    _hostile_requests(rng, good, (tmp_path / "few.npy").read_bytes(), costly)):
+                if index == 100:
+                    answers = hostile.header_flood(server.port, connections=8, headers=200_000)
+                    assert all(a.startswith(b"HTTP/1.1 431") or a == b"" for a in answers), answers
+                    assert any(a.startswith(b"HTTP/1.1 431") for a in answers), answers
+                path = quote(path, safe="/?=&%;:'@")  # what a client puts on the wire
+                raw = {name: value.encode() for name, value in {"Authorization": f"Bearer {token}", **headers}.items()}
+                started = time.monotonic()
+                try:
+                    connection.request(method, path, body=body, headers=raw)
+                    response = connection.getresponse()
+                    status, text = response.status, response.read().decode("utf-8", "replace")
+                except (http.client.HTTPException, OSError):
+                    connection.close()  # the server may close a connection it refused; open another
+                    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+                    continue
+                slowest = max(slowest, time.monotonic() - started)
+                seen += 1
+                assert 400 <= status < 500, (method, path, headers, body[:400], status, text[:300])
+                assert "error" in json.loads(text), text[:300]
+                assert not any(leak in text.lower() for leak in _LEAKS), (path, text[:300])
         connection.close()
+        # A request waiting on a slot held by a trickled body would wait for --body-deadline (600 s);
+        # the slowest here receives and refuses a 2 MB upload (well under a second on CI's machine).
+        assert slowest < 10, f"a request took {slowest:.1f} s"
+        grown = hostile.peak_rss(server.process.pid) - start_rss if start_rss else 0
+        # Any one of the costly uploads read whole costs 63 MiB (a metadata member) to 2 GB (the spaces).
+        assert grown < 48 << 20, f"the server's peak memory grew {grown >> 20} MiB"
         after = (len(client.evaluations()), client.reference("golden")["version"])
-        assert seen >= 500 and after == before
-        assert not any("fuzz" == c["name"] for c in client._request("GET", "/canaries"))
+        assert seen >= 550 and after == before
+        assert not any(c["name"] in ("fuzz", "costly") for c in client._request("GET", "/canaries"))
+        assert "costly" not in {r["name"] for r in client._request("GET", "/references")}
+
+        # Concurrent runs of a canary out of its band raise one alert.
+        client.set_canary("far", stats_of(rng, 300, D, shift=3.0), reference="golden", low=0.0, high=1e-3)
+        _at_once(10, lambda _: client.run_canary("far"))
+        assert len(client.alerts("far")) == 1
+        # Six concurrent uploads of another token, when its quota fits two, store two.
+        uploader = Service(server.url, filler, retries=0)
+        outcomes = _at_once(6, lambda i: _status_of(lambda: uploader.upload_reference(
+            f"fill-{i}", stats_of(np.random.default_rng(i), 100, D)), ServiceError))
+        assert sorted(outcomes) == [201, 201, 413, 413, 413, 413], outcomes
+
+
+def _at_once(count: int, call) -> list:
+    """``call(i)`` for i < count in threads that start together; their results."""
+    start, results = threading.Barrier(count), [None] * count
+
+    def run(index):
+        start.wait()
+        results[index] = call(index)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _status_of(call, error_type) -> int:
+    try:
+        call()
+        return 201
+    except error_type as error:
+        return error.status
 
 
 def test_concurrent_runs_of_a_canary_raise_each_alert_once(store, rng):

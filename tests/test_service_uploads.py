@@ -21,6 +21,7 @@ from fastfid.service.app import create_app  # noqa: E402
 from fastfid.service.config import ServiceConfig  # noqa: E402
 from fastfid.service.store import Store  # noqa: E402
 from support.service import features, stats_of  # noqa: E402
+from support.hostile import overlapping_zip  # noqa: E402
 
 D = 8
 SPACE = "test-space"
@@ -169,35 +170,6 @@ def test_features_posts_are_bounded_from_their_header(client, array_reads, rng):
     answer = send(client, "POST", "/evaluations", [("features", "f.npy", rows.getvalue())],
                   {"model": "m", "checkpoint": "1", "reference": "golden", "feature_space": SPACE})
     assert answer.status_code == 201, answer.text
-
-
-def overlapping_zip() -> bytes:
-    """Two members whose data overlap: the second's local header and data lie inside the first's
-    (the shape of Fifield's non-recursive zip bomb, where every member inflates one shared stream)."""
-    inner = io.BytesIO()
-    with zipfile.ZipFile(inner, "w", zipfile.ZIP_STORED) as zipped:
-        header = io.BytesIO()
-        np.save(header, np.zeros(4))
-        zipped.writestr("mu.npy", header.getvalue())
-    second = inner.getvalue()
-    second_local = second[:second.index(b"PK\x01\x02")]
-    outer = io.BytesIO()
-    with zipfile.ZipFile(outer, "w", zipfile.ZIP_STORED) as zipped:
-        zipped.writestr("sigma.npy", b"\x00" * 8 + second_local)
-    data = bytearray(outer.getvalue())
-    # Append a second central directory entry pointing into the first member's data.
-    directory_at = data.index(b"PK\x01\x02")
-    end_at = data.index(b"PK\x05\x06")
-    first_entry = bytes(data[directory_at:end_at])
-    first_local_length = 30 + len("sigma.npy")
-    second_offset = first_local_length + 8
-    second_entry = bytearray(second[second.index(b"PK\x01\x02"):second.index(b"PK\x05\x06")])
-    second_entry[42:46] = second_offset.to_bytes(4, "little")
-    directory = first_entry + bytes(second_entry)
-    end = bytearray(data[end_at:end_at + 22])
-    end[8:10] = end[10:12] = (2).to_bytes(2, "little")
-    end[12:16] = len(directory).to_bytes(4, "little")
-    return bytes(data[:directory_at]) + directory + bytes(end)
 
 
 def test_overlapping_zip_entries_are_refused_on_every_python(tmp_path, client, array_reads):

@@ -43,7 +43,7 @@ from fastfid.service.limits import BodyGate, RateLimit, UploadLimit, WorkQueue, 
 from fastfid.service.observe import Observe, configure_logging, log
 from fastfid.service.prometheus import CONTENT_TYPE, Metrics
 from fastfid.service.store import NotFound, Store, jsonable, state_bytes
-from fastfid.service.uploads import Kind, TextInputs, Upload
+from fastfid.service.uploads import ONE_SPACE, Kind, TextInputs, Upload
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000  # evaluations per page of GET /evaluations
 
@@ -126,14 +126,15 @@ class Handlers:
             upload = await run_in_threadpool(self._one_upload, form)
             if upload.kind is Kind.SPACES:
                 return await self._put_space_references(name, upload, uploader, form)
-            stats = await run_in_threadpool(upload.as_stats)
-            await run_in_threadpool(check_reference, stats)
-            await run_in_threadpool(check_quota, self.store, uploader, state_bytes(stats.dim), self.config)
-            space = agreed_space(stats.feature_space,
+            declared = upload.spaces[ONE_SPACE]  # every check from the headers, then the arrays are read
+            space = agreed_space(declared.feature_space,
                                  uploads.valid_label(uploads.field(form, "feature_space"), "feature_space"))
             if not space:
                 raise Refusal(422, "the uploaded statistics name no feature space (files from pytorch-fid or "
                                    "clean-fid carry none): pass the feature_space field")
+            await run_in_threadpool(check_quota, self.store, uploader, state_bytes(declared.dim), self.config)
+            stats = await run_in_threadpool(upload.as_stats)
+            await run_in_threadpool(check_reference, stats)
             record, created = await run_in_threadpool(
                 lambda: self.store.add_reference(name, stats, feature_space=space, uploader=uploader,
                                                  fastfid_version=__version__, quota=self.quota))
