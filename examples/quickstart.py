@@ -1,10 +1,13 @@
 """fastfid's main job end to end: stream features into statistics, save them, and compute FID.
 
 Stands in for an image pipeline with synthetic ReLU-like features (FID Inception's pool3 width,
-d = 2048): a "real" set and a slightly different "generated" one, streamed in batches of 500.
+d = 2048): a "real" set and a slightly different "generated" one, streamed in batches of 500. The
+statistics file goes to a temporary folder, removed at the end (nothing is left behind).
 """
 
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +34,9 @@ for stats, features in ((real, real_features), (generated, generated_features)):
         stats.update(features[first:first + BATCH])
 print(f"statistics of 2 x {SAMPLES} samples of dim {DIM}: {time.perf_counter() - start:.2f} s")
 
-real.save("real_stats.npz")  # pytorch-fid / clean-fid can read this file too
-start = time.perf_counter()
-result = fastfid.fid("real_stats.npz", generated, return_info=True)
+with tempfile.TemporaryDirectory() as folder:
+    path = Path(folder) / "real_stats.npz"
+    real.save(path)  # pytorch-fid / clean-fid can read this file too
+    start = time.perf_counter()
+    result = fastfid.fid(path, generated, return_info=True)
 print(f"FID = {result.value:.4f} ({result.method}, rank {result.rank}, {time.perf_counter() - start:.2f} s)")

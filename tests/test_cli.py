@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -81,7 +82,6 @@ def image_job(tmp_path_factory):
     pytest.importorskip("PIL")
     from PIL import Image
 
-    from fastfid.models import FIDInceptionV3
 
     root = tmp_path_factory.mktemp("cli_images")
     rng = np.random.default_rng(11)
@@ -90,12 +90,27 @@ def image_job(tmp_path_factory):
             (root / name / f"d{i % 2}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(rng.integers(0, high, (24, 30, 3), dtype=np.uint8)).save(root / name / f"d{i % 2}/{i}.png")
     torch.manual_seed(2)
-    torch.save(FIDInceptionV3(weights=False).state_dict(), root / "w.pth")
+    from support.peers import calibrated_state_dict
+
+    torch.save(calibrated_state_dict(), root / "w.pth")
     return root
 
 
 def _image_flags(root, *extra):
     return ["--weights", str(root / "w.pth"), "--dims", "64", "--num-workers", "0", "--quiet", *extra]
+
+
+def test_a_second_writer_of_one_output_is_refused_in_one_line(image_job, tmp_path, capsys):
+    from fastfid.files.atomic import writing
+
+    root, output = image_job, tmp_path / "same.npz"
+    for command in (["stats", str(root / "real"), "-o", str(output)],  # checkpointed: the job locks it
+                    ["fid", "--save-stats", str(root / "real"), str(output)]):
+        with writing(output):  # another fastfid writing it now
+            assert main(command + _image_flags(root)) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("fastfid: error: ") and "is being written by another fastfid (pid" in error
+        assert error.count("\n") == 0 and not output.exists()
 
 
 def test_fid_of_two_folders_states_how_it_was_computed(image_job, capsys):
@@ -110,9 +125,11 @@ def test_fid_of_two_folders_states_how_it_was_computed(image_job, capsys):
     assert float(out.split()[1]) == pytest.approx(expected.value, abs=1e-6)
     assert "resize=pytorch-fid 299x299; 10 vs 10 samples" in out
     assert main(args + _image_flags(root, "--resize", "clean", "--json", "--isc", "--splits", "2")) == 0
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert report["resize"] == "clean" and "resize=clean" in report["feature_space"]
     assert report["inception_score"]["splits"] == 2 and report["counts"] == [10, 10]
+    assert "warning: the Inception Score of 10 images in 2 splits (5 per split) is not comparable" in captured.err
 
 
 def test_save_stats_has_pytorch_fids_meaning(image_job, tmp_path, capsys):
@@ -231,3 +248,70 @@ def test_fastfid_debug_prints_a_traceback_for_every_exception_class(monkeypatch,
     loud = capsys.readouterr().err
     assert "Traceback (most recent call last)" in loud and "in failing" in loud
     assert loud.strip().splitlines()[-1] == quiet.strip()  # the same one line closes it
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_loader_workers_die_with_a_job_killed_by_sigkill(image_job, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from PIL import Image
+
+    root, many = image_job, tmp_path / "many"
+    many.mkdir()
+    for i in range(400):  # enough batches that the job is still running when it is killed
+        Image.fromarray(np.full((24, 30, 3), i % 256, np.uint8)).save(many / f"{i:03d}.png")
+    job = subprocess.Popen([sys.executable, "-m", "fastfid", "stats", str(many), "-o", str(tmp_path / "s.npz"),
+                            "--batch-size", "2", *_image_flags(root)[:-3], "--num-workers", "2", "--quiet"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _children(job.pid)) < 2 and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the job's loader workers never started"
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        time.sleep(0.5)
+        assert not [pid for pid in workers if _alive(pid)], "loader workers outlived their job"
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_submit_to_a_server_that_does_not_answer_says_so_at_each_retry(tmp_path, rng):
+    from support.service import free_port
+
+    path = tmp_path / "gen.npz"
+    fastfid.FeatureStats.from_features(rng.standard_normal((30, 4))).save(path)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = subprocess.run([sys.executable, "-m", "fastfid", "submit", str(path), "--url", url, "--token", "t",
+                           "--model", "m", "--checkpoint", "1", "--reference", "r", "--retries", "2"],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 3, done.stderr
+    assert lines[0].startswith(f"fastfid: cannot reach {url} (") and lines[0].endswith("(1 of 2 retries)")
+    assert "trying again in 1 s (2 of 2 retries)" in lines[1]
+    assert lines[2].startswith(f"fastfid: error: cannot reach the fastfid service at {url} after 3 tries")

@@ -95,3 +95,18 @@ def test_a_sigma_that_is_not_symmetric_is_refused_where_pytorch_fid_computes(rng
     assert np.isfinite(pf_score.calculate_frechet_distance(mu, skewed, mu, sigma))
     with pytest.raises(ValueError, match="sigma1 is not symmetric"):
         fid_score.calculate_frechet_distance(mu, skewed, mu, sigma)
+
+
+def test_image_path_dataset_is_pytorch_fids(folders):
+    import torchvision.transforms as TF
+
+    files = sorted(folders[0].iterdir())[:6]
+    ours, theirs = fid_score.ImagePathDataset(files, transforms=TF.ToTensor()), \
+        pf_score.ImagePathDataset(files, transforms=TF.ToTensor())
+    assert len(ours) == len(theirs) == 6
+    for i in range(6):
+        assert torch.equal(ours[i], theirs[i])
+    plain = fid_score.ImagePathDataset(files)[0]  # no transforms: the RGB image itself
+    assert plain.mode == "RGB" and plain.size == (20, 24)
+    batch = next(iter(torch.utils.data.DataLoader(ours, batch_size=3)))
+    assert batch.shape == (3, 3, 24, 20)

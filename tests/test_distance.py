@@ -320,3 +320,25 @@ def test_huge_and_tiny_identity_covariances(scale):
     d = 64
     value = fastfid.frechet_distance(np.zeros(d), scale * np.eye(d), np.ones(d), 4 * scale * np.eye(d))
     assert value == pytest.approx(d + d * scale, rel=1e-12)
+
+
+def test_vanishing_features_are_refused_and_a_collapsed_set_is_warned_of(rng):
+    real = fastfid.FeatureStats.from_features(relu_features(rng, 400, 16))
+    # An untrained Inception's pool3 is ~1e-7: two such sets are ~0 apart whatever the images.
+    tiny = fastfid.FeatureStats.from_features(relu_features(rng, 400, 16) * 1e-7)
+    with pytest.raises(fastfid.distance.DegenerateFeatures, match=r"the second statistics' features vanish"):
+        fastfid.fid(real, tiny)
+    with pytest.raises(ValueError, match=r"the reference statistics' features vanish \(mean square [0-9.]+e-1[0-9]"):
+        fastfid.Reference(tiny)
+    with pytest.raises(ValueError, match="the compared statistics' features vanish"):
+        fastfid.Reference(real).distance(tiny)
+    # Just above the bound (features ~1e-4, the smallest scale of a real network) is computed.
+    small = fastfid.FeatureStats.from_features(relu_features(rng, 400, 16) * 1e-4)
+    assert fastfid.fid(small, small) == pytest.approx(0, abs=1e-12)
+    # A set whose samples are all alike: valid (the mean term and the other side's trace), with a warning.
+    row = relu_features(rng, 1, 16)
+    collapsed = fastfid.FeatureStats.from_features(np.repeat(row, 50, axis=0))
+    with pytest.warns(RuntimeWarning, match="the first statistics have no variance"):
+        value = fastfid.fid(collapsed, real)
+    expected = float(np.sum((row[0] - real.mean) ** 2) + np.trace(real.cov))  # Σ₁ = 0: tr Σ₂ only
+    assert value == pytest.approx(expected, rel=1e-9)  # float64 eigen route on a d = 16 problem

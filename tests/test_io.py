@@ -238,3 +238,33 @@ def test_a_small_file_that_would_unpack_to_gigabytes_is_refused_unread(tmp_path,
     with pytest.raises(ValueError, match="statistics of dim 20000 cannot be compared with a reference of dim 12"):
         fastfid.Reference(small).distance(bomb)
     assert fastfid.files.stats.stats_dim(small) == 12
+
+
+def test_one_writer_per_output_and_a_killed_writer_blocks_nobody(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from fastfid.files.atomic import writing
+
+    target = tmp_path / "same.npz"
+    with writing(target):
+        with pytest.raises(FileExistsError, match=rf"same.npz is being written by another fastfid \(pid {os.getpid()}"):
+            with writing(target):
+                pass
+    assert not (tmp_path / "same.npz.lock").exists()  # nothing left behind
+    # A writer killed with SIGKILL (no cleanup runs) leaves its lock file, but not its lock.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from fastfid.files.atomic import writing\n"
+        f"with writing({str(target)!r}):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(FileExistsError, match=rf"pid {holder.pid} on"):
+        with writing(target):
+            pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    holder.stdout.close()
+    assert (tmp_path / "same.npz.lock").exists()
+    with writing(target):
+        pass

@@ -12,8 +12,14 @@ from support.features import bilinear_reference  # noqa: E402
 
 @pytest.fixture(scope="module")
 def network():
-    torch.manual_seed(0)
-    return FIDInceptionV3(weights=False)
+    from support.peers import calibrated_state_dict
+
+    network = FIDInceptionV3(weights=False)
+    network.load_state_dict(calibrated_state_dict(0))  # trained-like batch norms: an untrained file is refused
+    for module in network.modules():  # as a released file: no step counts (they do not act in eval mode)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.num_batches_tracked.zero_()
+    return network.eval()
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +203,11 @@ def test_foreign_or_corrupt_files_are_refused(network, tmp_path):
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "foreign.pth").read_bytes()[:1000])
     with pytest.raises(OSError, match="truncated.pth"):
         FIDInceptionV3(weights=tmp_path / "truncated.pth")
+
+
+def test_a_weight_file_of_an_untrained_network_is_refused(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "untrained.pth"
+    torch.save(FIDInceptionV3(weights=False).state_dict(), path)  # batch norms at their defaults
+    with pytest.raises(ValueError, match="holds an untrained network: every batch norm has its initial running"):
+        FIDInceptionV3(weights=path)

@@ -1,5 +1,6 @@
-"""Every example in the README runs as written, each block on its own (pasted alone into a fresh
-interpreter or shell, in an empty folder). The ```sh blocks are the set-up commands (pip installs)."""
+"""Every example in the README and in the manual (docs/) runs as written, each block on its own
+(pasted alone into a fresh interpreter or shell, in an empty folder). The ```sh blocks are the
+set-up commands (pip installs)."""
 
 import os
 import re
@@ -9,15 +10,26 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def blocks(language):
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+def blocks(language, documents=DOCUMENTS):
+    return [block for document in documents
+            for block in re.findall(rf"```{language}\n(.*?)```", document.read_text(), flags=re.S)]
 
 
-def test_readme_has_examples():
-    assert len(blocks("python")) >= 4 and len(blocks("bash")) >= 1 and len(blocks("sh")) >= 2
+def test_readme_has_examples_and_leads():
+    assert len(blocks("python", [README])) >= 3 and len(blocks("bash", [README])) >= 1
+    assert len(blocks("sh", [README])) >= 2
+    assert len(README.read_text().splitlines()) <= 350  # the front page; the rest is in docs/
+    assert len(blocks("python")) > len(blocks("python", [README]))  # the manual's examples run too
+
+
+def test_every_page_of_the_manual_is_in_its_table_of_contents():
+    listed = re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), flags=re.M)
+    assert sorted(listed) == sorted(path.name for path in (ROOT / "docs").glob("*.md"))
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +37,12 @@ def fid_weights(tmp_path_factory):
     """No download here: the examples find a random state dict through FASTFID_WEIGHTS, as users
     without internet find the real file."""
     torch = pytest.importorskip("torch")
-    from fastfid.models import FIDInceptionV3
 
     path = tmp_path_factory.mktemp("weights") / "pt_inception-2015-12-05-6726825d.pth"
     torch.manual_seed(0)
-    torch.save(FIDInceptionV3(weights=False).state_dict(), path)
+    from support.peers import calibrated_state_dict
+
+    torch.save(calibrated_state_dict(), path)
     return path
 
 

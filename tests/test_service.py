@@ -948,7 +948,8 @@ def test_submit_on_the_command_line(service, tmp_path, rng):
         [sys.executable, "-m", "fastfid", "submit", str(paths[0]), "--url", service["server"].url, "--model", "cli",
          "--checkpoint", "8", "--reference", "golden"], capture_output=True, text=True,
         env={k: v for k, v in __import__("os").environ.items() if k != "FASTFID_TOKEN"})
-    assert done.returncode == 1 and "401: missing token" in done.stderr
+    assert done.returncode == 1 and "401: missing token: this needs a token of scope 'evaluate' or wider" in done.stderr
+    assert "--token or $FASTFID_TOKEN" in done.stderr and " a evaluate " not in done.stderr
 
 
 def test_several_spaces_a_reference_each_and_one_evaluation_across_them(service, tmp_path, rng):

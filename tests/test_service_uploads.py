@@ -223,3 +223,16 @@ def test_each_archive_is_opened_at_most_twice_per_evaluation(client, monkeypatch
     assert answer.status_code == 201, answer.text
     # The file twice, and each space's archive (inside it, read in place) twice.
     assert opened.count("the upload 'g.npz'") == 2 and len(opened) == 2 + 2 * len(spaces), opened
+
+
+def test_vanishing_features_are_refused_as_references_and_as_evaluations(client, rng):
+    vanishing = stats_of(rng, 100, D, space=SPACE)
+    vanishing = type(vanishing).from_features(features(rng, 100, D) * 1e-7)  # an untrained Inception's scale
+    vanishing.feature_space = SPACE
+    answer = send(client, "PUT", "/references/blank", [("stats", "ref.npz", stats_file(vanishing, False))])
+    assert answer.status_code == 422 and "features vanish" in answer.json()["error"]
+    put_reference(client, "golden", stats_of(rng, 100, D, space=SPACE))
+    answer = send(client, "POST", "/evaluations", [("stats", "gen.npz", stats_file(vanishing, False))],
+                  {"model": "m", "checkpoint": "1", "reference": "golden"})
+    assert answer.status_code == 422 and "features vanish" in answer.json()["error"]
+    assert send(client, "GET", "/evaluations", []).json() == []

@@ -262,6 +262,8 @@ def test_an_unknown_space_is_refused_with_the_list_of_names(images):
 
 
 def test_a_missing_library_names_the_extra_in_one_line(monkeypatch):
+    from fastfid import _imports
+
     real_import = importlib.import_module
 
     def without_timm(name, *args):
@@ -269,8 +271,25 @@ def test_a_missing_library_names_the_extra_in_one_line(monkeypatch):
             raise ModuleNotFoundError("No module named 'timm'")
         return real_import(name, *args)
 
-    monkeypatch.setattr(networks.importlib, "import_module", without_timm)
+    monkeypatch.setattr(_imports.importlib, "import_module", without_timm)
     with pytest.raises(ImportError) as caught:
         networks.SpaceNetwork("convnext", weights=False)
     assert str(caught.value) == ("the representation spaces need timm (No module named 'timm'): "
                                  'pip install "fastfid[spaces]"')
+
+
+def test_a_torchvision_that_cannot_load_beside_torch_is_named_in_one_line():
+    # In a fresh interpreter (no test shim): where this environment's torchvision loads, the drop-in
+    # imports; where it cannot (PyPI's beside a CPU torch), one line says so and what fixes it.
+    import subprocess
+    import sys
+
+    script = ("try:\n    import torchvision\nexcept Exception:\n    print('broken', flush=True)\n"
+              "import fastfid.compat.torchmetrics")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if done.stdout.strip() != "broken":
+        assert done.returncode == 0, done.stderr
+        return
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("ImportError: torchvision ") and "cannot load beside torch" in last
+    assert "pip install torch==2.14.1 torchvision==0.29.1" in last

@@ -227,9 +227,10 @@ def test_cli_error_bars_and_compare(rng, known_gaussians, tmp_path, capsys):
             for i, row in enumerate(panel) for j, v in enumerate(row)]
     write_rows(tmp_path / "runs.csv", rows)
     assert cli.main(["compare", str(tmp_path / "runs.csv"), "--plot", str(tmp_path / "panel.png")]) == 0
-    text = capsys.readouterr().out
-    assert "A = base, B = new: B better" in text
+    captured = capsys.readouterr()
+    assert "A = base, B = new: B better" in captured.out
     assert (tmp_path / "panel_base.png").exists() and (tmp_path / "panel_new.png").exists()
+    assert f"seed panels -> {tmp_path / 'panel_base.png'}, {tmp_path / 'panel_new.png'}" in captured.err
     assert cli.main(["compare", str(tmp_path / "runs.csv"), "--models", "new", "base", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["verdict"]["verdict"] == "A better"
     assert cli.main(["compare", str(tmp_path / "runs.csv"), "--models", "new", "old"]) == 1

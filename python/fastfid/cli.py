@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -32,7 +33,7 @@ from fastfid._version import __version__
 from fastfid._text import counted
 from fastfid.distance import METHODS
 from fastfid.files.arrays import open_features
-from fastfid.files.atomic import check_writable
+from fastfid.files.atomic import check_writable, writing
 from fastfid.files.spaces import holds_spaces
 from fastfid.files.stats import read_progress
 from fastfid.resize_modes import RESIZE_MODES
@@ -111,20 +112,32 @@ def _fid(args) -> int:
         _accept_partial_if_asked(args, [args.path1, args.path2])
     options = _extraction_options(args)
     if args.save_stats:  # pytorch-fid's meaning: statistics of PATH1 written to PATH2
-        stats = compute_stats(args.path1, **options)
+        with writing(args.path2) if _is_lead_rank() else contextlib.nullcontext():  # one writer per output
+            stats = compute_stats(args.path1, **options)
+            if _is_lead_rank():
+                stats.save(args.path2)
         if _is_lead_rank():
-            stats.save(args.path2)
-            print(f"{stats.count} samples of dim {stats.dim} -> {args.path2}", file=sys.stderr)
+            print(f"{stats.count} samples ({_widths(stats)}) -> {args.path2}", file=sys.stderr)
         return 0
     result = compute_fid(args.path1, args.path2, method=args.method, isc=args.isc, splits=args.splits, **options)
     if not _is_lead_rank():
         return 0
+    score = result.inception_score
+    if score is not None and score.count < FEW_PER_SPLIT * score.splits:
+        print(f"fastfid: warning: the Inception Score of {score.count} images in {score.splits} splits "
+              f"({score.count // score.splits} per split) is not comparable with published ones, which take "
+              "5,000 per split (50,000 in 10); with one image per split it is 1.0 whatever the images",
+              file=sys.stderr)
     _log_to_trackers(args, result)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
         print(result)
     return 0
+
+
+FEW_PER_SPLIT = 50
+"""Below this many images per split, `--isc` warns: the score is biased low (exactly 1 at one per split)."""
 
 
 def _fid_with_error(args) -> int:
@@ -223,7 +236,8 @@ def _submit(args) -> int:
         inputs = {"stats": paths[0]} if len(paths) == 1 else {"shards": paths}
     else:
         raise ValueError("submit one .npy of features, or one or more .npz statistics files (several are shards)")
-    service = Service(args.url, args.token, retries=args.retries)
+    service = Service(args.url, args.token, retries=args.retries,
+                      on_retry=lambda message: print(f"fastfid: {message}", file=sys.stderr, flush=True))
     result = service.evaluate(model=args.model, checkpoint=args.checkpoint, reference=args.reference,
                               train_seed=args.train_seed, sample_seed=args.sample_seed, baseline=args.baseline,
                               feature_space=args.feature_space, validation_fd=_valfds(args.valfd) or None, **inputs)
@@ -269,10 +283,12 @@ def _compare(args) -> int:
     if args.plot:
         from fastfid.plots import plot_seed_study
 
-        for name in names:
-            target = Path(args.plot)
-            plot_seed_study(studies[name], target.with_name(f"{target.stem}_{name}{target.suffix}") if len(names) > 1
-                            else target)
+        target, written = Path(args.plot), []
+        for name in names:  # one panel per model: PANEL_NAME.png when there are several
+            path = target.with_name(f"{target.stem}_{name}{target.suffix}") if len(names) > 1 else target
+            plot_seed_study(studies[name], path)
+            written.append(str(path))
+        print(f"fastfid: seed panels -> {', '.join(written)}", file=sys.stderr)
     if args.json:
         print(json.dumps({"models": {name: study.as_dict() for name, study in studies.items()},
                           "verdict": None if verdict is None else verdict.as_dict()}))
@@ -281,8 +297,8 @@ def _compare(args) -> int:
             print(f"{name}: FID {s.mean:.4f} [{s.interval[0]:.4f}, {s.interval[1]:.4f}] over {s.training_seeds}×"
                   f"{s.sampling_seeds} seeds; sigma between {s.sigma_between:.4f} ({100 * s.cov_between:.2f}%), "
                   f"within {s.sigma_within:.4f} ({100 * s.cov_within:.2f}%)")
-        if verdict is not None:
-            print(f"A = {names[0]}, B = {names[1]}: {verdict}")
+        if verdict is not None:  # the verdict speaks of A and B
+            print(str(verdict) if names == ["A", "B"] else f"A = {names[0]}, B = {names[1]}: {verdict}")
     return 0
 
 
@@ -303,18 +319,20 @@ def _stats(args) -> int:
         raise ValueError("--valfd is stored with statistics of named spaces: give --spaces")
     if isinstance(options["model"], list) and Path(args.path).suffix in (".npz", ".npy"):
         raise ValueError(f"--spaces computes statistics of images (a folder or zip), not of {args.path}")
-    stats: Any = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
-                               overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
-                               fingerprint=args.fingerprint, **options)
-    if valfd:
-        unknown = sorted(set(valfd) - set(stats))
-        if unknown:
-            raise ValueError(f"--valfd for {', '.join(unknown)}, which is not among --spaces")
-        stats.validation_fd.update(valfd)
-        checkpoint = None  # saved again below, with them
+    # One writer per output: the job locks its checkpoint; otherwise the lead rank locks it here.
+    with contextlib.nullcontext() if checkpointed or not _is_lead_rank() else writing(args.output):
+        stats: Any = compute_stats(args.path, shard=args.shard, checkpoint=checkpoint, resume=args.resume,
+                                   overwrite=args.overwrite and checkpointed, checkpoint_every=args.checkpoint_every,
+                                   fingerprint=args.fingerprint, **options)
+        if valfd:
+            unknown = sorted(set(valfd) - set(stats))
+            if unknown:
+                raise ValueError(f"--valfd for {', '.join(unknown)}, which is not among --spaces")
+            stats.validation_fd.update(valfd)
+        if _is_lead_rank() and (checkpoint is None or valfd):  # saved again with the valFDs
+            with writing(args.output) if checkpointed else contextlib.nullcontext():
+                stats.save(args.output)
     if _is_lead_rank():
-        if checkpoint is None:
-            stats.save(args.output)
         print(f"{stats.count} samples ({_widths(stats)}) -> {args.output}", file=sys.stderr)
     return 0
 
@@ -439,6 +457,7 @@ def _fdr_of_images(args):
     """FDr^k of GENERATED against REFERENCE in --spaces: images through every network in one pass,
     statistics files of those spaces read as they are."""
     from fastfid.extraction import compute_stats
+    from fastfid.extraction.networks import check_comparable, extractor_for
     from fastfid.representations import SpaceStats
 
     if len(args.paths) != 2 or args.space:
@@ -447,8 +466,8 @@ def _fdr_of_images(args):
     if not names:
         raise ValueError("fdr GENERATED REFERENCE needs --spaces NAME,NAME,...")
     options = _extraction_options(args)
-    sides = []
-    for path in args.paths:
+    sides: dict[int, Any] = {}
+    for index, path in enumerate(args.paths):  # the statistics files first: they are checked before any image
         if path.endswith(".npy"):
             raise ValueError(f"{path}: fdr reads images (a folder or zip) or statistics of the spaces (.npz)")
         if holds_spaces(path) or path.endswith(".npz"):
@@ -456,9 +475,15 @@ def _fdr_of_images(args):
             missing = [name for name in names if name not in stats]
             if missing:
                 raise ValueError(f"{path} holds no statistics of {', '.join(missing)}; it has {', '.join(stats)}")
-            sides.append(SpaceStats({name: stats[name] for name in names}, stats.validation_fd))
-        else:
-            sides.append(compute_stats(path, **options))
+            sides[index] = SpaceStats({name: stats[name] for name in names}, stats.validation_fd)
+    if len(sides) < len(args.paths):
+        extractor = extractor_for(names, options["weights"], options["device"], options["resize"], "auto",
+                                  progress=options["progress"])
+        for index, stats in sides.items():
+            check_comparable(extractor, stats, f"the statistics in {args.paths[index]}")
+        for index, path in enumerate(args.paths):
+            if index not in sides:
+                sides[index] = compute_stats(path, **{**options, "model": extractor})
     return sides[0].fdr(sides[1], _valfds(args.valfd))
 
 

@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -46,13 +46,15 @@ class ServiceError(RuntimeError):
 class Service:
     """``url``: the service's base URL; ``token``: a bearer token (default: $FASTFID_TOKEN).
     Connection failures and 429/502/503/504 are retried ``retries`` times, waiting
-    ``backoff`` · 2^k seconds."""
+    ``backoff`` · 2^k seconds; ``on_retry(message)``, when given, hears of each wait before it
+    (the command line prints them, so that a server that does not answer is not a silent pause)."""
 
     def __init__(self, url: str, token: str | None = None, *, retries: int = 5, backoff: float = 0.5,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, on_retry: Callable[[str], None] | None = None):
         self.url = url.rstrip("/")
         self.token = token if token is not None else os.environ.get("FASTFID_TOKEN")
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.on_retry = on_retry
 
     # --- writes -------------------------------------------------------------------------------------
     def upload_reference(self, name: str, stats=None, *, features=None, feature_space: str | None = None) -> dict:
@@ -155,12 +157,16 @@ class Service:
                 told = error.headers.get("Retry-After", "")
                 if told.isdigit():  # a 429 or 503 that says when: at most a minute, waited as asked
                     wait = max(wait, min(int(told), 60))
+                why = f"the service answered {error.code} ({message})"
             except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as error:
                 # Includes a response cut short (a server killed mid-answer): the retry's idempotency
                 # key lets the service return what it stored, if it stored it.
                 if attempt == self.retries:
                     raise ConnectionError(f"cannot reach the fastfid service at {self.url} after {attempt + 1} "
                                           f"tries: {getattr(error, 'reason', error)}") from error
+                why = f"cannot reach {self.url} ({getattr(error, 'reason', error)})"
+            if self.on_retry is not None:
+                self.on_retry(f"{why}; trying again in {wait:g} s ({attempt + 1} of {self.retries} retries)")
             time.sleep(wait)
         raise AssertionError("unreachable")
 

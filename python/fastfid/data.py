@@ -32,6 +32,7 @@ A source can resize each image several ways in one decode (``plans``: one (size,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -305,7 +306,7 @@ class ImageFiles:
         dataset = _DecodedImages(self.path, self.archive is not None, self.names, _plans(size, mode, plans))
         loader: Any = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers, pin_memory=pin_memory, collate_fn=_collate,
-                            worker_init_fn=_init_worker)
+                            worker_init_fn=functools.partial(_init_worker, os.getpid()))
         for images, attempted, bad, mixed_sizes in loader:
             if mixed_sizes:
                 raise ValueError(f"{self.path}: images of different sizes in one batch ({mixed_sizes}): "
@@ -366,6 +367,7 @@ class _DecodedImages(torch.utils.data.Dataset):
                 raise OSError("not a regular file (a FIFO, socket or device named like an image)")
             handle = open(path, "rb")
         with handle, Image.open(handle) as image:
+            refuse_narrowed(image)
             image.load()  # decode now: a truncated file fails here, inside the try
             rgb = as_rgb(image)
         return tuple(resize_image(rgb, size, mode) for size, mode in self.plans)  # decoded once, resized per plan
@@ -375,6 +377,16 @@ class _DecodedImages(torch.utils.data.Dataset):
 # PNG and TIFF store at most 16 bits per integer sample.
 _WIDE_INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _SIXTEEN_BIT_FULL_SCALE = 65535
+
+
+def refuse_narrowed(image) -> None:
+    """Refuse, before decoding, an image that Pillow would narrow to 8 bits without a word: colour
+    (RGB, RGBA) PNGs of 16 bits per sample, which it opens as 8-bit RGB from each sample's high byte
+    (3.8e-3 off the true value); 16-bit grayscale is read at full depth (as_rgb)."""
+    raw = image.tile[0][3] if image.tile and isinstance(image.tile[0][3], str) else ""  # (codec, box, offset, rawmode)
+    if image.mode in ("RGB", "RGBA") and raw.endswith(";16B"):
+        raise ValueError(f"a 16-bit {image.mode} PNG: Pillow reads only the high byte of each sample, which would "
+                         "change its features silently; convert it to 8 bits per sample first")
 
 
 def as_rgb(image) -> np.ndarray:
@@ -416,13 +428,33 @@ def _collate(items):
     return tuple(stacked), len(items), bad, None
 
 
-def _init_worker(_):
+def _init_worker(parent: int, _worker: int):
     import signal
 
     torch.set_num_threads(1)  # the workers already run in parallel; threads within them would oversubscribe
     # Ctrl-C reaches the whole process group: the main process stops the job (and the loader with it),
     # so the workers must not each print a traceback of their own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int, _worker: int | None = None) -> None:
+    """In a loader worker whose job runs as process ``parent``: have the kernel kill this process when
+    its parent dies (Linux's PR_SET_PDEATHSIG), so that a job killed with SIGKILL takes its workers
+    with it at once, rather than within torch's 5 s watchdog. Elsewhere, torch's watchdog alone.
+    (Usable as a worker_init_fn: functools.partial(die_with_parent, os.getpid()).)"""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the job died before the request took effect: follow it now
+        os._exit(1)
 
 
 class ImageArray:

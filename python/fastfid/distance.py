@@ -134,6 +134,7 @@ class Reference:
 
     def __init__(self, stats: StatsLike, *, device=None):
         stats = _as_stats(stats, "stats")
+        check_features(stats, "reference")
         if device is None and stats._device_state is not None:
             device = stats._device_state.device
         # float64 arrays, or tensors on the reference's device
@@ -199,6 +200,7 @@ class Reference:
         stats = _as_stats(other, "other")
         if stats.dim != self.dim:
             raise ValueError(f"statistics of dim {stats.dim} cannot be compared with a reference of dim {self.dim}")
+        check_features(stats, "compared")
         if method == "sqrtm":
             raise ValueError("method='sqrtm' does not use a factorised reference; call frechet_distance instead")
         if self._device is not None:
@@ -223,6 +225,35 @@ class Reference:
         if self._device is None:
             return f"Reference(dim={self.dim}, rank={self.rank})"
         return f"Reference(dim={self.dim}, device={str(self._device)!r})"
+
+
+VANISHING_MEAN_SQUARE = 1e-10
+"""Features whose mean square (per dimension) is below this have vanished: the networks fastfid knows
+give 1e-4 and more (Inception's pool3 about 0.1, a unit-norm 8192-d embedding 1.2e-4), while an
+untrained Inception (batch norms at their defaults) gives about 1e-14, and two sets of such features
+have an FD of about 0 whatever the images."""
+
+
+class DegenerateFeatures(ValueError):
+    """Statistics whose features vanish: an FD from them would be about 0 whatever the inputs."""
+
+
+def check_features(stats: FeatureStats, side: str) -> None:
+    """Refuse statistics whose features vanish (a silent FID of 0, issue 30's first hour); warn when a
+    set's samples are all alike (variance 0: one image repeated, a collapsed generator), whose FD is
+    valid but says only that."""
+    mean_square, variance = stats.scale()
+    if not (math.isfinite(mean_square) and variance >= 0):
+        return  # not a covariance at all (NaN, a negative trace): the distance's own checks say what is wrong
+    if mean_square < VANISHING_MEAN_SQUARE:
+        raise DegenerateFeatures(
+            f"the {side} statistics' features vanish (mean square {mean_square:.1e} per dimension, where real "
+            f"networks give 1e-4 and more): an untrained network (batch norms at their defaults) or blank inputs; "
+            f"their FD would be about 0 whatever the images, so it is refused")
+    if variance <= 1e-12 * mean_square:
+        warnings.warn(f"the {side} statistics have no variance: every sample gave the same features (one image "
+                      "repeated, or a collapsed generator); the FD is valid but measures only that",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _refuse_different_spaces(a: str | None, b: str | None) -> None:
@@ -259,6 +290,8 @@ def fid(a: StatsLike, b: StatsLike, *, method: str = "auto", eps: float = 1e-6, 
     a, b = _as_stats(a, "a"), _as_stats(b, "b")
     if a.dim != b.dim:
         raise ValueError(f"cannot compare statistics of dim {a.dim} and {b.dim}")
+    check_features(a, "first")
+    check_features(b, "second")
     _refuse_different_spaces(a.feature_space, b.feature_space)
     if a.feature_space and b.feature_space and a.feature_space != b.feature_space:
         # Different networks, layers or resizing give different numbers (peers' most common complaint).

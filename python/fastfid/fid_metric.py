@@ -16,8 +16,10 @@ except ImportError:
     _Base = torch.nn.Module  # type: ignore[misc,assignment]
     _IS_METRIC = False
 except RuntimeError as error:  # e.g. a torchvision built for another torch, which torchmetrics imports
-    warnings.warn(f"torchmetrics is installed but failed to import ({error}); fastfid.FID works as a "
-                  "torch.nn.Module, not a torchmetrics.Metric", RuntimeWarning, stacklevel=2)
+    from fastfid._imports import torchvision_problem
+
+    warnings.warn(f"torchmetrics is installed but cannot load: {torchvision_problem(error) or error}; fastfid.FID "
+                  "works as a torch.nn.Module, not a torchmetrics.Metric", RuntimeWarning, stacklevel=2)
     _Base = torch.nn.Module  # type: ignore[misc,assignment]
     _IS_METRIC = False
 

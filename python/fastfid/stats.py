@@ -382,6 +382,26 @@ class FeatureStats:
         full /= count - 1
         return full
 
+    @_locked
+    def scale(self) -> tuple[float, float]:
+        """(mean square, variance) of the features, each averaged over the dimensions, in O(d): what
+        tells vanishing features (both about 0) from a set whose samples are all alike (variance 0)."""
+        if self._sigma is not None:
+            mean, trace, count = self._mean, float(np.trace(self._sigma)), None
+        elif self._device_state is not None:
+            state = self._device_state
+            mean = state.mean.double().cpu().numpy()
+            trace, count = float(state.symmetric_comoment().diagonal().sum()), self.count
+        else:
+            self._flush()
+            mean, trace, count = self._mean, float(np.trace(self._comoment)), self._count
+        if count is not None and count == 0:
+            raise ValueError("the statistics are empty: update them with features first")
+        variance = trace if count is None else trace / max(count - 1, 1)
+        second = trace if count is None else trace / count
+        with np.errstate(over="ignore"):  # a mean beyond float64's range: inf, which the distance refuses
+            return (float(mean @ mean) + second) / self.dim, variance / self.dim
+
     # --- files ---------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, progress: dict | None = None) -> None:
         """Write a .npz with ``mu`` and ``sigma`` (pytorch-fid / clean-fid readable) plus the exact

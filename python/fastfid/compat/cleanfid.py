@@ -16,6 +16,7 @@ is refused: it needs OpenAI's CLIP package and weights, which fastfid does not s
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 from glob import glob
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastfid.data import resize_image
+from fastfid.data import die_with_parent, resize_image
 from fastfid.distance import frechet_distance
 from fastfid.metrics import kid_of_subsets
 from fastfid.models import FIDInceptionV3
@@ -149,7 +150,8 @@ def _folder_files(fdir: str, num=None, shuffle=False, seed=0):
 def _folder_batches(fdir, features: _Features, batch_size: int, num_workers: int, num=None, shuffle=False, seed=0):
     files, archive = _folder_files(fdir, num, shuffle, seed)
     loader = torch.utils.data.DataLoader(_Files(files, archive, features), batch_size=batch_size, shuffle=False,
-                                         drop_last=False, num_workers=num_workers)
+                                         drop_last=False, num_workers=num_workers,
+                                         worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     for batch in loader:
         yield features(batch).double().cpu().numpy()
 

@@ -34,19 +34,18 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-try:
-    from torchmetrics import Metric
-    from torchmetrics.utilities import rank_zero_warn
-    from torchmetrics.utilities.data import dim_zero_cat
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("fastfid.compat.torchmetrics subclasses torchmetrics.Metric: pip install torchmetrics "
-                      "(or use fastfid.FID, which needs no torchmetrics)") from error
-
+from fastfid._imports import borrowed
 from fastfid.compat import _packed
 from fastfid.distance import fid
 from fastfid.metrics import Kernel, inception_score_from_logits, kid_of_subsets
 from fastfid.models.inception import INPUT_SIZE
 from fastfid.models.label import FeatureSpace
+
+borrowed("torchmetrics", "fastfid.compat.torchmetrics subclasses torchmetrics.Metric",  # one line if it cannot load
+         "pip install torchmetrics (or use fastfid.FID, which needs no torchmetrics)")
+from torchmetrics import Metric  # noqa: E402
+from torchmetrics.utilities import rank_zero_warn  # noqa: E402
+from torchmetrics.utilities.data import dim_zero_cat  # noqa: E402
 
 __all__ = ["FrechetInceptionDistance", "InceptionScore", "KernelInceptionDistance"]
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, overload
 from fastfid._text import counted
 from fastfid.distance import FrechetResult, fid
 from fastfid.extraction.job import Interrupted, collect
-from fastfid.extraction.networks import FeatureExtractor, SpaceExtractors, check_model, extractor_for, space_name
+from fastfid.extraction.networks import (FeatureExtractor, SpaceExtractors, check_comparable, check_model,
+                                         extractor_for, space_name)
 from fastfid.extraction.sources import FeatureRows, Source, open_source
 from fastfid.metrics import InceptionScore
 from fastfid.models.label import FeatureSpace
@@ -167,6 +168,9 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
         raise ValueError("the Inception Score needs images as the first source, not statistics or features")
     images = any(not isinstance(side, FeatureStats) and side.needs_network for side in opened)
     extractor = extractor_for(model, weights, device, resize, image_size, progress=progress) if images else None
+    for index, side in enumerate(opened):
+        if extractor is not None and isinstance(side, FeatureStats):
+            check_comparable(extractor, side, f"the statistics of source {index + 1}")
     sides, scores, skipped = [], None, []
     for index, side in enumerate(opened):
         if isinstance(side, FeatureStats):

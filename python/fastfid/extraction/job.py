@@ -5,6 +5,7 @@ networks (one statistics per space)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from fastfid.distributed import shard_range
 from fastfid.extraction.checkpoint import Checkpoint, Progress
 from fastfid.extraction.networks import SpaceExtractors, default_workers, model_dim
 from fastfid.extraction.sources import Source
+from fastfid.files.atomic import writing
 from fastfid.metrics import ClassScores
 from fastfid.stats import FeatureStats
 
@@ -156,11 +158,12 @@ def _collect_here(source: Source, extractor, *, batch_size, num_workers, skip_ba
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     total = len(source)
     start, stop = shard_range(total, *shard) if shard is not None else (0, total)
-    job = Job(source, _accumulation(source, extractor, total, splits), start, stop, shard=shard, checkpoint=checkpoint,
-              resume=resume, overwrite=overwrite, fingerprint=fingerprint)
-    return job.run(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
-                   skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every,
-                   require_samples=require_samples)
+    with contextlib.nullcontext() if checkpoint is None else writing(checkpoint):  # one writer per checkpoint
+        job = Job(source, _accumulation(source, extractor, total, splits), start, stop, shard=shard,
+                  checkpoint=checkpoint, resume=resume, overwrite=overwrite, fingerprint=fingerprint)
+        return job.run(batch_size=batch_size, num_workers=default_workers() if num_workers is None else num_workers,
+                       skip_bad=skip_bad, progress=progress, checkpoint_every=checkpoint_every,
+                       require_samples=require_samples)
 
 
 class Job:
@@ -270,8 +273,11 @@ class Job:
                           f"{'was' if done.skipped == 1 else 'were'} skipped: {first_items(done.bad)}",
                           RuntimeWarning, stacklevel=4)
         if require_samples and self.start < self.stop and (self.stats is None or self.stats.count == 0):
-            raise ValueError(f"{self.source.description}: no readable {unit} in items {self.start} … "
-                             f"{self.stop - 1}")
+            whole = (self.start, self.stop) == (0, len(self.source))
+            span = f"its {counted(self.stop - self.start, unit[:-1])}" if whole else \
+                f"its items {self.start} … {self.stop - 1}"
+            raise ValueError(f"{self.source.description}: none of {span} could be read" + (
+                f" ({first_items(done.bad)})" if done.bad else ""))
         if self.stats is None:  # an empty shard (more ranks than images): it merges as nothing
             self.stats = accumulation.new_stats()
         return self.stats, accumulation.scores, done.bad

@@ -194,6 +194,26 @@ def _as_feature_matrix(features):
 
 
 
+def check_comparable(extractor, stats, what: str) -> None:
+    """Refuse, before any image is read, statistics that this network's features of the images could
+    not be compared with: another dim, or another feature space (network, weights, resize, size), as
+    the statistics name it (files of pytorch-fid or clean-fid name none: only their dim is checked)."""
+    if isinstance(extractor, SpaceExtractors):
+        for name, single in zip(extractor.names, extractor.extractors):
+            if name in stats:
+                check_comparable(single, stats[name], f"{what} [{name}]")
+        return
+    dim = model_dim(extractor.model)
+    if dim and stats.dim != dim:
+        raise ValueError(f"cannot compare {what}, of dim {stats.dim}, with this network's features of dim {dim} "
+                         f"({extractor.feature_space}): refused before reading any image")
+    if stats.feature_space and stats.feature_space != extractor.feature_space:
+        raise ValueError(f"{what} hold features of {stats.feature_space!r}, but the images would give "
+                         f"{extractor.feature_space!r}: compute both with the same network, weights and resize "
+                         "(--dims, --weights, --resize, --image-size) to compare them; refused before reading any "
+                         "image")
+
+
 def check_model(model, resize) -> None:
     """The model's name (or each name of a list) and its preprocessing mode, checked before any image
     is read."""

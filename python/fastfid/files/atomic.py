@@ -13,6 +13,49 @@ from pathlib import Path
 from typing import BinaryIO
 
 TEMPORARY_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """Hold the right to write ``path`` for the block: a second writer, in another process or this
+    one, is refused in one line. The lock is the kernel's (flock on ``PATH.lock``), so a writer that
+    crashes or is killed releases it with its last file descriptor: a stale lock never blocks."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    target = Path(path)
+    lock = target.with_name(target.name + LOCK_SUFFIX)
+    while True:
+        descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip()
+            os.close(descriptor)
+            raise FileExistsError(f"{target} is being written by another fastfid ({holder or 'a running process'})"
+                                  ": wait for it to finish, or write another file") from None
+        if _same_file(descriptor, lock):
+            break
+        os.close(descriptor)  # locked a file its holder removed as it finished: lock the one there now
+    try:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still held; a writer that opened it meanwhile sees it gone and retries
+        os.close(descriptor)
+
+
+def _same_file(descriptor: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(descriptor), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def write_atomically(target: Path, write: Callable[[BinaryIO], None]) -> None:

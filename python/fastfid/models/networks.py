@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import importlib
 import math
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fastfid._imports import borrowed
 from fastfid.models.spaces import INCEPTION, Space, get_space
 from fastfid.models.weights import cache_dir, download, sha256_of, state_dict_problems
 
@@ -32,11 +32,9 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def require(module: str):
-    """Import a library the spaces need, or say in one line which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ImportError(f"the representation spaces need {module.split('.')[0]} ({error}): {EXTRA}") from None
+    """Import a library the spaces need, or say in one line which extra installs it (or that
+    torchvision cannot load beside torch)."""
+    return borrowed(module, f"the representation spaces need {module.split('.')[0]}", EXTRA)
 
 
 class SpaceNetwork(torch.nn.Module):

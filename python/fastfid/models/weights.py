@@ -100,10 +100,25 @@ def load_fid_weights(model, weights=None) -> str:
     problems = state_dict_problems(expected, state)
     if problems:
         raise ValueError(f"{path} does not hold the FID Inception-v3 weights: {problems}")
+    if untrained_batch_norms(state):
+        raise ValueError(f"{path} holds an untrained network: every batch norm has its initial running "
+                         "statistics (mean 0, variance 1), so its features vanish and every FID from it is about 0; "
+                         f"use pytorch-fid's weights, {FID_WEIGHTS_URL} (offline: copy that file here and set "
+                         f"{WEIGHTS_VARIABLE} to its path)")
     model.load_state_dict(state)
-    if path.name == FID_WEIGHTS_FILE:
+    digest = None if path.name == FID_WEIGHTS_FILE else sha256_of(path)
+    if digest is None or digest == FID_WEIGHTS_SHA256:  # pytorch-fid's file under any name: one label
         return FID_WEIGHTS_FILE.removesuffix(".pth")
-    return f"{path.name}:sha256={sha256_of(path)[:12]}"
+    return f"{path.name}:sha256={digest[:12]}"
+
+
+def untrained_batch_norms(state: dict) -> bool:
+    """True when a state dict has batch norms and every one holds the running statistics a fresh
+    module starts with: a network saved before any training (torch's defaults, not weights)."""
+    norms = [key.removesuffix("running_var") for key in state if key.endswith("running_var")]
+    return bool(norms) and all(
+        bool((state[f"{norm}running_var"] == 1).all()) and bool((state[f"{norm}running_mean"] == 0).all())
+        for norm in norms if f"{norm}running_mean" in state)
 
 
 def state_dict_problems(expected: dict, state: dict) -> str | None:

@@ -51,8 +51,9 @@ class Access:
                 raise Refusal(401, "this browser's sign-in is no longer valid (the token was revoked): sign in again")
             if (self.public_read and scope == "read") if public is None else public:
                 return ANONYMOUS
-            raise Refusal(401, f"missing token: send 'Authorization: Bearer TOKEN' with a {scope} token "
-                               "(fastfid token create NAME --scope ...)")
+            raise Refusal(401, f"missing token: this needs a token of scope {scope!r} or wider (fastfid submit and "
+                               "the client: --token or $FASTFID_TOKEN; HTTP: 'Authorization: Bearer TOKEN'; an "
+                               f"administrator creates one with: fastfid token create NAME --scope {scope})")
         record = await self.token(token.strip())
         if record is None:
             raise Refusal(401, "unknown token")

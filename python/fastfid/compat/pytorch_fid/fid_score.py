@@ -23,10 +23,29 @@ from fastfid.data import ImageFiles
 from fastfid.distance import calculate_frechet_distance
 from fastfid.stats import FeatureStats
 
-__all__ = ["IMAGE_EXTENSIONS", "calculate_activation_statistics", "calculate_fid_given_paths",
+__all__ = ["IMAGE_EXTENSIONS", "ImagePathDataset", "calculate_activation_statistics", "calculate_fid_given_paths",
            "calculate_frechet_distance", "compute_statistics_of_path", "get_activations", "main", "save_fid_stats"]
 
 IMAGE_EXTENSIONS = {"bmp", "jpg", "jpeg", "pgm", "png", "ppm", "tif", "tiff", "webp"}
+
+
+class ImagePathDataset(torch.utils.data.Dataset):
+    """pytorch-fid's dataset of image paths: item ``i`` is ``files[i]`` opened by Pillow and converted to
+    RGB, then passed through ``transforms`` when given (pytorch-fid passes ``ToTensor()``). Its users
+    build their own loaders on it; fastfid's functions read images through fastfid's loader."""
+
+    def __init__(self, files, transforms=None):
+        self.files = files
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        image = Image.open(self.files[i]).convert("RGB")
+        return self.transforms(image) if self.transforms is not None else image
 
 
 def _activation_batches(files, model, batch_size: int, dims: int, device, num_workers: int):
