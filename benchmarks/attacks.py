@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import hostile  # noqa: E402
 from support.postgres import Unavailable, postgres_server  # noqa: E402
-from support.service import Server, make_token, stats_of  # noqa: E402
+from support.service import Server, make_token, run_together, stats_of  # noqa: E402
 
 from fastfid.client import Service, ServiceError, _multipart  # noqa: E402
 from fastfid.service.store import state_bytes  # noqa: E402
@@ -207,32 +206,23 @@ def canaries(target, server):
     for index in range(3):
         client.set_canary(f"far{index}", stats_of(np.random.default_rng(10 + index), 200, D, shift=3.0, space=SPACE),
                           reference="golden", low=0.0, high=1e-3)
-    threads = [threading.Thread(target=client.run_canary, args=(f"far{i % 3}",)) for i in range(30)]
     with CLOCK:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_together(lambda i: client.run_canary(f"far{i % 3}"), 30)
     return f"3 canaries run 10 times at once: {sum(len(client.alerts(f'far{i}')) for i in range(3))} alerts"
 
 
 def quotas(target, server):
     client = Service(server.url, make_token(target.folder, "filler", "admin", target.url), retries=0)
-    outcomes: list = []
+    uploads = [stats_of(np.random.default_rng(index), 100, D, space=SPACE) for index in range(6)]
 
     def upload(index):
         try:
-            outcomes.append(client.upload_reference(f"fill{index}", stats_of(np.random.default_rng(index), 100, D,
-                                                                              space=SPACE))["version"])
+            return client.upload_reference(f"fill{index}", uploads[index])["version"]
         except ServiceError as error:
-            outcomes.append(error.status)
+            return error.status
 
-    threads = [threading.Thread(target=upload, args=(i,)) for i in range(6)]
     with CLOCK:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcomes = run_together(upload, 6)
     try:
         client.set_canary("over", stats_of(np.random.default_rng(9), 100, D, space=SPACE), reference="golden", low=0,
                           high=1e9)

@@ -15,7 +15,7 @@ pytest.importorskip("sqlalchemy")
 
 from fastfid.service.store import CorruptFile, NotFound, Store, blobs, state_bytes  # noqa: E402
 from support.postgres import Unavailable, postgres_server  # noqa: E402
-from support.service import Server, make_token, stats_of  # noqa: E402
+from support.service import Server, make_token, run_together, stats_of  # noqa: E402
 
 D = 10
 
@@ -89,26 +89,6 @@ def evaluation(key: str | None, checkpoint: str = "1") -> dict:
                 standard_error=None, interval_low=None, interval_high=None, groups=None, count=10, dim=D,
                 input_kind="stats", inputs_sha256=["1" * 64], verdict=None, fastfid_version="x", submitter="t",
                 created=time.time())
-
-
-def run_together(function, count: int) -> list:
-    results, errors = [None] * count, []
-    barrier = threading.Barrier(count)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = function(index)
-        except Exception as error:  # reported by the assertion below
-            errors.append(error)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
-    return results
 
 
 def test_concurrent_posts_neither_lose_nor_duplicate(store):
@@ -366,29 +346,13 @@ def test_hostile_requests_get_json_4xx_that_leak_nothing_change_nothing_and_cost
 
         # Concurrent runs of a canary out of its band raise one alert.
         client.set_canary("far", stats_of(rng, 300, D, shift=3.0), reference="golden", low=0.0, high=1e-3)
-        _at_once(10, lambda _: client.run_canary("far"))
+        run_together(lambda _: client.run_canary("far"), 10)
         assert len(client.alerts("far")) == 1
         # Six concurrent uploads of another token, when its quota fits two, store two.
         uploader = Service(server.url, filler, retries=0)
-        outcomes = _at_once(6, lambda i: _status_of(lambda: uploader.upload_reference(
-            f"fill-{i}", stats_of(np.random.default_rng(i), 100, D)), ServiceError))
+        outcomes = run_together(lambda i: _status_of(lambda: uploader.upload_reference(
+            f"fill-{i}", stats_of(np.random.default_rng(i), 100, D)), ServiceError), 6)
         assert sorted(outcomes) == [201, 201, 413, 413, 413, 413], outcomes
-
-
-def _at_once(count: int, call) -> list:
-    """``call(i)`` for i < count in threads that start together; their results."""
-    start, results = threading.Barrier(count), [None] * count
-
-    def run(index):
-        start.wait()
-        results[index] = call(index)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def _status_of(call, error_type) -> int:
@@ -400,7 +364,6 @@ def _status_of(call, error_type) -> int:
 
 
 def test_concurrent_runs_of_a_canary_raise_each_alert_once(store, rng):
-    import threading
 
     from fastfid.service.canaries import Alerts, run_canary
     from fastfid.service.evaluation import ReferenceCache
@@ -476,7 +439,6 @@ def urllib_post(base: str, token: str, body: bytes, content_type: str, key: str)
 
 
 def test_concurrent_uploads_cannot_pass_a_quota_together_and_canaries_count(database, tmp_path, rng):
-    import threading
 
     from fastfid.client import Service, ServiceError
 

@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from support.service import run_together
+
 _DOS_DATE = 0x21  # 1980-01-01, the zip epoch
 
 
@@ -148,22 +150,15 @@ def _response_length(data: bytes) -> int:
 def header_flood(port: int, connections: int = 8, headers: int = 1_000_000) -> list[bytes]:
     """``connections`` unauthenticated clients at once, each sending ``headers`` small headers; the
     first bytes of each answer (b"" where the server cut the connection without one)."""
-    answers: list[bytes] = [b""] * connections
-
-    def flood(index: int) -> None:
+    def flood(_) -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as connection:
             try:
                 connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * headers)
             except OSError:
                 pass  # the server stopped reading: its answer may still be there
-            answers[index] = answer_of(connection, 64)
+            return answer_of(connection, 64)
 
-    threads = [threading.Thread(target=flood, args=(i,)) for i in range(connections)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
+    return run_together(flood, connections)
 
 
 def long_header(port: int, mib: int = 256) -> bytes:

@@ -145,3 +145,25 @@ def wait_for(condition, timeout: float = 30.0, every: float = 0.1):
             return value
         time.sleep(every)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+def run_together(function, count: int) -> list:
+    """``function(i)`` for i < count in threads released together by a barrier; their results (an
+    exception in any fails the caller's test)."""
+    results, errors = [None] * count, []
+    barrier = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = function(index)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
