@@ -34,8 +34,9 @@ else
 fi
 
 step "device tests"
-"$python" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_device.py tests/test_device_failures.py \
-    tests/test_kernels_simt.py 2>&1 | tee "$OUT/device_tests.txt" | tail -n 15
+# DEVICE_TESTS narrows them (tests/test_gpu_script.py does: the suite around it runs them all already).
+read -ra device_tests <<< "${DEVICE_TESTS:-tests/test_gpu.py tests/test_device.py tests/test_device_failures.py tests/test_kernels_simt.py}"
+"$python" -m pytest -q -p no:cacheprovider "${device_tests[@]}" 2>&1 | tee "$OUT/device_tests.txt" | tail -n 15
 [ "${PIPESTATUS[0]}" = 0 ] || failed+=("device tests")
 
 if [ "$gpu" = 1 ]; then

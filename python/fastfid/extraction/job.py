@@ -223,6 +223,8 @@ class Job:
         image_options = {} if extractor is None else dict(
             plans=extractor.plans, num_workers=num_workers, pin_memory=extractor.device.type == "cuda",
             device=extractor.device)
+        if extractor is not None:
+            extractor.plan(self.stop - done.next, batch_size, logits=accumulation.scores is not None)
         batches = iter(self.source.batches(done.next, self.stop, batch_size=batch_size, **image_options))
         # Until the first batch is through the network (tens of seconds on a CPU), the bar says
         # what is under way instead of sitting at 0 %.

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fastfid.extraction.execution import Execution
 from fastfid.models.label import FeatureSpace
 from fastfid.stats import FeatureStats
 
@@ -35,9 +36,14 @@ class FeatureExtractor:
     float NCHW images in [0, 1] to (N, d) features (4-D outputs are averaged over space).
     ``resize``: the preprocessing mode (None: ``"pytorch-fid"`` for Inception and other networks,
     ``"dgm-eval"`` for the spaces). ``image_size`` is what images are resized to (``"auto"``: 299 ×
-    299 for the FID Inception, the space's size, the module's ``input_size`` attribute or none)."""
+    299 for the FID Inception, the space's size, the module's ``input_size`` attribute or none).
+    ``execution``: how the network runs (``fastfid.extraction.execution``; None: ``$FASTFID_EXECUTION``,
+    else ``"auto"``: eager, or for a planned job the fastest of channels-last, frozen and compiled that
+    gives eager's features within 1e-6); ``tf32``: let CUDA convolutions use TF32 (None:
+    ``$FASTFID_TF32``, else no)."""
 
-    def __init__(self, model=2048, *, weights=None, device=None, resize: str | None = None, image_size="auto"):
+    def __init__(self, model=2048, *, weights=None, device=None, resize: str | None = None, image_size="auto",
+                 execution: str | None = None, tf32: bool | None = None):
         import torch
 
         from fastfid.models.spaces import INCEPTION, Space, check_space_resize, get_space
@@ -71,6 +77,11 @@ class FeatureExtractor:
             else tuple(size)
         name = getattr(model, "feature_space", type(model).__qualname__)
         self.feature_space = str(FeatureSpace(name, self.resize, self.image_size))
+        self.execution = Execution(self.model, self.device, execution, tf32)
+
+    def plan(self, images: int, batch_size: int, logits: bool = False) -> None:
+        """Tell the network the job ahead, so that it may pick a faster execution worth its trial."""
+        self.execution.plan(images, batch_size, logits)
 
     @property
     def plans(self) -> tuple:
@@ -83,16 +94,10 @@ class FeatureExtractor:
 
     def __call__(self, images, logits: bool = False):
         """Features (and the class logits if asked) of a batch already on the device and resized."""
-        import torch
-
-        with torch.no_grad():
-            if logits:
-                if not self.has_logits:
-                    raise TypeError(f"{type(self.model).__name__} gives no class logits: the Inception Score "
-                                    "needs the FID Inception-v3")
-                features, class_logits = self.model.features_and_logits(images)
-            else:
-                features, class_logits = self.model(images), None
+        if logits and not self.has_logits:
+            raise TypeError(f"{type(self.model).__name__} gives no class logits: the Inception Score needs the "
+                            "FID Inception-v3")
+        features, class_logits = self.execution(images, logits)
         return _as_feature_matrix(features), class_logits
 
     def batch_features(self, images):
@@ -136,6 +141,10 @@ class SpaceExtractors:
         return "; ".join(f"{name}: {e.feature_space}" for name, e in zip(self.names, self.extractors))
 
     has_logits = False
+
+    def plan(self, images: int, batch_size: int, logits: bool = False) -> None:
+        for extractor in self.extractors:
+            extractor.plan(images, batch_size)
 
     def __call__(self, views) -> list:
         """One feature matrix per network, from the batch resized by each plan."""
