@@ -108,6 +108,7 @@ def test_clean_mode_features_and_fid_equal_clean_fids(folders, nvidia_stand_in):
     from fastfid import FeatureStats, fid
 
     device = torch.device("cpu")
+    their_features = []
     for folder in folders:
         theirs = cf.get_folder_features(folder, cf.build_feature_extractor("clean", device, use_dataparallel=False),
                                         num_workers=0, batch_size=16, device=device, mode="clean", verbose=False)
@@ -115,14 +116,13 @@ def test_clean_mode_features_and_fid_equal_clean_fids(folders, nvidia_stand_in):
                                             verbose=False)
         # float32 network outputs of order 10: the same arithmetic up to float32 rounding of the resize.
         np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)
+        their_features.append(theirs)
     with pytest.warns(Warning, match="singular"):  # 40 images, 2048 features: clean-fid's sqrtm warns
         theirs = cf.compute_fid(folders[0], folders[1], mode="clean", device=device, num_workers=0, batch_size=16,
                                 verbose=False, use_dataparallel=False)
     mine = cleanfid.compute_fid(folders[0], folders[1], mode="clean", device="cpu", num_workers=0, batch_size=16,
                                 verbose=False)
-    exact = fid(*(FeatureStats.from_features(cf.get_folder_features(
-        f, cf.build_feature_extractor("clean", device, use_dataparallel=False), num_workers=0, batch_size=16,
-        device=device, mode="clean", verbose=False)) for f in folders))
+    exact = fid(*(FeatureStats.from_features(features) for features in their_features))
     assert mine == pytest.approx(exact, rel=1e-6)  # the exact FD of clean-fid's own features
     # clean-fid's sqrtm warns about the singular covariances yet agrees to ~1e-7 here.
     assert mine == pytest.approx(theirs, rel=1e-4)
