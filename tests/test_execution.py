@@ -132,6 +132,19 @@ def test_a_mode_that_cannot_be_built_is_skipped_with_the_reason(batches, monkeyp
     assert extractor.execution.chosen == "eager"
 
 
+def test_a_mode_failing_after_its_trial_hands_the_job_to_eager(batches, monkeypatch):
+    network = SmallNet()
+    extractor = FeatureExtractor(network, device="cpu", execution="frozen")
+    run(extractor, batches[:2])
+    graph = extractor.execution._graph
+    monkeypatch.setattr(graph, "graph", lambda images: (_ for _ in ()).throw(RuntimeError("lost the device")))
+    with pytest.warns(RuntimeWarning, match=r"execution frozen failed on cpu \(RuntimeError: lost the device\); "
+                                            "the network runs eager from now on"):
+        features = extractor(batches[2])[0]
+    assert torch.equal(features, eager(network, batches[2])) and extractor.execution.chosen == "eager"
+    assert torch.equal(extractor(batches[3])[0], eager(network, batches[3]))
+
+
 def test_a_graph_serves_only_its_shape(batches, monkeypatch):
     network = SmallNet()
     extractor = FeatureExtractor(network, device="cpu", execution="frozen")

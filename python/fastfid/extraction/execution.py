@@ -110,10 +110,19 @@ class Execution:
                 planned = True
             if self._phase == "first" and planned:
                 return self._first_batch(images, logits)
-            if self._phase == "timing" and planned and tuple(images.shape) == self._shape:
-                return self._time_next(images, logits)
-            fits = self._graph is not None and planned and tuple(images.shape) == self._shape
-            return (self._graph if fits else self._free)(images, logits)  # type: ignore[misc]
+            try:
+                if self._phase == "timing" and planned and tuple(images.shape) == self._shape:
+                    return self._time_next(images, logits)
+                fits = self._graph is not None and planned and tuple(images.shape) == self._shape
+                return (self._graph if fits else self._free)(images, logits)  # type: ignore[misc]
+            except Exception as error:  # a faster mode that fails later costs its speed, never the job
+                if self._free is self._eager and self._graph is None and self._phase == "settled":
+                    raise  # eager's own failure is the network's: the caller's to see
+                warnings.warn(f"execution {self.chosen or 'trials'} failed on {self.device} "
+                              f"({type(error).__name__}: {_first_line(error)}); the network runs eager from now on",
+                              RuntimeWarning, stacklevel=3)
+                self._settle([])
+                return self._eager(images, logits)
 
     def _first_batch(self, images, logits):
         self._shape = tuple(images.shape)
@@ -188,10 +197,10 @@ class Execution:
                 warnings.simplefilter("ignore")
                 runner = _Runner(mode, self._channels_last_model(), example=images, logits=logits)
                 result = runner(images, logits)  # a compiled graph is built here, at its first call
+                deviation = _relative_error(result, reference)
         except Exception as error:  # a mode this torch or machine cannot build is skipped, never fatal
             self.trials[mode] = Trial(mode, note=f"failed to build: {type(error).__name__}: {_first_line(error)}")
             return None
-        deviation = _relative_error(result, reference)
         self.trials[mode] = Trial(mode, error=deviation)
         if not deviation <= TOLERANCE:
             self.trials[mode].note = f"features {deviation:.2g} relative from eager's, above {TOLERANCE:g}"
@@ -288,6 +297,9 @@ def _relative_error(result, reference) -> float:
     for mine, theirs in zip(result, reference):
         if theirs is None:
             continue
+        if mine is None or mine.shape != theirs.shape:
+            raise ValueError(f"output of shape {None if mine is None else tuple(mine.shape)}, eager's "
+                             f"{tuple(theirs.shape)}")
         mine, theirs = mine.double(), theirs.double()
         scale = float(theirs.norm())
         difference = float((mine - theirs).norm())
