@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
+from support.benchmarks import image_folders  # noqa: E402
 from support.peers import calibrated_state_dict, peer  # noqa: E402
 
 IMAGES = int(os.environ.get("FASTFID_BENCH_IMAGES", "2000"))
@@ -40,16 +41,7 @@ def setup(tmp_path_factory):
     previous = {k: os.environ.get(k) for k in ("TORCH_HOME", "FASTFID_WEIGHTS")}
     os.environ["TORCH_HOME"] = str(root / "torch_home")
     os.environ["FASTFID_WEIGHTS"] = str(home / "pt_inception-2015-12-05-6726825d.pth")
-    rng = np.random.default_rng(0)
-    folders = []
-    for name, shift in (("real", 0), ("generated", 30)):
-        folder = root / name
-        folder.mkdir()
-        for i in range(IMAGES // 2):
-            coarse = rng.integers(0, 200, (24, 24, 3)).astype(np.uint8)
-            image = Image.fromarray(np.clip(coarse.astype(int) + shift, 0, 255).astype(np.uint8))
-            image.resize((299, 299), Image.Resampling.BILINEAR).save(folder / f"{i:05d}.png")
-        folders.append(str(folder))
+    folders = image_folders(root, IMAGES)
     tensors = [torch.stack([torch.from_numpy(np.array(Image.open(p))).permute(2, 0, 1)
                             for p in sorted(Path(f).iterdir())]) for f in folders]
     yield folders, tensors

@@ -22,12 +22,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from PIL import Image  # noqa: E402
+pytest.importorskip("PIL")
 
+from support.benchmarks import image_folders  # noqa: E402
 from support.peers import calibrated_state_dict  # noqa: E402
 
 IMAGES = int(os.environ.get("FASTFID_BENCH_MAIN_IMAGES", "1200"))
@@ -46,16 +46,7 @@ def job(tmp_path_factory):
     checkpoints = root / "torch_home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     torch.save(calibrated_state_dict(), checkpoints / "pt_inception-2015-12-05-6726825d.pth")
-    rng = np.random.default_rng(0)
-    folders = []
-    for name, shift in (("real", 0), ("generated", 30)):
-        folder = root / name
-        folder.mkdir()
-        for i in range(IMAGES // 2):
-            coarse = rng.integers(0, 200, (24, 24, 3)).astype(np.uint8)
-            image = Image.fromarray(np.clip(coarse.astype(int) + shift, 0, 255).astype(np.uint8))
-            image.resize((299, 299), Image.Resampling.BILINEAR).save(folder / f"{i:05d}.png")
-        folders.append(str(folder))
+    folders = image_folders(root, IMAGES)
     environment = dict(os.environ, TORCH_HOME=str(root / "torch_home"),
                        FASTFID_WEIGHTS=str(checkpoints / "pt_inception-2015-12-05-6726825d.pth"))
     return folders, environment

@@ -2,6 +2,7 @@
 (pasted alone into a fresh interpreter or shell, in an empty folder). The ```sh blocks are the
 set-up commands (pip installs)."""
 
+import functools
 import os
 import re
 import subprocess
@@ -91,6 +92,7 @@ _SHIMMED = ("import sys; sys.path.insert(0, {tests!r}); from support.peers impor
 _TORCHVISION_LINE = "cannot load beside torch"
 
 
+@functools.cache
 def _torchvision_loads() -> bool:
     probe = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True, text=True)
     return probe.returncode == 0 or "No module named 'torchvision'" in probe.stderr
