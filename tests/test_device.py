@@ -16,7 +16,7 @@ from fastfid import _cuda, _device  # noqa: E402
 
 STATS_RTOL = 1e-12  # float64 accumulation in another order than the CPU core's, see test_stats.py
 # The device route against the exact one: the kernels certify |error| ≤ their bound (~1e-10 of the
-# traces on such statistics, benchmarks/gpu/accuracy_study.py) or take the float64 eigenvalues; the
+# traces on such statistics, fastfid.selftest.accuracy) or take the float64 eigenvalues; the
 # torch route stops Newton–Schulz on Σ₁Σ₂ at a step of 1e-12 (test_kernels_simt.py's TRACE_RTOL).
 FD_RTOL = 1e-9
 

@@ -1,30 +1,21 @@
-"""The device route's certificate, case by case (benchmarks/gpu/accuracy_study.py, the README's
+"""The device route's certificate, case by case (fastfid.selftest.accuracy, the README's
 tables, at a smaller d): Inception-like features, n < d, κ = 1e12, scales 1e-200 and 1e200, identical
 sides, a singular side in either order, on an emulated sm_90 (float64 products) and sm_89 (3×TF32
 Newton–Schulz products). Each FD is within the bound its route certified (corrected Newton–Schulz)
 and within the tolerance 1e-8·(tr Σ₁ + tr Σ₂) of the CPU core's exact route."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-pytest.importorskip("torch")
-
-STUDY = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "accuracy_study.py"
-
-
-def load_study():
-    spec = importlib.util.spec_from_file_location("accuracy_study", STUDY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+torch = pytest.importorskip("torch")
+from fastfid.selftest import accuracy  # noqa: E402
+from fastfid.testing import emulated_cuda  # noqa: E402
 
 
 @pytest.mark.parametrize("architecture", ["sm_90", "sm_89"])
 def test_every_case_is_within_its_bound_and_the_tolerance(architecture):
-    rows = load_study().study(40, architecture)
-    assert len(rows) == 8
+    with emulated_cuda(architecture=architecture):
+        rows = accuracy.study(40, torch.device("cpu"))
+    assert len(rows) == 8 and not accuracy.wrong(rows)
     for row in rows:
         assert row["error"] <= row["tolerance"], row
         if row["route"] == "newton_schulz":
@@ -56,3 +47,20 @@ def test_a_tighter_tolerance_sends_the_distance_to_the_exact_route(rng):
     with pytest.raises(ValueError, match="trace_tolerance must be positive"):
         with emulated_cuda():
             fastfid.frechet_distance(*moments, trace_tolerance=0.0)
+
+
+def test_the_round_counting_model_counts_the_kernels_rounds():
+    # benchmarks/gpu/ns_rounds.py's float64 numpy model of the scaled iteration and its stopping rule
+    # (which the README's round counts come from) against the emulated kernels' DMMA route, case by case.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu" / "ns_rounds.py"
+    spec = importlib.util.spec_from_file_location("ns_rounds", path)
+    model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model)
+    with emulated_cuda(architecture="sm_90"):
+        rows = accuracy.study(40, torch.device("cpu"))
+    for row, (name, (_, s1, _, s2)) in zip(rows, accuracy.cases(40)):
+        rounds, _ = model.iterate(model.symmetric_a(s1, s2), model.LOWER_BOUND)
+        assert rounds == row["iterations"], name

@@ -18,7 +18,7 @@ from fastfid import _cuda  # noqa: E402
 from fastfid.testing import emulated_cuda  # noqa: E402
 
 # The device route against the exact one: the kernels certify |error| ≤ their bound (~1e-10 of the
-# traces on such statistics, benchmarks/gpu/accuracy_study.py) or take the float64 eigenvalues; the
+# traces on such statistics, fastfid.selftest.accuracy) or take the float64 eigenvalues; the
 # torch route stops Newton–Schulz on Σ₁Σ₂ at a step of 1e-12 (test_kernels_simt.py's TRACE_RTOL).
 FD_RTOL = 1e-9
 RECORD_BYTES = 20 * 8  # FrechetRecord (frechet_kernels.cuh): 20 doubles

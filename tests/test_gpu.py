@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() and fastfid.cuda_
                                 reason="needs a CUDA GPU and a build with fastfid's kernels")
 
 # The device route against the exact one: the kernels certify |error| ≤ their bound (~1e-10 of the
-# traces on such statistics, benchmarks/gpu/accuracy_study.py) or take the float64 eigenvalues; the
+# traces on such statistics, fastfid.selftest.accuracy) or take the float64 eigenvalues; the
 # torch route stops Newton–Schulz on Σ₁Σ₂ at a step of 1e-12 (test_kernels_simt.py's TRACE_RTOL).
 FD_RTOL = 1e-9
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The device path's one command. On a machine with a CUDA GPU: build fastfid for that GPU, run the
-# device tests, compute-sanitizer (memcheck, racecheck, synccheck) at small sizes, and the
-# benchmarks beside their torch references, Markdown tables into $OUT (default ./gpu-results).
-# Without a GPU it runs its emulation half (the device tests, and every benchmark case at small
-# sizes on the emulated CUDA driver, checked but not timed), which is how CI tests this script.
+# device tests, compute-sanitizer (memcheck, racecheck, synccheck) at small sizes, and
+# `fastfid selftest --benchmark` (each kernel variant validated, the accuracy study, the FD routes
+# measured, the benchmarks beside their torch references): its report into $OUT (default
+# ./gpu-results) as selftest.md and selftest.json. Without a GPU it runs its emulation half (the
+# device tests, and the selftest on an emulated sm_89 at small sizes, checked but not timed), which
+# is how CI tests this script.
 # Meant to fit in 8 minutes on an H100.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,11 +56,12 @@ if [ "$gpu" = 1 ]; then
         echo "compute-sanitizer is not on PATH" | tee "$OUT/sanitizer.txt"
         failed+=("compute-sanitizer missing")
     fi
-    step "benchmarks"
-    "$python" benchmarks/gpu/bench.py --out "$OUT" || failed+=("benchmarks")
+    step "fastfid selftest --benchmark"
+    "$python" -m fastfid selftest --benchmark --out "$OUT" || failed+=("selftest")
 else
-    step "benchmarks on the emulated driver (correctness only)"
-    "$python" benchmarks/gpu/bench.py --emulated --out "$OUT" || failed+=("benchmarks")
+    step "fastfid selftest on the emulated driver (correctness only)"
+    "$python" -m fastfid selftest --emulated sm_89 --benchmark --out "$OUT" > /dev/null || failed+=("selftest")
+    sed -n 1p "$OUT/selftest.md"
 fi
 
 if [ "${#failed[@]}" != 0 ]; then

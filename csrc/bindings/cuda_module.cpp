@@ -99,6 +99,20 @@ void register_backend(py::module_& m) {
              "mode, TF32 (float32/float64 batches) or split-bf16 (float16/bfloat16) tensor-core products with float32 "
              "partial sums (not exact). A batch holding NaN/Inf is counted as skipped and "
              "changes nothing else.")
+        .def("describe",
+             [](const Backend& b, int device) {
+                 Runtime::Description description;
+                 {
+                     py::gil_scoped_release release;
+                     description = (*b).describe(device);
+                 }
+                 py::dict out;
+                 out["name"] = description.name;
+                 out["driver_version"] = description.driver_version;
+                 out["architecture"] = (*b).architecture(device);
+                 return out;
+             },
+             py::arg("device"), "The GPU's name, the driver's CUDA version (e.g. 12080) and 'sm_XY' ('' and 0 if unknown).")
         .def("fp64_tensor_cores",
              [](const Backend& b, int device) {
                  // DMMA runs at twice the FP64 FMA rate on A100 (sm_80), H100 (sm_90) and B200 (sm_100); the
@@ -209,6 +223,21 @@ void register_emulator(py::module_& m) {
           "counts, empty log, current device 0.");
     e.def("inject", &driver::inject, py::arg("call"), py::arg("code"), py::arg("skip") = 0,
           "The (skip + 1)-th call from now of driver function `call` (e.g. 'cuModuleLoadData') returns `code`.");
+    e.def(
+        "inject_fault",
+        [](const std::string& kernel, const std::string& kind, int skip, long long where, long long barrier) {
+            const driver::FaultKind code = kind == "flip_bit"       ? driver::FaultKind::flip_bit
+                                           : kind == "skip_block"   ? driver::FaultKind::skip_block
+                                           : kind == "drop_barrier" ? driver::FaultKind::drop_barrier
+                                                                    : throw std::invalid_argument(
+                                                                          "kind must be 'flip_bit', 'skip_block' or "
+                                                                          "'drop_barrier', got '" + kind + "'");
+            driver::inject_fault(kernel, code, skip, where, barrier);
+        },
+        py::arg("kernel"), py::arg("kind"), py::arg("skip") = 0, py::arg("where") = 0, py::arg("barrier") = 0,
+        "Wrong values, not an error code: the (skip + 1)-th launch from now of `kernel` reports success but 'flip_bit' "
+        "flips bit 52 of element `where` of its first double* argument after it ran, 'skip_block' leaves block "
+        "`where` unrun, 'drop_barrier' drops the `barrier`-th __syncthreads() of block `where` (a stale read).");
     e.def("inject_asynchronous", &driver::inject_asynchronous, py::arg("code"),
           "The next synchronisation reports `code`, as a kernel's asynchronous fault would.");
     e.def("counters", [] {
@@ -261,6 +290,7 @@ PYBIND11_MODULE(_cuda, m) {
     register_emulator(m);
     register_selftests(m);
     m.attr("kernel_image_size") = fastfid_kernel_image_size;
+    m.attr("kernel_architectures") = FASTFID_KERNEL_ARCHITECTURES;  // CMAKE_CUDA_ARCHITECTURES, comma-separated
     m.def("kernel_image", [] {
         return py::bytes(reinterpret_cast<const char*>(fastfid_kernel_image), fastfid_kernel_image_size);
     }, "The embedded fatbin (empty when built without nvcc).");

@@ -76,6 +76,9 @@ struct DriverTable {
     CUresult (*stream_wait_event)(CUstream stream, CUevent event, unsigned flags);
     CUresult (*event_destroy)(CUevent event);
     CUresult (*get_error_name)(CUresult code, const char** name);
+    // What a report names (fastfid selftest, the validation's cache key): never needed to compute.
+    CUresult (*driver_get_version)(int* version);
+    CUresult (*device_get_name)(char* name, int length, CUdevice device);
 };
 
 // A failed driver call, raised to Python as fastfid's CudaError (a RuntimeError) with the code.

@@ -152,6 +152,22 @@ std::string Runtime::architecture(int device) {
     return "sm_" + std::to_string(major) + std::to_string(minor);
 }
 
+Runtime::Description Runtime::describe(int device) {
+    Description out;
+    if (!has_table_) return out;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!initialised_ && table_.init(0) != kSuccess) return out;
+    initialised_ = true;
+    if (table_.driver_get_version == nullptr || table_.driver_get_version(&out.driver_version) != kSuccess)
+        out.driver_version = 0;
+    CUdevice handle = 0;
+    std::array<char, 256> name{};
+    if (table_.device_get_name != nullptr && table_.device_get(&handle, device) == kSuccess &&
+        table_.device_get_name(name.data(), static_cast<int>(name.size() - 1), handle) == kSuccess)
+        out.name = name.data();
+    return out;
+}
+
 void Runtime::enter(int device, const char* operation) {
     const Loaded& entry = loaded(device, operation);
     check(table_.context_push(entry.context), "cuCtxPushCurrent", operation, device);
@@ -259,6 +275,10 @@ std::unique_ptr<Runtime> load_system_runtime(const std::string& library) {
     resolve(handle, "cuStreamWaitEvent", t.stream_wait_event, missing);
     resolve(handle, "cuEventDestroy_v2", t.event_destroy, missing);
     resolve(handle, "cuGetErrorName", t.get_error_name, missing);
+    // Optional: a report can do without them, a computation never needs them.
+    std::string optional;
+    resolve(handle, "cuDriverGetVersion", t.driver_get_version, optional);
+    resolve(handle, "cuDeviceGetName", t.device_get_name, optional);
     if (!missing.empty())  // the handle stays open: another part of the process may use the driver
         return std::make_unique<Runtime>("cuda", nullptr,
                                          library + " lacks " + missing + ": the NVIDIA driver is too old", image);

@@ -36,6 +36,12 @@ public:
     void probe(int device);
     // "sm_XY" of a device, "" if it cannot be asked.
     std::string architecture(int device);
+    // The GPU's name ("" if it cannot be asked) and the driver's CUDA version (e.g. 12080; 0 if unknown).
+    struct Description {
+        std::string name;
+        int driver_version = 0;
+    };
+    Description describe(int device);
 
     void enter(int device, const char* operation);
     void leave();

@@ -1,10 +1,16 @@
 #include "simt/driver.hpp"
 
+#include "simt/simt.hpp"
+
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <sstream>
+#include <stdexcept>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -15,6 +21,7 @@ using namespace device;
 namespace {
 
 using Thunk = void (*)(dim3, dim3, void**);
+using Output = double* (*)(void**);  // a kernel's first double* argument, or null
 
 template <class... Params, size_t... I>
 void run_unpacked(void (*kernel)(Params...), dim3 grid, dim3 block, void** arguments, std::index_sequence<I...>) {
@@ -31,9 +38,43 @@ void thunk(dim3 grid, dim3 block, void** arguments) {
     run_kernel(Kernel, grid, block, arguments);
 }
 
-const std::unordered_map<std::string, Thunk>& kernels() {
-    static const std::unordered_map<std::string, Thunk> table = {
-#define FASTFID_EMULATED_KERNEL(name) {#name, &thunk<&::name>},
+template <class Param>
+double* as_output(void* argument) {
+    if constexpr (std::is_same_v<Param, double*>) return *static_cast<double**>(argument);
+    else return nullptr;
+}
+
+template <class... Params, size_t... I>
+double* first_output(void** arguments, std::index_sequence<I...>) {
+    double* found = nullptr;
+    ((found = found != nullptr ? found : as_output<Params>(arguments[I])), ...);
+    return found;
+}
+
+template <class... Params>
+double* output_of(void (*)(Params...), void** arguments) {
+    return first_output<Params...>(arguments, std::index_sequence_for<Params...>{});
+}
+
+template <auto Kernel>
+double* output(void** arguments) {
+    return output_of(Kernel, arguments);
+}
+
+template <class... Params>
+constexpr bool has_output(void (*)(Params...)) {
+    return (std::is_same_v<Params, double*> || ...);
+}
+
+struct Entry {
+    Thunk run;
+    Output output;
+    bool has_output;
+};
+
+const std::unordered_map<std::string, Entry>& kernels() {
+    static const std::unordered_map<std::string, Entry> table = {
+#define FASTFID_EMULATED_KERNEL(name) {#name, {&thunk<&::name>, &output<&::name>, has_output(&::name)}},
         FASTFID_KERNEL_LIST(FASTFID_EMULATED_KERNEL)
 #undef FASTFID_EMULATED_KERNEL
     };
@@ -42,8 +83,17 @@ const std::unordered_map<std::string, Thunk>& kernels() {
 
 struct Function {
     std::string name;
-    Thunk run;
+    Entry kernel;
     int device;
+};
+
+// Wrong values injected into one launch of a kernel (fastfid's validation must catch them).
+struct Fault {
+    std::string kernel;
+    FaultKind kind;
+    int skip;
+    long long where;  // the block skipped or missing a barrier, or the element whose bit flips
+    long long barrier;
 };
 
 struct Injection {
@@ -57,6 +107,7 @@ struct State {
     int devices = 1;
     int capability = 90;  // what the architecture decides (the kernels' variants): all are emulated alike
     std::vector<Injection> injections;
+    std::vector<Fault> faults;
     CUresult asynchronous = kSuccess;
     Counters counters;
     std::vector<std::string> log;
@@ -92,6 +143,23 @@ CUresult injected(const char* call) {
         return code;
     }
     return kSuccess;
+}
+
+// The fault injected into this launch of `kernel`, if one is due.
+std::optional<Fault> due_fault(const std::string& kernel) {
+    State& s = state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    for (auto it = s.faults.begin(); it != s.faults.end(); ++it) {
+        if (it->kernel != kernel) continue;
+        if (it->skip > 0) {
+            --it->skip;
+            return std::nullopt;
+        }
+        const Fault fault = *it;
+        s.faults.erase(it);
+        return fault;
+    }
+    return std::nullopt;
 }
 
 void note(const std::string& line) {
@@ -176,7 +244,30 @@ CUresult launch_kernel(CUfunction handle, unsigned grid_x, unsigned grid_y, unsi
         s.log.push_back("cuLaunchKernel " + function->name + " device=" + std::to_string(current()) +
                         " stream=" + hex(stream));
     }
-    function->run(dim3(grid_x, grid_y, grid_z), dim3(block_x, block_y, block_z), parameters);
+    const std::optional<Fault> fault = due_fault(function->name);
+    simt::Faults faults;
+    if (fault && fault->kind == FaultKind::skip_block) faults.skipped_block = fault->where;
+    if (fault && fault->kind == FaultKind::drop_barrier) {
+        faults.barrier_block = fault->where;
+        faults.dropped_barrier = fault->barrier;
+    }
+    simt::set_faults(faults);
+    try {
+        function->kernel.run(dim3(grid_x, grid_y, grid_z), dim3(block_x, block_y, block_z), parameters);
+    } catch (...) {
+        simt::set_faults({});
+        throw;
+    }
+    simt::set_faults({});
+    if (fault && fault->kind == FaultKind::flip_bit) {
+        // One bit of the kernel's first double* output flips after it ran: bit 52, the lowest of the
+        // exponent, doubles or halves a non-zero value (a flipped bit that matters).
+        double* out = function->kernel.output(parameters);
+        std::uint64_t bits;
+        std::memcpy(&bits, out + fault->where, sizeof bits);
+        bits ^= std::uint64_t{1} << 52;
+        std::memcpy(out + fault->where, &bits, sizeof bits);
+    }
     return kSuccess;
 }
 CUresult memory_allocate(CUdeviceptr* pointer, size_t bytes) {
@@ -236,6 +327,16 @@ CUresult get_error_name(CUresult code, const char** name) {
     *name = driver_code_name(code);
     return *name ? kSuccess : kInvalidValue;
 }
+CUresult driver_get_version(int* version) {
+    *version = kEmulatedDriverVersion;
+    return kSuccess;
+}
+CUresult device_get_name(char* name, int length, CUdevice device) {
+    if (device < 0 || device >= state().devices || length < 1) return kInvalidValue;
+    const std::string text = "fastfid emulated GPU (sm_" + std::to_string(state().capability) + ")";
+    std::snprintf(name, static_cast<size_t>(length), "%s", text.c_str());
+    return kSuccess;
+}
 
 #undef FASTFID_INJECTABLE
 
@@ -246,7 +347,8 @@ const DriverTable& table() {
                                   primary_context_retain, context_push, context_pop, module_load_data,
                                   module_get_function, launch_kernel, memory_allocate, memory_free,
                                   copy_device_to_host, stream_synchronize, event_create,
-                                  event_record, stream_wait_event, event_destroy, get_error_name};
+                                  event_record, stream_wait_event, event_destroy, get_error_name,
+                                  driver_get_version, device_get_name};
     return t;
 }
 
@@ -256,6 +358,7 @@ void reset(int devices, int capability) {
     s.devices = devices;
     s.capability = capability;
     s.injections.clear();
+    s.faults.clear();
     s.asynchronous = kSuccess;
     const long long live = s.counters.live_allocations;
     s.counters = Counters{};
@@ -267,6 +370,16 @@ void reset(int devices, int capability) {
 void inject(const std::string& call, int code, int skip) {
     std::lock_guard<std::mutex> lock(state().mutex);
     state().injections.push_back({call, code, skip});
+}
+
+void inject_fault(const std::string& kernel, FaultKind kind, int skip, long long where, long long barrier) {
+    const auto found = kernels().find(kernel);
+    if (found == kernels().end()) throw std::invalid_argument("no kernel is named " + kernel);
+    if (kind == FaultKind::flip_bit && !found->second.has_output)
+        throw std::invalid_argument(kernel + " has no double* argument whose bit could flip");
+    if (skip < 0 || where < 0 || barrier < 0) throw std::invalid_argument("skip, where and barrier must be >= 0");
+    std::lock_guard<std::mutex> lock(state().mutex);
+    state().faults.push_back({kernel, kind, skip, where, barrier});
 }
 
 void inject_asynchronous(int code) {

@@ -32,6 +32,7 @@ struct Fiber {
     ucontext_t context;
     dim3 index;
     FiberState state = FiberState::runnable;
+    long long barriers = 0;  // __syncthreads() reached so far in this block (counted where a fault drops one)
 };
 
 struct Block {
@@ -46,6 +47,9 @@ struct Block {
 
 thread_local Block* current_block = nullptr;
 thread_local Schedule current_schedule = Schedule::forward;
+thread_local Faults current_faults;
+
+long long linear_block() { return blockIdx.x + 1LL * gridDim.x * (blockIdx.y + 1LL * gridDim.y * blockIdx.z); }
 
 void fiber_main() {
     Block& block = *current_block;
@@ -85,6 +89,7 @@ void run_block(Block& block) {
     for (size_t i = 0; i < n; ++i) {
         Fiber& f = block.fibers[i];
         f.state = FiberState::runnable;
+        f.barriers = 0;
         if (getcontext(&f.context) != 0) throw std::runtime_error("simt: getcontext failed");
         f.context.uc_stack.ss_sp = block.stacks.get() + i * kFiberStackBytes;
         f.context.uc_stack.ss_size = kFiberStackBytes;
@@ -124,6 +129,16 @@ void wait_at(FiberState barrier) {
 }  // namespace
 
 void set_schedule(Schedule schedule) { current_schedule = schedule; }
+void set_faults(const Faults& faults) { current_faults = faults; }
+
+// __syncthreads(), unless the injected faults drop this one.
+void sync_block() {
+    Block* block = current_block;
+    if (block != nullptr && linear_block() == current_faults.barrier_block &&
+        block->fibers[block->running].barriers++ == current_faults.dropped_barrier)
+        return;
+    wait_at(FiberState::at_block_barrier);
+}
 Schedule schedule() { return current_schedule; }
 
 void run_grid(dim3 grid, dim3 block_dim, const std::function<void()>& thread_body) {
@@ -148,6 +163,7 @@ void run_grid(dim3 grid, dim3 block_dim, const std::function<void()>& thread_bod
             for (unsigned y = 0; y < grid.y; ++y)
                 for (unsigned x = 0; x < grid.x; ++x) {
                     blockIdx = dim3(x, y, z);
+                    if (linear_block() == current_faults.skipped_block) continue;
                     run_block(block);
                 }
     } catch (...) {
@@ -159,7 +175,7 @@ void run_grid(dim3 grid, dim3 block_dim, const std::function<void()>& thread_bod
 
 }  // namespace simt
 
-void __syncthreads() { simt::wait_at(simt::FiberState::at_block_barrier); }
+void __syncthreads() { simt::sync_block(); }
 void __syncwarp() { simt::wait_at(simt::FiberState::at_warp_barrier); }
 
 namespace simt {

@@ -76,6 +76,18 @@ void warp_mma_m16n8k8_tf32(float* accumulators, const float* a, int a_tiles, con
 void warp_mma_m16n8k16(float* accumulators, const uint32_t* a, int a_tiles, const uint32_t* b, int b_tiles,
                        bool bfloat16);
 
+// Wrong values a broken GPU or a kernel's latent race would give, injected into the launches of this OS
+// thread by the emulated driver (fastfid's validation must catch them): the block of linear index
+// `skipped_block` does not run (a tile left unwritten); in block `barrier_block`, every thread's
+// `dropped_barrier`-th __syncthreads() (from 0) returns at once, as if the barrier were missing, so
+// that reads of shared memory see what the previous phase or block left there (a stale read). -1: none.
+struct Faults {
+    long long skipped_block = -1;
+    long long barrier_block = -1;
+    long long dropped_barrier = -1;
+};
+void set_faults(const Faults& faults);
+
 // The schedule used by launches on this OS thread (tests run kernels under both).
 void set_schedule(Schedule schedule);
 Schedule schedule();

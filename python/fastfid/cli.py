@@ -611,7 +611,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the stored evaluation as JSON")
     _add_log_argument(p)
     p.set_defaults(run=_submit)
+
+    p = commands.add_parser("selftest", help="check fastfid's kernels on a GPU and print a report to paste into an "
+                                             "issue (build, machine, each variant's validation, accuracy, routes)")
+    p.add_argument("--device", help="the CUDA device to check (default: the current one, e.g. cuda:0)")
+    p.add_argument("--emulated", metavar="sm_XY", help="check on the CPU under the emulated driver of this GPU "
+                                                      "architecture instead (e.g. sm_89, sm_90), at smaller sizes")
+    p.add_argument("--benchmark", action="store_true", help="also time the GPU benchmark's tables (statistics of "
+                                                           "50,000 x 2048, FD at 2048 and 4096) beside torch's")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", type=Path, help="also write selftest.md and selftest.json into this folder")
+    p.set_defaults(run=_selftest)
     return parser
+
+
+def _selftest(args) -> int:
+    """0 when every check passed, 1 when one failed (the report says which), 2 when there is no GPU to check."""
+    from fastfid import selftest
+
+    report = selftest.run(args.device, emulated=args.emulated, benchmark=args.benchmark)
+    print(report.to_json() if args.json else report.text(), end="" if not args.json else "\n")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "selftest.md").write_text(report.text())
+        (args.out / "selftest.json").write_text(report.to_json())
+    return 0 if report.passed else 1 if report.checked else 2
 
 
 def _add_spaces_arguments(p: argparse.ArgumentParser) -> None:

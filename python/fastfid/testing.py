@@ -20,7 +20,8 @@ __all__ = ["emulated_cuda"]
 
 
 @contextlib.contextmanager
-def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90") -> Iterator[_device.Emulation]:
+def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90",
+                  validate: bool = False) -> Iterator[_device.Emulation]:
     """Within the block, CPU torch tensors take fastfid's CUDA path on an emulated driver with
     ``devices`` GPUs (work goes to device 0 unless the yielded object's ``device`` is changed) of
     ``architecture``, which picks the kernels' variants as on such a GPU: ``"sm_90"`` (H100) uses the
@@ -29,7 +30,9 @@ def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90") -> Iterator[
     ``FeatureStats`` created there (``FeatureStats(d, device="cpu")``, ``from_features(tensor)``)
     keep a device state updated by the statistics kernels; ``frechet_distance`` and ``fid`` on
     tensors or such statistics run the distance kernels; ``fastfid.loss`` takes the device route.
-    ``fastfid._cuda.emulator`` counts launches and copies to the host and can inject driver errors.
+    ``fastfid._cuda.emulator`` counts launches and copies to the host and can inject driver errors
+    and wrong values (``inject_fault``). ``validate=True`` validates the kernels at first use as on a
+    GPU (``fastfid._device.validation``; some 15 s here, so off by default).
     Not reentrant across threads: the emulation is process-wide while the block runs.
     """
     if not (isinstance(devices, int) and devices >= 1):
@@ -40,7 +43,7 @@ def emulated_cuda(*, devices: int = 1, architecture: str = "sm_90") -> Iterator[
                          f"got {architecture!r}")
     previous = _device.current_emulation()
     _cuda.emulator.reset(devices, int(match[1]) * 10 + int(match[2]))
-    emulation = _device.Emulation(_cuda.emulated_backend())
+    emulation = _device.Emulation(_cuda.emulated_backend(), validate=validate)
     _device.set_emulation(emulation)
     try:
         yield emulation

@@ -8,6 +8,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from fastfid._device import routes, validation
 from fastfid._device.routing import STATUS, DeviceKernels, attempt, torch_module
 from fastfid._device.routing import workspace as scratch
 from fastfid._native import cuda as _cuda
@@ -134,6 +137,18 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
     roots = [torch.empty(d, d, dtype=torch.float64, device=device) for _ in range(2)] if return_roots else []
     if not trace_tolerance > 0:
         raise ValueError(f"trace_tolerance must be positive, got {trace_tolerance!r}")
+    if kernels is not None and not kernels.trusts("fd:coupled" if roots else "fd:symmetric"):
+        # This device failed the route's validation: torch's float64 ops give the number.
+        return frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots) if roots \
+            else exact_with_torch(mu1, sigma1, mu2, sigma2)
+    if kernels is not None and not roots and routes.chooses(kernels):
+        calls = route_calls(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance, prepared1)
+        route = routes.known(kernels, d)
+        if route is None and validation.enabled():
+            return routes.trial(kernels, device, d, calls)[1]
+        route = route or routes.prior(kernels)
+        if route != "newton_schulz":
+            return calls[route]()
     if kernels is not None:
         results: list[DeviceFrechet] = []  # empty when there was no memory for the workspace
 
@@ -153,8 +168,20 @@ def frechet(mu1, sigma1, mu2, sigma2, kernels: DeviceKernels | None, *, toleranc
     return frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots)
 
 
-def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
-                     prepared1: PreparedCovariance | None = None) -> DeviceFrechet | None:
+@dataclass
+class SymmetricRun:
+    """One run of the kernels' symmetric route: its result record, and what the exact route reads
+    after it (A in the workspace, the prepared sides)."""
+
+    record: dict
+    workspace: Any
+    first: PreparedCovariance
+    second: PreparedCovariance
+    units: Any  # the pair of units, a tensor
+
+
+def run_symmetric(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
+                  prepared1: PreparedCovariance | None = None) -> SymmetricRun | None:
     """The kernels' symmetric route (None: no memory for it). Each covariance is divided by a power of
     two near its largest variance and factored by torch's Cholesky (cuSOLVER on a GPU), without
     waiting: the kernels pick a side that has a factor. A prepared Σ₁ with a factor spares Σ₂'s."""
@@ -167,7 +194,6 @@ def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_itera
     second = PreparedCovariance.of(sigma2, factor=prepared1 is None)
     # Without its own factor, side 2 names side 1's: the kernels take side 1's (info 0), never side 2's.
     factor2, info2 = (second.factor, second.info) if second.factor is not None else (first.factor, first.info)
-    scaled = [first.scaled, second.scaled]
     unit_pair = torch.stack([first.unit, second.unit]).contiguous()
     record = kernels.backend.frechet_symmetric(
         0 if mu1 is None else mu1.data_ptr(), sigma1.data_ptr(), 0 if mu2 is None else mu2.data_ptr(),
@@ -176,23 +202,96 @@ def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_itera
         info2=info2.data_ptr(), units=unit_pair.data_ptr(), dim=d, workspace=workspace.data_ptr(),
         tolerance=trace_tolerance, max_iterations=max_iterations, tensor_cores=kernels.tensor_cores,
         tf32x3=kernels.tf32x3, device=kernels.index, stream=kernels.stream())
+    return SymmetricRun(record, workspace, first, second, unit_pair)
+
+
+def route_calls(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations: int = 100,
+                trace_tolerance: float = TRACE_TOLERANCE, prepared1: PreparedCovariance | None = None) -> dict:
+    """routes.ROUTES as calls on these inputs, each giving a DeviceFrechet (routes.trial times them)."""
+    def newton_schulz():
+        # None (no memory for the workspace, or the driver refused: then warned) leaves it to eigvalsh.
+        result: list = []
+        attempt(kernels, sigma1.device, "frechet_distance", lambda: result.append(_symmetric_route(
+            kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance, prepared1)))
+        return result[0] if result and result[0] is not None else exact_with_torch(mu1, sigma1, mu2, sigma2)
+
+    return {"newton_schulz": newton_schulz, "eigvalsh": lambda: exact_with_torch(mu1, sigma1, mu2, sigma2),
+            "host": lambda: exact_on_host(mu1, sigma1, mu2, sigma2)}
+
+
+def exact_on_host(mu1, sigma1, mu2, sigma2) -> DeviceFrechet:
+    """The covariances copied to the host and the CPU core's exact route (LAPACK)."""
+    from fastfid.distance import frechet_distance
+
+    sigmas = [sigma1.cpu().numpy(), sigma2.cpu().numpy()]
+    means = [np.zeros(sigmas[0].shape[0])] * 2 if mu1 is None else [mu1.cpu().numpy(), mu2.cpu().numpy()]
+    info = frechet_distance(means[0], sigmas[0], means[1], sigmas[1], method="eigh", return_info=True)
+    traces = float(sigmas[0].trace() + sigmas[1].trace())
+    distance = info.mean_term + traces - 2.0 * info.trace_sqrt
+    return DeviceFrechet(distance, info.trace_sqrt, info.mean_term, 0, 0.0, True, exact=True)
+
+
+def _symmetric_route(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
+                     prepared1: PreparedCovariance | None = None) -> DeviceFrechet | None:
+    """The kernels' symmetric route, with the exact route where its bound is not met (None: no memory)."""
+    run = run_symmetric(kernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance, prepared1)
+    if run is None:
+        return None
+    record = run.record
     if record["status"] not in (STATUS["needs_exact"], STATUS["no_factor"]):
         return _from_record(record, [])
     # The exact route: the eigenvalues of A (left in the workspace), or, with no factor on either
     # side, of S₁^½ S₂ S₁^½ from the eigen decomposition of S₁.
+    d = sigma1.shape[0]
     if record["status"] == STATUS["needs_exact"]:
         offset = _cuda.symmetric_matrix_offset
-        a = workspace[offset:offset + d * d].view(d, d)
+        a = run.workspace[offset:offset + d * d].view(d, d)
     else:
-        values, vectors = torch.linalg.eigh(scaled[0])
-        root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-        a = root @ scaled[1] @ root
-        a = 0.5 * (a + a.T)
-    u1, u2 = unit_pair.tolist()
-    trace_sqrt = float(torch.linalg.eigvalsh(a).clamp(min=0).sqrt().sum()) * math.sqrt(u1) * math.sqrt(u2)
+        a = _root_product(run.first.scaled, run.second.scaled)
+    trace_sqrt = _trace_sqrt_of(a, run.units)
     distance = record["mean_term"] + record["trace1"] + record["trace2"] - 2.0 * trace_sqrt
     return DeviceFrechet(distance, trace_sqrt, record["mean_term"], record["iterations"], _step(record), True,
                          exact=True)
+
+
+def _root_product(scaled1, scaled2):
+    """S₁^½ S₂ S₁^½ from the eigen decomposition of S₁ (symmetrised): A where S₁ has no Cholesky factor."""
+    torch = torch_module()
+    values, vectors = torch.linalg.eigh(scaled1)
+    root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    a = root @ scaled2 @ root
+    return 0.5 * (a + a.T)
+
+
+def _trace_sqrt_of(a, units) -> float:
+    """tr √(Σ₁Σ₂) from A's float64 eigenvalues and the sides' units."""
+    torch = torch_module()
+    u1, u2 = units.tolist()
+    return float(torch.linalg.eigvalsh(a).clamp(min=0).sqrt().sum()) * math.sqrt(u1) * math.sqrt(u2)
+
+
+def exact_with_torch(mu1, sigma1, mu2, sigma2) -> DeviceFrechet:
+    """The exact route in torch float64 ops on the covariances' device: Cholesky of a scaled Σ₁ (else
+    its eigen decomposition), A = Lᵀ S₂ L and A's eigenvalues. Where the kernels' symmetric route is
+    not trusted on a device, or measured slower there."""
+    torch = torch_module()
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        check_covariance(sigma, name)
+    mean_term = 0.0
+    if mu1 is not None:
+        if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):
+            raise ValueError("the means contain NaN or Inf values")
+        diff = mu1 - mu2
+        mean_term = float(diff @ diff)
+    first, second = PreparedCovariance.of(sigma1), PreparedCovariance.of(sigma2, factor=False)
+    if first.has_factor():
+        a = first.factor.T @ second.scaled @ first.factor
+        a = 0.5 * (a + a.T)
+    else:
+        a = _root_product(first.scaled, second.scaled)
+    trace_sqrt = _trace_sqrt_of(a, torch.stack([first.unit, second.unit]))
+    distance = mean_term + float(sigma1.trace()) + float(sigma2.trace()) - 2.0 * trace_sqrt
+    return DeviceFrechet(distance, trace_sqrt, mean_term, 0, 0.0, True, exact=True)
 
 
 def _step(record: dict) -> float:

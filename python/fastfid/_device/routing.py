@@ -9,6 +9,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
+from fastfid._device import validation
+from fastfid._device.validation import Check, Validation
 from fastfid._native import cuda as _cuda
 
 if TYPE_CHECKING:
@@ -52,6 +54,11 @@ class Emulation:
     backend: Any
     device: int = 0
     stream: int = 0
+    validate: bool | frozenset[str] = False
+    """Validate the kernels at first use as on a GPU: True, or only the checks guarding these routes
+    (a whole validation takes some 15 s on the emulation, so it is off unless asked)."""
+    route_choice: bool = False
+    """Choose the FD route as on a GPU (fastfid._device.routes); off, the kernels' route always."""
 
 
 _emulation: Emulation | None = None
@@ -108,6 +115,14 @@ class DeviceKernels:
         # The symmetric route's Newton–Schulz products: 3×TF32 where the GPU has no FP64 tensor cores
         # (every GPU fastfid's kernels run on has TF32 ones), float64 with them.
         self.tf32x3 = not self.tensor_cores if tf32x3 is None else tf32x3
+        self.validation: Validation | None = None  # None: not validated (FASTFID_VALIDATE=0, emulation)
+        self.untrusted: dict[str, Check] = {}  # guarded route -> the check it failed on this device
+        self.routes: dict[int, str] = {}  # d bucket -> the FD route measured fastest here (routes.py)
+
+    def trusts(self, guard: str) -> bool:
+        """Whether a route's kernel variant passed (or skipped) this device's validation: "merge",
+        "fd:symmetric", "fd:coupled", or validation.stats_guard(precision, feature type)."""
+        return guard not in self.untrusted
 
     @property
     def key(self) -> tuple:
@@ -187,8 +202,37 @@ def kernels_for(device) -> DeviceKernels | None:
         except CudaError as error:
             _give_up_locked(key, device, error, "the probe of fastfid's kernels")
             return None
-        kernels = _kernels[key] = DeviceKernels(backend, index)
+        kernels = DeviceKernels(backend, index)
+        if _validating(backend):
+            try:
+                _validate_locked(kernels, device)
+            except CudaError as error:
+                _give_up_locked(key, device, error, "the validation of fastfid's kernels")
+                return None
+        _kernels[key] = kernels
         return kernels
+
+
+def _validating(backend) -> bool:
+    if not validation.enabled():
+        return False
+    return backend.name != "emulated" or (_emulation is not None and _emulation.validate is not False)
+
+
+def _validate_locked(kernels: DeviceKernels, device) -> None:
+    """Validates the kernels on the device (or reads a record of an earlier pass); each variant that
+    failed is untrusted there, warned once."""
+    only = _emulation.validate if kernels.backend.name == "emulated" and _emulation is not None \
+        and not isinstance(_emulation.validate, bool) else None
+    outcome = validation.recorded(validation.describe(kernels)) if only is None else None
+    if outcome is None:
+        outcome = validation.validate(kernels, device, only=only)
+        if only is None:
+            validation.record(outcome)
+    kernels.validation = outcome
+    for check in outcome.failed:
+        kernels.untrusted.setdefault(check.guards, check)
+        warn_once(kernels.key + ("variant", check.guards), validation.warning(check, outcome))
 
 
 def give_up(kernels: DeviceKernels, device, error: BaseException, operation: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from fastfid._device.routing import (COUNT, FLAG, SKIPPED, DeviceKernels, attempt, check_precision, kernels_for,
                                      torch_module, type_code)
 from fastfid._device.routing import workspace as scratch
+from fastfid._device.validation import stats_guard
 from fastfid._native import cuda as _cuda
 
 
@@ -72,7 +73,8 @@ class DeviceStats:
     def update(self, x) -> None:
         x = feature_tensor(x, self.dim, self.device)
         kernels = self.kernels
-        if kernels is not None and self._has_workspace(kernels):
+        variant = stats_guard(self.precision, str(x.dtype).removeprefix("torch."))
+        if kernels is not None and kernels.trusts(variant) and self._has_workspace(kernels):
             def accumulate():
                 self._enter_stream(kernels)
                 kernels.accumulate(x, self, self._workspace)
@@ -114,7 +116,7 @@ class DeviceStats:
 
     def merge(self, other: "DeviceStats") -> None:
         kernels = self.kernels
-        if kernels is not None and self._has_workspace(kernels):
+        if kernels is not None and kernels.trusts("merge") and self._has_workspace(kernels):
             def merge():
                 kernels.order_after(other._stream)
                 self._enter_stream(kernels)

@@ -1,31 +1,26 @@
 """The device path beside its torch references, in one run, each case checked against an
-independent float64 answer; writes Markdown tables (and the raw numbers as JSON) to --out.
+independent float64 answer (``fastfid selftest --benchmark``): statistics of 50,000 × 2048 in three
+input types, the FD at d = 2048 and 4096 by every route, and the FD loss.
 
-On a GPU it times with CUDA events (median of --rounds after a warm-up). With --emulated it runs
-every case at small sizes on the emulated CUDA driver (fastfid.testing.emulated_cuda) and checks the
-numbers without timing them: CI runs it so, which tests this script itself.
+On a GPU it times with CUDA events (median of ``rounds`` after a warm-up). Under the emulation it
+runs every case at small sizes and checks the numbers without timing them.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import math
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 import fastfid
 from fastfid import _device
-from fastfid.testing import emulated_cuda
 
+GPU_SIZES: dict[str, Any] = {"n": 50_000, "d": 2048, "batch": 256, "fd": (2048, 4096), "population": 50_000}
+EMULATED_SIZES: dict[str, Any] = {"n": 600, "d": 40, "batch": 256, "fd": (24, 40), "population": 300}
 STATS_RTOL = 1e-10  # float64 accumulation in two orders: ~n·eps at worst (50,000 · 1.1e-16 = 6e-12)
 FD_RTOL = 1e-6  # every route against the CPU's exact one: the loosest route here (float64 eigvals) is ~1e-10
 
@@ -166,7 +161,7 @@ def bench_loss(timer, device, population, d, batch, generator) -> list[dict]:
     def step():
         value = criterion(z)
         value.backward()
-        return float(value)
+        return float(value.detach())
 
     value = step()
     return [{"group": f"FrechetLoss, population {population}, d = {d}, batch {batch}", "case": "forward + backward",
@@ -175,18 +170,6 @@ def bench_loss(timer, device, population, d, batch, generator) -> list[dict]:
 
 
 # --- report -----------------------------------------------------------------------------------------
-def machine() -> str:
-    if not torch.cuda.is_available():
-        return f"emulated CUDA driver on {platform.processor() or platform.machine()} (no timings)"
-    name = torch.cuda.get_device_name(0)
-    try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        driver = "unknown"
-    return f"{name}, driver {driver}, torch {torch.__version__} (CUDA {torch.version.cuda})"
-
-
 def markdown(rows: list[dict], header: str) -> str:
     lines = [header, ""]
     for group in dict.fromkeys(row["group"] for row in rows):
@@ -201,40 +184,13 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--emulated", action="store_true", help="small sizes on the emulated driver, no timings")
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(20261202)
-    if args.emulated:
-        context, device = emulated_cuda(), torch.device("cpu")
-        sizes = {"n": 600, "d": 40, "batch": 256, "fd": (24, 40), "population": 300}
-    else:
-        if not torch.cuda.is_available():
-            print("no CUDA GPU: run with --emulated", file=sys.stderr)
-            return 2
-        context, device = contextlib.nullcontext(), torch.device("cuda", 0)
-        sizes = {"n": 50_000, "d": 2048, "batch": 256, "fd": (2048, 4096), "population": 50_000}
-    timer = Timer(device, args.rounds)
-    rows: list[dict] = []
-    with context:
-        rows += bench_statistics(timer, device, sizes["n"], sizes["d"], sizes["batch"], generator)
-        for d in sizes["fd"]:
-            rows += bench_distance(timer, device, d, generator)
-        rows += bench_loss(timer, device, sizes["population"], sizes["d"], sizes["batch"], generator)
-    header = f"# fastfid on the device: {machine()}, {time.strftime('%Y-%m-%d')}, fastfid {fastfid.__version__}"
-    (args.out / "gpu_benchmarks.md").write_text(markdown(rows, header))
-    (args.out / "gpu_benchmarks.json").write_text(json.dumps(rows, indent=1))
-    print(markdown(rows, header))
-    wrong = [f"{row['group']}: {row['case']}" for row in rows if row["correct"] is False]
-    if wrong:
-        print("wrong results: " + "; ".join(wrong), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(device, *, emulated: bool, rounds: int = 10, seed: int = 20261202) -> list[dict]:
+    """Every group's rows on ``device`` at the GPU's sizes, or the emulation's."""
+    sizes = EMULATED_SIZES if emulated else GPU_SIZES
+    generator = torch.Generator().manual_seed(seed)
+    timer = Timer(device, rounds)
+    rows = bench_statistics(timer, device, sizes["n"], sizes["d"], sizes["batch"], generator)
+    for d in sizes["fd"]:
+        rows += bench_distance(timer, device, d, generator)
+    rows += bench_loss(timer, device, sizes["population"], sizes["d"], sizes["batch"], generator)
+    return rows
