@@ -105,6 +105,7 @@ def test_wrong_values_are_caught_and_only_that_variant_falls_back_with_one_warni
         architecture, kernel, kind, where, barrier, route, records):
     kernels, caught = validated(architecture, only={route}, fault=(kernel, kind, where, barrier))
     assert list(kernels.untrusted) == [route]
+    assert [check.guards for check in kernels.validation.checks].count(route) == 1  # the rest skipped
     failed = kernels.untrusted[route]
     assert not failed.passed and failed.error > failed.tolerance
     assert len(caught) == 1

@@ -9,14 +9,17 @@ Two implementations of one contract:
 * torch ops in float64 on the device: the fallback, the statistics' steps as the kernels take them
   and the distance by coupled Newton–Schulz on Σ₁Σ₂ (the kernels' route for FD gradients).
 
-Before fastfid's kernels are trusted on a device, a probe loads them there and runs one. If the
+Before fastfid's kernels are trusted on a device, a probe loads them there and runs one, and every
+variant the device would use is validated against the CPU core (``validation``): a variant that
+gives wrong values there is not used (its work takes the torch route, warned once). If the
 probe or a later call fails (no driver, a driver too old for the kernels, no kernel image for the
 GPU, a launch refused, no memory for the workspace), that device goes to the torch route with one
 ``RuntimeWarning`` naming the cause, and the call gives the same number. An error reported at a
 synchronisation (a kernel that faulted on the device) is raised: the device cannot be trusted.
 
 The rooms: ``routing`` (which route a device takes, the probe, the emulation switch, the C++ codes
-read from ``_cuda``), ``stats`` (DeviceStats), ``frechet`` (the distance). Validation happens
+read from ``_cuda``), ``validation`` (each variant checked at first use, and its record), ``stats``
+(DeviceStats), ``frechet`` (the distance), ``routes`` (the FD route measured fastest on a device). Validation happens
 here, before any address reaches native code. torch is imported lazily.
 """
 

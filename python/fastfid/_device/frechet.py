@@ -181,13 +181,15 @@ class SymmetricRun:
 
 
 def run_symmetric(kernels: DeviceKernels, mu1, sigma1, mu2, sigma2, max_iterations, trace_tolerance,
-                  prepared1: PreparedCovariance | None = None) -> SymmetricRun | None:
+                  prepared1: PreparedCovariance | None = None, workspace=None) -> SymmetricRun | None:
     """The kernels' symmetric route (None: no memory for it). Each covariance is divided by a power of
     two near its largest variance and factored by torch's Cholesky (cuSOLVER on a GPU), without
-    waiting: the kernels pick a side that has a factor. A prepared Σ₁ with a factor spares Σ₂'s."""
+    waiting: the kernels pick a side that has a factor. A prepared Σ₁ with a factor spares Σ₂'s.
+    ``workspace``: the scratch to use (the validation's, filled with NaN), else one from torch."""
     torch = torch_module()
     d, device = sigma1.shape[0], sigma1.device
-    workspace = scratch(kernels, _cuda.symmetric_workspace_doubles(d), device)
+    if workspace is None:
+        workspace = scratch(kernels, _cuda.symmetric_workspace_doubles(d), device)
     if workspace is None:
         return None
     first = prepared1 if prepared1 is not None else PreparedCovariance.of(sigma1)

@@ -137,7 +137,7 @@ def _run_on(device, *, emulated: bool, benchmark: bool, rounds: int) -> Report:
             report.problems.append(f"fastfid's kernels do not run on {device}: see the warnings; its statistics and "
                                    "distances take torch's float64 ops there")
         else:
-            outcome = validation.validate(kernels, device)
+            outcome = validation.validate(kernels, device, complete=True)
             report.validation = [asdict(check) | {"passed": check.passed} for check in outcome.checks]
             report.validation_seconds = outcome.seconds
             report.problems += [f"the kernel variant '{check.name}' failed its validation ({check.detail})"
