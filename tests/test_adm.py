@@ -2,6 +2,7 @@
 Inception hooked at the same layer, its Inception Score against a float32 numpy computation of its
 formula, and its batches read from .npz files image by image, with every bad input named."""
 
+import json
 import tracemalloc
 import zipfile
 
@@ -158,3 +159,190 @@ def test_an_array_of_the_wrong_kind_is_refused(rng):
 def test_the_network_is_the_fid_inception_with_tensorflow_scaling():
     net = ADMInception(weights=False, device="cpu")
     assert net.model.scaling == "tensorflow" and net.weights_name == "random"
+
+
+# --- precision and recall in float16 -----------------------------------------------------------
+from fastfid.adm import manifold  # noqa: E402
+
+
+def relu_pool(rng, n, offset):
+    """Pool3-like features: non-negative, decaying variances, 2048 wide."""
+    z = rng.standard_normal((n, 2048)).astype(np.float32) * np.exp(-np.arange(2048) / 256).astype(np.float32)
+    return np.maximum(z + offset, 0).astype(np.float32)
+
+
+def reference_precision_recall(ref, sample, distances):
+    """ADM's ManifoldEstimator in plain numpy, all at once: radii by sorting whole rows."""
+    ref_radii = np.sort(distances(ref, ref), axis=1)[:, 3]
+    sample_radii = np.sort(distances(sample, sample), axis=1)[:, 3]
+    between = distances(ref, sample)
+    return (float((between <= ref_radii[:, None]).any(axis=0).mean()),
+            float((between <= sample_radii[None, :]).any(axis=1).mean()))
+
+
+def half_distances_of(u, v):
+    su, sv = manifold._Side(u), manifold._Side(v)
+    return manifold.half_distances(su.half, su.norms, sv.half, sv.norms)
+
+
+def test_precision_recall_in_blocks_equal_adms_estimator_all_at_once_and_differ_from_float32(rng, monkeypatch):
+    # Blocks of 64 and tiles of 16 over 150 and 130 points: ragged blocks in both directions.
+    monkeypatch.setattr(manifold, "BLOCK", 64)
+    monkeypatch.setattr(manifold, "TILE", 16)
+    differs = False
+    for offset in (0.3, 0.35, 0.4):
+        ref, sample = relu_pool(rng, 150, 0.3), relu_pool(rng, 130, offset)
+        ours = manifold.precision_recall(ref, sample)
+        assert ours == reference_precision_recall(ref, sample, half_distances_of)
+        differs |= ours != reference_precision_recall(ref, sample, manifold.float32_distances)
+    assert differs  # float16 changes the counts on such features: why float32 ports are off
+
+
+def test_a_block_with_a_non_finite_half_distance_is_computed_in_float32(rng):
+    ref, sample = relu_pool(rng, 40, 0.3) * 20, relu_pool(rng, 30, 0.3) * 20  # norms beyond half's 65504
+    assert not np.isfinite(manifold.half_norms(manifold._half(ref))).all()
+    assert manifold.precision_recall(ref, sample) == reference_precision_recall(ref, sample,
+                                                                                manifold.float32_distances)
+
+
+def test_the_half_row_sum_follows_eigens_packets_step_by_step(rng):
+    # An independent scalar walk of the documented order on 2,061 columns (two leaves, a packet tail
+    # and a scalar tail), every add rounded to half.
+    values = (rng.random((5, 2061)) * 3).astype(np.float16)
+
+    def walk(row):
+        if len(row) > 1024:
+            split = 8 * -(-(len(row) // 2) // 8)
+            return np.float16(np.float32(walk(row[:split])) + np.float32(walk(row[split:])))
+        lanes = np.zeros((4, 8), dtype=np.float16)
+        unrolled, whole = len(row) // 32 * 32, len(row) // 8 * 8
+        for start in range(0, unrolled, 32):
+            for a in range(4):
+                for lane in range(8):
+                    lanes[a, lane] = np.float16(np.float32(lanes[a, lane]) + np.float32(row[start + 8 * a + lane]))
+        combined = lanes[0].copy()
+        for a in range(1, 4):
+            for lane in range(8):
+                combined[lane] = np.float16(np.float32(combined[lane]) + np.float32(lanes[a, lane]))
+        for start in range(unrolled, whole, 8):
+            for lane in range(8):
+                combined[lane] = np.float16(np.float32(combined[lane]) + np.float32(row[start + lane]))
+        tail = np.float16(0)
+        for value in row[whole:]:
+            tail = np.float16(np.float32(tail) + np.float32(value))
+        return np.float16(np.float32(tail) + np.float32(np.float16(combined.astype(np.float32).sum())))
+
+    expected = np.array([walk(row) for row in values])
+    np.testing.assert_array_equal(manifold._eigen_half_sum(values), expected)
+    assert not np.array_equal(expected, values.astype(np.float32).sum(axis=1).astype(np.float16))  # order matters
+
+
+def test_tensorflows_own_ops_give_the_same_counts(rng):
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tensorflow-cpu)")
+
+    def tf_distances(u, v):  # ADM's _batch_pairwise_distances on half casts, in TensorFlow
+        u, v = tf.cast(tf.constant(u), tf.float16), tf.cast(tf.constant(v), tf.float16)
+        norm_u = tf.reshape(tf.reduce_sum(tf.square(u), 1), [-1, 1])
+        norm_v = tf.reshape(tf.reduce_sum(tf.square(v), 1), [1, -1])
+        return tf.cast(tf.maximum(norm_u - 2 * tf.matmul(u, v, False, True) + norm_v, 0.0), tf.float32).numpy()
+
+    for offset in (0.3, 0.35):
+        ref, sample = relu_pool(rng, 400, 0.3), relu_pool(rng, 400, offset)
+        square = tf.reduce_sum(tf.square(tf.cast(tf.constant(ref), tf.float16)), 1).numpy()
+        np.testing.assert_array_equal(manifold.half_norms(manifold._half(ref)), square)
+        theirs = reference_precision_recall(ref, sample, tf_distances)
+        assert manifold.precision_recall(ref, sample) == theirs  # count for count
+    assert theirs != reference_precision_recall(ref, sample, manifold.float32_distances)
+
+
+@pytest.mark.parametrize("ref,sample,message", [
+    (np.zeros((3, 8)), np.zeros((5, 8)), "the reference batch has 3 images; precision and recall need at least 4"),
+    (np.zeros((5, 8)), np.zeros((5, 9)), "the reference batch has 8 features per image, the sample batch 9"),
+    (np.full((5, 8), np.nan), np.zeros((5, 8)), "the reference batch's features must be finite"),
+])
+def test_bad_features_are_refused(ref, sample, message):
+    with pytest.raises(ValueError, match=message):
+        manifold.precision_recall(ref, sample)
+
+
+# --- the five numbers ------------------------------------------------------------------------------
+from fastfid.adm import evaluate  # noqa: E402
+from fastfid import cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def batch_files(tmp_path_factory):
+    rng = np.random.default_rng(32)
+    folder = tmp_path_factory.mktemp("adm")
+    ref, sample = uint8_images(rng, 10, size=32), (uint8_images(rng, 9, size=32) // 2 + 40).astype(np.uint8)
+    np.savez(folder / "ref.npz", arr_0=ref)
+    np.savez_compressed(folder / "sample.npz", arr_0=sample)
+    return folder / "ref.npz", folder / "sample.npz"
+
+
+@pytest.mark.slow
+def test_evaluate_is_the_pieces_together_and_the_reference_is_cached(batch_files, peer_weights, tmp_path,
+                                                                     monkeypatch):
+    import fastfid
+    from fastfid.adm import network as adm_network
+
+    monkeypatch.setenv("FASTFID_HOME", str(tmp_path))
+    ref_path, sample_path = batch_files
+    result = evaluate(ref_path, sample_path, weights=peer_weights, device="cpu", batch_size=4)
+    # The same batches as evaluate's: float32 convolutions may round differently in another batch size.
+    ref, sample = (activations(p, weights=peer_weights, device="cpu", batch_size=4) for p in batch_files)
+    moments = [(a.mean(0, dtype=np.float64), np.cov(a.astype(np.float64), rowvar=False)) for a in (sample.pool, ref.pool)]
+    spatial = [(a.mean(0, dtype=np.float64), np.cov(a.astype(np.float64), rowvar=False))
+               for a in (sample.spatial, ref.spatial)]
+    # float64 moments of float32 activations in two orders; the exact distance: 1e-9 relative.
+    assert result.fid == pytest.approx(fastfid.frechet_distance(*moments[0], *moments[1]), rel=1e-9)
+    assert result.sfid == pytest.approx(fastfid.frechet_distance(*spatial[0], *spatial[1]), rel=1e-9)
+    assert result.inception_score == inception_score(sample.logits)
+    assert (result.precision, result.recall) == manifold.precision_recall(ref.pool, sample.pool)
+    assert result.reference_statistics == "computed"
+    # Again: the reference's 10 images are not run through the network a second time.
+    calls = []
+    real_call = adm_network.ADMInception.__call__
+    monkeypatch.setattr(adm_network.ADMInception, "__call__", lambda self, x: calls.append(len(x)) or real_call(self, x))
+    again = evaluate(ref_path, sample_path, weights=peer_weights, device="cpu", batch_size=4)
+    assert again == result and sum(calls) == 9  # the sample's 9 only
+
+
+@pytest.mark.slow
+def test_the_command_prints_adms_lines_and_uses_stored_statistics(batch_files, peer_weights, tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setenv("FASTFID_HOME", str(tmp_path))
+    ref_path, sample_path = batch_files
+    rng = np.random.default_rng(5)
+    stored = tmp_path / "with_stats.npz"
+    mu, mu_s = rng.random(2048), rng.random(2023)
+    np.savez(stored, arr_0=np.load(ref_path)["arr_0"], mu=mu, sigma=np.eye(2048), mu_s=mu_s, sigma_s=np.eye(2023))
+    assert cli.main(["adm", str(stored), str(sample_path), "--weights", str(peer_weights), "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["Inception Score", "FID", "sFID", "Precision", "Recall"]
+    assert cli.main(["adm", str(stored), str(sample_path), "--weights", str(peer_weights), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reference_statistics"] == "stored"
+    assert f"FID: {report['fid']}" == lines[1]
+    sample = activations(sample_path, weights=peer_weights, device="cpu")
+    expected = fastfid_distance(sample.pool, mu, np.eye(2048))
+    assert report["fid"] == pytest.approx(expected, rel=1e-9)
+
+
+def fastfid_distance(features, mu, sigma):
+    import fastfid
+
+    return fastfid.frechet_distance(features.mean(0, dtype=np.float64), np.cov(features.astype(np.float64), rowvar=False), mu, sigma)
+
+
+def test_too_few_images_or_half_stored_statistics_are_named_before_the_network_runs(tmp_path, rng):
+    small = tmp_path / "small.npz"
+    np.savez(small, arr_0=uint8_images(rng, 3, size=8))
+    good = tmp_path / "good.npz"
+    np.savez(good, arr_0=uint8_images(rng, 5, size=8))
+    with pytest.raises(ValueError, match=r"small.npz has 3 images; ADM's precision and recall need at least 4"):
+        evaluate(good, small, weights=False)
+    half = tmp_path / "half.npz"
+    np.savez(half, arr_0=uint8_images(rng, 5, size=8), mu=np.zeros(2048), sigma=np.eye(2048))
+    with pytest.raises(ValueError, match="half.npz has mu, sigma but not mu_s, sigma_s"):
+        evaluate(half, good, weights=False)

@@ -612,6 +612,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_log_argument(p)
     p.set_defaults(run=_submit)
 
+    p = commands.add_parser("adm", help="OpenAI's ADM evaluator without TensorFlow: Inception Score, FID, sFID, "
+                                        "precision and recall of a sample batch against a reference batch (.npz)")
+    p.add_argument("ref_batch", type=Path, help="the reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
+    p.add_argument("sample_batch", type=Path, help="the sample batch: arr_0, uint8 N x H x W x 3")
+    p.add_argument("--weights", help="FID Inception weights file (default: pytorch-fid's, found or downloaded)")
+    p.add_argument("--device", help="torch device of the network (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64, ADM's)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the reference batch's activations")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_adm)
+
     p = commands.add_parser("selftest", help="check fastfid's kernels on a GPU and print a report to paste into an "
                                              "issue (build, machine, each variant's validation, accuracy, routes)")
     p.add_argument("--device", help="the CUDA device to check (default: the current one, e.g. cuda:0)")
@@ -623,6 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write selftest.md and selftest.json into this folder")
     p.set_defaults(run=_selftest)
     return parser
+
+
+def _adm(args) -> int:
+    from fastfid.adm import evaluate
+
+    result = evaluate(args.ref_batch, args.sample_batch, weights=args.weights, device=args.device,
+                      batch_size=args.batch_size, progress=sys.stderr.isatty(), cache=not args.no_cache)
+    print(json.dumps(result.to_dict()) if args.json else "\n".join(result.lines()))
+    return 0
 
 
 def _selftest(args) -> int:

@@ -56,13 +56,12 @@ class ImageBatch:
                 yield self._array[start:start + size]
             return
         assert self.path is not None  # a batch is an array or a file
-        image_bytes = int(np.prod(self.shape[1:]))
         with zipfile.ZipFile(self.path) as archive, archive.open(f"{IMAGES}.npy") as member:
             _read_header(member, self.name)
             for start in range(0, len(self), size):
-                count = min(size, len(self) - start)
-                data = _read_exactly(member, count * image_bytes, self.name)
-                yield np.frombuffer(data, dtype=np.uint8).reshape(count, *self.shape[1:])
+                batch = np.empty((min(size, len(self) - start), *self.shape[1:]), dtype=np.uint8)
+                _read_into(member, batch, self.name)
+                yield batch
 
     def statistics(self) -> ReferenceStatistics | None:
         """The stored statistics, if the file has them (``mu`` without ``mu_s`` is refused, as ADM
@@ -142,8 +141,12 @@ def _read_header(member, name: str) -> tuple:
     return tuple(shape)
 
 
-def _read_exactly(member, size: int, name: str) -> bytes:
-    data = member.read(size)
-    if len(data) != size:
-        raise ValueError(f"{name}: {IMAGES} ends early (the file is truncated or corrupt)")
-    return data
+def _read_into(member, batch: np.ndarray, name: str) -> None:
+    """Fills the batch from the member (no intermediate copy), or says that the file ends early."""
+    view = batch.reshape(-1).data  # a writable memoryview of the batch itself
+    filled = 0
+    while filled < len(view):
+        got = member.readinto(view[filled:])
+        if not got:
+            raise ValueError(f"{name}: {IMAGES} ends early (the file is truncated or corrupt)")
+        filled += got
