@@ -128,38 +128,35 @@ CUcontext context_of(int device) { return reinterpret_cast<CUcontext>(static_cas
 int device_of(CUcontext context) { return static_cast<int>(reinterpret_cast<std::uintptr_t>(context)) - 1; }
 int current() { return pushed.empty() ? base_device : pushed.back(); }
 
-// An injected failure for this call, if one is due (the caller holds no lock).
-CUresult injected(const char* call) {
+// The first pending injection for `name` (an entry's `field`) whose skips have run out, removed;
+// an earlier one for `name` counts down one skip instead. The caller holds no lock.
+template <class Entry>
+std::optional<Entry> take_due(std::vector<Entry> State::*pending, std::string Entry::*field, const std::string& name) {
     State& s = state();
     std::lock_guard<std::mutex> lock(s.mutex);
-    for (auto it = s.injections.begin(); it != s.injections.end(); ++it) {
-        if (it->call != call) continue;
-        if (it->skip > 0) {
-            --it->skip;
-            return kSuccess;
-        }
-        const CUresult code = it->code;
-        s.injections.erase(it);
-        return code;
-    }
-    return kSuccess;
-}
-
-// The fault injected into this launch of `kernel`, if one is due.
-std::optional<Fault> due_fault(const std::string& kernel) {
-    State& s = state();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    for (auto it = s.faults.begin(); it != s.faults.end(); ++it) {
-        if (it->kernel != kernel) continue;
+    auto& entries = s.*pending;
+    for (auto it = entries.begin(); it != entries.end(); ++it) {
+        if ((*it).*field != name) continue;
         if (it->skip > 0) {
             --it->skip;
             return std::nullopt;
         }
-        const Fault fault = *it;
-        s.faults.erase(it);
-        return fault;
+        const Entry entry = *it;
+        entries.erase(it);
+        return entry;
     }
     return std::nullopt;
+}
+
+// An injected failure for this call, if one is due.
+CUresult injected(const char* call) {
+    const std::optional<Injection> due = take_due(&State::injections, &Injection::call, call);
+    return due ? due->code : kSuccess;
+}
+
+// The fault injected into this launch of `kernel`, if one is due.
+std::optional<Fault> due_fault(const std::string& kernel) {
+    return take_due(&State::faults, &Fault::kernel, kernel);
 }
 
 void note(const std::string& line) {

@@ -272,19 +272,26 @@ def _trace_sqrt_of(a, units) -> float:
     return float(torch.linalg.eigvalsh(a).clamp(min=0).sqrt().sum()) * math.sqrt(u1) * math.sqrt(u2)
 
 
+def checked_mean_term(mu1, sigma1, mu2, sigma2) -> float:
+    """The CPU core's checks of both covariances and the means, on their device, and ‖μ₁ − μ₂‖²
+    (0 without means): what the torch routes do before their own work."""
+    torch = torch_module()
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        check_covariance(sigma, name)
+    if mu1 is None:
+        return 0.0
+    if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):
+        raise ValueError("the means contain NaN or Inf values")
+    diff = mu1 - mu2
+    return float(diff @ diff)
+
+
 def exact_with_torch(mu1, sigma1, mu2, sigma2) -> DeviceFrechet:
     """The exact route in torch float64 ops on the covariances' device: Cholesky of a scaled Σ₁ (else
     its eigen decomposition), A = Lᵀ S₂ L and A's eigenvalues. Where the kernels' symmetric route is
     not trusted on a device, or measured slower there."""
     torch = torch_module()
-    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
-        check_covariance(sigma, name)
-    mean_term = 0.0
-    if mu1 is not None:
-        if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):
-            raise ValueError("the means contain NaN or Inf values")
-        diff = mu1 - mu2
-        mean_term = float(diff @ diff)
+    mean_term = checked_mean_term(mu1, sigma1, mu2, sigma2)
     first, second = PreparedCovariance.of(sigma1), PreparedCovariance.of(sigma2, factor=False)
     if first.has_factor():
         a = first.factor.T @ second.scaled @ first.factor
@@ -325,14 +332,7 @@ def _unit(largest: float) -> float:
 def frechet_with_torch(mu1, sigma1, mu2, sigma2, tolerance, max_iterations, roots) -> DeviceFrechet:
     """frechet_kernels.cuh in torch ops: the same checks, iteration, stopping rule and outputs."""
     torch = torch_module()
-    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
-        check_covariance(sigma, name)
-    mean_term = 0.0
-    if mu1 is not None:
-        if not bool(torch.isfinite(mu1).all() & torch.isfinite(mu2).all()):
-            raise ValueError("the means contain NaN or Inf values")
-        diff = mu1 - mu2
-        mean_term = float(diff @ diff)
+    mean_term = checked_mean_term(mu1, sigma1, mu2, sigma2)
     traces = float(sigma1.trace()) + float(sigma2.trace())
     d = sigma1.shape[0]
     # The kernels' units: powers of two near each largest variance, so that the product neither

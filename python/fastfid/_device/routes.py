@@ -20,9 +20,7 @@ time, never the number beyond the tolerance.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -73,10 +71,8 @@ def chooses(kernels: DeviceKernels) -> bool:
 def known(kernels: DeviceKernels, d: int) -> str | None:
     """The measured route of d's bucket on this device (this process's, else the recorded one)."""
     key = bucket(d)
-    if key not in kernels.routes:
-        recorded = _read(kernels).get(str(key))
-        if recorded in ROUTES:
-            kernels.routes[key] = recorded
+    if key not in kernels.routes and kernels.recorded_routes.get(key) in ROUTES:
+        kernels.routes[key] = kernels.recorded_routes[key]
     return kernels.routes.get(key)
 
 
@@ -131,35 +127,29 @@ def _timed(device, work) -> tuple[float, Any]:
 
 # --- the record ----------------------------------------------------------------------------------------
 def _path(kernels: DeviceKernels) -> Path:
-    # Keyed by validation.describe: an emulated device's record names the emulation, never a GPU.
-    key = json.dumps(validation.describe(kernels), sort_keys=True)
-    return validation.records_dir() / f"routes-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    # Keyed by the device's description: an emulated device's record names the emulation, never a GPU.
+    return validation.record_path(kernels.description, prefix="routes-")
 
 
-def _read(kernels: DeviceKernels) -> dict:
-    path = _path(kernels)
+def _buckets(kernels: DeviceKernels) -> dict:
+    """The recorded buckets of this device and build, as stored ({} if none or unreadable)."""
     try:
-        data = json.loads(path.read_text())
-        return {key: entry["route"] for key, entry in data["buckets"].items()} \
-            if data.get("description") == validation.describe(kernels) else {}
+        data = json.loads(_path(kernels).read_text())
+        return dict(data["buckets"]) if data.get("description") == kernels.description else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 
+def recorded(kernels: DeviceKernels) -> dict[int, str]:
+    """The recorded route of each d bucket on this device and build (DeviceKernels reads it once)."""
+    try:
+        return {int(key): entry["route"] for key, entry in _buckets(kernels).items()}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
 def _write(kernels: DeviceKernels, key: int, route: str, trials: list[Trial]) -> None:
-    path = _path(kernels)
-    try:
-        data = json.loads(path.read_text())
-        if data.get("description") != validation.describe(kernels):
-            raise ValueError("another device")
-    except (OSError, ValueError, AttributeError):
-        data = {"description": validation.describe(kernels), "buckets": {}}
-    data["buckets"][str(key)] = {"route": route, "trials": [asdict(t) for t in trials],
-                                 "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(data, indent=1))
-        os.replace(temporary, path)
-    except OSError:
-        pass
+    buckets = _buckets(kernels)
+    buckets[str(key)] = {"route": route, "trials": [asdict(t) for t in trials],
+                         "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+    validation.keep(_path(kernels), {"description": kernels.description, "buckets": buckets})

@@ -3,6 +3,7 @@ probed once per device, or torch's float64 ops after a failure, warned once per 
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import warnings
@@ -124,6 +125,18 @@ class DeviceKernels:
         "fd:symmetric", "fd:coupled", or validation.stats_guard(precision, feature type)."""
         return guard not in self.untrusted
 
+    @functools.cached_property
+    def description(self) -> dict:
+        """What identifies this device and build in records (validation.describe), asked once."""
+        return validation.describe(self)
+
+    @functools.cached_property
+    def recorded_routes(self) -> dict[int, str]:
+        """The FD routes recorded for this device and build, by d bucket (routes.py), read once."""
+        from fastfid._device import routes
+
+        return routes.recorded(self)
+
     @property
     def key(self) -> tuple:
         return (self.backend.name, self.index)
@@ -224,7 +237,7 @@ def _validate_locked(kernels: DeviceKernels, device) -> None:
     failed is untrusted there, warned once."""
     only = _emulation.validate if kernels.backend.name == "emulated" and _emulation is not None \
         and not isinstance(_emulation.validate, bool) else None
-    outcome = validation.recorded(validation.describe(kernels)) if only is None else None
+    outcome = validation.recorded(kernels.description) if only is None else None
     if outcome is None:
         outcome = validation.validate(kernels, device, only=only)
         if only is None:

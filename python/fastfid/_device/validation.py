@@ -152,7 +152,7 @@ def validate(kernels: DeviceKernels, device, *, only: Collection[str] | None = N
     from fastfid._device.routing import torch_module
 
     torch = torch_module()
-    validation = Validation(str(device), describe(kernels))
+    validation = Validation(str(device), kernels.description)
     started = time.perf_counter()
     rng = np.random.default_rng(20261207)
     features, covariances = _features(rng, ROWS), _covariances(rng)
@@ -358,16 +358,31 @@ def records_dir() -> Path:
     return Path(os.environ.get("FASTFID_HOME", Path.home() / ".cache" / "fastfid")) / "validation"
 
 
-def _record_path(description: dict) -> Path:
+def record_path(description: dict, prefix: str = "") -> Path:
+    """Where a record of this device and build is kept (``prefix``: another kind of record)."""
     key = json.dumps(description, sort_keys=True)
-    return records_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    return records_dir() / f"{prefix}{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def keep(path: Path, data: dict) -> None:
+    """Writes a record as JSON, whole or not at all; a cache that cannot be written is no error."""
+    from fastfid.files.atomic import write_atomically
+
+    def write(stream) -> None:
+        stream.write(json.dumps(data, indent=1).encode())
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, write)
+    except OSError:
+        pass
 
 
 def recorded(description: dict) -> Validation | None:
     """An earlier passed validation of this device and build, if one was recorded (an unreadable
     record is ignored: the validation runs again)."""
     try:
-        data = json.loads(_record_path(description).read_text())
+        data = json.loads(record_path(description).read_text())
         if data["description"] != description:
             return None
         checks = [Check(**check) for check in data["checks"]]
@@ -382,16 +397,9 @@ def record(validation: Validation) -> None:
     """Keeps a passed validation for later processes (written atomically; a read-only cache is no error)."""
     if validation.failed:
         return
-    path = _record_path(validation.description)
-    data = {"device": validation.device, "description": validation.description, "seconds": validation.seconds,
-            "checks": [asdict(check) for check in validation.checks], "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(data, indent=1))
-        os.replace(temporary, path)
-    except OSError:
-        pass
+    keep(record_path(validation.description), {
+        "device": validation.device, "description": validation.description, "seconds": validation.seconds,
+        "checks": [asdict(check) for check in validation.checks], "recorded": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 def warning(check: Check, validation: Validation) -> str:

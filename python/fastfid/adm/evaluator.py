@@ -119,10 +119,11 @@ def _read_cache(path: Path, count: int) -> Activations | None:
 
 
 def _write_cache(path: Path, found: Activations) -> None:
+    from fastfid.files.atomic import write_atomically
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.npz")
-        np.savez(temporary, pool=found.pool, spatial=found.spatial, logits=found.logits)
-        os.replace(temporary, path)
+        write_atomically(path, lambda stream: np.savez(stream, pool=found.pool, spatial=found.spatial,
+                                                       logits=found.logits))
     except OSError:
         pass  # a read-only cache costs time, not results
