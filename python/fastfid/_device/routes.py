@@ -10,7 +10,8 @@ The candidates:
 
 At the first FD of a bucket on a device, each candidate runs on that call's inputs, timed (a
 warm-up first on the device); the fastest that certified is kept, for the process and in a record
-beside the validation's (``$FASTFID_HOME/validation``), which ``fastfid selftest`` also writes.
+beside the validation's (``$FASTFID_HOME/validation``), which ``fastfid selftest`` also writes
+(through ``trial``).
 Until anything is measured (``FASTFID_VALIDATE=0`` skips the trials too) a GPU with FP64 tensor
 cores takes the iteration and one without takes ``eigvalsh``: the accuracy study shows 3×TF32 rarely
 certifies realistic statistics. Whatever the choice, the certificate guards every answer: a chosen
@@ -94,23 +95,6 @@ def trial(kernels: DeviceKernels, device, d: int, candidates: dict[str, Callable
     kernels.routes[bucket(d)] = best.route
     _write(kernels, bucket(d), best.route, trials)
     return trials, results[best.route]
-
-
-def measure(kernels: DeviceKernels, device, *, emulated: bool, dims: tuple[int, ...] = ()) -> list[Trial]:
-    """fastfid selftest's measurement: the trials at each d (default 256, or 40 under the emulation)
-    on Inception-like statistics, recorded for the device like a first need's."""
-    import numpy as np
-    import torch
-
-    from fastfid._device.frechet import route_calls
-    from fastfid.selftest.accuracy import cases
-
-    trials: list[Trial] = []
-    for d in dims or ((40,) if emulated else (256,)):
-        _, (mu1, s1, mu2, s2) = next(iter(cases(d)))
-        t_mu1, t_s1, t_mu2, t_s2 = (torch.from_numpy(np.ascontiguousarray(v)).to(device) for v in (mu1, s1, mu2, s2))
-        trials += trial(kernels, device, d, route_calls(kernels, t_mu1, t_s1, t_mu2, t_s2))[0]
-    return trials
 
 
 def _timed(device, work) -> tuple[float, Any]:
