@@ -26,12 +26,13 @@ def features():
     return pool_features(rng, IMAGES, 0.3), pool_features(rng, IMAGES, 0.33)
 
 
-def float32_manifold(ref, sample, block=10_000):
-    """ADM's ManifoldEstimator with float32 distances, in numpy: radii from each row block's distances
-    to all points (np.partition at index 3), then coverage block by block."""
-    def distances(u, v):
-        return np.maximum((u * u).sum(1)[:, None] - 2 * (u @ v.T) + (v * v).sum(1)[None, :], np.float32(0))
+def numpy_float32_distances(u, v):
+    return np.maximum((u * u).sum(1)[:, None] - 2 * (u @ v.T) + (v * v).sum(1)[None, :], np.float32(0))
 
+
+def adm_estimator(ref, sample, block=10_000, distances=numpy_float32_distances):
+    """ADM's ManifoldEstimator in numpy (float32 distances unless given): radii from each row block's distances
+    to all points (np.partition at index 3), then coverage block by block."""
     def radii(x):
         out = np.empty(len(x), dtype=np.float32)
         for start in range(0, len(x), block):
@@ -56,17 +57,16 @@ def test_fastfid_float16_precision_recall(benchmark, features):
     precision, recall = benchmark.pedantic(manifold.precision_recall, args=(ref, sample), rounds=1, iterations=1)
     # The float16 roundings move the counts a little, never far (float32 ports are 0.1-0.25 points off
     # at 50,000 images; a few points of 300 in CI's run).
-    float32 = float32_manifold(ref, sample)
+    float32 = adm_estimator(ref, sample)
     assert abs(precision - float32[0]) <= 0.03 and abs(recall - float32[1]) <= 0.03
     if IMAGES <= 2000:  # ADM's estimator all at once on fastfid's float16 distances: the same counts
-        half = manifold._Side(ref), manifold._Side(sample)
-
         def distances(a, b):
-            return manifold.half_distances(a.half, a.norms, b.half, b.norms)
+            a16, b16 = a.astype(np.float16), b.astype(np.float16)
+            return manifold.half_distances(a16, manifold.half_norms(a16), b16, manifold.half_norms(b16))
 
-        ref_radii = np.sort(distances(half[0], half[0]), axis=1)[:, 3]
-        sample_radii = np.sort(distances(half[1], half[1]), axis=1)[:, 3]
-        between = distances(half[0], half[1])
+        ref_radii = np.sort(distances(ref, ref), axis=1)[:, 3]
+        sample_radii = np.sort(distances(sample, sample), axis=1)[:, 3]
+        between = distances(ref, sample)
         assert precision == float((between <= ref_radii[:, None]).any(axis=0).mean())
         assert recall == float((between <= sample_radii[None, :]).any(axis=1).mean())
 
@@ -74,5 +74,25 @@ def test_fastfid_float16_precision_recall(benchmark, features):
 @pytest.mark.benchmark(group=GROUP)
 def test_float32_numpy_manifold_estimator(benchmark, features):
     ref, sample = features
-    precision, recall = benchmark.pedantic(float32_manifold, args=(ref, sample), rounds=1, iterations=1)
+    precision, recall = benchmark.pedantic(adm_estimator, args=(ref, sample), rounds=1, iterations=1)
     assert 0 <= precision <= 1 and 0 <= recall <= 1
+
+
+@pytest.mark.benchmark(group=GROUP)
+def test_adms_estimator_with_tensorflows_half_ops(benchmark, features):
+    """ADM's own way on a machine without a GPU: its distance graph in TensorFlow's half ops (cast,
+    square, sum, matmul, maximum), 10,000-row batches against all points, np.partition per row batch."""
+    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tensorflow-cpu)")
+
+    def distances(u, v):
+        u, v = tf.cast(tf.constant(u), tf.float16), tf.cast(tf.constant(v), tf.float16)
+        norm_u = tf.reshape(tf.reduce_sum(tf.square(u), 1), [-1, 1])
+        norm_v = tf.reshape(tf.reduce_sum(tf.square(v), 1), [1, -1])
+        return tf.cast(tf.maximum(norm_u - 2 * tf.matmul(u, v, False, True) + norm_v, 0.0), tf.float32).numpy()
+
+    ref, sample = features
+    precision, recall = benchmark.pedantic(adm_estimator, args=(ref, sample), kwargs={"distances": distances},
+                                           rounds=1, iterations=1)
+    ours = manifold.precision_recall(ref, sample)
+    assert (precision, recall) == ours  # count for count (tests/test_adm.py shows why)
+

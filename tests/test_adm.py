@@ -180,9 +180,55 @@ def reference_precision_recall(ref, sample, distances):
             float((between <= sample_radii[None, :]).any(axis=1).mean()))
 
 
+def numpy_half_distances(u, v):
+    """ADM's float16 distances op by op in numpy, an independent model of the roundings: each op in
+    float32 on half values, its result rounded to half (norms: fastfid's Eigen-ordered half sum)."""
+    def half(x):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(x, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+    u16, v16 = half(u), half(v)
+    norm_u, norm_v = (manifold.half_norms(x.astype(np.float16)).astype(np.float32) for x in (u16, v16))
+    products = half(u16.astype(np.float64) @ v16.astype(np.float64).T)  # the exact sums, rounded once
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.maximum(half(half(norm_u[:, None] - half(2 * products)) + norm_v[None, :]), np.float32(0))
+
+
 def half_distances_of(u, v):
-    su, sv = manifold._Side(u), manifold._Side(v)
-    return manifold.half_distances(su.half, su.norms, sv.half, sv.norms)
+    u16, v16 = u.astype(np.float16), v.astype(np.float16)
+    return manifold.half_distances(u16, manifold.half_norms(u16), v16, manifold.half_norms(v16))
+
+
+def test_the_torch_distances_are_the_numpy_model_of_each_rounding(rng):
+    # Features on a grid whose products and their sums are exact in float32 whatever the order
+    # (multiples of 1/8 below 3: sums of 1/64ths below 2^17; integers below 80: sums below 2^24),
+    # so that the two agree bit for bit; the half roundings of the products, their doubling, the
+    # differences and sums are then each tested. The integers' norms overflow half (inf, NaN).
+    for top, unit in ((24, 8), (80, 1)):
+        u, v = (rng.integers(0, top, (n, 2048)) * (rng.random((n, 2048)) < 0.5) / unit for n in (120, 90))
+        u, v = u.astype(np.float32), v.astype(np.float32)
+        model = numpy_half_distances(u, v)
+        np.testing.assert_array_equal(half_distances_of(u, v), model)  # the native core's roundings
+        u16, v16 = (torch.from_numpy(x.astype(np.float16).astype(np.float32)) for x in (u, v))
+        norms = (torch.from_numpy(manifold.half_norms(x.astype(np.float16)).astype(np.float32)) for x in (u, v))
+        torch_ops = manifold._torch_roundings(u16 @ v16.T, next(norms), next(norms)).numpy()  # the GPU's way
+        np.testing.assert_array_equal(torch_ops, model)
+        assert (top == 80) == (not np.isfinite(model).all())
+
+
+def test_the_native_rounding_to_half_is_numpys_on_every_kind_of_float(rng):
+    from fastfid import _core
+
+    every_bit = rng.integers(0, 2**32, size=2_000_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    in_range = (rng.standard_normal(2_000_000) * np.exp(rng.uniform(-20, 12, 2_000_000))).astype(np.float32)
+    edges = np.array([65504, 65519.996, 65520, 65536, -65520, 2**-14, 2**-24, 2**-25, 3 * 2**-26, 2**-26,
+                      1.5 * 2**-24, 1 + 2**-11, 1 + 3 * 2**-11, np.inf, -np.inf, np.nan, 0.0, -0.0], dtype=np.float32)
+    x = np.concatenate([every_bit, in_range, edges])
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = x.astype(np.float16).astype(np.float32)
+    ours = _core.round_to_half(x)
+    np.testing.assert_array_equal(ours, expected)  # NaN where NaN; exact elsewhere
+    assert np.array_equal(np.signbit(ours), np.signbit(expected))
 
 
 def test_precision_recall_in_blocks_equal_adms_estimator_all_at_once_and_differ_from_float32(rng, monkeypatch):
@@ -203,6 +249,33 @@ def test_a_block_with_a_non_finite_half_distance_is_computed_in_float32(rng):
     assert not np.isfinite(manifold.half_norms(manifold._half(ref))).all()
     assert manifold.precision_recall(ref, sample) == reference_precision_recall(ref, sample,
                                                                                 manifold.float32_distances)
+
+
+def test_only_the_blocks_with_a_non_finite_half_distance_go_to_float32(rng, monkeypatch):
+    # Blocks of 32 (tiles of 8) over 100 and 70 points; rows 40-49 of each set have norms beyond
+    # half's range, so the blocks that meet them go to float32 and the others stay in half. The
+    # radii take each set's products once for both orientations: the counts are ADM's all the same.
+    monkeypatch.setattr(manifold, "BLOCK", 32)
+    monkeypatch.setattr(manifold, "TILE", 8)
+    ref, sample = relu_pool(rng, 100, 0.3), relu_pool(rng, 70, 0.32)
+    ref[40:50] *= 20
+    sample[40:50] *= 20
+
+    kinds = set()
+
+    def adm_blocks(u, v):
+        out = np.empty((len(u), len(v)), dtype=np.float32)
+        for r in range(0, len(u), 32):
+            for c in range(0, len(v), 32):
+                d = half_distances_of(u[r:r + 32], v[c:c + 32])
+                kinds.add(bool(np.isfinite(d).all()))
+                out[r:r + 32, c:c + 32] = d if np.isfinite(d).all() else manifold.float32_distances(u[r:r + 32],
+                                                                                                     v[c:c + 32])
+        return out
+
+    expected = reference_precision_recall(ref, sample, adm_blocks)
+    assert kinds == {True, False}  # blocks of both kinds
+    assert manifold.precision_recall(ref, sample) == expected
 
 
 def test_the_half_row_sum_follows_eigens_packets_step_by_step(rng):

@@ -258,7 +258,7 @@ def test_an_unknown_space_is_refused_with_the_list_of_names(images):
         fastfid.compute_stats(images, model=["inception", "dinov3"], device="cpu", progress=False)
     with pytest.raises(ValueError, match="unknown representation space 'clip'"):
         FeatureExtractor("clip", device="cpu")
-    with pytest.raises(ValueError, match="preprocessing is one of .'dgm-eval', 'torch-fidelity'., got 'clean'"):
+    with pytest.raises(ValueError, match="preprocessing is one of .'dgm-eval', 'torch-fidelity', 'edm2'., got 'clean'"):
         fastfid.compute_stats(images, model="convnext", resize="clean", device="cpu", progress=False)
 
 

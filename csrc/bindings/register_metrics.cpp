@@ -3,11 +3,46 @@
 #include <pybind11/stl.h>
 
 #include "bindings/arrays.hpp"
+#include "cpu/half_distances.hpp"
 #include "cpu/neighbours.hpp"
 
 namespace fastfid::bindings {
 
+namespace {
+
+const float* float32_vector(const py::array_t<float>& a, int64_t size, const char* name) {
+    if (a.ndim() != 1 || a.shape(0) != size || !(a.flags() & py::array::c_style))
+        throw std::invalid_argument(std::string(name) + " must be a contiguous float32 vector of " + std::to_string(size) +
+                                    " values");
+    return a.data();
+}
+
+}  // namespace
+
 void register_metrics(py::module_& m) {
+    m.def(
+        "adm_half_distances",
+        [](py::array_t<float> products, const py::array_t<float>& norm_u, const py::array_t<float>& norm_v,
+           int threads) {
+            if (products.ndim() != 2 || !(products.flags() & py::array::c_style) || !products.writeable())
+                throw std::invalid_argument("products must be a writable C-contiguous float32 matrix");
+            const int64_t rows = products.shape(0), cols = products.shape(1);
+            const float* u = float32_vector(norm_u, rows, "norm_u");
+            const float* v = float32_vector(norm_v, cols, "norm_v");
+            float* p = products.mutable_data();
+            py::gil_scoped_release release;
+            cpu::adm_half_distances(p, rows, cols, u, v, threads);
+        },
+        py::arg("products").noconvert(), py::arg("norm_u").noconvert(), py::arg("norm_v").noconvert(),
+        py::arg("threads") = 1,
+        "In place: ADM's float16 squared distances from float32 sums of half products and half norms.");
+    m.def("round_to_half", [](const py::array_t<float, py::array::c_style>& x) {
+        py::array_t<float> out(x.request().shape);
+        const float* in = x.data();
+        float* o = out.mutable_data();
+        for (py::ssize_t i = 0; i < x.size(); ++i) o[i] = cpu::round_to_half(in[i]);
+        return out;
+    }, py::arg("x").noconvert(), "float32 values rounded to binary16 (as floats); for the tests.");
     m.def(
         "kth_neighbour_radii",
         [](const py::array& features, int64_t k) {

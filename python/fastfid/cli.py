@@ -1,8 +1,9 @@
 """The ``fastfid`` command line: thin over the Python API.
 
     fastfid fid PATH1 PATH2 [--dims 2048] [--batch-size 50] [--device cuda] [--num-workers 8]
-                            [--resize MODE] [--isc] [--skip-bad] [--save-stats] [--json]
-        PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics
+                            [--resize MODE] [--isc] [--skip-bad] [--save-stats] [--ddof 0|1] [--json]
+        PATH: a folder or zip of images, a .npy of features (2-D) or images (4-D), a .npz of statistics,
+        EDM2's reference .pkl; --weights inception-2015-12-05.pt runs NVIDIA's TorchScript detector
     torchrun --nproc_per_node=K -m fastfid fid PATH1 PATH2 ...   (each rank takes a share, exact merge)
     fastfid fid GENERATED.npy REFERENCE.npz --error-bars [--groups 20] [--plot jackknife.png]
     fastfid stats PATH -o out.npz [--shard i/k] [--resume | --overwrite] [--fingerprint stat|content]
@@ -17,6 +18,7 @@
     fastfid token create NAME --scope read|evaluate|admin | revoke NAME | list  [--store DIR] [--database URL]
     fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
     --log mlflow|wandb|tensorboard (fid, submit): also record the result in that tracker
+    fastfid adm REF_BATCH.npz SAMPLE_BATCH.npz [--json]   (ADM's evaluator: IS, FID, sFID, precision, recall)
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ def _is_lead_rank() -> bool:
 def _fid(args) -> int:
     from fastfid.extraction import compute_fid, compute_stats
 
+    if args.ddof != 1 and (args.error_bars or args.save_stats):
+        raise ValueError("--ddof applies to the FID: --error-bars and --save-stats keep the exact statistics")
     if args.error_bars:
         return _fid_with_error(args)
     if args.save_stats:  # checked before the first image is read, not after the last
@@ -119,7 +123,8 @@ def _fid(args) -> int:
         if _is_lead_rank():
             print(f"{stats.count} samples ({_widths(stats)}) -> {args.path2}", file=sys.stderr)
         return 0
-    result = compute_fid(args.path1, args.path2, method=args.method, isc=args.isc, splits=args.splits, **options)
+    result = compute_fid(args.path1, args.path2, method=args.method, isc=args.isc, splits=args.splits,
+                         ddof=args.ddof, **options)
     if not _is_lead_rank():
         return 0
     score = result.inception_score
@@ -384,10 +389,10 @@ def _add_extraction_arguments(p: argparse.ArgumentParser, batch_help: str, space
     p.add_argument("--device", help="torch device for the network and statistics (default: cuda if available, "
                                     "under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
-    p.add_argument("--resize", choices=RESIZE_MODES + SPACE_RESIZE_MODES[:1],
+    p.add_argument("--resize", choices=RESIZE_MODES + tuple(m for m in SPACE_RESIZE_MODES if m not in RESIZE_MODES),
                    help="preprocessing, named after the library it reproduces: for Inception pytorch-fid (default), "
-                        "torch-fidelity, torchmetrics, clean, legacy_tensorflow; for the spaces dgm-eval (default) or "
-                        "torch-fidelity (see the README's tables)")
+                        "torch-fidelity, torchmetrics, clean, legacy_tensorflow; for the spaces dgm-eval (default; "
+                        "also EDM2's 'pil'), torch-fidelity or edm2 (EDM2's 'torch') (see the README's tables)")
     p.add_argument("--weights", action="append", metavar="[NAME=]PATH",
                    help="weights file (default: Inception's from $FASTFID_WEIGHTS, the torch hub cache or a download; "
                         "a space's from its library's cache); with --spaces, NAME=PATH, repeatable")
@@ -511,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("fid", help="FID between two image folders, zips, feature (.npy) or statistics "
-                                        "(.npz) files")
+                                        "(.npz; EDM2's .pkl) files")
     p.add_argument("path1", help="generated images (or their features / statistics)")
     p.add_argument("path2", help="reference images (or their features / statistics); with --save-stats, the .npz "
                                  "to write")
@@ -520,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--isc", action="store_true", help="also the Inception Score of PATH1, from the same pass")
     p.add_argument("--splits", type=int, default=10, help="splits for --isc (default 10)")
     p.add_argument("--method", choices=METHODS, default="auto")
+    p.add_argument("--ddof", type=int, choices=(0, 1), default=1,
+                   help="the covariance's divisor n - ddof: 1 (default: pytorch-fid, ADM, EDM, EDM2) or 0 "
+                        "(StyleGAN2-ADA and StyleGAN3's metrics); statistics files without a count (mu, sigma) keep "
+                        "theirs")
     p.add_argument("--json", action="store_true", help="print the result and its diagnostics as JSON")
     p.add_argument("--error-bars", action="store_true",
                    help="jackknife standard error and interval; PATH1 must be generated features (.npy)")

@@ -26,6 +26,9 @@ The representation spaces (fastfid.models.spaces) add two operations on the deco
 On tensors (arrays, generators, the loss) both run as torch's antialiased bicubic, PIL's filter
 without its rounding to 8 bits, so that gradients pass.
 
+- ``"torch-bicubic"``: EDM2's DINOv2 resize (``resize_mode='torch'``): torch's antialiased bicubic of the
+  8-bit values straight to size × size, neither rounded nor clipped, on images and tensors alike.
+
 Every mode returns [0, 1] floats; the network scales them as its mode says (resize_modes.input_scaling).
 A source can resize each image several ways in one decode (``plans``: one (size, mode) per network).
 """
@@ -185,6 +188,8 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int] | None, mode: str) 
         return resized[..., top:top + size[0], left:left + size[1]].clamp(0, 255) / 255
     if mode == "pytorch-fid":
         return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    if mode == "torch-bicubic":  # EDM2's DINOv2 resize, on 0-255 floats, neither rounded nor clipped
+        return F.interpolate(images * 255, size=size, mode="bicubic", align_corners=False, antialias=True) / 255
     # The other modes resize pixel values 0–255, as their libraries do, so that rounding matches theirs.
     pixels = images * 255
     if mode == "torchmetrics":

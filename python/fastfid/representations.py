@@ -155,13 +155,19 @@ class SpaceStats(Mapping):
     @classmethod
     def load(cls, path, *, allow_partial: bool = False) -> "SpaceStats":
         """A file of several spaces (a path or a seekable stream); a single space's statistics file
-        gives that space alone, named by its feature space (``"features"`` when it names none)."""
+        gives that space alone, named by its feature space (``"features"`` when it names none); an EDM2
+        reference pickle gives ``inception`` and ``dinov2-vit-l14``."""
         from fastfid.files import format as keys
-        from fastfid.files.archive import open_npz
+        from fastfid.files.archive import name_of, open_npz
+        from fastfid.files.nvidia import is_pickle, read_reference_pickle
         from fastfid.files.spaces import spaces_from_archive
         from fastfid.files.stats import stats_from_archive
         from fastfid.models.spaces import space_of
 
+        if is_pickle(path):
+            pickled, _ = read_reference_pickle(path)
+            return cls({name: FeatureStats.from_stored(part, f"{name_of(path)} [{name}]")
+                        for name, part in pickled.items()})
         with open_npz(path) as archive:
             if keys.SPACES in archive:
                 stored, validation_fd = spaces_from_archive(archive, allow_partial=allow_partial)

@@ -382,6 +382,24 @@ class FeatureStats:
         full /= count - 1
         return full
 
+    def covariance(self, ddof: int = 1) -> np.ndarray:
+        """The covariance with divisor n − ``ddof``: 1 (:attr:`cov`: pytorch-fid, clean-fid, ADM, EDM,
+        EDM2) or 0 (the population covariance of StyleGAN2-ADA's and StyleGAN3's metrics). A summary
+        read from a file without its count (mu, sigma) has only the divisor it was written with."""
+        if ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 (divisor n) or 1 (divisor n - 1), got {ddof!r}")
+        if ddof == 1:
+            return self.cov
+        if self._sigma is not None:
+            raise ValueError("these statistics are a (mu, sigma) summary without a sample count: their covariance "
+                             "keeps the divisor it was written with, so another ddof cannot be applied")
+        count: int = self.count  # type: ignore[assignment]  # a count-less summary was refused above
+        if count < 1:
+            raise ValueError("the statistics are empty: update them with features first")
+        full = self.comoment
+        full /= count
+        return full
+
     @_locked
     def scale(self) -> tuple[float, float]:
         """(mean square, variance) of the features, each averaged over the dimensions, in O(d): what

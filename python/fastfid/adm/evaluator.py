@@ -71,7 +71,7 @@ def evaluate(ref_batch, sample_batch, *, weights=None, device=None, batch_size: 
         if sample_stored else (*_moments(sample_acts.pool), *_moments(sample_acts.spatial))
     fid = frechet_distance(sample_stats[0], sample_stats[1], ref_stats[0], ref_stats[1])
     sfid = frechet_distance(sample_stats[2], sample_stats[3], ref_stats[2], ref_stats[3])
-    precision, recall = precision_recall(ref_acts.pool, sample_acts.pool)
+    precision, recall = precision_recall(ref_acts.pool, sample_acts.pool, device=network.device)
     return ADMResult(inception_score(sample_acts.logits), fid, sfid, precision, recall,
                      "stored" if stored else "computed")
 

@@ -19,6 +19,13 @@ TensorFlow's CPU kernel's (Eigen's tree of 8-lane half packets, four accumulator
 1,024), whose precision and recall this equals count for count (tests/test_adm.py, against
 TensorFlow's own ops). On GPUs TensorFlow also sums in half, in cub's order for the GPU: the
 published numbers were computed so, and a norm may differ from this by a half ulp.
+
+Steps 3–5, the radii (torch.topk of each tile beside the 4 smallest so far) and the coverage run in
+torch, on the CPU or a GPU, in tiles: memory is O(TILE × BLOCK) whatever the number of images. The
+products are true float32 (TF32 is switched off while they run); on the CPU the roundings after
+them run fused in the native core (fastfid._core.adm_half_distances). The time is the products':
+each set's own products serve both orientations of its radii, so they are computed once
+(docs/protocols.md has the timings beside a float32 numpy estimator and TensorFlow's half ops).
 """
 
 from __future__ import annotations
@@ -73,30 +80,90 @@ def _eigen_half_sum(values: np.ndarray, packet: int = 8, accumulators: int = 4, 
     return _half(_f32(tail) + _f32(_half(_f32(combined).sum(axis=1))))
 
 
-def half_distances(u16: np.ndarray, norm_u: np.ndarray, v16: np.ndarray, norm_v: np.ndarray) -> np.ndarray:
-    """ADM's float16 squared distances (steps 3–4), as float32 values of halves."""
-    products = _half(_f32(u16) @ _f32(v16).T)  # exact half products, float32 sums
-    with np.errstate(over="ignore", invalid="ignore"):
-        doubled = _half(2 * _f32(products))
-        difference = _half(_f32(norm_u)[:, None] - _f32(doubled))
-        distances = _half(_f32(difference) + _f32(norm_v)[None, :])
-        return np.maximum(distances.astype(np.float32), np.float32(0))
+def half_distances(u16: np.ndarray, norm_u: np.ndarray, v16: np.ndarray, norm_v: np.ndarray, device=None) -> np.ndarray:
+    """ADM's float16 squared distances (steps 3–4) of half features and their half norms, as float32
+    values of halves (the whole matrix at once: for tests and small sets)."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    tensors = [torch.from_numpy(np.ascontiguousarray(_f32(x))).to(device) for x in (u16, norm_u, v16, norm_v)]
+    return _half_tile(*tensors).cpu().numpy()
 
 
-def float32_distances(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """The float32 fallback of a block with a non-finite half distance: the same steps in float32."""
-    u, v = _f32(u), _f32(v)
-    norm_u, norm_v = (u * u).sum(axis=1), (v * v).sum(axis=1)
-    return np.maximum(norm_u[:, None] - 2 * (u @ v.T) + norm_v[None, :], np.float32(0))
+def _half_tile(u, norm_u, v, norm_v):
+    """Steps 3–4 on float32 tensors holding half values: every op's result rounded to half, as
+    TensorFlow's half ops round theirs (a float32 op on two halves, rounded once, is the correctly
+    rounded half op: float32 carries more than twice half's precision). On the CPU the roundings run
+    fused in the native core, one pass over the tile; elsewhere as torch ops."""
+    with _float32_products():
+        products = u @ v.T  # exact half products, float32 sums
+    return _rounded(products, norm_u, norm_v)
+
+
+def _rounded(products, norm_u, norm_v):
+    """Steps 3–4 after the product: in place in the native core on the CPU, torch ops elsewhere."""
+    import torch
+
+    if products.device.type != "cpu":
+        return _torch_roundings(products, norm_u, norm_v)
+    from fastfid import _core
+
+    _core.adm_half_distances(products.numpy(), norm_u.numpy(), norm_v.numpy(), torch.get_num_threads())
+    return products
+
+
+def _torch_roundings(products, norm_u, norm_v):
+    """The roundings of steps 3–4 as torch ops (the device path; the native core's on the CPU)."""
+    import torch
+
+    doubled = (products.half().float() * 2).half()
+    difference = (norm_u[:, None] - doubled.float()).half()
+    distances = (difference.float() + norm_v[None, :]).half().float()
+    return torch.clamp_min(distances, 0.0)  # NaN stays NaN, as np.maximum and TensorFlow's maximum keep it
+
+
+def float32_distances(u, v):
+    """The float32 fallback of a block with a non-finite half distance: the same steps in float32
+    (numpy arrays in, numpy out; tensors in, tensors out)."""
+    import torch
+
+    tensors = not isinstance(u, np.ndarray)
+    u, v = (x if tensors else torch.from_numpy(np.ascontiguousarray(_f32(x))) for x in (u, v))
+    with _float32_products():
+        between = u @ v.T
+    distances = torch.clamp_min((u * u).sum(1)[:, None] - 2 * between + (v * v).sum(1)[None, :], 0.0)
+    return distances if tensors else distances.numpy()
+
+
+class _float32_products:
+    """Matrix products in true float32 while inside: TF32 and reduced-precision float32 products (a
+    user's torch.set_float32_matmul_precision("high"), CUDA's allow_tf32) would change the sums
+    before their rounding to half."""
+
+    def __enter__(self):
+        import torch
+
+        self.precision, self.tf32 = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *_):
+        import torch
+
+        torch.set_float32_matmul_precision(self.precision)
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32
 
 
 class _Side:
-    """One set of features as the distance block reads it: half features and half norms."""
+    """One set of features as the distance block reads it: the float32 features, their half values
+    and half norms (as float32 tensors on the device)."""
 
-    def __init__(self, features: np.ndarray):
-        self.features = features
-        self.half = _half(features)
-        self.norms = half_norms(self.half)
+    def __init__(self, features: np.ndarray, device):
+        import torch
+
+        self.features = torch.from_numpy(features).to(device)
+        self.half = self.features.half().float()
+        self.norms = torch.from_numpy(half_norms(self.half.cpu().numpy()).astype(np.float32)).to(device)
 
 
 def _blocks(n: int):
@@ -107,19 +174,23 @@ def _blocks(n: int):
 HALF_MAX = 65504.0
 
 
+def _known_finite(rows: _Side, r0: int, r1: int, cols: _Side, c0: int, c1: int) -> bool:
+    """Whether every half intermediate of the block (rows r0:r1, columns c0:c1) is finite, as its
+    norms show: each is at most 2·(‖u‖² + ‖v‖²) (Cauchy–Schwarz), below half's largest value."""
+    largest = float(rows.norms[r0:r1].max()) + float(cols.norms[c0:c1].max())
+    return bool(np.isfinite(largest)) and 2 * largest < HALF_MAX * (1 - 2.0**-10)
+
+
 def _block_tiles(rows: _Side, r0: int, r1: int, cols: _Side, c0: int, c1: int):
     """The distances of ADM's block (rows r0:r1, columns c0:c1) in tiles of TILE rows: half,
-    unless any entry of the whole block is not finite, then float32 throughout. Every intermediate
-    is at most 2·(‖u‖² + ‖v‖²) (Cauchy–Schwarz), so most blocks are known finite from their norms;
-    only the others are computed twice, once to look."""
+    unless any entry of the whole block is not finite, then float32 throughout. Most blocks are
+    known finite from their norms (_known_finite); only the others are computed twice, once to look."""
     def half_tiles():
         for t0 in range(r0, r1, TILE):
             t1 = min(t0 + TILE, r1)
-            yield t0, t1, half_distances(rows.half[t0:t1], rows.norms[t0:t1], cols.half[c0:c1], cols.norms[c0:c1])
+            yield t0, t1, _half_tile(rows.half[t0:t1], rows.norms[t0:t1], cols.half[c0:c1], cols.norms[c0:c1])
 
-    largest = float(rows.norms[r0:r1].astype(np.float32).max()) + float(cols.norms[c0:c1].astype(np.float32).max())
-    finite = np.isfinite(largest) and 2 * largest < HALF_MAX * (1 - 2.0**-10)
-    if finite or all(np.isfinite(tile).all() for _, _, tile in half_tiles()):
+    if _known_finite(rows, r0, r1, cols, c0, c1) or all(bool(tile.isfinite().all()) for _, _, tile in half_tiles()):
         yield from half_tiles()
         return
     for t0 in range(r0, r1, TILE):
@@ -127,36 +198,66 @@ def _block_tiles(rows: _Side, r0: int, r1: int, cols: _Side, c0: int, c1: int):
         yield t0, t1, float32_distances(rows.features[t0:t1], cols.features[c0:c1])
 
 
-def _radii(side: _Side) -> np.ndarray:
-    """Each point's 4th smallest distance over all points of its set, itself included."""
+def _radii(side: _Side):
+    """Each point's 4th smallest distance over all points of its set, itself included. A product
+    uᵢ·uⱼ serves both rows i and j: a tile's product with the columns from its own first row on gives
+    its rows' distances and, transposed, those columns' rows' (each op in that orientation's order:
+    norm_j − 2p, then + norm_i), so the set's products are computed once, not twice. A block whose
+    norms do not show it finite goes as ADM's: each orientation by itself."""
+    import torch
+
     n = side.features.shape[0]
-    smallest = np.full((n, NEIGHBOURS + 1), np.inf, dtype=np.float32)
+    smallest = torch.full((n, NEIGHBOURS + 1), float("inf"), device=side.features.device)
+
+    def keep(first: int, tile) -> None:
+        last = first + tile.shape[0]
+        both = torch.cat([smallest[first:last], tile], dim=1)
+        smallest[first:last] = torch.topk(both, NEIGHBOURS + 1, dim=1, largest=False, sorted=False).values
+
     for r0, r1 in _blocks(n):
         for c0, c1 in _blocks(n):
-            for t0, t1, tile in _block_tiles(side, r0, r1, side, c0, c1):
-                both = np.concatenate([smallest[t0:t1], tile], axis=1)
-                smallest[t0:t1] = np.partition(both, NEIGHBOURS, axis=1)[:, :NEIGHBOURS + 1]
-    return np.sort(smallest, axis=1)[:, NEIGHBOURS]
+            if c0 < r0:
+                continue
+            if not _known_finite(side, r0, r1, side, c0, c1):
+                for (a0, a1), (b0, b1) in (((r0, r1), (c0, c1)), ((c0, c1), (r0, r1)))[:1 if c0 == r0 else 2]:
+                    for t0, _, tile in _block_tiles(side, a0, a1, side, b0, b1):
+                        keep(t0, tile)
+                continue
+            for t0 in range(r0, r1, TILE):
+                t1 = min(t0 + TILE, r1)
+                start = t0 if c0 == r0 else c0  # in the diagonal block, the columns from this tile on
+                with _float32_products():
+                    products = side.half[t0:t1] @ side.half[start:c1].T
+                mirrored = products[:, t1 - start:] if c0 == r0 else products  # not this tile's own square
+                mirrored = mirrored.T.contiguous()
+                keep(t0, _rounded(products, side.norms[t0:t1], side.norms[start:c1]))
+                if mirrored.shape[0]:
+                    first = c1 - mirrored.shape[0]
+                    keep(first, _rounded(mirrored, side.norms[first:c1], side.norms[t0:t1]))
+    return smallest.max(dim=1).values  # the largest of the 4 smallest
 
 
-def precision_recall(ref_pool, sample_pool) -> tuple[float, float]:
+def precision_recall(ref_pool, sample_pool, *, device=None) -> tuple[float, float]:
     """ADM's (precision, recall) of sample features against reference features (pool3, (N, 2048)
-    float32 each, at least 4 rows)."""
+    float32 each, at least 4 rows), computed with torch on ``device`` (default: the CPU)."""
+    import torch
+
     ref, sample = (_checked(x, name) for x, name in ((ref_pool, "the reference batch"),
                                                      (sample_pool, "the sample batch")))
     if ref.shape[1] != sample.shape[1]:
         raise ValueError(f"the reference batch has {ref.shape[1]} features per image, the sample batch "
                          f"{sample.shape[1]}")
-    ref_side, sample_side = _Side(ref), _Side(sample)
+    device = torch.device(device or "cpu")
+    ref_side, sample_side = _Side(ref, device), _Side(sample, device)
     ref_radii, sample_radii = _radii(ref_side), _radii(sample_side)
-    ref_covered = np.zeros(len(ref), dtype=bool)  # inside some sample's ball: recall
-    sample_covered = np.zeros(len(sample), dtype=bool)  # inside some reference's ball: precision
+    ref_covered = torch.zeros(len(ref), dtype=torch.bool, device=device)  # inside some sample's ball: recall
+    sample_covered = torch.zeros(len(sample), dtype=torch.bool, device=device)  # inside some reference's: precision
     for r0, r1 in _blocks(len(ref)):
         for c0, c1 in _blocks(len(sample)):
             for t0, t1, tile in _block_tiles(ref_side, r0, r1, sample_side, c0, c1):
-                ref_covered[t0:t1] |= (tile <= sample_radii[None, c0:c1]).any(axis=1)
-                sample_covered[c0:c1] |= (tile <= ref_radii[t0:t1, None]).any(axis=0)
-    return float(sample_covered.mean()), float(ref_covered.mean())
+                ref_covered[t0:t1] |= (tile <= sample_radii[None, c0:c1]).any(dim=1)
+                sample_covered[c0:c1] |= (tile <= ref_radii[t0:t1, None]).any(dim=0)
+    return int(sample_covered.sum()) / len(sample), int(ref_covered.sum()) / len(ref)  # as numpy.mean of bools
 
 
 def _checked(features, name: str) -> np.ndarray:
@@ -168,4 +269,4 @@ def _checked(features, name: str) -> np.ndarray:
                          f"{NEIGHBOURS + 1} (each radius is the distance to the {NEIGHBOURS}rd nearest other one)")
     if not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
         raise ValueError(f"{name}'s features must be finite floating point values")
-    return x.astype(np.float32, copy=False)
+    return np.ascontiguousarray(x, dtype=np.float32)

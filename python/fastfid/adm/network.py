@@ -11,6 +11,7 @@ That is fastfid's ``"torch-fidelity"`` resize and TensorFlow scaling.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +41,12 @@ class ADMInception:
     def __init__(self, weights=None, device=None):
         import torch
 
+        from fastfid.models.detector import is_torchscript
         from fastfid.models.inception import FIDInceptionV3
 
+        if isinstance(weights, (str, os.PathLike)) and (str(weights).endswith(".pkl") or is_torchscript(weights)):
+            raise ValueError(f"{weights} is NVIDIA's detector, which gives pool3 only: ADM's evaluator also reads "
+                             "Mixed_6d (sFID) and the logits (IS); give pytorch-fid's weights file (or none)")
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = FIDInceptionV3(2048, weights=weights, scaling="tensorflow").to(self.device)
         self.weights_name = self.model.weights_name

@@ -150,14 +150,16 @@ def inception_score(source, *, splits: int = 10, weights=None, batch_size: int =
 def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int = 50, device=None, num_workers=None,
                 resize: str | None = None, image_size="auto", num_samples: int | None = None,
                 skip_bad: bool = False, progress: bool = True, method: str = "auto", isc: bool = False,
-                splits: int = 10, distributed: bool = False) -> FIDResult:
+                splits: int = 10, distributed: bool = False, ddof: int = 1) -> FIDResult:
     """FID between two sources (folders, zips, .npy/.npz files, arrays, tensors, statistics,
     generators): one feature network for both, statistics streamed, then the exact distance.
     ``isc=True`` also gives the Inception Score of ``source1`` (the generated set, by convention)
     from the same pass. ``distributed=True``: every rank of the torch.distributed group calls it with
     the same arguments; each takes its share of every source, the statistics (and IS sums) are merged
-    exactly, and every rank returns the same result. Returns a :class:`FIDResult` that says how the
-    images were resized."""
+    exactly, and every rank returns the same result. ``ddof``: the covariance's divisor n − ddof for
+    the statistics computed here (1, as pytorch-fid, ADM and EDM; 0, as StyleGAN2-ADA's and StyleGAN3's
+    metrics); statistics read from a (mu, sigma) file keep theirs. Returns a :class:`FIDResult` that
+    says how the images were resized."""
     if isinstance(model, (list, tuple, SpaceExtractors)):  # refused before any source is opened
         raise ValueError("compute_fid compares one space; for several use compute_stats(model=[...]) and "
                          "SpaceStats.fdr, or `fastfid fdr`")
@@ -182,12 +184,21 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
         sides.append(stats)
         scores = scores or side_scores
         skipped.append(tuple(side_bad))
-    distance = fid(sides[0], sides[1], method=method, return_info=True)
+    compared = [side if ddof == 1 or side.count is None else _with_divisor(side, ddof) for side in sides]
+    distance = fid(compared[0], compared[1], method=method, return_info=True)
     feature_space = sides[0].feature_space or sides[1].feature_space
     mode = extractor.resize if extractor is not None else resize_named_in(feature_space)
     return FIDResult(distance.value, feature_space, mode, (sides[0].count, sides[1].count),
                      (len(skipped[0]), len(skipped[1])), (skipped[0], skipped[1]),
                      None if scores is None else scores.result(), distance, (sides[0], sides[1]))
+
+
+def _with_divisor(stats: FeatureStats, ddof: int) -> FeatureStats:
+    """A (mu, sigma) summary of ``stats`` whose covariance has the divisor n − ``ddof``."""
+    host = stats.to("cpu")
+    summary = FeatureStats.from_mean_cov(host.mean, host.covariance(ddof))
+    summary.feature_space = stats.feature_space
+    return summary
 
 
 def resize_named_in(feature_space: str | None) -> str | None:

@@ -62,6 +62,13 @@ class FeatureExtractor:
             self.resize = check_space_resize(resize or "dgm-eval")
             self.operation = space.resize_op(self.resize)  # the image operation of fastfid.data
             model = SpaceNetwork(space, weights)
+        elif _is_detector(model, weights):
+            from fastfid.models.detector import TorchScriptDetector
+
+            if resize is not None:
+                raise ValueError(f"the TorchScript detector {weights} resizes images inside itself: give no resize")
+            self.resize = self.operation = DETECTOR_RESIZE
+            model = TorchScriptDetector(weights)
         else:
             self.resize = self.operation = check_resize(resize or "pytorch-fid")
         if isinstance(model, (int, np.integer)) and not isinstance(model, bool):
@@ -156,6 +163,23 @@ class SpaceExtractors:
         device = None if self.device.type == "cpu" else self.device
         return SpaceStats({name: FeatureStats(model_dim(e.model), device=device, feature_space=e.feature_space)
                            for name, e in zip(self.names, self.extractors)})
+
+
+DETECTOR_RESIZE = "detector"
+"""The resize a TorchScript detector names: its own, inside it (images reach it at their size)."""
+
+
+def _is_detector(model, weights) -> bool:
+    """Whether the FID Inception is asked with NVIDIA's detector (a TorchScript file, or its pickle,
+    which TorchScriptDetector refuses by name) as its weights."""
+    if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith((".pt", ".pkl", ".pth")):
+        return False
+    from fastfid.models.detector import is_torchscript
+
+    detector = str(weights).endswith(".pkl") or is_torchscript(weights)
+    if detector and model != 2048:
+        raise ValueError(f"the TorchScript detector {weights} gives pool3 (2048 values): dims {model} is not its layer")
+    return detector
 
 
 def space_name(model) -> str:

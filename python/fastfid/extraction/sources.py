@@ -100,21 +100,26 @@ class FeatureRows:
 
 
 def open_source(source, num_samples: int | None = None, space: str | None = None) -> FeatureStats | Source:
-    """Statistics (a FeatureStats, or a statistics .npz: ``space`` picks one from a file of several
-    spaces), or the Source of a folder, zip, .npy, array, tensor or generator callable."""
+    """Statistics (a FeatureStats, a statistics .npz or an EDM2 reference .pkl: ``space`` picks one
+    from a file of several spaces), or the Source of a folder, zip, .npy, array, tensor or generator
+    callable."""
     if isinstance(source, FeatureStats):
         return source
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.suffix not in (".npz", ".npy"):
+        if path.suffix not in (".npz", ".npy", ".pkl"):
             require_torch("images")
-        if path.suffix == ".npz":
+        if path.suffix in (".npz", ".pkl"):  # .pkl: an EDM2 reference (fastfid.files.nvidia)
             if space is None:
                 return FeatureStats.load(path)
             from fastfid.representations import SpaceStats
 
-            spaces = SpaceStats.load(path)  # a file of one space gives that space, whatever its name
-            return spaces[space] if len(spaces) > 1 else next(iter(spaces.values()))
+            spaces = SpaceStats.load(path)
+            if len(spaces) == 1 and path.suffix == ".npz":  # a file of one space gives it, whatever its name
+                return next(iter(spaces.values()))
+            if space not in spaces:
+                raise ValueError(f"{path} holds no statistics of {space}; it has {', '.join(spaces)}")
+            return spaces[space]
         if path.suffix == ".npy":
             from fastfid.files.arrays import open_array
 

@@ -57,7 +57,11 @@ def _members(spaces: dict[str, StoredStats], validation_fd: dict | None, write) 
 
 def holds_spaces(source: str | os.PathLike | BinaryIO) -> bool:
     """Whether ``source`` (a path, or a seekable stream, left rewound) is a statistics file of several
-    spaces (False for anything else, unreadable included)."""
+    spaces, or an EDM2 reference pickle (False for anything else, unreadable included)."""
+    from fastfid.files.nvidia import is_pickle
+
+    if is_pickle(source):
+        return True
     try:
         with open_npz(source) as archive:
             return keys.SPACES in archive

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from fastfid.files import format as keys
-from fastfid.files.archive import Npz, check_memory, open_npz
+from fastfid.files.archive import Npz, check_memory, name_of, open_npz
 from fastfid.files.atomic import write_atomically
 
 
@@ -126,7 +126,15 @@ def read_stats(source: str | os.PathLike | BinaryIO, *, allow_partial: bool = Fa
     """Read a statistics .npz (a path, or a seekable binary stream such as an upload); raises OSError
     for unreadable or corrupt files, ValueError for bad contents (:class:`PartialStatisticsError` for
     an unfinished job's checkpoint, unless ``allow_partial``), MemoryError when its declared size
-    exceeds the memory available."""
+    exceeds the memory available. An EDM2 reference pickle gives its Inception statistics (``fid``)."""
+    from fastfid.files.nvidia import is_pickle, read_reference_pickle
+
+    if is_pickle(source):
+        spaces, _ = read_reference_pickle(source)
+        if "inception" not in spaces:
+            raise ValueError(f"{name_of(source)} holds statistics of {', '.join(spaces)} only, no FID (Inception) "
+                             "statistics: read it with fastfid.load_spaces, or give the space (--model NAME)")
+        return spaces["inception"]
     with open_npz(source) as archive:
         return stats_from_archive(archive, allow_partial=allow_partial)
 
@@ -189,7 +197,11 @@ def declared_dim(archive: Npz) -> int:
 
 def stats_dim(source: str | os.PathLike | BinaryIO) -> int:
     """The dimension a statistics .npz (a path or a seekable stream) declares, from its headers
-    alone: nothing large is read or unpacked."""
+    alone: nothing large is read or unpacked (an EDM2 pickle is read whole: it is small)."""
+    from fastfid.files.nvidia import is_pickle
+
+    if is_pickle(source):
+        return read_stats(source).dim
     with open_npz(source) as archive:
         return declared_dim(archive)
 

@@ -10,7 +10,10 @@ transformers or open_clip). Preprocessing modes of a space:
   8-bit image resized by PIL's bicubic filter (``squash``: to size × size; ``crop``: the shorter side
   to size, then the centre square), then the network's mean and std;
 - ``"torch-fidelity"``: as torch-fidelity 0.4's DINOv2 and CLIP extractors: TensorFlow 1's bilinear
-  resize of the 8-bit values straight to size × size (no crop), then the same mean and std.
+  resize of the 8-bit values straight to size × size (no crop), then the same mean and std;
+- ``"edm2"``: as EDM2's FD_DINOv2 with its default ``resize_mode='torch'``: torch's antialiased bicubic
+  of the 8-bit values straight to size × size (no crop), not rounded, then the same mean and std.
+  EDM2's other mode, ``'pil'``, is dgm-eval's resize: ``"dgm-eval"`` here.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["SPACE_RESIZE_MODES", "Space", "Weights", "get_space", "space_names", "space_of"]
 
-SPACE_RESIZE_MODES = ("dgm-eval", "torch-fidelity")
+SPACE_RESIZE_MODES = ("dgm-eval", "torch-fidelity", "edm2")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
@@ -67,7 +70,7 @@ class Space:
     def resize_op(self, mode: str) -> str:
         """The image operation of fastfid.data for a preprocessing mode of this space."""
         check_space_resize(mode)
-        return f"pil-bicubic-{self.geometry}" if mode == "dgm-eval" else "torch-fidelity"
+        return {"dgm-eval": f"pil-bicubic-{self.geometry}", "edm2": "torch-bicubic"}.get(mode, "torch-fidelity")
 
 
 def check_space_resize(mode: str) -> str:
