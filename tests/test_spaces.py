@@ -110,8 +110,8 @@ def _official_hf_interpolation(embeddings):
 
 
 # --- each network against an independent definition -------------------------------------------------
-@pytest.mark.parametrize("name", ["dinov2-vit-l14", "dinov2-vit-g14", "clip-vit-l-14", "siglip-so400m", "convnext",
-                                  "mae-vit-l-16"])
+@pytest.mark.parametrize("name", ["dinov2-vit-l14", "dinov2-vit-g14", "clip-vit-l-14", "clip-vit-l-14-336",
+                                  "siglip-so400m", "convnext", "mae-vit-l-16"])
 def test_features_match_an_independent_definition(name, images, tmp_path):
     if name.startswith("dinov2"):
         case = support.dinov2_case(tmp_path, name[-3], interpolation=_official_hf_interpolation)
@@ -119,7 +119,8 @@ def test_features_match_an_independent_definition(name, images, tmp_path):
         case = support.CASES[name](tmp_path)
     ours = fastfid_features(case.space, case.weights, images)
     theirs = case.reference(pil_images(images))
-    assert ours.shape == theirs.shape == (5, case.space.timm_options.get("embed_dim") or ours.shape[1])
+    width = case.space.dims if case.space.projection else case.space.timm_options.get("embed_dim") or ours.shape[1]
+    assert ours.shape == theirs.shape == (5, width)
     assert np.abs(theirs).max() > 0.1  # features of order one: the comparison is not of zeros
     assert relative_difference(ours, theirs) < PARITY
 
@@ -149,9 +150,10 @@ def test_every_named_space_builds_at_its_full_size_with_its_declared_width():
 
     for name in space_names()[1:]:
         space = get_space(name)
+        head = space.dims if space.projection else 0  # a projection space keeps its head: the projection
         with torch.device("meta"):  # the architecture only: no memory, no random initialisation
-            network = timm.create_model(space.timm_model, pretrained=False, num_classes=0, **space.timm_options)
-        assert network.num_features == space.dims, name
+            network = timm.create_model(space.timm_model, pretrained=False, num_classes=head, **space.timm_options)
+        assert (network.num_classes if space.projection else network.num_features) == space.dims, name
         if hasattr(network, "patch_embed"):
             assert network.patch_embed.img_size == (space.image_size, space.image_size), name
 
@@ -258,7 +260,7 @@ def test_an_unknown_space_is_refused_with_the_list_of_names(images):
         fastfid.compute_stats(images, model=["inception", "dinov3"], device="cpu", progress=False)
     with pytest.raises(ValueError, match="unknown representation space 'clip'"):
         FeatureExtractor("clip", device="cpu")
-    with pytest.raises(ValueError, match="preprocessing is one of .'dgm-eval', 'torch-fidelity', 'edm2'., got 'clean'"):
+    with pytest.raises(ValueError, match="preprocessing is one of .'dgm-eval', 'torch-fidelity', 'edm2', 'cmmd', 'cmmd-pytorch'., got 'clean'"):
         fastfid.compute_stats(images, model="convnext", resize="clean", device="cpu", progress=False)
 
 

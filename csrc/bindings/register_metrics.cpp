@@ -87,6 +87,16 @@ void register_metrics(py::module_& m) {
             return cpu::gaussian_mmd(a, b, sigma);
         },
         py::arg("x"), py::arg("y"), py::arg("sigma"), "Unbiased MMD^2 with the kernel exp(-|a - b|^2 / (2 sigma^2)).");
+    m.def(
+        "gaussian_kernel_sum",
+        [](const py::array& a, const py::array& b, double sigma) {
+            const FeatureMatrix x = feature_matrix(a), y = feature_matrix(b);
+            if (x.cols != y.cols) throw std::invalid_argument("the two sets of embeddings have different dims");
+            py::gil_scoped_release release;
+            return cpu::gaussian_kernel_sum(x, y, sigma);
+        },
+        py::arg("a"), py::arg("b"), py::arg("sigma"),
+        "Sum over all pairs, the diagonal included, of exp(-|a_i - b_j|^2 / (2 sigma^2)), in float64.");
 }
 
 }  // namespace fastfid::bindings

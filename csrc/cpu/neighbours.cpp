@@ -155,6 +155,17 @@ double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y, int degree
     return unbiased_mmd(x, y, [&](double dot, int64_t, int64_t) { return std::pow(dot * scale + coef0, degree); });
 }
 
+double gaussian_kernel_sum(const FeatureMatrix& a, const FeatureMatrix& b, double sigma) {
+    if (!(sigma > 0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be positive and finite");
+    const double scale = -0.5 / (sigma * sigma);
+    double total = 0;
+    for_each_distance_block(a, b, [&](const RowBlock& p, const RowBlock& q, const std::vector<double>& squared) {
+        for (int64_t i = 0; i < p.rows; ++i)
+            for (int64_t j = 0; j < q.rows; ++j) total += std::exp(scale * squared[i * q.rows + j]);
+    });
+    return total;
+}
+
 double gaussian_mmd(const FeatureMatrix& x, const FeatureMatrix& y, double sigma) {
     if (!(sigma > 0) || !std::isfinite(sigma)) throw std::invalid_argument("sigma must be positive and finite");
     if (x.cols != y.cols) throw std::invalid_argument("the two feature sets have different dims");

@@ -29,4 +29,8 @@ double polynomial_mmd(const FeatureMatrix& x, const FeatureMatrix& y, int degree
 // The same with the Gaussian kernel k(a, b) = exp(−‖a − b‖² / (2σ²)).
 double gaussian_mmd(const FeatureMatrix& x, const FeatureMatrix& y, double sigma);
 
+// Σ over every pair (i, j), the diagonal included, of exp(−‖aᵢ − bⱼ‖² / (2σ²)), in float64: the
+// sums of the biased MMD² (CMMD's), from which a reference's own sum can be kept.
+double gaussian_kernel_sum(const FeatureMatrix& a, const FeatureMatrix& b, double sigma);
+
 }  // namespace fastfid::cpu

@@ -3,7 +3,8 @@
 Streaming, mergeable feature statistics (:class:`FeatureStats`) and the Fréchet distance computed
 through the symmetric eigenvalue route (:func:`frechet_distance`), with drop-in replacements for
 pytorch-fid's functions; error bars, FD∞, seed panels and verdicts (``fastfid.uncertainty``);
-KID, precision/recall, density/coverage (``fastfid.metrics``); :func:`fdr` for FDr^k over
+KID, precision/recall, density/coverage (``fastfid.metrics``); CMMD of embeddings (:func:`cmmd`,
+``fastfid.mmd``); :func:`fdr` for FDr^k over
 several representation spaces (:class:`SpaceStats`: statistics of several spaces from one pass,
 ``fastfid.models.space_names()``). With torch: images to FID (:func:`compute_fid`,
 :func:`compute_stats`, :func:`inception_score`, the torchmetrics-style :class:`FID`, the FID
@@ -20,6 +21,7 @@ from fastfid._version import __version__
 from fastfid.distance import FrechetResult, Reference, calculate_frechet_distance, fid, frechet_distance
 from fastfid.extraction import FIDResult, compute_fid, compute_stats, inception_score
 from fastfid.metrics import InceptionScore, density_coverage, kid, precision_recall
+from fastfid.mmd import CMMDResult, cmmd
 from fastfid.representations import FDrResult, SpaceStats, fdr
 from fastfid.stats import FeatureStats
 from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
@@ -27,6 +29,7 @@ from fastfid.uncertainty import compare, fd_infinity, fid_with_error, seed_study
 load_spaces = SpaceStats.load
 
 __all__ = [
+    "CMMDResult",
     "FDrResult",
     "FID",
     "FIDResult",
@@ -36,6 +39,7 @@ __all__ = [
     "Reference",
     "SpaceStats",
     "calculate_frechet_distance",
+    "cmmd",
     "compare",
     "compute_fid",
     "compute_stats",

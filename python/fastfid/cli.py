@@ -19,6 +19,10 @@
     fastfid submit FILE... --url URL --model M --checkpoint C --reference R [--train-seed S] [--json]
     --log mlflow|wandb|tensorboard (fid, submit): also record the result in that tracker
     fastfid adm REF_BATCH.npz SAMPLE_BATCH.npz [--json]   (ADM's evaluator: IS, FID, sFID, precision, recall)
+    fastfid cmmd GENERATED REFERENCE [--save-reference ref.npz] [--resize cmmd|cmmd-pytorch] [--json]
+        (CMMD: images, or their CLIP ViT-L/14-336 embeddings (.npy (n, d), a saved .npz))
+    fastfid references [--json] | fastfid references fetch NAME...   (named references: a name is taken
+        wherever a statistics file is, e.g. fastfid fid generated/ clean-fid/cifar10/train/32/clean)
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from fastfid._version import __version__
-from fastfid._text import counted
+from fastfid._text import counted, size_text
 from fastfid.distance import METHODS
 from fastfid.files.arrays import open_features
 from fastfid.files.atomic import check_writable, writing
@@ -623,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("adm", help="OpenAI's ADM evaluator without TensorFlow: Inception Score, FID, sFID, "
                                         "precision and recall of a sample batch against a reference batch (.npz)")
-    p.add_argument("ref_batch", type=Path, help="the reference batch, e.g. VIRTUAL_imagenet256_labeled.npz")
+    p.add_argument("ref_batch", help="the reference batch, e.g. VIRTUAL_imagenet256_labeled.npz, or its name "
+                                     "(adm/imagenet256: fetched once, see `fastfid references`)")
     p.add_argument("sample_batch", type=Path, help="the sample batch: arr_0, uint8 N x H x W x 3")
     p.add_argument("--weights", help="FID Inception weights file (default: pytorch-fid's, found or downloaded)")
     p.add_argument("--device", help="torch device of the network (default: cuda when available)")
@@ -631,6 +636,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="recompute the reference batch's activations")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(run=_adm)
+
+    p = commands.add_parser("cmmd", help="CMMD (Jayasumana et al. 2024): the biased MMD^2 of CLIP ViT-L/14-336 "
+                                         "embeddings with a Gaussian kernel, sigma 10, times 1000, in float64")
+    p.add_argument("generated", help="the generated images (folder, zip, .npy of images) or their embeddings (.npy "
+                                     "of (n, d), or a saved .npz)")
+    p.add_argument("reference", help="the reference's, the same ways; a .npz saved with --save-reference keeps its "
+                                     "own kernel sum")
+    p.add_argument("--save-reference", metavar="PATH", help="also save the reference's embeddings and kernel sum "
+                                                            "(.npz), to compare more sets with it later")
+    p.add_argument("--resize", choices=("cmmd", "cmmd-pytorch"), help="images' preprocessing: google-research's "
+                   "(cmmd, the default: centre square, PIL bicubic to 336) or cmmd-pytorch's (torch bicubic)")
+    p.add_argument("--weights", help="the CLIP ViT-L/14-336 weights file (default: OpenAI's, from the HF hub cache)")
+    p.add_argument("--device", help="torch device of the network (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--num-workers", type=int, help="image loading processes (default: cores, at most 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(run=_cmmd)
+
+    p = commands.add_parser("references", help="the published reference statistics by name (clean-fid, EDM, EDM2, "
+                                               "ADM) and which are on this machine; `fetch NAME...` downloads them")
+    p.add_argument("action", nargs="?", choices=("list", "fetch"), default="list")
+    p.add_argument("names", nargs="*", metavar="NAME", help="with fetch: the references to download")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_references)
 
     p = commands.add_parser("selftest", help="check fastfid's kernels on a GPU and print a report to paste into an "
                                              "issue (build, machine, each variant's validation, accuracy, routes)")
@@ -651,6 +682,49 @@ def _adm(args) -> int:
     result = evaluate(args.ref_batch, args.sample_batch, weights=args.weights, device=args.device,
                       batch_size=args.batch_size, progress=sys.stderr.isatty(), cache=not args.no_cache)
     print(json.dumps(result.to_dict()) if args.json else "\n".join(result.lines()))
+    return 0
+
+
+def _cmmd(args) -> int:
+    from fastfid.mmd import as_embeddings, cmmd
+
+    if args.save_reference:
+        check_writable(args.save_reference, inputs=[args.generated, args.reference])
+    options = dict(weights=args.weights, device=args.device, batch_size=args.batch_size, resize=args.resize,
+                   num_workers=args.num_workers, progress=not args.quiet)
+    reference = as_embeddings(args.reference, "reference", **options)
+    result = cmmd(args.generated, reference, **options)
+    if args.save_reference:
+        reference.save(args.save_reference)
+    print(json.dumps(result.as_dict()) if args.json else result)
+    return 0
+
+
+def _references(args) -> int:
+    from fastfid import references
+
+    if args.action == "fetch":
+        if not args.names:
+            raise ValueError("fetch which? `fastfid references fetch NAME ...` (`fastfid references` lists the names)")
+        for name in args.names:
+            path = references.fetch(name, progress=not args.quiet)
+            print(f"{name} -> {path}", file=sys.stderr)
+        return 0
+    if args.names:
+        raise ValueError("`fastfid references` lists them all; give names to `fastfid references fetch`")
+    rows = [references.cached(name) for name in references.reference_names()]
+    if args.json:
+        print(json.dumps([{"name": c.reference.name, "url": c.reference.url, "format": c.reference.format,
+                           "spaces": list(c.reference.spaces), "resize": c.reference.resize,
+                           "images": c.reference.images, "sha256": c.reference.sha256,
+                           "cached": None if c.size is None else str(c.path), "bytes": c.size} for c in rows]))
+        return 0
+    print(f"references in {references.references_dir()} (SHA-256: none of the publishers gives one; the first "
+          "download's is recorded and checked at every later read)")
+    for c in rows:
+        images = "" if c.reference.images is None else f"{c.reference.images:,} images"
+        here = "-" if c.size is None else size_text(c.size)
+        print(f"{c.reference.name:48} {c.reference.format:13} {c.reference.resize:18} {images:18} {here}")
     return 0
 
 

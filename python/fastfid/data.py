@@ -28,6 +28,9 @@ without its rounding to 8 bits, so that gradients pass.
 
 - ``"torch-bicubic"``: EDM2's DINOv2 resize (``resize_mode='torch'``): torch's antialiased bicubic of the
   8-bit values straight to size × size, neither rounded nor clipped, on images and tensors alike.
+- ``"pil-bicubic-centre"``: CMMD's: the centre square (corner rounded down), then PIL's bicubic to size ×
+  size (on tensors: torch's antialiased bicubic); ``"torch-bicubic-centre"``: cmmd-pytorch's, the same
+  square then torch's bicubic without antialiasing of the 8-bit values.
 
 Every mode returns [0, 1] floats; the network scales them as its mode says (resize_modes.input_scaling).
 A source can resize each image several ways in one decode (``plans``: one (size, mode) per network).
@@ -101,10 +104,13 @@ def _clean_resize(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _pil_bicubic(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """(H, W, 3) uint8, or float32 in [0, 1] → float32 (3, h, w) in [0, 1] by PIL's bicubic, squashed or
-    shorter side then centre crop. 8-bit images are resized as 8-bit images (rounded, as PIL does)."""
+    """(H, W, 3) uint8, or float32 in [0, 1] → float32 (3, h, w) in [0, 1] by PIL's bicubic, squashed,
+    shorter side then centre crop, or centre square then resized. 8-bit images are resized as 8-bit
+    images (rounded, as PIL does)."""
     from PIL import Image
 
+    if mode == "pil-bicubic-centre":
+        rgb, mode = _centre_square(rgb), "pil-bicubic-squash"
     target = _resized_size(rgb.shape[:2], size, mode)
     if rgb.dtype == np.uint8:
         resized = np.asarray(Image.fromarray(rgb).resize(target[::-1], Image.Resampling.BICUBIC), dtype=np.float32)
@@ -114,6 +120,17 @@ def _pil_bicubic(rgb: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarra
             target[::-1], Image.Resampling.BICUBIC)) for c in range(3)]), 0, 1)
     top, left = _crop_corner(target, size)
     return np.ascontiguousarray(chw[:, top:top + size[0], left:left + size[1]])
+
+
+def _centre_box(height: int, width: int) -> tuple[int, int, int]:
+    """(top, left, side) of an image's centre square: side min(H, W), the corner rounded down (CMMD's crop)."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def _centre_square(hwc: np.ndarray) -> np.ndarray:
+    top, left, side = _centre_box(hwc.shape[0], hwc.shape[1])
+    return hwc[top:top + side, left:left + side]
 
 
 def _resized_size(shape, size: tuple[int, int], mode: str) -> tuple[int, int]:
@@ -181,6 +198,14 @@ def resize_batch(images: torch.Tensor, size: tuple[int, int] | None, mode: str) 
     if size is None or tuple(images.shape[-2:]) == tuple(size):
         return images
     size = (int(size[0]), int(size[1]))
+    if mode.endswith("-centre"):  # the centre square first, then the resize of it to size × size
+        top, left, side = _centre_box(images.shape[-2], images.shape[-1])
+        square = images[..., top:top + side, left:left + side]
+        if mode == "torch-bicubic-centre":  # cmmd-pytorch's: no antialiasing, neither rounded nor clipped
+            return F.interpolate(square * 255, size=size, mode="bicubic", align_corners=False) / 255
+        images, mode = square, "pil-bicubic-squash"
+        if tuple(images.shape[-2:]) == size:
+            return images
     if mode.startswith("pil-bicubic-"):  # PIL's filter, in float (differentiable), then the crop
         target = _resized_size(images.shape[-2:], size, mode)
         resized = F.interpolate(images * 255, size=target, mode="bicubic", align_corners=False, antialias=True)

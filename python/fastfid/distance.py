@@ -353,8 +353,9 @@ def _declared_dim(x: StatsLike) -> int | None:
         return x.dim
     if isinstance(x, (str, os.PathLike)):
         from fastfid.files.stats import stats_dim
+        from fastfid.references import resolve
 
-        return stats_dim(x)
+        return stats_dim(resolve(x))
     return None
 
 
@@ -362,7 +363,9 @@ def _as_stats(x: StatsLike, name: str) -> FeatureStats:
     if isinstance(x, FeatureStats):
         return x
     if isinstance(x, (str, os.PathLike)):
-        return FeatureStats.load(x)
+        from fastfid.references import resolve
+
+        return FeatureStats.load(resolve(x))  # a reference's name: its checked file
     if isinstance(x, tuple) and len(x) == 2:
         return FeatureStats.from_mean_cov(*x)
     raise TypeError(f"{name} must be FeatureStats, a path to a .npz file or a (mu, sigma) pair, got {type(x).__name__}")

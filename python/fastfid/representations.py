@@ -163,7 +163,9 @@ class SpaceStats(Mapping):
         from fastfid.files.spaces import spaces_from_archive
         from fastfid.files.stats import stats_from_archive
         from fastfid.models.spaces import space_of
+        from fastfid.references import resolve
 
+        path = resolve(path)  # a reference's name: its checked file
         if is_pickle(path):
             pickled, _ = read_reference_pickle(path)
             return cls({name: FeatureStats.from_stored(part, f"{name_of(path)} [{name}]")

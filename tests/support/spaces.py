@@ -225,6 +225,43 @@ def clip_case(tmp: Path) -> Case:
     return Case(space, path, lambda images: _features(tower, prepare, images, lambda net, x: net(x)))
 
 
+def cmmd_prepare(space: Space, size: int):
+    """google-research CMMD's preprocessing, from its definition: the centre square (corner rounded
+    down) cut from the PIL image, PIL's bicubic to size × size, /255, CLIP's mean and std."""
+    from torchvision import transforms
+
+    def prepare(image):
+        width, height = image.size
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        square = image.crop((left, top, left + side, top + side)).resize((size, size), resample=3)  # 3: BICUBIC
+        return transforms.Normalize(space.mean, space.std)(transforms.ToTensor()(square))
+    return prepare
+
+
+def clip336_case(tmp: Path) -> Case:
+    """OpenAI's CLIP layout (visual.* with its projection, as open_clip saves the openai weights) and
+    open_clip's own tower with QuickGELU; the embedding is the projection, L2-normalised."""
+    import dataclasses
+
+    from open_clip.transformer import QuickGELU, VisionTransformer
+
+    projected = 32
+    space = dataclasses.replace(tiny("clip-vit-l-14-336", embed_dim=WIDTH, depth=DEPTH, num_heads=HEADS),
+                                dims=projected)
+    tower = VisionTransformer(image_size=336, patch_size=14, width=WIDTH, layers=DEPTH, heads=HEADS, mlp_ratio=4.0,
+                              output_dim=projected, act_layer=QuickGELU)
+    visual = randomize(tower.state_dict(), seed=5)
+    state = {**{f"visual.{k}": v for k, v in visual.items()}, "logit_scale": torch.tensor(4.6),
+             "token_embedding.weight": torch.zeros(10, projected)}
+    path = tmp / "open_clip_pytorch_model.bin"
+    torch.save(state, path)
+    tower.load_state_dict(visual)
+    prepare = cmmd_prepare(space, 336)
+    return Case(space, path, lambda images: _features(
+        tower, prepare, images, lambda net, x: torch.nn.functional.normalize(net(x), dim=-1)))
+
+
 def _timm_published(space: Space, tmp: Path, seed: int, classes: int = 0) -> tuple[dict, Path]:
     """A timm-layout checkpoint (the HF hub's timm/* files), saved as safetensors."""
     import timm
@@ -287,5 +324,6 @@ def mae_case(tmp: Path) -> Case:
 
 
 CASES = {"dinov2-vit-l14": dinov2_case, "dinov2-vit-g14": lambda tmp: dinov2_case(tmp, "g"),
-         "clip-vit-l-14": clip_case, "siglip-so400m": siglip_case, "convnext": convnext_case,
+         "clip-vit-l-14": clip_case, "clip-vit-l-14-336": clip336_case, "siglip-so400m": siglip_case,
+         "convnext": convnext_case,
          "mae-vit-l-16": mae_case}

@@ -355,7 +355,9 @@ def build_id() -> str:
 
 
 def records_dir() -> Path:
-    return Path(os.environ.get("FASTFID_HOME", Path.home() / ".cache" / "fastfid")) / "validation"
+    from fastfid.files.home import fastfid_home
+
+    return fastfid_home() / "validation"
 
 
 def record_path(description: dict, prefix: str = "") -> Path:

@@ -53,7 +53,9 @@ def evaluate(ref_batch, sample_batch, *, weights=None, device=None, batch_size: 
     """ADM's evaluator on a reference batch and a sample batch (ADM ``.npz`` paths or uint8 NHWC
     arrays); ``weights`` as FIDInceptionV3's (pytorch-fid's file by default)."""
     from fastfid.distance import frechet_distance
+    from fastfid.references import resolve
 
+    ref_batch = resolve(ref_batch, progress=progress)  # a reference's name (adm/imagenet256): its checked file
     ref, sample = ImageBatch(ref_batch, _name(ref_batch, "the reference batch")), \
         ImageBatch(sample_batch, _name(sample_batch, "the sample batch"))
     for batch in (ref, sample):
@@ -88,7 +90,9 @@ def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("FASTFID_HOME", Path.home() / ".cache" / "fastfid")) / "adm"
+    from fastfid.files.home import fastfid_home
+
+    return fastfid_home() / "adm"
 
 
 def _reference_activations(ref: ImageBatch, network: ADMInception, batch_size: int, progress: bool,

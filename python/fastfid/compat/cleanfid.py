@@ -45,8 +45,9 @@ _SIZE = (299, 299)
 
 def stats_folder() -> Path:
     """Where custom statistics are kept: ``$FASTFID_HOME/cleanfid_stats``."""
-    home = Path(os.environ.get("FASTFID_HOME", Path.home() / ".cache" / "fastfid"))
-    return home / "cleanfid_stats"
+    from fastfid.files.home import fastfid_home
+
+    return fastfid_home() / "cleanfid_stats"
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -200,13 +201,35 @@ def _custom_file(name: str, mode: str, model_name: str, kid: bool = False) -> Pa
 
 def _reference(dataset_name, dataset_res, dataset_split, mode, model_name, metric="FID"):
     if dataset_split != "custom":
-        raise ValueError(f"clean-fid's precomputed {dataset_name} statistics are not fetched by fastfid: run "
-                         f"make_custom_stats({dataset_name!r}, <folder of its images>, mode={mode!r}) once and pass "
-                         "dataset_split='custom'")
+        return _hosted(dataset_name, dataset_res, dataset_split, mode, model_name, metric)
     path = _custom_file(dataset_name, mode, model_name, kid=metric == "KID")
     if not path.exists():
         raise FileNotFoundError(f"no custom statistics named {dataset_name!r} for mode {mode!r} (looked for {path}); "
                                 "make them with make_custom_stats")
+    if metric == "KID":
+        with np.load(path, allow_pickle=False) as data:
+            return data["feats"]
+    return FeatureStats.load(path)
+
+
+def _hosted(dataset_name, dataset_res, dataset_split, mode, model_name, metric):
+    """clean-fid's hosted statistics (or KID features) by its arguments, through fastfid's named
+    references (fetched once into $FASTFID_HOME/references, checked at every read)."""
+    from fastfid import references
+
+    if model_name != "inception_v3":
+        raise ValueError(f"clean-fid hosts {model_name} statistics fastfid does not list; compute them with "
+                         "make_custom_stats and dataset_split='custom'")
+    stem = f"clean-fid/{str(dataset_name).lower()}"
+    name = f"{stem}/{str(dataset_split).lower()}/{dataset_res}/{mode}" + ("/kid" if metric == "KID" else "")
+    if name not in references.REFERENCES:
+        hosted = sorted({"/".join(n.split("/")[2:4]) for n in references.REFERENCES if n.startswith(stem + "/")})
+        where = f"clean-fid hosts {dataset_name} as split/resolution {', '.join(hosted)}" if hosted else \
+            f"clean-fid hosts no statistics of {dataset_name!r}"
+        raise ValueError(f"no clean-fid statistics for dataset_name={dataset_name!r}, dataset_res={dataset_res}, "
+                         f"dataset_split={dataset_split!r}, mode={mode!r}{', KID' if metric == 'KID' else ''}: {where} "
+                         "(`fastfid references` lists them)")
+    path = references.reference_path(name)
     if metric == "KID":
         with np.load(path, allow_pickle=False) as data:
             return data["feats"]

@@ -165,6 +165,7 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
                          "SpaceStats.fdr, or `fastfid fdr`")
     check_model(model, resize)
     named = space_name(model) if isinstance(model, str) else None
+    resize = _reference_resize((source1, source2), named, model, weights, resize)
     opened = [open_source(source, num_samples, named) for source in (source1, source2)]
     if isc and (isinstance(opened[0], FeatureStats) or not opened[0].needs_network):
         raise ValueError("the Inception Score needs images as the first source, not statistics or features")
@@ -191,6 +192,32 @@ def compute_fid(source1, source2, *, model=2048, weights=None, batch_size: int =
     return FIDResult(distance.value, feature_space, mode, (sides[0].count, sides[1].count),
                      (len(skipped[0]), len(skipped[1])), (skipped[0], skipped[1]),
                      None if scores is None else scores.result(), distance, (sides[0], sides[1]))
+
+
+def _reference_resize(sources, space: str | None, model, weights, resize: str | None) -> str | None:
+    """The preprocessing a named reference among ``sources`` was computed with, applied to the images
+    unless ``resize`` says otherwise; a ``resize`` that differs from it is refused (it would compare
+    other features), as is a space the reference holds no statistics of."""
+    from fastfid.extraction.networks import is_detector
+    from fastfid.models.spaces import INCEPTION
+    from fastfid.references import named
+
+    reference = next((r for r in map(named, sources) if r is not None), None)
+    if reference is None:
+        return resize
+    if reference.format == "kid-features":
+        raise ValueError(f"{reference.name} holds clean-fid's KID features, not FID statistics: use it with "
+                         "fastfid.compat.cleanfid.compute_kid, or the reference without /kid for FID")
+    space = space or INCEPTION
+    if space not in reference.spaces:
+        raise ValueError(f"{reference.name} holds statistics of {', '.join(reference.spaces)}, not of {space}")
+    if is_detector(model, weights):  # NVIDIA's detector resizes inside itself: EDM's and EDM2's own features
+        return resize
+    wanted = reference.resize_for(space)
+    if resize is not None and resize != wanted:
+        raise ValueError(f"{reference.name} holds features of images preprocessed by {wanted!r}; resize={resize!r} "
+                         f"would give other features (leave the resize out, or give {wanted!r})")
+    return wanted
 
 
 def _with_divisor(stats: FeatureStats, ddof: int) -> FeatureStats:

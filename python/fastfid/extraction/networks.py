@@ -15,7 +15,7 @@ from fastfid.models.label import FeatureSpace
 from fastfid.stats import FeatureStats
 
 __all__ = ["FeatureExtractor", "SpaceExtractors", "check_model", "default_device", "default_workers", "extractor_for",
-           "model_dim", "space_name"]
+           "is_detector", "model_dim", "space_name"]
 
 
 def default_device():
@@ -59,10 +59,10 @@ class FeatureExtractor:
         if space is not None:
             from fastfid.models.networks import SpaceNetwork
 
-            self.resize = check_space_resize(resize or "dgm-eval")
+            self.resize = check_space_resize(resize or space.default_resize)
             self.operation = space.resize_op(self.resize)  # the image operation of fastfid.data
             model = SpaceNetwork(space, weights)
-        elif _is_detector(model, weights):
+        elif is_detector(model, weights):
             from fastfid.models.detector import TorchScriptDetector
 
             if resize is not None:
@@ -169,7 +169,7 @@ DETECTOR_RESIZE = "detector"
 """The resize a TorchScript detector names: its own, inside it (images reach it at their size)."""
 
 
-def _is_detector(model, weights) -> bool:
+def is_detector(model, weights) -> bool:
     """Whether the FID Inception is asked with NVIDIA's detector (a TorchScript file, or its pickle,
     which TorchScriptDetector refuses by name) as its weights."""
     if not isinstance(weights, (str, os.PathLike)) or not str(weights).endswith((".pt", ".pkl", ".pth")):
@@ -177,7 +177,7 @@ def _is_detector(model, weights) -> bool:
     from fastfid.models.detector import is_torchscript
 
     detector = str(weights).endswith(".pkl") or is_torchscript(weights)
-    if detector and model != 2048:
+    if detector and model not in (2048, "inception"):
         raise ValueError(f"the TorchScript detector {weights} gives pool3 (2048 values): dims {model} is not its layer")
     return detector
 

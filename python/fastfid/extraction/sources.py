@@ -105,6 +105,9 @@ def open_source(source, num_samples: int | None = None, space: str | None = None
     callable."""
     if isinstance(source, FeatureStats):
         return source
+    from fastfid.references import resolve
+
+    source = resolve(source)  # a reference's name: its checked file, fetched if needed
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.suffix not in (".npz", ".npy", ".pkl"):

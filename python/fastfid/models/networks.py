@@ -48,9 +48,10 @@ class SpaceNetwork(torch.nn.Module):
         super().__init__()
         self.space = get_space(space) if isinstance(space, str) else space
         timm = require("timm")
-        self.network = timm.create_model(self.space.timm_model, pretrained=False, num_classes=0,
+        head = self.space.dims if self.space.projection else 0  # the projection is the head, kept
+        self.network = timm.create_model(self.space.timm_model, pretrained=False, num_classes=head,
                                          **self.space.timm_options)
-        self.dims = int(self.network.num_features)
+        self.dims = head or int(self.network.num_features)
         self.input_size = self.space.image_size
         self.mean: torch.Tensor
         self.std: torch.Tensor
@@ -65,6 +66,9 @@ class SpaceNetwork(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.mean) / self.std
+        if self.space.projection:
+            embedding = self.network.forward_head(self.network.forward_features(x))
+            return torch.nn.functional.normalize(embedding, dim=-1)
         return self.network.forward_head(self.network.forward_features(x), pre_logits=True)
 
 

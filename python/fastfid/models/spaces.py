@@ -13,7 +13,11 @@ transformers or open_clip). Preprocessing modes of a space:
   resize of the 8-bit values straight to size × size (no crop), then the same mean and std;
 - ``"edm2"``: as EDM2's FD_DINOv2 with its default ``resize_mode='torch'``: torch's antialiased bicubic
   of the 8-bit values straight to size × size (no crop), not rounded, then the same mean and std.
-  EDM2's other mode, ``'pil'``, is dgm-eval's resize: ``"dgm-eval"`` here.
+  EDM2's other mode, ``'pil'``, is dgm-eval's resize: ``"dgm-eval"`` here;
+- ``"cmmd"``: as google-research's CMMD: the centre square of the image (side the shorter one, corner
+  rounded down), PIL's bicubic of it to size × size (8-bit, rounded), then the mean and std;
+- ``"cmmd-pytorch"``: cmmd-pytorch's resize of arrays: the same centre square, then torch's bicubic
+  without antialiasing of the 8-bit values to size × size, not rounded.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["SPACE_RESIZE_MODES", "Space", "Weights", "get_space", "space_names", "space_of"]
 
-SPACE_RESIZE_MODES = ("dgm-eval", "torch-fidelity", "edm2")
+SPACE_RESIZE_MODES = ("dgm-eval", "torch-fidelity", "edm2", "cmmd", "cmmd-pytorch")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 HALF = (0.5, 0.5, 0.5)
@@ -56,7 +60,8 @@ class Space:
     weights: Weights
     image_size: int
     geometry: str
-    """``"squash"`` (resize to size × size) or ``"crop"`` (shorter side to size, centre square)."""
+    """``"squash"`` (resize to size × size), ``"crop"`` (shorter side to size, centre square) or
+    ``"centre"`` (the centre square first, then to size × size)."""
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     layer: str
@@ -66,11 +71,17 @@ class Space:
     ``"dinov2"`` (the official positional-embedding interpolation first, see networks.py)."""
     timm_options: dict = field(default_factory=dict)
     """Architecture overrides (the tests build small networks of the same definition with them)."""
+    projection: bool = False
+    """The publisher's projection head is kept: the features are the projected embedding (``dims`` wide),
+    L2-normalised, as CLIP's image embedding is (CMMD's)."""
+    default_resize: str = "dgm-eval"
+    """The preprocessing mode when none is asked."""
 
     def resize_op(self, mode: str) -> str:
         """The image operation of fastfid.data for a preprocessing mode of this space."""
         check_space_resize(mode)
-        return {"dgm-eval": f"pil-bicubic-{self.geometry}", "edm2": "torch-bicubic"}.get(mode, "torch-fidelity")
+        return {"dgm-eval": f"pil-bicubic-{self.geometry}", "edm2": "torch-bicubic", "cmmd": "pil-bicubic-centre",
+                "cmmd-pytorch": "torch-bicubic-centre"}.get(mode, "torch-fidelity")
 
 
 def check_space_resize(mode: str) -> str:
@@ -97,6 +108,10 @@ _SPACES = [
           Weights(repo="laion/CLIP-ViT-L-14-DataComp.XL-s13B-b90K", filename="open_clip_pytorch_model.bin"),
           224, "crop", CLIP_MEAN, CLIP_STD, "CLS token after ln_post, before the projection (open_clip "
           "datacomp_xl_s13b_b90k)"),
+    Space("clip-vit-l-14-336", 768, "vit_large_patch14_clip_quickgelu_336",
+          Weights(repo="timm/vit_large_patch14_clip_336.openai", filename="model.safetensors"),
+          336, "centre", CLIP_MEAN, CLIP_STD, "the projected image embedding, L2-normalised (OpenAI's CLIP ViT-L/14 "
+          "at 336 px, QuickGELU): CMMD's", projection=True, default_resize="cmmd"),
     Space("siglip-so400m", 1152, "vit_so400m_patch14_siglip_224",
           Weights(repo="timm/vit_so400m_patch14_siglip_224.webli", filename="model.safetensors"),
           224, "squash", HALF, HALF, "attention-pooled embedding (MAP head, before any projection; WebLI)",
