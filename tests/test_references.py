@@ -226,6 +226,21 @@ def test_the_references_preprocessing_is_applied_and_another_is_refused():
         _reference_resize(("gen/", "edm/cifar10-32x32"), "dinov2-vit-l14", "dinov2-vit-l14", None, None)
 
 
+def test_fdr_against_a_named_reference_preprocesses_each_space_as_its_publisher():
+    from fastfid.cli import _references_modes
+
+    spaces = ["inception", "dinov2-vit-l14"]
+    assert _references_modes(["gen/", "edm2/img512"], spaces, None) == {"inception": "legacy_tensorflow",
+                                                                          "dinov2-vit-l14": "edm2"}
+    assert _references_modes(["gen/", "edm2/img512"], spaces, "edm2")["dinov2-vit-l14"] == "edm2"
+    with pytest.raises(ValueError, match="edm2/img512's dinov2-vit-l14 statistics are of images preprocessed by "
+                                         "'edm2', not 'dgm-eval'"):
+        _references_modes(["gen/", "edm2/img512"], spaces, "dgm-eval")
+    with pytest.raises(ValueError, match="holds statistics of inception, dinov2-vit-l14, not of clip-vit-l-14"):
+        _references_modes(["gen/", "edm2/img512"], ["clip-vit-l-14"], None)
+    assert _references_modes(["gen/", "ref.npz"], spaces, "clean") == "clean"
+
+
 def test_the_list_says_what_is_here(publisher, rng, capsys):
     mu, sigma = gaussian(rng, 4)
     publisher.serve("edm/cifar10-32x32", npz_bytes(mu=mu, sigma=sigma))

@@ -467,6 +467,7 @@ def _fdr_of_images(args):
     statistics files of those spaces read as they are."""
     from fastfid.extraction import compute_stats
     from fastfid.extraction.networks import check_comparable, extractor_for
+    from fastfid.references import resolve
     from fastfid.representations import SpaceStats
 
     if len(args.paths) != 2 or args.space:
@@ -475,8 +476,10 @@ def _fdr_of_images(args):
     if not names:
         raise ValueError("fdr GENERATED REFERENCE needs --spaces NAME,NAME,...")
     options = _extraction_options(args)
+    options["resize"] = _references_modes(args.paths, names, options["resize"])
     sides: dict[int, Any] = {}
     for index, path in enumerate(args.paths):  # the statistics files first: they are checked before any image
+        path = str(resolve(path))  # a reference's name: its checked file
         if path.endswith(".npy"):
             raise ValueError(f"{path}: fdr reads images (a folder or zip) or statistics of the spaces (.npz)")
         if holds_spaces(path) or path.endswith(".npz"):
@@ -494,6 +497,27 @@ def _fdr_of_images(args):
             if index not in sides:
                 sides[index] = compute_stats(path, **{**options, "model": extractor})
     return sides[0].fdr(sides[1], _valfds(args.valfd))
+
+
+def _references_modes(paths, names: list[str], resize: str | None):
+    """With a named reference among ``paths``: each space's preprocessing as its publisher's (a --resize
+    that gives another is refused); else ``resize`` as it is."""
+    from fastfid.extraction.networks import mode_for
+    from fastfid.references import named
+
+    reference = next((r for r in map(named, paths) if r is not None), None)
+    if reference is None:
+        return resize
+    modes = {}
+    for name in names:
+        if name not in reference.spaces:
+            raise ValueError(f"{reference.name} holds statistics of {', '.join(reference.spaces)}, not of {name}")
+        wanted, asked = reference.resize_for(name), mode_for(name, resize)
+        if asked is not None and asked != wanted:
+            raise ValueError(f"{reference.name}'s {name} statistics are of images preprocessed by {wanted!r}, not "
+                             f"{asked!r}: leave --resize out")
+        modes[name] = wanted
+    return modes
 
 
 def _listed_spaces(args) -> dict:

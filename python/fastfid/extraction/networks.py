@@ -15,7 +15,7 @@ from fastfid.models.label import FeatureSpace
 from fastfid.stats import FeatureStats
 
 __all__ = ["FeatureExtractor", "SpaceExtractors", "check_model", "default_device", "default_workers", "extractor_for",
-           "is_detector", "model_dim", "space_name"]
+           "is_detector", "mode_for", "model_dim", "space_name"]
 
 
 def default_device():
@@ -134,9 +134,12 @@ class SpaceExtractors:
         unknown = sorted(set(weights) - set(self.names))
         if unknown:
             raise ValueError(f"weights given for {', '.join(unknown)}, which is not among the spaces asked")
-        modes = [_mode_for(name, resize) for name in self.names]
-        if resize is not None and all(mode is None for mode in modes):
-            raise ValueError(f"resize {resize!r} applies to none of {', '.join(self.names)}")
+        if isinstance(resize, dict):  # one mode per space (a named reference's, fastfid.references)
+            modes = [resize.get(name) for name in self.names]
+        else:
+            modes = [mode_for(name, resize) for name in self.names]
+            if resize is not None and all(mode is None for mode in modes):
+                raise ValueError(f"resize {resize!r} applies to none of {', '.join(self.names)}")
         self.extractors = [FeatureExtractor(space, weights=weights.get(name), device=device, resize=mode)
                            for name, space, mode in zip(self.names, names, modes)]
         self.device = self.extractors[0].device
@@ -194,7 +197,7 @@ def space_name(model) -> str:
     return get_space(model).name
 
 
-def _mode_for(name: str, resize: str | None) -> str | None:
+def mode_for(name: str, resize: str | None) -> str | None:
     """One preprocessing mode for a mix of Inception and spaces: an Inception mode (pytorch-fid, clean,
     ...) applies to Inception, a space mode (dgm-eval) to the spaces, "torch-fidelity" (both have
     it) to all; the others keep their defaults."""

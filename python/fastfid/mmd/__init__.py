@@ -130,15 +130,17 @@ def cmmd(generated, reference, *, sigma: float = SIGMA, scale: float = SCALE, **
 
 
 def embed(images, *, weights=None, device=None, batch_size: int = 32, resize: str | None = None,
-          num_workers: int | None = None, progress: bool = True, sigma: float = SIGMA) -> Embeddings:
-    """CMMD's embeddings of images (a folder, zip, 4-D array or tensor, generator callable): the
-    ``clip-vit-l-14-336`` space, every image (the original drops its last partial batch of 32; this
-    does not). ``resize``: ``"cmmd"`` (google-research's, the default) or ``"cmmd-pytorch"``."""
+          num_workers: int | None = None, progress: bool = True, sigma: float = SIGMA,
+          num_samples: int | None = None) -> Embeddings:
+    """CMMD's embeddings of images (a folder, zip, 4-D array or tensor, generator callable: then
+    ``num_samples`` of them): the ``clip-vit-l-14-336`` space, every image (the original drops its
+    last partial batch of 32; this does not). ``resize``: ``"cmmd"`` (google-research's, the
+    default) or ``"cmmd-pytorch"``."""
     from fastfid.extraction import FeatureExtractor
     from fastfid.extraction.networks import default_workers
     from fastfid.extraction.sources import open_source
 
-    source: Any = open_source(images)
+    source: Any = open_source(images, num_samples)
     if not hasattr(source, "needs_network") or not source.needs_network:
         raise ValueError("embed takes images (a folder, zip, 4-D array or tensor, or a generator), not features "
                          "or statistics")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastfid.files.atomic import write_atomically
+from fastfid.files.atomic import write_atomically, writing
 from fastfid.files.home import fastfid_home
 from fastfid.references.table import NamedReference, get_reference
 
@@ -88,10 +88,17 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     if target.is_file():
         _check_recorded(reference, target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / ".partial" / target.name  # under its own name, as messages name it
-    partial.parent.mkdir(exist_ok=True)
-    url = source_url(reference)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with writing(partial):  # one fetcher of a file at a time: a second is refused in one line
+        if target.is_file():  # fetched by another process while this one waited to start
+            _check_recorded(reference, target)
+            return target
+        return _fetch_into(reference, target, partial, progress)
+
+
+def _fetch_into(reference: NamedReference, target: Path, partial: Path, progress: bool) -> Path:
+    name, url = reference.name, source_url(reference)
     try:
         _download(url, partial, progress, reference)
     except (OSError, http.client.HTTPException) as error:  # URLError is an OSError; a cut transfer: IncompleteRead
