@@ -12,23 +12,7 @@ import time
 import numpy as np
 
 from fastfid.adm import manifold
-from test_adm_speed import adm_estimator, pool_features
-
-
-def tensorflow_distances():
-    """ADM's _batch_pairwise_distances on half casts, in TensorFlow (None without TensorFlow)."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-
-    def distances(u, v):
-        u, v = tf.cast(tf.constant(u), tf.float16), tf.cast(tf.constant(v), tf.float16)
-        norm_u = tf.reshape(tf.reduce_sum(tf.square(u), 1), [-1, 1])
-        norm_v = tf.reshape(tf.reduce_sum(tf.square(v), 1), [1, -1])
-        return tf.cast(tf.maximum(norm_u - 2 * tf.matmul(u, v, False, True) + norm_v, 0.0), tf.float32).numpy()
-
-    return distances
+from test_adm_speed import adm_estimator, pool_features, tensorflow_distances
 
 
 def timed(run):

@@ -26,6 +26,22 @@ def features():
     return pool_features(rng, IMAGES, 0.3), pool_features(rng, IMAGES, 0.33)
 
 
+def tensorflow_distances():
+    """ADM's _batch_pairwise_distances on half casts, in TensorFlow (None without TensorFlow)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+
+    def distances(u, v):
+        u, v = tf.cast(tf.constant(u), tf.float16), tf.cast(tf.constant(v), tf.float16)
+        norm_u = tf.reshape(tf.reduce_sum(tf.square(u), 1), [-1, 1])
+        norm_v = tf.reshape(tf.reduce_sum(tf.square(v), 1), [1, -1])
+        return tf.cast(tf.maximum(norm_u - 2 * tf.matmul(u, v, False, True) + norm_v, 0.0), tf.float32).numpy()
+
+    return distances
+
+
 def numpy_float32_distances(u, v):
     return np.maximum((u * u).sum(1)[:, None] - 2 * (u @ v.T) + (v * v).sum(1)[None, :], np.float32(0))
 
@@ -82,14 +98,9 @@ def test_float32_numpy_manifold_estimator(benchmark, features):
 def test_adms_estimator_with_tensorflows_half_ops(benchmark, features):
     """ADM's own way on a machine without a GPU: its distance graph in TensorFlow's half ops (cast,
     square, sum, matmul, maximum), 10,000-row batches against all points, np.partition per row batch."""
-    tf = pytest.importorskip("tensorflow", reason="TensorFlow is not installed (pip install tensorflow-cpu)")
-
-    def distances(u, v):
-        u, v = tf.cast(tf.constant(u), tf.float16), tf.cast(tf.constant(v), tf.float16)
-        norm_u = tf.reshape(tf.reduce_sum(tf.square(u), 1), [-1, 1])
-        norm_v = tf.reshape(tf.reduce_sum(tf.square(v), 1), [1, -1])
-        return tf.cast(tf.maximum(norm_u - 2 * tf.matmul(u, v, False, True) + norm_v, 0.0), tf.float32).numpy()
-
+    distances = tensorflow_distances()
+    if distances is None:
+        pytest.skip("TensorFlow is not installed (pip install tensorflow-cpu)")
     ref, sample = features
     precision, recall = benchmark.pedantic(adm_estimator, args=(ref, sample), kwargs={"distances": distances},
                                            rounds=1, iterations=1)

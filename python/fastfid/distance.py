@@ -353,9 +353,11 @@ def _declared_dim(x: StatsLike) -> int | None:
         return x.dim
     if isinstance(x, (str, os.PathLike)):
         from fastfid.files.stats import stats_dim
-        from fastfid.references import resolve
+        from fastfid.references import named
 
-        return stats_dim(resolve(x))
+        if named(x) is not None:  # a reference's name: _as_stats fetches and hashes its file once, then checks
+            return None
+        return stats_dim(x)
     return None
 
 

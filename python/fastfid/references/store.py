@@ -8,7 +8,6 @@ keeping the publisher's path: clusters without internet serve the files from one
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastfid._hashing import file_sha256
 from fastfid.files.atomic import write_atomically, writing
 from fastfid.files.home import fastfid_home
 from fastfid.references.table import NamedReference, get_reference
@@ -107,7 +107,7 @@ def _fetch_into(reference: NamedReference, target: Path, partial: Path, progress
         raise OSError(f"cannot download reference {name} from {url} ({_reason(error)}): run the same command again "
                       f"to resume, or put {reference.filename} in {target.parent} (or set {MIRROR_VARIABLE} to a "
                       "mirror of the publishers' paths)") from error
-    digest = _sha256(partial)
+    digest = file_sha256(partial)
     if reference.sha256 is not None and digest != reference.sha256:
         partial.unlink()
         raise OSError(f"the file downloaded from {url} has SHA-256 {digest}, not the publisher's {reference.sha256}: "
@@ -163,14 +163,6 @@ def _reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_record(target: Path, digest: str, reference: NamedReference) -> None:
     def write(stream) -> None:
         stream.write(f"{digest}  {reference.filename}\n".encode())
@@ -181,7 +173,7 @@ def _write_record(target: Path, digest: str, reference: NamedReference) -> None:
 def _check_recorded(reference: NamedReference, target: Path) -> None:
     """The file's SHA-256 against the publisher's, else the one recorded at its first download (a file
     put here by hand is checked for content and recorded at its first read)."""
-    digest = _sha256(target)
+    digest = file_sha256(target)
     expected = reference.sha256
     record = _record(target)
     if expected is None and record.is_file():
